@@ -1,0 +1,177 @@
+// omnilimit._core: the module, its errors, fork handling and the helpers of the fast methods.
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "common.hpp"
+#include "wait.hpp"
+
+namespace omnilimit::bindings {
+
+PyObject* limiter_timeout_error = nullptr;
+PyObject* limiter_closed_error = nullptr;
+
+namespace {
+
+ForkAware* fork_aware_head = nullptr;  // guarded by the GIL
+unsigned long signal_thread_ident = 0;  // guarded by the GIL
+
+}  // namespace
+
+ForkAware::ForkAware() {
+  next_ = fork_aware_head;
+  if (next_ != nullptr) next_->prev_ = this;
+  fork_aware_head = this;
+}
+
+ForkAware::~ForkAware() {
+  if (prev_ != nullptr) prev_->next_ = next_; else fork_aware_head = next_;
+  if (next_ != nullptr) next_->prev_ = prev_;
+}
+
+void reinit_all_after_fork() noexcept {
+  signal_thread_ident = PyThread_get_thread_ident();  // the forking thread is the child's main one
+  for (ForkAware* p = fork_aware_head; p != nullptr; p = p->next_) p->reinit_after_fork();
+}
+
+bool in_signal_thread() { return PyThread_get_thread_ident() == signal_thread_ident; }
+
+void add_fast_methods(py::handle cls, PyMethodDef* table) {
+  for (PyMethodDef* def = table; def->ml_name != nullptr; ++def) {
+    py::object descriptor = py::reinterpret_steal<py::object>(
+        PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cls.ptr()), def));
+    if (!descriptor) throw py::error_already_set();
+    cls.attr(def->ml_name) = descriptor;
+  }
+}
+
+bool parse_optional_arg(const char* method, PyObject* interned_name,
+                        PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, PyObject** value) {
+  const Py_ssize_t nkw = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
+  if (nargs + nkw > 1) {
+    PyErr_Format(PyExc_TypeError, "%s() takes at most 1 argument (%zd given)", method, nargs + nkw);
+    return false;
+  }
+  if (nargs == 1) {
+    *value = args[0];
+  } else if (nkw == 1) {
+    PyObject* key = PyTuple_GET_ITEM(kwnames, 0);
+    if (key != interned_name && PyUnicode_Compare(key, interned_name) != 0) {
+      if (PyErr_Occurred()) return false;
+      PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", method, key);
+      return false;
+    }
+    *value = args[0];
+  }
+  return true;
+}
+
+bool parse_timeout(PyObject* timeout, Nanos* timeout_ns) {
+  if (timeout == Py_None) {
+    *timeout_ns = kForever;
+    return true;
+  }
+  double seconds;
+  if (PyFloat_CheckExact(timeout)) {
+    seconds = PyFloat_AS_DOUBLE(timeout);
+  } else if (PyLong_CheckExact(timeout)) {
+    seconds = PyLong_AsDouble(timeout);  // no temporary float object, unlike PyFloat_AsDouble
+    if (seconds == -1.0 && PyErr_Occurred()) {
+      PyErr_Clear();  // an int too large for a double
+      seconds = PyObject_RichCompareBool(timeout, py::int_(0).ptr(), Py_GT) == 1 ? HUGE_VAL : -1.0;
+    }
+  } else if (PyBool_Check(timeout) ||
+             !(PyLong_Check(timeout) || PyFloat_Check(timeout) || PyNumber_Check(timeout))) {
+    PyErr_Format(PyExc_ValueError,
+                 "timeout must be None or a number of seconds >= 0, got %R", timeout);
+    return false;
+  } else {
+    seconds = PyFloat_AsDouble(timeout);  // int, float subclass, Decimal, numpy scalars
+    if (seconds == -1.0 && PyErr_Occurred()) {
+      const bool huge_int = PyErr_ExceptionMatches(PyExc_OverflowError) && PyLong_Check(timeout);
+      PyErr_Clear();
+      if (huge_int && PyObject_RichCompareBool(timeout, py::int_(0).ptr(), Py_GT) == 1) {
+        seconds = HUGE_VAL;  // an int too large for a double: forever in practice
+      } else {
+        PyErr_Format(PyExc_ValueError,
+                     "timeout must be None or a number of seconds >= 0, got %R", timeout);
+        return false;
+      }
+    }
+  }
+  if (std::isnan(seconds) || seconds < 0.0) {
+    PyErr_Format(PyExc_ValueError, "timeout must be None or a number of seconds >= 0, got %R",
+                 timeout);
+    return false;
+  }
+  *timeout_ns = std::isinf(seconds) ? kForever : seconds_to_ns(seconds);
+  return true;
+}
+
+PyObject* call_hook(PyObject* self, const char* name, PyObject* arg) {
+  PyObject* method = PyObject_GetAttrString(self, name);
+  if (method == nullptr) return nullptr;
+  PyObject* result = arg == nullptr ? PyObject_CallNoArgs(method) : PyObject_CallOneArg(method, arg);
+  Py_DECREF(method);
+  return result;
+}
+
+bool report_timeout(PyObject* self, std::atomic<std::int64_t>& blocked, Nanos timeout_ns,
+                    PyObject* timeout) {
+  blocked.fetch_add(1, std::memory_order_relaxed);
+  if (timeout_ns == 0) return true;  // a failed try is not a timeout: polling loops stay quiet
+  PyObject* result = call_hook(self, "_on_timeout", timeout);
+  Py_XDECREF(result);
+  return result != nullptr;
+}
+
+PyObject* raise_enter_timeout(PyObject* self, std::atomic<std::int64_t>& blocked, PyObject* timeout) {
+  blocked.fetch_add(1, std::memory_order_relaxed);
+  PyObject* message = call_hook(self, "_on_timeout", timeout);
+  if (message != nullptr) {
+    PyErr_SetObject(limiter_timeout_error, message);
+    Py_DECREF(message);
+  }
+  return nullptr;
+}
+
+}  // namespace omnilimit::bindings
+
+namespace ob = omnilimit::bindings;
+namespace py = pybind11;
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "The native core of omnilimit: GCRA token bucket, FIFO semaphore, request window.";
+
+  ob::limiter_timeout_error = PyErr_NewExceptionWithDoc(
+      "omnilimit.LimiterTimeout",
+      "No slot or token could be had within the timeout (raised by `with limiter:`).",
+      PyExc_TimeoutError, nullptr);
+  ob::limiter_closed_error = PyErr_NewExceptionWithDoc(
+      "omnilimit.LimiterClosed", "The limiter was closed while waiting, or before the call.",
+      PyExc_RuntimeError, nullptr);
+  if (ob::limiter_timeout_error == nullptr || ob::limiter_closed_error == nullptr) {
+    throw py::error_already_set();
+  }
+  m.attr("LimiterTimeout") = py::handle(ob::limiter_timeout_error);
+  m.attr("LimiterClosed") = py::handle(ob::limiter_closed_error);
+
+  m.attr("FOREVER_NS") = omnilimit::kForever;
+  m.def("monotonic_ns", &omnilimit::now_ns,
+        "Now on the core's clock (steady_clock, the clock of time.monotonic_ns()), in ns.");
+  m.def("coarse_monotonic_ns", &omnilimit::coarse_now_ns,
+        "Now on the same clock at scheduler-tick resolution (the request window's clock), in ns.");
+
+  ob::signal_thread_ident =
+      py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+  m.def("_reinit_after_fork", &ob::reinit_all_after_fork,
+        "Re-initialises every live limiter's locks and waiter state (runs in a forked child).");
+  py::module_::import("os").attr("register_at_fork")(py::arg("after_in_child") =
+                                                          m.attr("_reinit_after_fork"));
+
+  ob::register_window(m);
+  ob::register_gcra(m);
+  ob::register_rate_core(m);
+  ob::register_semaphore(m);
+}

@@ -1,0 +1,219 @@
+// omnilimit._core.Gcra (the algorithm, with explicit instants, for tests and advanced callers)
+// and omnilimit._core.RateCore (the token bucket behind omnilimit.RateLimiter).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "common.hpp"
+#include "omnilimit/gcra.hpp"
+#include "omnilimit/window.hpp"
+#include "wait.hpp"
+
+namespace omnilimit::bindings {
+namespace {
+
+constexpr Nanos kDefaultTimeoutNs = 60 * kNanosPerSecond;
+PyObject* default_timeout = nullptr;  // the int 60, as shown in the timeout message
+PyObject* timeout_keyword = nullptr;  // interned "timeout"
+
+Nanos now_or(std::optional<Nanos> now) { return now ? *now : now_ns(); }
+
+struct GcraObject final : ForkAware {
+  GcraObject(Nanos interval_ns, std::int64_t burst) : bucket(interval_ns, burst) {}
+  void reinit_after_fork() noexcept override { bucket.reinit_after_fork(); }
+  Gcra bucket;
+};
+
+struct RateCore final : ForkAware {
+  RateCore(double requests_per_minute, std::int64_t burst)
+      : bucket(Gcra::interval_for(requests_per_minute, 60.0), burst) {}
+  void reinit_after_fork() noexcept override { bucket.reinit_after_fork(); }
+
+  Gcra bucket;
+  RequestWindow recorded;  // record_request() calls in the last minute: the current RPM
+  alignas(64) std::atomic<std::int64_t> total_acquired{0};
+  std::atomic<std::int64_t> blocked{0};
+};
+
+enum class Outcome { acquired, timed_out, error };
+
+Outcome acquire_token(RateCore& core, Nanos timeout_ns) {
+  // Decide before committing: a reservation is made only if its wait fits in the timeout.
+  const Reservation r = core.bucket.reserve(1, timeout_ns, now_ns());
+  if (!r.admitted) return Outcome::timed_out;
+  if (r.wait_ns > 0) {
+    const WaitResult result = wait_without_gil(r.ready_at_ns, [&](Nanos until_ns) {
+      sleep_until_ns(until_ns);
+      return until_ns >= r.ready_at_ns;
+    });
+    if (result == WaitResult::interrupted) {
+      core.bucket.refund(r, now_ns());  // KeyboardInterrupt: give the slot back if still possible
+      return Outcome::error;
+    }
+  }
+  core.total_acquired.fetch_add(1, std::memory_order_relaxed);
+  return Outcome::acquired;
+}
+
+PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> PyObject* {
+    PyObject* timeout = nullptr;
+    if (!parse_optional_arg("acquire", timeout_keyword, args, nargs, kwnames, &timeout)) return nullptr;
+    Nanos timeout_ns = kDefaultTimeoutNs;
+    if (timeout != nullptr && !parse_timeout(timeout, &timeout_ns)) return nullptr;
+    RateCore* core = self_ptr<RateCore>(self);
+    if (core == nullptr) return nullptr;
+    switch (acquire_token(*core, timeout_ns)) {
+      case Outcome::acquired: Py_RETURN_TRUE;
+      case Outcome::error: return nullptr;
+      case Outcome::timed_out: break;
+    }
+    if (!report_timeout(self, core->blocked, timeout_ns, timeout ? timeout : default_timeout)) {
+      return nullptr;
+    }
+    Py_RETURN_FALSE;
+  });
+}
+
+PyObject* fast_record_request(PyObject* self, PyObject* const*, Py_ssize_t nargs, PyObject* kwnames) {
+  if (nargs != 0 || (kwnames != nullptr && PyTuple_GET_SIZE(kwnames) != 0)) {
+    PyErr_SetString(PyExc_TypeError, "record_request() takes no arguments");
+    return nullptr;
+  }
+  RateCore* core = self_ptr<RateCore>(self);
+  if (core == nullptr) return nullptr;
+  core->recorded.record(coarse_now_ns());
+  Py_RETURN_NONE;
+}
+
+PyObject* fast_enter(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
+  return guarded([&]() -> PyObject* {
+    RateCore* core = self_ptr<RateCore>(self);
+    if (core == nullptr) return nullptr;
+    switch (acquire_token(*core, kDefaultTimeoutNs)) {
+      case Outcome::acquired: Py_INCREF(self); return self;
+      case Outcome::error: return nullptr;
+      case Outcome::timed_out: break;
+    }
+    return raise_enter_timeout(self, core->blocked, default_timeout);
+  });
+}
+
+PyObject* fast_exit(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
+  RateCore* core = self_ptr<RateCore>(self);
+  if (core == nullptr) return nullptr;
+  core->recorded.record(coarse_now_ns());
+  Py_RETURN_FALSE;
+}
+
+PyMethodDef fast_methods[] = {
+    {"acquire", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_acquire)),
+     METH_FASTCALL | METH_KEYWORDS,
+     "acquire($self, /, timeout=60)\n--\n\n"
+     "Takes a token, sleeping until its reserved instant if the bucket is empty. `timeout` is\n"
+     "in seconds (None: forever; 0: try once); a wait that would not fit fails at once and\n"
+     "commits nothing. Returns True or False. Raises ValueError for a bad timeout."},
+    {"record_request", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_record_request)),
+     METH_FASTCALL | METH_KEYWORDS,
+     "record_request($self, /)\n--\n\nRecords a request made (it counts in get_current_rpm())."},
+    {"__enter__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_enter)),
+     METH_FASTCALL | METH_KEYWORDS,
+     "__enter__($self, /)\n--\n\nacquire() with the default timeout; raises LimiterTimeout on timeout."},
+    {"__exit__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_exit)),
+     METH_FASTCALL | METH_KEYWORDS, "__exit__($self, *exc_info, /)\n--\n\nrecord_request()."},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
+
+void register_gcra(py::module_& m) {
+  py::class_<Reservation>(m, "Reservation", "The outcome of Gcra.reserve(); pass it to refund().")
+      .def_readonly("admitted", &Reservation::admitted)
+      .def_readonly("wait_ns", &Reservation::wait_ns,
+                    "Wait from `now` before the request may go (if not admitted: the wait it needed).")
+      .def_readonly("ready_at_ns", &Reservation::ready_at_ns)
+      .def_readonly("tat_ns", &Reservation::tat_ns)
+      .def_readonly("increment_ns", &Reservation::increment_ns)
+      .def_readonly("cost", &Reservation::cost)
+      .def("__repr__", [](const Reservation& r) {
+        return "Reservation(admitted=" + std::string(r.admitted ? "True" : "False") +
+               ", wait_ns=" + std::to_string(r.wait_ns) + ", ready_at_ns=" + std::to_string(r.ready_at_ns) +
+               ", tat_ns=" + std::to_string(r.tat_ns) + ", cost=" + std::to_string(r.cost) + ")";
+      });
+
+  py::class_<GcraObject>(m, "Gcra", R"doc(
+The GCRA token bucket of the core: one atomic theoretical arrival time (TAT) in ns.
+
+Gcra(interval_ns, burst): one token every `interval_ns` ns, at most `burst` at once. Every
+method takes an optional `now_ns` (steady clock ns, the clock of time.monotonic_ns()); tests pass
+fixed instants. All methods are thread-safe and lock-free except the setters.)doc")
+      .def(py::init<Nanos, std::int64_t>(), py::arg("interval_ns"), py::arg("burst"))
+      .def_static("interval_for", &Gcra::interval_for, py::arg("count"), py::arg("period_s"),
+                  "The interval in ns for `count` requests per `period_s` seconds, rounded up.")
+      .def("try_acquire",
+           [](GcraObject& g, std::int64_t cost, std::optional<Nanos> now) {
+             return g.bucket.try_acquire(cost, now_or(now));
+           },
+           py::arg("cost") = 1, py::arg("now_ns") = py::none())
+      .def("reserve",
+           [](GcraObject& g, std::int64_t cost, Nanos max_wait_ns, std::optional<Nanos> now) {
+             return g.bucket.reserve(cost, max_wait_ns, now_or(now));
+           },
+           py::arg("cost") = 1, py::arg("max_wait_ns") = kForever, py::arg("now_ns") = py::none())
+      .def("refund",
+           [](GcraObject& g, const Reservation& r, std::optional<Nanos> now) {
+             return g.bucket.refund(r, now_or(now));
+           },
+           py::arg("reservation"), py::arg("now_ns") = py::none())
+      .def("tokens_available",
+           [](const GcraObject& g, std::optional<Nanos> now) { return g.bucket.tokens_available(now_or(now)); },
+           py::arg("now_ns") = py::none())
+      .def("set_interval",
+           [](GcraObject& g, Nanos interval_ns, std::optional<Nanos> now) {
+             g.bucket.set_interval(interval_ns, now_or(now));
+           },
+           py::arg("interval_ns"), py::arg("now_ns") = py::none())
+      .def("set_burst", [](GcraObject& g, std::int64_t burst) { g.bucket.set_burst(burst); },
+           py::arg("burst"))
+      .def_property_readonly("interval_ns", [](const GcraObject& g) { return g.bucket.interval_ns(); })
+      .def_property_readonly("burst", [](const GcraObject& g) { return g.bucket.burst(); })
+      .def_property_readonly("tat_ns", [](const GcraObject& g) { return g.bucket.tat_ns(); });
+}
+
+void register_rate_core(py::module_& m) {
+  default_timeout = PyLong_FromLong(60);
+  timeout_keyword = PyUnicode_InternFromString("timeout");
+  if (default_timeout == nullptr || timeout_keyword == nullptr) throw py::error_already_set();
+
+  py::class_<RateCore> cls(m, "RateCore", R"doc(
+The native part of RateLimiter: a GCRA token bucket and a one-minute request window.
+
+RateCore(requests_per_minute, burst). acquire(), record_request(), __enter__ and __exit__ are
+implemented in C++ directly; the GIL is released only while a caller sleeps until its turn.)doc");
+  cls.def(py::init<double, std::int64_t>(), py::arg("requests_per_minute"), py::arg("burst"))
+      .def_property_readonly("interval_ns", [](const RateCore& c) { return c.bucket.interval_ns(); },
+                             "Time between two requests at the configured rate, in ns (rounded up).")
+      .def_property_readonly("burst", [](const RateCore& c) { return c.bucket.burst(); })
+      .def_property_readonly("total_requests",
+                             [](const RateCore& c) { return c.total_acquired.load(std::memory_order_relaxed); },
+                             "Successful acquires since creation.")
+      .def_property_readonly("blocked_count",
+                             [](const RateCore& c) { return c.blocked.load(std::memory_order_relaxed); },
+                             "Acquires that got no token (timeouts and failed tries).")
+      .def("tokens_available",
+           [](const RateCore& c, std::optional<Nanos> now) { return c.bucket.tokens_available(now_or(now)); },
+           py::arg("now_ns") = py::none(), "Whole tokens that could be taken now without waiting.")
+      .def("get_current_rpm", [](const RateCore& c) { return c.recorded.count(); },
+           "record_request() calls in the last 60 seconds.")
+      .def("_on_timeout",
+           [](py::object, py::object timeout) {
+             return "Rate limit timeout after " + py::str(timeout).cast<std::string>() + "s";
+           },
+           py::arg("timeout"), "Hook: called on a timed-out acquire; returns the message.");
+  add_fast_methods(cls, fast_methods);
+}
+
+}  // namespace omnilimit::bindings

@@ -1,0 +1,204 @@
+// omnilimit._core.ConcurrencyCore: the semaphore behind omnilimit.ConcurrencyLimiter.
+#include <pybind11/pybind11.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "common.hpp"
+#include "omnilimit/semaphore.hpp"
+#include "omnilimit/window.hpp"
+#include "wait.hpp"
+
+namespace omnilimit::bindings {
+namespace {
+
+constexpr Nanos kDefaultTimeoutNs = 120 * kNanosPerSecond;
+PyObject* default_timeout = nullptr;  // the int 120, as shown in the timeout message
+PyObject* timeout_keyword = nullptr;  // interned "timeout"
+
+struct ConcurrencyCore final : ForkAware {
+  explicit ConcurrencyCore(std::int64_t max_concurrent) : semaphore(max_concurrent) {}
+  void reinit_after_fork() noexcept override { semaphore.reinit_after_fork(); }
+
+  Semaphore semaphore;
+  RequestWindow released;  // releases in the last minute: the limiter's current RPM
+  alignas(64) std::atomic<std::int64_t> total_acquired{0};
+  std::atomic<std::int64_t> blocked{0};
+  std::atomic<bool> over_release_reported{false};
+};
+
+enum class Outcome { acquired, timed_out, error };
+
+Outcome acquire_slot(ConcurrencyCore& core, Nanos timeout_ns) {
+  Semaphore& semaphore = core.semaphore;
+  if (semaphore.try_acquire_fast()) {
+    core.total_acquired.fetch_add(1, std::memory_order_relaxed);
+    return Outcome::acquired;
+  }
+  if (timeout_ns == 0 && !semaphore.closed()) return Outcome::timed_out;  // try once, never queue
+  const Nanos deadline_ns = saturating_add(now_ns(), timeout_ns);
+  Semaphore::Waiter waiter;
+  Semaphore::WaitStatus status = Semaphore::WaitStatus::pending;
+  switch (semaphore.enqueue(waiter)) {
+    case Semaphore::Enqueued::acquired:
+      status = Semaphore::WaitStatus::acquired;
+      break;
+    case Semaphore::Enqueued::closed:
+      status = Semaphore::WaitStatus::closed;
+      break;
+    case Semaphore::Enqueued::queued: {
+      const WaitResult result = wait_without_gil(deadline_ns, [&](Nanos until_ns) {
+        status = semaphore.wait(waiter, until_ns);
+        return status != Semaphore::WaitStatus::pending;
+      });
+      if (result == WaitResult::interrupted) {
+        // A signal handler raised (KeyboardInterrupt): leave the queue, and pass on a slot that
+        // was handed over meanwhile, before the exception propagates.
+        if (semaphore.cancel(waiter)) semaphore.release();
+        return Outcome::error;
+      }
+      if (result == WaitResult::deadline) {
+        if (!semaphore.cancel(waiter)) return Outcome::timed_out;
+        status = Semaphore::WaitStatus::acquired;  // handed over at the last moment: keep it
+      }
+      break;
+    }
+  }
+  if (status == Semaphore::WaitStatus::closed) {
+    PyErr_SetString(limiter_closed_error, "the limiter is closed");
+    return Outcome::error;
+  }
+  core.total_acquired.fetch_add(1, std::memory_order_relaxed);
+  return Outcome::acquired;
+}
+
+PyObject* release_slot(PyObject* self, ConcurrencyCore& core) {
+  if (core.semaphore.release() == Semaphore::Released::ok) {
+    core.released.record(coarse_now_ns());
+    Py_RETURN_NONE;
+  }
+  if (!core.over_release_reported.exchange(true, std::memory_order_relaxed)) {
+    PyObject* result = call_hook(self, "_on_over_release", nullptr);
+    if (result == nullptr) return nullptr;
+    Py_DECREF(result);
+  }
+  Py_RETURN_NONE;
+}
+
+PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> PyObject* {
+    PyObject* timeout = nullptr;
+    if (!parse_optional_arg("acquire", timeout_keyword, args, nargs, kwnames, &timeout)) return nullptr;
+    Nanos timeout_ns = kDefaultTimeoutNs;
+    if (timeout != nullptr && !parse_timeout(timeout, &timeout_ns)) return nullptr;
+    ConcurrencyCore* core = self_ptr<ConcurrencyCore>(self);
+    if (core == nullptr) return nullptr;
+    switch (acquire_slot(*core, timeout_ns)) {
+      case Outcome::acquired: Py_RETURN_TRUE;
+      case Outcome::error: return nullptr;
+      case Outcome::timed_out: break;
+    }
+    if (!report_timeout(self, core->blocked, timeout_ns, timeout ? timeout : default_timeout)) {
+      return nullptr;
+    }
+    Py_RETURN_FALSE;
+  });
+}
+
+PyObject* fast_release(PyObject* self, PyObject* const*, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> PyObject* {
+    if (nargs != 0 || (kwnames != nullptr && PyTuple_GET_SIZE(kwnames) != 0)) {
+      PyErr_SetString(PyExc_TypeError, "release() takes no arguments");
+      return nullptr;
+    }
+    ConcurrencyCore* core = self_ptr<ConcurrencyCore>(self);
+    return core == nullptr ? nullptr : release_slot(self, *core);
+  });
+}
+
+PyObject* fast_enter(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
+  return guarded([&]() -> PyObject* {
+    ConcurrencyCore* core = self_ptr<ConcurrencyCore>(self);
+    if (core == nullptr) return nullptr;
+    switch (acquire_slot(*core, kDefaultTimeoutNs)) {
+      case Outcome::acquired: Py_INCREF(self); return self;
+      case Outcome::error: return nullptr;
+      case Outcome::timed_out: break;
+    }
+    return raise_enter_timeout(self, core->blocked, default_timeout);
+  });
+}
+
+PyObject* fast_exit(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
+  return guarded([&]() -> PyObject* {
+    ConcurrencyCore* core = self_ptr<ConcurrencyCore>(self);
+    if (core == nullptr) return nullptr;
+    PyObject* result = release_slot(self, *core);
+    if (result == nullptr) return nullptr;
+    Py_DECREF(result);
+    Py_RETURN_FALSE;
+  });
+}
+
+PyMethodDef fast_methods[] = {
+    {"acquire", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_acquire)),
+     METH_FASTCALL | METH_KEYWORDS,
+     "acquire($self, /, timeout=120)\n--\n\n"
+     "Takes a slot, waiting up to `timeout` seconds (None: forever; 0: try once). Returns True\n"
+     "when a slot was taken, False on timeout. Waiters are served in arrival order. Raises\n"
+     "LimiterClosed if the limiter is closed, ValueError for a bad timeout."},
+    {"release", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_release)),
+     METH_FASTCALL | METH_KEYWORDS,
+     "release($self, /)\n--\n\n"
+     "Frees a slot, handing it to the oldest waiter if there is one. A release without a held\n"
+     "slot is counted and logged once, never turned into extra capacity."},
+    {"__enter__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_enter)),
+     METH_FASTCALL | METH_KEYWORDS,
+     "__enter__($self, /)\n--\n\nacquire() with the default timeout; raises LimiterTimeout on timeout."},
+    {"__exit__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_exit)),
+     METH_FASTCALL | METH_KEYWORDS, "__exit__($self, *exc_info, /)\n--\n\nrelease()."},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
+
+void register_semaphore(py::module_& m) {
+  default_timeout = PyLong_FromLong(120);
+  timeout_keyword = PyUnicode_InternFromString("timeout");
+  if (default_timeout == nullptr || timeout_keyword == nullptr) throw py::error_already_set();
+
+  py::class_<ConcurrencyCore> cls(m, "ConcurrencyCore", R"doc(
+The native part of ConcurrencyLimiter: a FIFO counting semaphore with a lock-free fast path.
+
+acquire(), release(), __enter__ and __exit__ are implemented in C++ directly; the GIL is
+released only while a caller waits.)doc");
+  cls.def(py::init<std::int64_t>(), py::arg("max_concurrent"))
+      .def("close", [](ConcurrencyCore& c) { c.semaphore.close(); },
+           "Wakes every waiter with LimiterClosed; later acquires raise it. Holders may still release.")
+      .def_property_readonly("max_concurrent", [](const ConcurrencyCore& c) { return c.semaphore.max_slots(); })
+      .def_property_readonly("active_calls", [](const ConcurrencyCore& c) { return c.semaphore.held(); },
+                             "Slots held now.")
+      .def_property_readonly("waiting", [](const ConcurrencyCore& c) { return c.semaphore.waiting(); },
+                             "Callers queued for a slot now.")
+      .def_property_readonly("closed", [](const ConcurrencyCore& c) { return c.semaphore.closed(); })
+      .def_property_readonly("total_requests",
+                             [](const ConcurrencyCore& c) { return c.total_acquired.load(std::memory_order_relaxed); },
+                             "Successful acquires since creation.")
+      .def_property_readonly("blocked_count",
+                             [](const ConcurrencyCore& c) { return c.blocked.load(std::memory_order_relaxed); },
+                             "Acquires that got no slot (timeouts and failed tries).")
+      .def_property_readonly("over_release_count",
+                             [](const ConcurrencyCore& c) { return c.semaphore.over_release_count(); },
+                             "Releases made without a held slot (ignored).")
+      .def("get_current_rpm", [](const ConcurrencyCore& c) { return c.released.count(); },
+           "Calls released in the last 60 seconds.")
+      .def("_on_timeout",
+           [](py::object, py::object timeout) {
+             return "Concurrency limit timeout after " + py::str(timeout).cast<std::string>() + "s";
+           },
+           py::arg("timeout"), "Hook: called on a timed-out acquire; returns the message.")
+      .def("_on_over_release", [](py::object) {}, "Hook: called on the first over-release.");
+  add_fast_methods(cls, fast_methods);
+}
+
+}  // namespace omnilimit::bindings

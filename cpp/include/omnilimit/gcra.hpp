@@ -1,0 +1,233 @@
+// Gcra: a token bucket kept as one atomic word (the Generic Cell Rate Algorithm).
+//
+// Why one word. A token bucket with capacity B (the burst) that refills one token every T ns
+// (the emission interval) is fully described by a single instant, the theoretical arrival time
+// (TAT): the moment at which the bucket would be full again if nothing else were taken. A request
+// of cost n arriving at `now` is admitted once
+//
+//     max(TAT, now) + n*T - B*T  <=  now          (the bucket holds at least n tokens)
+//
+// and admitting it moves TAT to max(TAT, now) + n*T. The left-hand side minus `now` is exactly
+// how long the caller would have to wait, so "try", "reserve and wait" and "how many tokens are
+// left" all fall out of the same arithmetic, and the whole state fits in one std::atomic<int64_t>
+// updated by compare-and-swap: no lock, no refill timer, nothing to drift. TAT == 0 means "never
+// used" (any real `now` is later).
+//
+// Waiting without a queue. reserve() commits a request's place in time and returns how long the
+// caller must sleep. Each reservation pushes TAT on by n*T, so callers are served in the order
+// their reservations landed, and each sleeps exactly until its turn: no polling, no wake-up storm.
+// reserve() commits only when the wait fits in `max_wait`; a caller that would time out takes
+// nothing and learns so at once.
+//
+// Time. Instants are steady_clock ns (clock.hpp). Every operation has a form that takes `now`
+// explicitly, so tests can run the algorithm over fixed instants. A stale or backwards `now`
+// (a thread preempted between reading the clock and deciding) only makes a decision more
+// conservative: max(TAT, now) never moves TAT backwards. Intermediate arithmetic is 128-bit and
+// results saturate at kForever, so far-future reservations, enormous bursts or tiny rates never
+// overflow. A TAT that reaches kForever (about 292 years after boot) stays there and admits
+// nothing more.
+//
+// Rounding. T is a whole number of ns, rounded up from the configured rate, so the bucket never
+// admits more than the configured rate; the shortfall is under 1 ns per request (1e-7 of a
+// 6000-RPM limit). Rates faster than one request per ns behave as one per ns.
+//
+// Non-promise: refund() gives a reservation back only while it is still the latest one. A hole in
+// the middle of the schedule cannot be represented by one word, and handing it to a newcomer
+// would put two requests in one slot, so a cancelled reservation that others have queued behind
+// is simply lost (the limiter errs on the side of admitting less).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+
+#include "omnilimit/clock.hpp"
+
+#if !defined(__SIZEOF_INT128__)
+#error "omnilimit's core needs a compiler with a 128-bit integer type (GCC or Clang on a 64-bit target)"
+#endif
+
+namespace omnilimit {
+
+using Wide = __int128;
+
+inline constexpr Nanos clamp_to_nanos(Wide value) noexcept {
+  if (value > static_cast<Wide>(kForever)) return kForever;
+  if (value < -static_cast<Wide>(kForever)) return -kForever;
+  return static_cast<Nanos>(value);
+}
+
+// The outcome of Gcra::reserve(). A plain value: copy it, keep it for refund().
+struct Reservation {
+  bool admitted = false;
+  // How long after `now` the request may go: 0 for "at once". When not admitted, the wait it
+  // would have needed (kForever when that does not fit in 64 bits).
+  Nanos wait_ns = 0;
+  Nanos ready_at_ns = 0;    // now + wait_ns (admitted reservations only)
+  Nanos tat_ns = 0;         // the TAT this reservation committed
+  Nanos increment_ns = 0;   // cost * T at the time of the reservation
+  std::int64_t cost = 0;
+};
+
+class Gcra {
+ public:
+  // T in ns (>= 1) and the burst B (>= 1 requests). Throws std::invalid_argument otherwise.
+  Gcra(Nanos interval_ns, std::int64_t burst) : interval_ns_(check_interval(interval_ns)),
+                                                burst_(check_burst(burst)) {}
+
+  Gcra(const Gcra&) = delete;
+  Gcra& operator=(const Gcra&) = delete;
+
+  // T for a rate of `count` requests per `period_s` seconds, rounded up to whole ns (at least 1,
+  // at most kForever). Throws std::invalid_argument unless both are finite and > 0.
+  static Nanos interval_for(double count, double period_s) {
+    if (!(std::isfinite(count) && count > 0.0) || !(std::isfinite(period_s) && period_s > 0.0)) {
+      throw std::invalid_argument("a rate needs a finite count > 0 per a finite period > 0");
+    }
+    const double interval = std::ceil(period_s * 1e9 / count);
+    if (!(interval < 9.2e18)) return kForever;
+    return std::max<Nanos>(1, static_cast<Nanos>(interval));
+  }
+
+  // Takes `cost` tokens if the bucket holds them at `now`. Thread-safe, lock-free.
+  bool try_acquire(std::int64_t cost, Nanos now) { return reserve(cost, 0, now).admitted; }
+  bool try_acquire(std::int64_t cost = 1) { return try_acquire(cost, now_ns()); }
+
+  // Commits `cost` tokens if the caller would have them within `max_wait_ns` of `now`
+  // (kForever: whatever the wait). Returns the wait; commits nothing when it does not fit.
+  // Thread-safe, lock-free.
+  Reservation reserve(std::int64_t cost, Nanos max_wait_ns, Nanos now) {
+    check_cost(cost);
+    if (max_wait_ns < 0) throw std::invalid_argument("max_wait_ns must be >= 0");
+    const Nanos interval = interval_ns_.load(std::memory_order_relaxed);
+    const std::int64_t burst = burst_.load(std::memory_order_relaxed);
+    const Wide increment = static_cast<Wide>(cost) * interval;
+    Nanos tat = tat_ns_.load(std::memory_order_acquire);
+    for (;;) {
+      if (tat == kForever) {  // saturated: the schedule already runs past the end of time
+        Reservation r;
+        r.cost = cost;
+        r.wait_ns = kForever;
+        return r;
+      }
+      const Nanos base = std::max(tat, now);
+      const Wide wait = (static_cast<Wide>(base) - now) + increment - static_cast<Wide>(burst) * interval;
+      Reservation r;
+      r.cost = cost;
+      r.increment_ns = clamp_to_nanos(increment);
+      if (wait > max_wait_ns) {
+        r.wait_ns = clamp_to_nanos(wait);
+        return r;
+      }
+      const Nanos new_tat = clamp_to_nanos(static_cast<Wide>(base) + increment);
+      if (tat_ns_.compare_exchange_weak(tat, new_tat, std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+        r.admitted = true;
+        r.wait_ns = wait > 0 ? clamp_to_nanos(wait) : 0;
+        r.ready_at_ns = saturating_add(now, r.wait_ns);
+        r.tat_ns = new_tat;
+        return r;
+      }
+    }
+  }
+  Reservation reserve(std::int64_t cost, Nanos max_wait_ns) {
+    return reserve(cost, max_wait_ns, now_ns());
+  }
+
+  // Gives back a reservation whose time has not come (a waiter that was interrupted), provided
+  // no later reservation has been made since (see the non-promise above). Returns whether the
+  // tokens went back. Thread-safe, lock-free.
+  bool refund(const Reservation& r, Nanos now) {
+    if (!r.admitted || now >= r.ready_at_ns || r.tat_ns == kForever) return false;
+    Nanos expected = r.tat_ns;
+    return tat_ns_.compare_exchange_strong(expected, r.tat_ns - r.increment_ns,
+                                           std::memory_order_acq_rel, std::memory_order_acquire);
+  }
+  bool refund(const Reservation& r) { return refund(r, now_ns()); }
+
+  // Whole tokens a caller could take at `now` without waiting, in [0, burst].
+  // Thread-safe, lock-free.
+  std::int64_t tokens_available(Nanos now) const {
+    const Nanos interval = interval_ns_.load(std::memory_order_relaxed);
+    const std::int64_t burst = burst_.load(std::memory_order_relaxed);
+    const Nanos tat = tat_ns_.load(std::memory_order_acquire);
+    if (tat <= now) return burst;
+    const Wide debt = static_cast<Wide>(tat) - now;
+    const Wide owed = (debt + interval - 1) / interval;  // tokens still being refilled
+    return owed >= burst ? 0 : static_cast<std::int64_t>(burst - owed);
+  }
+  std::int64_t tokens_available() const { return tokens_available(now_ns()); }
+
+  // Changes T, keeping the accrued state: the tokens owed at `now` stay owed, now at the new
+  // pace. A decision racing with the change sees the old or the new pace; the two steps are
+  // ordered so that any mixture it sees is the more conservative one.
+  // Thread-safe (serialised with set_burst by an internal mutex; decisions take no lock).
+  void set_interval(Nanos interval_ns, Nanos now) {
+    check_interval(interval_ns);
+    std::lock_guard<std::mutex> lock(config_mutex_);
+    const Nanos old_interval = interval_ns_.load(std::memory_order_relaxed);
+    if (interval_ns == old_interval) return;
+    if (interval_ns > old_interval) {  // slowing down: lengthen the debt first
+      rescale_debt(old_interval, interval_ns, now);
+      interval_ns_.store(interval_ns, std::memory_order_relaxed);
+    } else {  // speeding up: shorten the interval first
+      interval_ns_.store(interval_ns, std::memory_order_relaxed);
+      rescale_debt(old_interval, interval_ns, now);
+    }
+  }
+  void set_interval(Nanos interval_ns) { set_interval(interval_ns, now_ns()); }
+
+  // Changes B. The TAT stays; a smaller burst simply leaves fewer tokens available.
+  // Thread-safe.
+  void set_burst(std::int64_t burst) {
+    check_burst(burst);
+    std::lock_guard<std::mutex> lock(config_mutex_);
+    burst_.store(burst, std::memory_order_relaxed);
+  }
+
+  Nanos interval_ns() const noexcept { return interval_ns_.load(std::memory_order_relaxed); }
+  std::int64_t burst() const noexcept { return burst_.load(std::memory_order_relaxed); }
+  Nanos tat_ns() const noexcept { return tat_ns_.load(std::memory_order_acquire); }
+
+  // In the child of fork(): the config mutex may have been held by a thread that the child does
+  // not have. The budget already spent stays spent. Call with no other thread running.
+  void reinit_after_fork() noexcept { new (&config_mutex_) std::mutex(); }
+
+ private:
+  static Nanos check_interval(Nanos interval_ns) {
+    if (interval_ns < 1) throw std::invalid_argument("the emission interval must be >= 1 ns");
+    return interval_ns;
+  }
+  static std::int64_t check_burst(std::int64_t burst) {
+    if (burst < 1) throw std::invalid_argument("the burst must be >= 1");
+    return burst;
+  }
+  static void check_cost(std::int64_t cost) {
+    if (cost < 1) throw std::invalid_argument("the cost must be >= 1");
+  }
+
+  void rescale_debt(Nanos old_interval, Nanos new_interval, Nanos now) {
+    Nanos tat = tat_ns_.load(std::memory_order_acquire);
+    for (;;) {
+      if (tat <= now) return;  // nothing owed: the bucket is full either way
+      const Wide debt = static_cast<Wide>(tat) - now;
+      const Wide scaled = (debt * new_interval + old_interval - 1) / old_interval;
+      const Nanos new_tat = clamp_to_nanos(static_cast<Wide>(now) + scaled);
+      if (tat_ns_.compare_exchange_weak(tat, new_tat, std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+        return;
+      }
+    }
+  }
+
+  alignas(64) std::atomic<Nanos> tat_ns_{0};
+  std::atomic<Nanos> interval_ns_;
+  std::atomic<std::int64_t> burst_;
+  std::mutex config_mutex_;
+};
+
+}  // namespace omnilimit

@@ -1,0 +1,3 @@
+from omnilimit.cli import main
+
+raise SystemExit(main())

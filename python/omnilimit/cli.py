@@ -1,0 +1,22 @@
+"""The ``omnilimit`` command."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="omnilimit", description="Rate and concurrency limiters for LLM API calls.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("demo", help="drive both limiters from a thread pool and print their stats (a few seconds)")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from omnilimit.demo import main as demo
+
+        return demo()
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

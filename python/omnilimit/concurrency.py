@@ -1,0 +1,65 @@
+"""ConcurrencyLimiter: at most ``max_concurrent`` calls in flight at once."""
+
+from __future__ import annotations
+
+from omnilimit import _core
+from omnilimit._log import logger
+from omnilimit._validate import label, whole_number
+
+MAX_CONCURRENT = 2**31 - 1
+
+
+class ConcurrencyLimiter(_core.ConcurrencyCore):
+    """At most ``max_concurrent`` calls in flight at once (the guide's concurrency limiting).
+
+    ``acquire(timeout=120) -> bool`` takes a slot, waiting up to ``timeout`` seconds (``None``
+    waits forever, ``0`` tries once); ``release()`` frees it. Waiters are served in arrival order.
+    ``with limiter:`` acquires with the default timeout (raising ``LimiterTimeout`` when none came)
+    and releases on exit.
+
+    The uncontended ``acquire()``/``release()`` pair runs entirely in C++ with the GIL held; the GIL
+    is released only while a caller waits. Every method is thread-safe. ``get_stats()`` reads
+    atomics and never blocks.
+
+    A release without a matching acquire is ignored, counted in ``over_release_count`` and logged
+    once: capacity never exceeds ``max_concurrent``.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, max_concurrent: int, name: str = "default") -> None:
+        super().__init__(whole_number("max_concurrent", max_concurrent, maximum=MAX_CONCURRENT))
+        self.name = label("name", name)
+        logger.debug("ConcurrencyLimiter %r: at most %d concurrent calls", self.name, self.max_concurrent)
+
+    def record_request(self) -> None:
+        """Does nothing: kept so code written for RateLimiter runs unchanged. For this kind,
+        ``release()`` records the call (it counts in ``get_current_rpm()``)."""
+
+    def get_stats(self) -> dict[str, int]:
+        """The guide's four keys: ``max_concurrent``, ``active_calls``, ``total_requests``,
+        ``available_slots``."""
+        maximum = self.max_concurrent
+        active = self.active_calls
+        return {
+            "max_concurrent": maximum,
+            "active_calls": active,
+            "total_requests": self.total_requests,
+            "available_slots": maximum - active,
+        }
+
+    def __repr__(self) -> str:
+        return f"ConcurrencyLimiter(max_concurrent={self.max_concurrent}, name={self.name!r})"
+
+    # Hooks called by the core.
+    def _on_timeout(self, timeout: object) -> str:
+        message = f"Concurrency limit timeout after {timeout}s for {self.name}"
+        logger.warning(message)
+        return message
+
+    def _on_over_release(self) -> None:
+        logger.warning(
+            "ConcurrencyLimiter %r: release() without a held slot was ignored; further ones are "
+            "counted in over_release_count without being logged",
+            self.name,
+        )

@@ -1,0 +1,170 @@
+"""A blocked acquire stays interruptible (SIGINT), and a forked child's limiters work."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import pytest
+from conftest import start_thread, wait_until
+from omnilimit import ConcurrencyLimiter, RateLimiter
+
+CHILD_PREAMBLE = """
+import sys, threading, time
+from omnilimit import ConcurrencyLimiter, RateLimiter
+def ready():
+    print("waiting", flush=True)
+"""
+
+
+def run_interrupted(body):
+    """Runs `body` in a child whose main thread blocks; sends SIGINT once it says "waiting".
+    Returns (seconds from the signal to the KeyboardInterrupt, the child's report lines)."""
+    script = CHILD_PREAMBLE + textwrap.dedent(body)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "waiting", child.stderr.read()
+        time.sleep(0.2)  # let the main thread settle into its wait
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == 0, err
+    lines = out.strip().splitlines()
+    interrupted_at = float(lines[0].split()[1])  # time.monotonic() is system-wide on Linux
+    return interrupted_at - sent, lines[1:]
+
+
+@pytest.mark.timeout(60)
+def test_sigint_interrupts_a_blocked_concurrency_acquire_and_leaves_no_waiter():
+    latency, report = run_interrupted(
+        """
+        limiter = ConcurrencyLimiter(1)
+        limiter.acquire()  # held by the main thread; nobody will release it
+        ready()
+        try:
+            limiter.acquire(timeout=None)
+        except KeyboardInterrupt:
+            print("interrupted", time.monotonic(), flush=True)
+        print(limiter.waiting, limiter.active_calls)
+        limiter.release()
+        print(limiter.acquire(timeout=0))
+        """
+    )
+    assert latency < 0.1
+    assert report == ["0 1", "True"]
+
+
+@pytest.mark.timeout(60)
+def test_sigint_interrupts_a_concurrency_acquire_with_a_timeout():
+    latency, report = run_interrupted(
+        """
+        limiter = ConcurrencyLimiter(1)
+        holder = threading.Thread(target=limiter.acquire)
+        holder.start(); holder.join()
+        ready()
+        try:
+            limiter.acquire(timeout=30)
+        except KeyboardInterrupt:
+            print("interrupted", time.monotonic(), flush=True)
+        print(limiter.waiting, limiter.active_calls, limiter.blocked_count)
+        """
+    )
+    assert latency < 0.1
+    assert report == ["0 1 0"]
+
+
+@pytest.mark.timeout(60)
+def test_sigint_interrupts_a_rate_wait_and_refunds_the_reservation():
+    latency, report = run_interrupted(
+        """
+        limiter = RateLimiter(requests_per_minute=60, burst_size=1)  # one token per second
+        limiter.acquire()
+        ready()
+        try:
+            limiter.acquire(timeout=None)  # reserves the token 1 s away, then sleeps
+        except KeyboardInterrupt:
+            print("interrupted", time.monotonic(), flush=True)
+        # Refunded: the next reservation is again the one 1 s after the first, not 2 s.
+        print(limiter.tokens_available(), limiter.total_requests)
+        print(limiter.acquire(timeout=1.2))
+        """
+    )
+    assert latency < 0.1
+    assert report == ["0 1", "True"]
+
+
+@pytest.mark.timeout(60)
+def test_a_signal_handler_that_does_not_raise_lets_the_wait_continue():
+    script = CHILD_PREAMBLE + textwrap.dedent(
+        """
+        import signal
+        seen = []
+        signal.signal(signal.SIGUSR1, lambda *_: seen.append(1))
+        limiter = ConcurrencyLimiter(1)
+        limiter.acquire()
+        threading.Timer(0.5, limiter.release).start()
+        ready()
+        print(limiter.acquire(timeout=5), seen)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "waiting"
+    time.sleep(0.1)
+    child.send_signal(signal.SIGUSR1)
+    out, _ = child.communicate(timeout=30)
+    assert out.strip() == "True [1]"
+
+
+@pytest.mark.timeout(60)
+def test_forked_child_gets_working_limiters_while_parent_threads_hold_and_wait():
+    concurrency = ConcurrencyLimiter(2)
+    rate = RateLimiter(requests_per_minute=600, burst_size=2)
+    concurrency.acquire()
+    start_thread(concurrency.acquire, 30)  # takes the second slot
+    wait_until(lambda: concurrency.active_calls == 2)
+    waiter = start_thread(concurrency.acquire, 30)  # queued in the parent
+    wait_until(lambda: concurrency.waiting == 1)
+    churn_stop = []
+
+    def churn():  # keeps the rate limiter's and the queue's state changing during the fork
+        while not churn_stop:
+            rate.acquire(timeout=0)
+            concurrency.get_stats()
+
+    churner = start_thread(churn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        pid = os.fork()
+    if pid == 0:  # the child: only this thread exists
+        code = 1
+        try:
+            ok = concurrency.active_calls == 0 and concurrency.waiting == 0
+            ok = ok and concurrency.acquire(timeout=1) and concurrency.acquire(timeout=1)
+            ok = ok and concurrency.acquire(timeout=0) is False
+            concurrency.release()
+            concurrency.release()
+            ok = ok and concurrency.over_release_count == 0
+            ok = ok and rate.acquire(timeout=1)
+            code = 0 if ok else 1
+        finally:
+            os._exit(code)
+    churn_stop.append(True)
+    deadline = time.monotonic() + 20
+    while (result := os.waitpid(pid, os.WNOHANG))[0] == 0:  # a deadlocked child fails, not hangs
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("the forked child deadlocked")
+        time.sleep(0.01)
+    status = result[1]
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    # The parent is untouched by the child's re-initialisation.
+    assert concurrency.active_calls == 2 and concurrency.waiting == 1
+    concurrency.release()
+    waiter.join(5)
+    churner.join(5)
+    assert concurrency.active_calls == 2 and concurrency.waiting == 0

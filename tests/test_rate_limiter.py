@@ -1,0 +1,187 @@
+"""RateLimiter: the guide's API, burst default, the timeout contract, accuracy in real time."""
+
+import logging
+import math
+import threading
+import time
+
+import pytest
+from conftest import start_thread
+from omnilimit import LimiterTimeout, RateLimiter, default_burst
+
+GUIDE_KEYS = [
+    "provider",
+    "rpm_limit",
+    "current_rpm",
+    "tokens_available",
+    "total_requests",
+    "blocked_count",
+    "utilization",
+]
+
+
+def test_stats_have_exactly_the_guides_keys_and_types():
+    limiter = RateLimiter(requests_per_minute=500, provider_name="openai_user_followup")
+    for _ in range(3):
+        assert limiter.acquire(timeout=120)
+        limiter.record_request()
+    stats = limiter.get_stats()
+    assert list(stats) == GUIDE_KEYS
+    assert stats["provider"] == "openai_user_followup"
+    assert stats["rpm_limit"] == 500 and type(stats["rpm_limit"]) is int
+    assert stats["current_rpm"] == 3 and type(stats["current_rpm"]) is int
+    assert stats["tokens_available"] == default_burst(500) - 3 and type(stats["tokens_available"]) is int
+    assert stats["total_requests"] == 3 and stats["blocked_count"] == 0
+    assert stats["utilization"] == pytest.approx(3 / 500 * 100) and type(stats["utilization"]) is float
+    assert limiter.get_rpm() == limiter.get_current_rpm() == 3
+
+
+@pytest.mark.parametrize(("rpm", "burst"), [(60, 1), (500, 9), (6000, 100), (0.5, 1), (61, 2), (3500, 59)])
+def test_default_burst_is_one_second_of_traffic(rpm, burst):
+    assert default_burst(rpm) == burst
+    assert RateLimiter(rpm).burst_size == burst
+
+
+def test_a_fresh_limiter_admits_its_burst_then_none():
+    limiter = RateLimiter(requests_per_minute=600, burst_size=5)
+    assert [limiter.acquire(timeout=0) for _ in range(7)] == [True] * 5 + [False] * 2
+    assert limiter.blocked_count == 2 and limiter.total_requests == 5
+
+
+def test_a_fresh_6000_rpm_limiter_does_not_release_a_minute_at_once():
+    limiter = RateLimiter(requests_per_minute=6000)
+    admitted = 0
+    while limiter.acquire(timeout=0):
+        admitted += 1
+    assert 100 <= admitted <= 102  # the burst (plus what refilled meanwhile), not 6000
+
+
+def test_rpm_limit_is_shown_as_given():
+    assert RateLimiter(0.5).get_stats()["rpm_limit"] == 0.5
+    assert RateLimiter(50.0).get_stats()["rpm_limit"] == 50.0
+    assert RateLimiter(300).rpm == 300
+
+
+@pytest.mark.parametrize("value", [0, -1, math.nan, math.inf, True, "60", None])
+def test_bad_rate_raises_value_error_naming_it(value):
+    with pytest.raises(ValueError, match="requests_per_minute"):
+        RateLimiter(requests_per_minute=value)
+
+
+@pytest.mark.parametrize("value", [0, -5, 2.5, math.nan, True, "5"])
+def test_bad_burst_raises_value_error_naming_it(value):
+    with pytest.raises(ValueError, match="burst_size"):
+        RateLimiter(60, burst_size=value)
+
+
+def test_provider_name_must_be_a_string():
+    with pytest.raises(ValueError, match="provider_name"):
+        RateLimiter(60, provider_name=None)
+
+
+def test_has_no_release_attribute():
+    # omnigen's generators pick release() or record_request() with hasattr(limiter, "release").
+    assert not hasattr(RateLimiter(60), "release")
+    assert not hasattr(RateLimiter, "release")
+
+
+def test_waits_exactly_until_its_turn():
+    limiter = RateLimiter(requests_per_minute=600, burst_size=1)  # one token per 100 ms
+    assert limiter.acquire()
+    started = time.monotonic()
+    assert limiter.acquire(timeout=1)
+    elapsed = time.monotonic() - started
+    assert 0.09 <= elapsed < 0.3
+
+
+def test_a_wait_that_cannot_fit_fails_at_once_and_is_logged(caplog):
+    limiter = RateLimiter(requests_per_minute=60, burst_size=1, provider_name="openai_user_followup")
+    assert limiter.acquire()
+    caplog.set_level(logging.WARNING, logger="omnilimit")
+    started = time.monotonic()
+    assert limiter.acquire(timeout=0.5) is False  # the next token is a second away
+    assert time.monotonic() - started < 0.1
+    assert [r.getMessage() for r in caplog.records] == ["Rate limit timeout after 0.5s for openai_user_followup"]
+    assert limiter.blocked_count == 1
+
+
+def test_a_failed_wait_takes_nothing():
+    limiter = RateLimiter(requests_per_minute=600, burst_size=1)
+    assert limiter.acquire()
+    for _ in range(50):
+        assert limiter.acquire(timeout=0.01) is False
+    started = time.monotonic()
+    assert limiter.acquire(timeout=1)
+    assert time.monotonic() - started < 0.2  # still the next token, not the 51st
+
+
+def test_timeout_zero_tries_once_and_logs_nothing(caplog):
+    limiter = RateLimiter(requests_per_minute=1, burst_size=1)
+    limiter.acquire()
+    caplog.set_level(logging.DEBUG, logger="omnilimit")
+    started = time.monotonic()
+    assert limiter.acquire(timeout=0) is False  # the reference waits forever here
+    assert time.monotonic() - started < 0.1
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("timeout", [-1, math.nan, True, "1", object()])
+def test_bad_timeouts_raise_value_error(timeout):
+    with pytest.raises(ValueError, match="timeout"):
+        RateLimiter(60).acquire(timeout=timeout)
+
+
+def test_context_manager_records_the_request_and_raises_on_timeout():
+    limiter = RateLimiter(requests_per_minute=0.5, burst_size=1)  # one token per two minutes
+    with limiter as entered:
+        assert entered is limiter
+    assert limiter.get_current_rpm() == 1
+    # The next token is 120 s away: more than the default 60 s timeout.
+    with pytest.raises(LimiterTimeout, match="Rate limit timeout after 60s"), limiter:
+        pass
+    assert isinstance(LimiterTimeout("x"), TimeoutError)
+    assert limiter.get_current_rpm() == 1
+
+
+def test_get_stats_does_not_wait_for_a_sleeping_waiter():
+    limiter = RateLimiter(requests_per_minute=60, burst_size=1)
+    limiter.acquire()
+    waiter = start_thread(limiter.acquire, 5)  # sleeps about a second
+    time.sleep(0.05)
+    started = time.monotonic()
+    stats = limiter.get_stats()
+    assert time.monotonic() - started < 0.1
+    assert stats["tokens_available"] == 0
+    waiter.join(5)
+    assert limiter.total_requests == 2
+
+
+@pytest.mark.timeout(60)
+def test_many_threads_are_held_to_burst_plus_rate(tiny_switch_interval):
+    rpm, burst, seconds = 3000, 5, 2.0  # 50 per second
+    limiter = RateLimiter(requests_per_minute=rpm, burst_size=burst)
+    stamps = []
+    guard = threading.Lock()
+    started = time.monotonic()
+    stop = started + seconds
+
+    def worker():
+        while time.monotonic() < stop:
+            if limiter.acquire(timeout=0.5):
+                now = time.monotonic()
+                with guard:
+                    stamps.append(now)
+
+    threads = [start_thread(worker) for _ in range(32)]
+    for thread in threads:
+        thread.join(30)
+    elapsed = max(stamps) - started
+    assert len(stamps) <= burst + rpm / 60 * elapsed + 1
+    assert len(stamps) >= 0.9 * (burst + rpm / 60 * seconds) - 2  # the waiters were kept busy
+    # No one-second slice ever saw more than a second of traffic plus the burst.
+    stamps.sort()
+    j = 0
+    for i, t in enumerate(stamps):
+        while stamps[j] <= t - 1.0:
+            j += 1
+        assert i - j + 1 <= burst + rpm / 60 + 1
