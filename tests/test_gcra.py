@@ -275,3 +275,25 @@ def test_default_now_is_the_monotonic_clock():
     expected = bucket.tat_ns - time.monotonic_ns()
     assert not r.admitted
     assert abs(r.wait_ns - expected) < 10**9
+
+
+@pytest.mark.parametrize("burst", [1, 3, 10])
+def test_no_window_ever_holds_more_than_burst_plus_rate(burst):
+    """Random arrivals, each reserving and going at its ready instant: every window of every
+    length holds at most burst + length / T admissions."""
+    import random
+
+    rng = random.Random(burst)
+    bucket = Gcra(T, burst)
+    now = START
+    admitted_at = []
+    for _ in range(2000):
+        now += rng.choice([0, 0, 1, T // 3, T, 5 * T])  # bursts, trickles and pauses
+        r = bucket.reserve(max_wait_ns=rng.choice([0, 2 * T, FOREVER_NS]), now_ns=now)
+        if r.admitted:
+            admitted_at.append(r.ready_at_ns)
+    admitted_at.sort()
+    for i in range(len(admitted_at)):
+        for j in range(i, min(len(admitted_at), i + 3 * burst + 10)):
+            window = admitted_at[j] - admitted_at[i]
+            assert j - i + 1 <= burst + window // T
