@@ -8,7 +8,6 @@ import time
 
 import pytest
 from conftest import start_thread, wait_until
-
 from omnilimit import ConcurrencyLimiter, LimiterClosed, RateLimiter
 
 
@@ -45,10 +44,8 @@ def crowd_of_waiters():
 
     def blocked_on_slot():
         native_ids.append(threading.get_native_id())
-        try:
+        with contextlib.suppress(LimiterClosed):
             concurrency.acquire(timeout=None)
-        except LimiterClosed:
-            pass
 
     def blocked_on_token():  # daemon threads: left asleep when the test ends
         native_ids.append(threading.get_native_id())
