@@ -234,7 +234,7 @@ def test_set_interval_keeps_the_tokens_owed():
 def test_set_interval_on_an_idle_bucket_changes_only_the_pace():
     bucket = Gcra(T, 2)
     bucket.set_interval(3 * T, now_ns=START)
-    assert bucket.tat_ns == 0
+    assert bucket.tat_ns <= START + 1  # still full (moved, so a racing decision must retry)
     assert bucket.try_acquire(now_ns=START) and bucket.try_acquire(now_ns=START)
     assert bucket.reserve(now_ns=START).wait_ns == 3 * T
 

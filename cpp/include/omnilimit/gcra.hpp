@@ -31,6 +31,14 @@
 // admits more than the configured rate; the shortfall is under 1 ns per request (1e-7 of a
 // 6000-RPM limit). Rates faster than one request per ns behave as one per ns.
 //
+// Live changes. set_interval() and set_burst() are rare and serialised by a mutex; decisions never
+// take it. A decision must not mix the old pace with a TAT already rescaled to the new one (or the
+// reverse), so the pair (T, B) is guarded by a sequence counter that writers make odd while they
+// work: a decision reads the counter, T, B and TAT, re-reads the counter and starts over if a
+// change began meanwhile. A change that begins after that check is caught by the CAS instead:
+// set_interval() always moves TAT (by at least 1 ns) while rescaling it, so a decision computed with
+// the old T can only commit before the rescale, which then converts it with everything else.
+//
 // Non-promise: refund() gives a reservation back only while it is still the latest one. A hole in
 // the middle of the schedule cannot be represented by one word, and handing it to a newcomer
 // would put two requests in one slot, so a cancelled reservation that others have queued behind
@@ -44,6 +52,7 @@
 #include <mutex>
 #include <new>
 #include <stdexcept>
+#include <thread>
 
 #include "omnilimit/clock.hpp"
 
@@ -93,21 +102,20 @@ class Gcra {
     return std::max<Nanos>(1, static_cast<Nanos>(interval));
   }
 
-  // Takes `cost` tokens if the bucket holds them at `now`. Thread-safe, lock-free.
+  // Takes `cost` tokens if the bucket holds them at `now`. Thread-safe; takes no lock.
   bool try_acquire(std::int64_t cost, Nanos now) { return reserve(cost, 0, now).admitted; }
   bool try_acquire(std::int64_t cost = 1) { return try_acquire(cost, now_ns()); }
 
   // Commits `cost` tokens if the caller would have them within `max_wait_ns` of `now`
   // (kForever: whatever the wait). Returns the wait; commits nothing when it does not fit.
-  // Thread-safe, lock-free.
+  // Thread-safe; takes no lock (it only yields while a set_interval/set_burst is half done).
   Reservation reserve(std::int64_t cost, Nanos max_wait_ns, Nanos now) {
     check_cost(cost);
     if (max_wait_ns < 0) throw std::invalid_argument("max_wait_ns must be >= 0");
-    const Nanos interval = interval_ns_.load(std::memory_order_relaxed);
-    const std::int64_t burst = burst_.load(std::memory_order_relaxed);
-    const Wide increment = static_cast<Wide>(cost) * interval;
-    Nanos tat = tat_ns_.load(std::memory_order_acquire);
     for (;;) {
+      const Snapshot snap = snapshot();
+      const Nanos tat = snap.tat_ns;
+      const Wide increment = static_cast<Wide>(cost) * snap.interval_ns;
       if (tat == kForever) {  // saturated: the schedule already runs past the end of time
         Reservation r;
         r.cost = cost;
@@ -115,7 +123,8 @@ class Gcra {
         return r;
       }
       const Nanos base = std::max(tat, now);
-      const Wide wait = (static_cast<Wide>(base) - now) + increment - static_cast<Wide>(burst) * interval;
+      const Wide wait =
+          (static_cast<Wide>(base) - now) + increment - static_cast<Wide>(snap.burst) * snap.interval_ns;
       Reservation r;
       r.cost = cost;
       r.increment_ns = clamp_to_nanos(increment);
@@ -124,8 +133,9 @@ class Gcra {
         return r;
       }
       const Nanos new_tat = clamp_to_nanos(static_cast<Wide>(base) + increment);
-      if (tat_ns_.compare_exchange_weak(tat, new_tat, std::memory_order_acq_rel,
-                                        std::memory_order_acquire)) {
+      Nanos expected = tat;
+      if (tat_ns_.compare_exchange_strong(expected, new_tat, std::memory_order_acq_rel,
+                                          std::memory_order_acquire)) {
         r.admitted = true;
         r.wait_ns = wait > 0 ? clamp_to_nanos(wait) : 0;
         r.ready_at_ns = saturating_add(now, r.wait_ns);
@@ -140,7 +150,7 @@ class Gcra {
 
   // Gives back a reservation whose time has not come (a waiter that was interrupted), provided
   // no later reservation has been made since (see the non-promise above). Returns whether the
-  // tokens went back. Thread-safe, lock-free.
+  // tokens went back. Thread-safe; takes no lock.
   bool refund(const Reservation& r, Nanos now) {
     if (!r.admitted || now >= r.ready_at_ns || r.tat_ns == kForever) return false;
     Nanos expected = r.tat_ns;
@@ -150,52 +160,51 @@ class Gcra {
   bool refund(const Reservation& r) { return refund(r, now_ns()); }
 
   // Whole tokens a caller could take at `now` without waiting, in [0, burst].
-  // Thread-safe, lock-free.
+  // Thread-safe; takes no lock.
   std::int64_t tokens_available(Nanos now) const {
-    const Nanos interval = interval_ns_.load(std::memory_order_relaxed);
-    const std::int64_t burst = burst_.load(std::memory_order_relaxed);
-    const Nanos tat = tat_ns_.load(std::memory_order_acquire);
-    if (tat <= now) return burst;
-    const Wide debt = static_cast<Wide>(tat) - now;
-    const Wide owed = (debt + interval - 1) / interval;  // tokens still being refilled
-    return owed >= burst ? 0 : static_cast<std::int64_t>(burst - owed);
+    const Snapshot snap = snapshot();
+    if (snap.tat_ns <= now) return snap.burst;
+    const Wide debt = static_cast<Wide>(snap.tat_ns) - now;
+    const Wide owed = (debt + snap.interval_ns - 1) / snap.interval_ns;  // tokens still being refilled
+    return owed >= snap.burst ? 0 : static_cast<std::int64_t>(snap.burst - owed);
   }
   std::int64_t tokens_available() const { return tokens_available(now_ns()); }
 
   // Changes T, keeping the accrued state: the tokens owed at `now` stay owed, now at the new
-  // pace. A decision racing with the change sees the old or the new pace; the two steps are
-  // ordered so that any mixture it sees is the more conservative one.
-  // Thread-safe (serialised with set_burst by an internal mutex; decisions take no lock).
+  // pace. Thread-safe (serialised with set_burst by a mutex; see "Live changes" above).
   void set_interval(Nanos interval_ns, Nanos now) {
     check_interval(interval_ns);
     std::lock_guard<std::mutex> lock(config_mutex_);
-    const Nanos old_interval = interval_ns_.load(std::memory_order_relaxed);
-    if (interval_ns == old_interval) return;
-    if (interval_ns > old_interval) {  // slowing down: lengthen the debt first
-      rescale_debt(old_interval, interval_ns, now);
-      interval_ns_.store(interval_ns, std::memory_order_relaxed);
-    } else {  // speeding up: shorten the interval first
-      interval_ns_.store(interval_ns, std::memory_order_relaxed);
-      rescale_debt(old_interval, interval_ns, now);
-    }
+    set_interval_locked(interval_ns, now);
   }
-  void set_interval(Nanos interval_ns) { set_interval(interval_ns, now_ns()); }
+  void set_interval(Nanos interval_ns) {
+    check_interval(interval_ns);
+    std::lock_guard<std::mutex> lock(config_mutex_);
+    set_interval_locked(interval_ns, now_ns());  // read after the lock: a stale now would overcharge
+  }
 
   // Changes B. The TAT stays; a smaller burst simply leaves fewer tokens available.
   // Thread-safe.
   void set_burst(std::int64_t burst) {
     check_burst(burst);
     std::lock_guard<std::mutex> lock(config_mutex_);
-    burst_.store(burst, std::memory_order_relaxed);
+    begin_change();
+    burst_.store(burst);
+    end_change();
   }
 
   Nanos interval_ns() const noexcept { return interval_ns_.load(std::memory_order_relaxed); }
   std::int64_t burst() const noexcept { return burst_.load(std::memory_order_relaxed); }
   Nanos tat_ns() const noexcept { return tat_ns_.load(std::memory_order_acquire); }
 
-  // In the child of fork(): the config mutex may have been held by a thread that the child does
-  // not have. The budget already spent stays spent. Call with no other thread running.
-  void reinit_after_fork() noexcept { new (&config_mutex_) std::mutex(); }
+  // In the child of fork(): the config mutex may have been held, and the sequence counter left
+  // odd, by a thread that the child does not have. The budget already spent stays spent. Call
+  // with no other thread running.
+  void reinit_after_fork() noexcept {
+    new (&config_mutex_) std::mutex();
+    const std::uint64_t sequence = config_sequence_.load(std::memory_order_relaxed);
+    config_sequence_.store(sequence + (sequence & 1U), std::memory_order_relaxed);
+  }
 
  private:
   static Nanos check_interval(Nanos interval_ns) {
@@ -210,23 +219,57 @@ class Gcra {
     if (cost < 1) throw std::invalid_argument("the cost must be >= 1");
   }
 
-  void rescale_debt(Nanos old_interval, Nanos new_interval, Nanos now) {
-    Nanos tat = tat_ns_.load(std::memory_order_acquire);
+  struct Snapshot {
+    Nanos tat_ns;
+    Nanos interval_ns;
+    std::int64_t burst;
+  };
+
+  // A consistent (TAT, T, B): read while no change is under way (the sequence counter is even and
+  // the same before and after). Sequentially consistent loads and stores order the reads against a
+  // writer's without standalone fences (which ThreadSanitizer cannot check); on x86-64 they cost
+  // what relaxed loads cost.
+  Snapshot snapshot() const noexcept {
     for (;;) {
-      if (tat <= now) return;  // nothing owed: the bucket is full either way
-      const Wide debt = static_cast<Wide>(tat) - now;
-      const Wide scaled = (debt * new_interval + old_interval - 1) / old_interval;
-      const Nanos new_tat = clamp_to_nanos(static_cast<Wide>(now) + scaled);
-      if (tat_ns_.compare_exchange_weak(tat, new_tat, std::memory_order_acq_rel,
-                                        std::memory_order_acquire)) {
-        return;
+      const std::uint64_t before = config_sequence_.load();
+      if (before & 1U) {  // a change is under way: it takes a few ns unless its thread is preempted
+        std::this_thread::yield();
+        continue;
       }
+      const Snapshot snap{tat_ns_.load(), interval_ns_.load(), burst_.load()};
+      if (config_sequence_.load() == before) return snap;
     }
+  }
+
+  // Writers hold config_mutex_ and change T or B only between these two.
+  void begin_change() noexcept { config_sequence_.fetch_add(1); }
+  void end_change() noexcept { config_sequence_.fetch_add(1); }
+
+  void set_interval_locked(Nanos new_interval, Nanos now) {
+    const Nanos old_interval = interval_ns_.load(std::memory_order_relaxed);
+    if (new_interval == old_interval) return;
+    begin_change();
+    Nanos tat = tat_ns_.load();
+    for (;;) {
+      Nanos new_tat;
+      if (tat <= now) {
+        new_tat = now;  // nothing owed: the bucket is full either way
+      } else {
+        const Wide debt = static_cast<Wide>(tat) - now;
+        const Wide scaled = (debt * new_interval + old_interval - 1) / old_interval;
+        new_tat = clamp_to_nanos(static_cast<Wide>(now) + scaled);
+      }
+      if (new_tat == tat && tat != kForever) ++new_tat;  // always move TAT: see "Live changes"
+      if (tat_ns_.compare_exchange_weak(tat, new_tat)) break;
+    }
+    interval_ns_.store(new_interval);
+    end_change();
   }
 
   alignas(64) std::atomic<Nanos> tat_ns_{0};
   std::atomic<Nanos> interval_ns_;
   std::atomic<std::int64_t> burst_;
+  std::atomic<std::uint64_t> config_sequence_{0};  // odd while set_interval/set_burst run
   std::mutex config_mutex_;
 };
 

@@ -1,0 +1,1187 @@
+// core_stress: a multi-threaded stress test of omnilimit's C++ core (no Python involved).
+//
+// What it proves, with 16 threads per scenario hammering one shared object:
+//   * Semaphore: never more than max holders at once, whatever mix of try_acquire_fast(),
+//     acquire_until() (with timeouts that expire) and the stepwise enqueue()/wait()/cancel() API
+//     is used; nobody starves; waiters are served in arrival order and a newcomer cannot barge
+//     past the queue; close() wakes every waiter (WaitStatus::closed / std::runtime_error), turns
+//     every later acquire away and still lets holders release, also when it races with a busy
+//     semaphore; over-release is counted and never adds capacity; the counters end at zero.
+//   * Gcra: under concurrent try_acquire() and reserve() (some reservations abandoned and
+//     refunded) the tokens admitted in ANY time window [t1, t2] never exceed
+//     burst + (t2 - t1) / interval (the GCRA guarantee, checked exactly over every window of the
+//     run) and the total stays near the ideal rate; with set_interval() / set_burst() running
+//     concurrently the total stays within the fastest rate and the state stays sane; and while
+//     the interval flips 10x, no decision racing with set_interval() leaves more debt than the
+//     burst at the current pace (the "Live changes" promise in gcra.hpp).
+//   * RequestWindow: concurrent record() calls lose no event (count() is exact, bucket by
+//     bucket, including across laps of the ring), and count() racing with record() never
+//     reports more than the final total and never goes down.
+// Any failed check is printed to stderr as "FAIL file:line: ..." and the exit status is 1; a
+// watchdog turns a hang (a lost wake-up, say) into a message and exit status 3.
+//
+// How CI runs it (ThreadSanitizer; any data race report also fails the run):
+//   cmake -S . -B build-tsan -DOMNILIMIT_CORE_TESTS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+//         -DCMAKE_CXX_FLAGS="-fsanitize=thread -g"
+//   cmake --build build-tsan && ./build-tsan/core_stress
+// It takes about 8-10 s on two cores, with or without TSan (most scenarios run for a fixed time).
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "omnilimit/clock.hpp"
+#include "omnilimit/gcra.hpp"
+#include "omnilimit/semaphore.hpp"
+#include "omnilimit/window.hpp"
+
+namespace {
+
+using omnilimit::Gcra;
+using omnilimit::kForever;
+using omnilimit::Nanos;
+using omnilimit::now_ns;
+using omnilimit::RequestWindow;
+using omnilimit::Reservation;
+using omnilimit::Semaphore;
+using omnilimit::sleep_until_ns;
+
+constexpr Nanos kUs = 1'000;
+constexpr Nanos kMs = 1'000'000;
+constexpr Nanos kSec = 1'000'000'000;
+constexpr int kThreads = 16;
+
+// ---------------------------------------------------------------------------------------------
+// Checks
+
+std::atomic<int> g_failures{0};
+std::mutex g_report_mutex;
+constexpr int kMaxReportedFailures = 40;
+
+template <class... Args>
+std::string cat(const Args&... args) {
+  std::ostringstream os;
+  (os << ... << args);
+  return os.str();
+}
+
+void record_failure(const char* file, int line, const char* expr, const std::string& msg) {
+  const int n = g_failures.fetch_add(1) + 1;
+  if (n > kMaxReportedFailures) return;
+  std::lock_guard<std::mutex> lock(g_report_mutex);
+  std::fprintf(stderr, "FAIL %s:%d: CHECK(%s): %s\n", file, line, expr, msg.c_str());
+  if (n == kMaxReportedFailures) std::fprintf(stderr, "(further failures are counted, not printed)\n");
+}
+
+// CHECK(condition, message parts...): records a failure (thread-safe) and carries on. The message
+// parts are only formatted when the check fails.
+#define CHECK(cond, ...)                                                 \
+  do {                                                                   \
+    if (!(cond)) record_failure(__FILE__, __LINE__, #cond, cat(__VA_ARGS__)); \
+  } while (0)
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+// splitmix64: a fast, seedable per-thread generator (the test is deterministic in its choices,
+// though not in its interleavings).
+class Rng {
+ public:
+  explicit Rng(std::uint64_t seed) : state_(seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL) {}
+  std::uint64_t next() {
+    std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  }
+  // Uniform in [0, n), n >= 1.
+  std::int64_t below(std::int64_t n) { return static_cast<std::int64_t>(next() % static_cast<std::uint64_t>(n)); }
+
+ private:
+  std::uint64_t state_;
+};
+
+// Lets every worker thread start at the same moment.
+class StartGate {
+ public:
+  void wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait(lock, [this] { return open_; });
+  }
+  void open() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+void join_all(std::vector<std::thread>& threads) {
+  for (auto& t : threads) t.join();
+  threads.clear();
+}
+
+void sleep_for_ns(Nanos d) { sleep_until_ns(now_ns() + d); }
+
+// Polls `pred` until it holds or `timeout` passes; returns whether it held.
+template <class Pred>
+bool wait_for_condition(Pred pred, Nanos timeout) {
+  const Nanos deadline = now_ns() + timeout;
+  while (!pred()) {
+    if (now_ns() >= deadline) return false;
+    sleep_for_ns(50 * kUs);
+  }
+  return true;
+}
+
+void raise_to(std::atomic<int>& peak, int value) {
+  int seen = peak.load(std::memory_order_relaxed);
+  while (value > seen && !peak.compare_exchange_weak(seen, value, std::memory_order_relaxed)) {
+  }
+}
+
+const char* name_of(Semaphore::WaitStatus s) {
+  switch (s) {
+    case Semaphore::WaitStatus::acquired: return "acquired";
+    case Semaphore::WaitStatus::pending: return "pending";
+    case Semaphore::WaitStatus::closed: return "closed";
+  }
+  return "?";
+}
+const char* name_of(Semaphore::Enqueued e) {
+  switch (e) {
+    case Semaphore::Enqueued::acquired: return "acquired";
+    case Semaphore::Enqueued::queued: return "queued";
+    case Semaphore::Enqueued::closed: return "closed";
+  }
+  return "?";
+}
+const char* name_of(Semaphore::Released r) {
+  return r == Semaphore::Released::ok ? "ok" : "over_release";
+}
+
+double seconds(Nanos d) { return static_cast<double>(d) / static_cast<double>(kSec); }
+
+// Names the running scenario for the watchdog.
+std::atomic<const char*> g_current_scenario{"startup"};
+
+// Ends the process with a message if the run hangs (a deadlock or a lost wake-up in the core
+// would otherwise just stall CI until its job timeout).
+class Watchdog {
+ public:
+  explicit Watchdog(std::chrono::seconds limit)
+      : thread_([this, limit] {
+          std::unique_lock<std::mutex> lock(mutex_);
+          if (!cv_.wait_for(lock, limit, [this] { return done_; })) {
+            std::fprintf(stderr,
+                         "core_stress: WATCHDOG: still running after %lld s, in scenario '%s' "
+                         "(a deadlock or a lost wake-up?)\n",
+                         static_cast<long long>(limit.count()), g_current_scenario.load());
+            std::fflush(stderr);
+            std::_Exit(3);
+          }
+        }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;  // last: starts once the members above exist
+};
+
+// ---------------------------------------------------------------------------------------------
+// Semaphore
+
+// 16 threads, max 4, a random mix of the three ways to acquire, for a fixed wall time. The load
+// alternates every 100 ms between saturation (a queue always present, so hand-over dominates) and
+// light use (threads pause between attempts, so the queue keeps emptying and refilling and the
+// lock-free paths race with queueing: the no-lost-wake-up argument in semaphore.hpp).
+void semaphore_mixed_load() {
+  constexpr std::int64_t kMax = 4;
+  constexpr Nanos kRunFor = 2 * kSec;
+  constexpr int kStepsBeforeCancel = 3;
+  Semaphore sem(kMax);
+  std::atomic<int> holders{0};  // +1 after an acquire succeeds, -1 before the release
+  std::atomic<int> peak{0};
+
+  struct Tally {
+    long acquired = 0;
+    long fast_ok = 0, fast_refused = 0;
+    long timed_ok = 0, timed_out = 0;
+    long step_immediate = 0, step_granted = 0, step_pending = 0, cancel_won = 0, cancel_left = 0;
+  };
+  std::vector<Tally> tallies(kThreads);
+
+  StartGate gate;
+  std::vector<std::thread> threads;
+  Nanos start_at = 0, stop_at = 0;  // written before gate.open(), read after gate.wait()
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      Rng rng(1000 + static_cast<std::uint64_t>(i));
+      Tally& t = tallies[static_cast<std::size_t>(i)];
+      auto hold_and_release = [&] {
+        ++t.acquired;
+        const int inside = holders.fetch_add(1, std::memory_order_acq_rel) + 1;
+        CHECK(inside <= kMax, inside, " simultaneous holders of a semaphore with max ", kMax);
+        raise_to(peak, inside);
+        const std::int64_t held = sem.held();
+        CHECK(held >= 1 && held <= kMax, "held() = ", held, " while holding a slot (max ", kMax, ")");
+        if (rng.below(4) == 0) {
+          std::this_thread::yield();
+        } else {
+          sleep_for_ns(rng.below(150 * kUs));
+        }
+        holders.fetch_sub(1, std::memory_order_acq_rel);
+        const Semaphore::Released r = sem.release();
+        CHECK(r == Semaphore::Released::ok, "release() of a held slot returned ", name_of(r));
+      };
+
+      gate.wait();
+      for (;;) {
+        const Nanos now = now_ns();
+        if (now >= stop_at) break;
+        const bool light_phase = ((now - start_at) / (100 * kMs)) % 2 == 1;
+        if (light_phase) sleep_for_ns(rng.below(2 * kMs));
+        switch (rng.below(3)) {
+          case 0:  // lock-free fast path only
+            if (sem.try_acquire_fast()) {
+              ++t.fast_ok;
+              hold_and_release();
+            } else {
+              ++t.fast_refused;
+              std::this_thread::yield();
+            }
+            break;
+          case 1: {  // blocking acquire with a short deadline (often expires)
+            const Nanos deadline = now_ns() + 20 * kUs + rng.below(kMs);
+            bool ok = false;
+            try {
+              ok = sem.acquire_until(deadline);
+            } catch (const std::exception& e) {
+              CHECK(false, "acquire_until threw on an open semaphore: ", e.what());
+            }
+            if (ok) {
+              ++t.timed_ok;
+              hold_and_release();
+            } else {
+              ++t.timed_out;
+              CHECK(now_ns() >= deadline, "acquire_until returned false before its deadline");
+            }
+            break;
+          }
+          default: {  // stepwise: enqueue, a few short waits, then cancel
+            Semaphore::Waiter w;
+            const Semaphore::Enqueued e = sem.enqueue(w);
+            if (e == Semaphore::Enqueued::acquired) {
+              ++t.step_immediate;
+              hold_and_release();
+              break;
+            }
+            CHECK(e == Semaphore::Enqueued::queued, "enqueue on an open semaphore returned ", name_of(e));
+            if (e != Semaphore::Enqueued::queued) break;
+            bool got = false;
+            bool settled = false;
+            for (int step = 0; step < kStepsBeforeCancel && !settled; ++step) {
+              const Semaphore::WaitStatus s = sem.wait(w, now_ns() + 20 * kUs + rng.below(100 * kUs));
+              if (s == Semaphore::WaitStatus::pending) {
+                ++t.step_pending;
+              } else {
+                CHECK(s == Semaphore::WaitStatus::acquired, "wait on an open semaphore returned ", name_of(s));
+                got = (s == Semaphore::WaitStatus::acquired);
+                if (got) ++t.step_granted;
+                settled = true;
+              }
+            }
+            if (!settled) {
+              got = sem.cancel(w);  // true: a slot was handed over just before we left
+              if (got) {
+                ++t.cancel_won;
+              } else {
+                ++t.cancel_left;
+              }
+            }
+            if (got) hold_and_release();
+            break;
+          }
+        }
+      }
+    });
+  }
+  start_at = now_ns();
+  stop_at = start_at + kRunFor;
+  gate.open();
+  join_all(threads);
+
+  Tally sum;
+  long fewest = -1, most = 0;
+  for (int i = 0; i < kThreads; ++i) {
+    const Tally& t = tallies[static_cast<std::size_t>(i)];
+    CHECK(t.acquired >= 1, "thread ", i, " never got a slot in ", seconds(kRunFor), " s (starved)");
+    fewest = (fewest < 0) ? t.acquired : std::min(fewest, t.acquired);
+    most = std::max(most, t.acquired);
+    sum.acquired += t.acquired;
+    sum.fast_ok += t.fast_ok;
+    sum.fast_refused += t.fast_refused;
+    sum.timed_ok += t.timed_ok;
+    sum.timed_out += t.timed_out;
+    sum.step_immediate += t.step_immediate;
+    sum.step_granted += t.step_granted;
+    sum.step_pending += t.step_pending;
+    sum.cancel_won += t.cancel_won;
+    sum.cancel_left += t.cancel_left;
+  }
+  CHECK(peak.load() <= kMax, "peak holders ", peak.load(), " > max ", kMax);
+  CHECK(sem.held() == 0, "held() = ", sem.held(), " after every holder released");
+  CHECK(sem.waiting() == 0, "waiting() = ", sem.waiting(), " after every waiter left");
+  CHECK(sem.over_release_count() == 0, "over_release_count() = ", sem.over_release_count());
+  CHECK(!sem.closed(), "the semaphore reports closed without close()");
+  // Still fully usable: all max slots can be taken (so no capacity leaked), and no more.
+  for (std::int64_t k = 0; k < kMax; ++k) CHECK(sem.try_acquire_fast(), "slot ", k, " not free after the run");
+  CHECK(!sem.try_acquire_fast(), "a slot beyond max was granted after the run");
+  for (std::int64_t k = 0; k < kMax; ++k) sem.release();
+  CHECK(sem.held() == 0 && sem.over_release_count() == 0, "final release bookkeeping off");
+
+  std::printf("    acquired %ld (per thread %ld..%ld), peak holders %d/%lld\n", sum.acquired, fewest,
+              most, peak.load(), static_cast<long long>(kMax));
+  std::printf("    fast ok %ld refused %ld | timed ok %ld timed out %ld | stepwise immediate %ld "
+              "granted %ld pending %ld cancel-won %ld cancelled %ld\n",
+              sum.fast_ok, sum.fast_refused, sum.timed_ok, sum.timed_out, sum.step_immediate,
+              sum.step_granted, sum.step_pending, sum.cancel_won, sum.cancel_left);
+  if (peak.load() < kMax) std::printf("    note: the semaphore never reached max holders\n");
+  if (sum.timed_out == 0) std::printf("    note: no acquire_until timed out (path not exercised)\n");
+  if (sum.step_pending == 0) std::printf("    note: no stepwise wait returned pending (path not exercised)\n");
+}
+
+// max=1 held by this thread; 16 waiters queue one at a time; they must be served in that order,
+// and a thread that starts trying only after the release must come last.
+void semaphore_fifo() {
+  constexpr int kWaiters = kThreads;
+  Semaphore sem(1);
+  CHECK(sem.try_acquire_fast(), "could not take the only slot of a fresh semaphore");
+
+  std::mutex order_mutex;
+  std::vector<int> order;  // who got the slot, in the order they got it
+  auto take_turn = [&](int who) {
+    {
+      std::lock_guard<std::mutex> lock(order_mutex);
+      order.push_back(who);
+    }
+    const Semaphore::Released r = sem.release();
+    CHECK(r == Semaphore::Released::ok, "waiter ", who, ": release returned ", name_of(r));
+  };
+
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kWaiters; ++i) {
+    threads.emplace_back([&, i] {
+      Rng rng(2000 + static_cast<std::uint64_t>(i));
+      bool got = false;
+      switch (i % 3) {
+        case 0:  // the blocking call
+          try {
+            got = sem.acquire_until(kForever);
+          } catch (const std::exception& e) {
+            CHECK(false, "waiter ", i, ": acquire_until threw: ", e.what());
+          }
+          break;
+        case 1: {  // stepwise, one unbounded wait
+          Semaphore::Waiter w;
+          const Semaphore::Enqueued e = sem.enqueue(w);
+          CHECK(e == Semaphore::Enqueued::queued, "waiter ", i, ": enqueue returned ", name_of(e));
+          got = e == Semaphore::Enqueued::acquired;  // wrong, but then pass the slot on rather than hang
+          if (e == Semaphore::Enqueued::queued) got = sem.wait(w, kForever) == Semaphore::WaitStatus::acquired;
+          break;
+        }
+        default: {  // stepwise, many short waits: a pending wait must keep the place in the queue
+          Semaphore::Waiter w;
+          const Semaphore::Enqueued e = sem.enqueue(w);
+          CHECK(e == Semaphore::Enqueued::queued, "waiter ", i, ": enqueue returned ", name_of(e));
+          got = e == Semaphore::Enqueued::acquired;
+          if (e != Semaphore::Enqueued::queued) break;
+          Semaphore::WaitStatus s;
+          do {
+            s = sem.wait(w, now_ns() + 100 * kUs + rng.below(kMs));
+          } while (s == Semaphore::WaitStatus::pending);
+          CHECK(s == Semaphore::WaitStatus::acquired, "waiter ", i, ": wait returned ", name_of(s));
+          got = s == Semaphore::WaitStatus::acquired;
+          break;
+        }
+      }
+      CHECK(got, "waiter ", i, " did not get the slot");
+      if (got) take_turn(i);
+    });
+    const bool queued = wait_for_condition([&] { return sem.waiting() == i + 1; }, 10 * kSec);
+    CHECK(queued, "waiter ", i, " did not show up in waiting() (waiting() = ", sem.waiting(), ")");
+  }
+  CHECK(sem.held() == 1, "held() = ", sem.held(), " with the slot held and ", kWaiters, " queued");
+
+  CHECK(sem.release() == Semaphore::Released::ok, "release by the main thread failed");
+  // A latecomer polling the lock-free fast path must not get in before the queue has drained.
+  const int kLatecomer = kWaiters;
+  threads.emplace_back([&] {
+    while (!sem.try_acquire_fast()) std::this_thread::yield();
+    take_turn(kLatecomer);
+  });
+  join_all(threads);
+
+  std::vector<int> expected;
+  for (int i = 0; i <= kLatecomer; ++i) expected.push_back(i);
+  if (order != expected) {
+    std::string got;
+    for (int who : order) got += cat(who, " ");
+    CHECK(order == expected, "slot handed over out of arrival order: got [ ", got, "], want 0..",
+          kLatecomer, " (", kLatecomer, " = the latecomer on the fast path)");
+  }
+  CHECK(sem.held() == 0 && sem.waiting() == 0, "held() = ", sem.held(), ", waiting() = ", sem.waiting(),
+        " at the end");
+  CHECK(sem.over_release_count() == 0, "over_release_count() = ", sem.over_release_count());
+}
+
+// Every slot held, 16 blocked waiters of four kinds; close() must wake each with `closed`.
+void semaphore_close_wakes_waiters() {
+  constexpr std::int64_t kMax = 2;
+  Semaphore sem(kMax);
+  for (std::int64_t k = 0; k < kMax; ++k) CHECK(sem.try_acquire_fast(), "could not fill a fresh semaphore");
+
+  std::atomic<int> saw_closed{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      switch (i % 4) {
+        case 0:
+        case 1: {  // blocking call, with no deadline or a far one: must throw runtime_error
+          const Nanos deadline = (i % 4 == 0) ? kForever : now_ns() + 60 * kSec;
+          try {
+            const bool ok = sem.acquire_until(deadline);
+            CHECK(false, "waiter ", i, ": acquire_until returned ", ok, " instead of throwing on close");
+          } catch (const std::runtime_error&) {
+            saw_closed.fetch_add(1);
+          } catch (const std::exception& e) {
+            CHECK(false, "waiter ", i, ": acquire_until threw the wrong type: ", e.what());
+          }
+          break;
+        }
+        case 2: {  // stepwise, unbounded wait
+          Semaphore::Waiter w;
+          const Semaphore::Enqueued e = sem.enqueue(w);
+          CHECK(e == Semaphore::Enqueued::queued, "waiter ", i, ": enqueue returned ", name_of(e));
+          if (e != Semaphore::Enqueued::queued) break;
+          const Semaphore::WaitStatus s = sem.wait(w, kForever);
+          CHECK(s == Semaphore::WaitStatus::closed, "waiter ", i, ": wait returned ", name_of(s));
+          if (s == Semaphore::WaitStatus::closed) saw_closed.fetch_add(1);
+          CHECK(!sem.cancel(w), "waiter ", i, ": cancel after closed claimed a slot");
+          break;
+        }
+        default: {  // stepwise, short waits until something other than pending
+          Semaphore::Waiter w;
+          const Semaphore::Enqueued e = sem.enqueue(w);
+          CHECK(e == Semaphore::Enqueued::queued, "waiter ", i, ": enqueue returned ", name_of(e));
+          if (e != Semaphore::Enqueued::queued) break;
+          Semaphore::WaitStatus s;
+          do {
+            s = sem.wait(w, now_ns() + 300 * kUs);
+          } while (s == Semaphore::WaitStatus::pending);
+          CHECK(s == Semaphore::WaitStatus::closed, "waiter ", i, ": wait returned ", name_of(s));
+          if (s == Semaphore::WaitStatus::closed) saw_closed.fetch_add(1);
+          CHECK(!sem.cancel(w), "waiter ", i, ": cancel after closed claimed a slot");
+          break;
+        }
+      }
+    });
+  }
+  const bool all_queued = wait_for_condition([&] { return sem.waiting() == kThreads; }, 10 * kSec);
+  CHECK(all_queued, "only ", sem.waiting(), " of ", kThreads, " waiters queued");
+  sleep_for_ns(20 * kMs);  // let the blocked ones actually go to sleep
+  sem.close();
+  join_all(threads);
+
+  CHECK(saw_closed.load() == kThreads, saw_closed.load(), " of ", kThreads, " waiters woke with `closed`");
+  CHECK(sem.closed(), "closed() is false after close()");
+  CHECK(sem.waiting() == 0, "waiting() = ", sem.waiting(), " after close()");
+  CHECK(sem.held() == kMax, "held() = ", sem.held(), " after close(): the holders' slots must stay held");
+  {
+    Semaphore::Waiter w;
+    const Semaphore::Enqueued e = sem.enqueue(w);
+    CHECK(e == Semaphore::Enqueued::closed, "enqueue after close returned ", name_of(e));
+  }
+  CHECK(!sem.try_acquire_fast(), "try_acquire_fast succeeded after close");
+  bool threw = false;
+  try {
+    sem.acquire_until(now_ns() + kMs);
+  } catch (const std::runtime_error&) {
+    threw = true;
+  }
+  CHECK(threw, "acquire_until after close did not throw std::runtime_error");
+  for (std::int64_t k = 0; k < kMax; ++k) {
+    const Semaphore::Released r = sem.release();
+    CHECK(r == Semaphore::Released::ok, "holder's release after close returned ", name_of(r));
+  }
+  CHECK(sem.held() == 0, "held() = ", sem.held(), " after the holders released");
+  CHECK(sem.over_release_count() == 0, "over_release_count() = ", sem.over_release_count());
+  const Semaphore::Released extra = sem.release();
+  CHECK(extra == Semaphore::Released::over_release, "a release with nothing held returned ", name_of(extra));
+  CHECK(sem.over_release_count() == 1 && sem.held() == 0, "over-release after close: count ",
+        sem.over_release_count(), ", held ", sem.held());
+}
+
+// close() racing with 16 threads busily acquiring and releasing: every thread must notice the
+// close, nothing may be acquired by an attempt that starts after close() returned, every slot
+// that was held comes back, and the counters end at zero.
+void semaphore_close_under_load() {
+  constexpr std::int64_t kMax = 3;
+  Semaphore sem(kMax);
+  std::atomic<int> holders{0};
+  std::atomic<bool> close_returned{false};
+  std::atomic<long> acquisitions{0};
+
+  StartGate gate;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      Rng rng(3000 + static_cast<std::uint64_t>(i));
+      gate.wait();
+      for (;;) {
+        const bool after_close = close_returned.load(std::memory_order_acquire);
+        bool got = false;
+        bool refused_closed = false;
+        switch (rng.below(3)) {
+          case 0:
+            got = sem.try_acquire_fast();
+            if (!got && sem.closed()) refused_closed = true;
+            break;
+          case 1:
+            try {
+              got = sem.acquire_until(now_ns() + rng.below(500 * kUs));
+            } catch (const std::runtime_error&) {
+              refused_closed = true;
+            }
+            break;
+          default: {
+            Semaphore::Waiter w;
+            const Semaphore::Enqueued e = sem.enqueue(w);
+            if (e == Semaphore::Enqueued::closed) {
+              refused_closed = true;
+            } else if (e == Semaphore::Enqueued::acquired) {
+              got = true;
+            } else {
+              const Semaphore::WaitStatus s = sem.wait(w, now_ns() + rng.below(300 * kUs));
+              if (s == Semaphore::WaitStatus::acquired) {
+                got = true;
+              } else if (s == Semaphore::WaitStatus::closed) {
+                refused_closed = true;
+              } else {
+                got = sem.cancel(w);
+              }
+            }
+            break;
+          }
+        }
+        if (got) {
+          CHECK(!after_close, "thread ", i, " acquired a slot by an attempt started after close() returned");
+          acquisitions.fetch_add(1, std::memory_order_relaxed);
+          const int inside = holders.fetch_add(1, std::memory_order_acq_rel) + 1;
+          CHECK(inside <= kMax, inside, " simultaneous holders of a semaphore with max ", kMax);
+          sleep_for_ns(rng.below(100 * kUs));
+          holders.fetch_sub(1, std::memory_order_acq_rel);
+          const Semaphore::Released r = sem.release();
+          CHECK(r == Semaphore::Released::ok, "release of a held slot (around close) returned ", name_of(r));
+        }
+        if (refused_closed) break;
+      }
+    });
+  }
+  gate.open();
+  sleep_for_ns(400 * kMs);
+  const long before_close = acquisitions.load();
+  sem.close();
+  close_returned.store(true, std::memory_order_release);
+  join_all(threads);
+
+  CHECK(before_close > 0, "nothing was acquired before close()");
+  CHECK(sem.held() == 0, "held() = ", sem.held(), " after everyone released");
+  CHECK(sem.waiting() == 0, "waiting() = ", sem.waiting(), " after close()");
+  CHECK(sem.over_release_count() == 0, "over_release_count() = ", sem.over_release_count());
+  std::printf("    %ld acquisitions before close(), %ld in all\n", before_close, acquisitions.load());
+}
+
+// release() with nothing held is counted and ignored; capacity never grows.
+void semaphore_over_release() {
+  constexpr std::int64_t kMax = 3;
+  Semaphore sem(kMax);
+  Semaphore::Released r = sem.release();
+  CHECK(r == Semaphore::Released::over_release, "release on a fresh semaphore returned ", name_of(r));
+  CHECK(sem.over_release_count() == 1, "over_release_count() = ", sem.over_release_count());
+  CHECK(sem.held() == 0, "held() = ", sem.held(), " after an over-release");
+  for (std::int64_t k = 0; k < kMax; ++k) CHECK(sem.try_acquire_fast(), "slot ", k, " not free");
+  CHECK(!sem.try_acquire_fast(), "an over-release added capacity");
+  for (std::int64_t k = 0; k < kMax; ++k) {
+    r = sem.release();
+    CHECK(r == Semaphore::Released::ok, "release ", k, " returned ", name_of(r));
+  }
+  r = sem.release();
+  CHECK(r == Semaphore::Released::over_release, "release with nothing held returned ", name_of(r));
+  CHECK(sem.over_release_count() == 2 && sem.held() == 0, "count ", sem.over_release_count(), ", held ",
+        sem.held());
+
+  // Concurrent stray releases on an idle semaphore: all counted, none adds capacity.
+  Semaphore idle(2);
+  std::vector<std::thread> threads;
+  constexpr int kEach = 200;
+  std::atomic<int> oks{0};
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&] {
+      for (int k = 0; k < kEach; ++k) {
+        if (idle.release() == Semaphore::Released::ok) oks.fetch_add(1);
+      }
+    });
+  }
+  join_all(threads);
+  CHECK(oks.load() == 0, oks.load(), " stray releases were accepted as real");
+  CHECK(idle.over_release_count() == kThreads * kEach, "over_release_count() = ", idle.over_release_count(),
+        ", want ", kThreads * kEach);
+  CHECK(idle.held() == 0, "held() = ", idle.held());
+  CHECK(idle.try_acquire_fast() && idle.try_acquire_fast() && !idle.try_acquire_fast(),
+        "capacity changed after stray releases");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gcra
+
+// The instants at which tokens were used: one entry per token (a request of cost n adds n).
+// A try_acquire uses its tokens at the `now` it passed, a reservation at its ready_at.
+struct GcraRun {
+  std::vector<Nanos> uses;
+  Nanos start = 0, end = 0;
+  long tries = 0, reserved = 0, reserve_refused = 0, refunded = 0, refund_lost = 0;
+};
+
+// Runs 16 threads on `g` for `run_for`. Even threads (all of them if !with_reservations) call
+// try_acquire in a tight loop; odd ones reserve with a random max_wait and sleep until ready_at,
+// except that one admitted reservation in five with a wait is abandoned part-way through its
+// wait and refunded (which fails once someone has queued behind it). `during(stop_at)` runs on
+// this thread meanwhile.
+template <class During>
+GcraRun run_gcra_load(Gcra& g, Nanos run_for, bool with_reservations, During during) {
+  constexpr Nanos kMaxWait = 3 * kMs;
+  std::vector<GcraRun> per_thread(kThreads);
+  StartGate gate;
+  Nanos stop_at = 0;  // written before gate.open(), read after gate.wait()
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      Rng rng(4000 + static_cast<std::uint64_t>(i));
+      GcraRun& mine = per_thread[static_cast<std::size_t>(i)];
+      gate.wait();
+      if (i % 2 == 0 || !with_reservations) {
+        for (;;) {
+          const Nanos now = now_ns();
+          if (now >= stop_at) break;
+          const std::int64_t cost = rng.below(16) == 0 ? 2 : 1;
+          ++mine.tries;
+          if (g.try_acquire(cost, now)) {
+            for (std::int64_t c = 0; c < cost; ++c) mine.uses.push_back(now);
+          } else if (with_reservations && rng.below(32) == 0) {
+            std::this_thread::yield();  // let the sleeping reservers in; otherwise get preempted anywhere
+          }
+        }
+        return;
+      }
+      for (;;) {
+        const Nanos now = now_ns();
+        if (now >= stop_at) break;
+        const Nanos max_wait = rng.below(kMaxWait);
+        const Reservation r = g.reserve(1, max_wait, now);
+        if (!r.admitted) {
+          ++mine.reserve_refused;
+          CHECK(r.wait_ns > max_wait, "refused reservation reports wait ", r.wait_ns, " <= max_wait ", max_wait);
+          CHECK(!g.refund(r, now), "refund of a refused reservation succeeded");
+          sleep_for_ns(rng.below(200 * kUs));
+          continue;
+        }
+        ++mine.reserved;
+        CHECK(r.wait_ns >= 0 && r.wait_ns <= max_wait, "admitted reservation waits ", r.wait_ns,
+              " ns, max_wait ", max_wait);
+        CHECK(r.ready_at_ns == now + r.wait_ns, "ready_at ", r.ready_at_ns, " != now ", now, " + wait ", r.wait_ns);
+        CHECK(r.cost == 1, "reservation cost ", r.cost);
+        if (r.wait_ns > 0 && rng.below(5) == 0) {  // the caller gives up before its turn
+          sleep_for_ns(rng.below(r.wait_ns));
+          if (g.refund(r, now_ns())) {
+            ++mine.refunded;
+            continue;  // the token went back: never used
+          }
+          ++mine.refund_lost;  // someone queued behind it (or its time came): the slot is spent
+          mine.uses.push_back(r.ready_at_ns);
+          continue;
+        }
+        sleep_until_ns(r.ready_at_ns);
+        mine.uses.push_back(r.ready_at_ns);
+      }
+    });
+  }
+  GcraRun all;
+  all.start = now_ns();
+  stop_at = all.start + run_for;
+  gate.open();
+  during(stop_at);
+  join_all(threads);
+  all.end = now_ns();
+  for (const GcraRun& r : per_thread) {
+    all.uses.insert(all.uses.end(), r.uses.begin(), r.uses.end());
+    all.tries += r.tries;
+    all.reserved += r.reserved;
+    all.reserve_refused += r.reserve_refused;
+    all.refunded += r.refunded;
+    all.refund_lost += r.refund_lost;
+  }
+  std::sort(all.uses.begin(), all.uses.end());
+  return all;
+}
+
+// The GCRA guarantee over every window: for all i <= j, the tokens used in [uses[i], uses[j]]
+// (j - i + 1 of them) are at most burst + (uses[j] - uses[i]) / interval. With
+// g(k) = k*interval - uses[k] that is g(j) - g(i) <= (burst - 1) * interval: one pass keeping the
+// running minimum of g checks every window exactly, in integers. (This holds for stale `now`
+// values too: each admission needs TAT <= now + (burst - cost) * interval and moves TAT to at
+// least max(TAT, now) + cost * interval, and a refund only undoes the latest admission.)
+void check_every_window(const std::vector<Nanos>& uses, Nanos interval, std::int64_t burst, const char* what) {
+  if (uses.empty()) return;
+  Nanos min_g = 0, fullest = 0;
+  std::size_t min_at = 0, first = 0, last = 0;
+  for (std::size_t j = 0; j < uses.size(); ++j) {
+    const Nanos gj = static_cast<Nanos>(j) * interval - uses[j];
+    if (j == 0 || gj < min_g) {
+      min_g = gj;
+      min_at = j;
+    }
+    if (j == 0 || gj - min_g > fullest) {
+      fullest = gj - min_g;
+      first = min_at;
+      last = j;
+    }
+  }
+  const Nanos span = uses[last] - uses[first];
+  const std::int64_t tokens = static_cast<std::int64_t>(last - first + 1);
+  const std::int64_t bound = burst + span / interval;
+  std::printf("    fullest window: %lld tokens in %lld ns; burst + window / interval = %lld\n",
+              static_cast<long long>(tokens), static_cast<long long>(span), static_cast<long long>(bound));
+  CHECK(fullest <= (burst - 1) * interval, what, ": ", tokens, " tokens used within ", span, " ns, but burst ",
+        burst, " + window / interval ", interval, " allows ", bound, " (window starts ", uses[first] - uses.front(),
+        " ns into the run)");
+}
+
+void print_gcra_run(const GcraRun& run, double ideal) {
+  std::printf("    %zu tokens in %.3f s (ideal %.0f), %ld tries, %ld reserved, %ld refused, %ld refunded, "
+              "%ld abandoned unrefunded\n",
+              run.uses.size(), seconds(run.end - run.start), ideal, run.tries, run.reserved,
+              run.reserve_refused, run.refunded, run.refund_lost);
+}
+
+// A few single-threaded facts at fixed instants, so the stress results rest on known ground.
+void gcra_basics() {
+  constexpr Nanos kT = 100 * kUs;
+  constexpr std::int64_t kB = 10;
+  Gcra g(kT, kB);
+  const Nanos t0 = 1'000 * kSec;
+  CHECK(g.tokens_available(t0) == kB, "fresh bucket holds ", g.tokens_available(t0));
+  for (std::int64_t k = 0; k < kB; ++k) CHECK(g.try_acquire(1, t0), "token ", k, " of a full bucket refused");
+  CHECK(!g.try_acquire(1, t0), "an empty bucket admitted");
+  CHECK(g.tokens_available(t0) == 0, "empty bucket reports ", g.tokens_available(t0));
+  CHECK(g.try_acquire(1, t0 + kT), "the token refilled after one interval was refused");
+  const Reservation r1 = g.reserve(1, kMs, t0 + kT);
+  CHECK(r1.admitted && r1.wait_ns == kT, "reserve on an empty bucket: admitted ", r1.admitted, " wait ", r1.wait_ns);
+  const Reservation refused = g.reserve(1, kT - 1, t0 + kT);
+  CHECK(!refused.admitted && refused.wait_ns == 2 * kT, "reserve beyond max_wait: admitted ", refused.admitted,
+        " wait ", refused.wait_ns);
+  CHECK(g.refund(r1, t0 + kT), "refund of the latest reservation failed");
+  const Reservation r2 = g.reserve(1, kMs, t0 + kT);
+  CHECK(r2.admitted && r2.wait_ns == kT, "after a refund the same slot should be free again: wait ", r2.wait_ns);
+  const Reservation r3 = g.reserve(1, kMs, t0 + kT);
+  CHECK(!g.refund(r2, t0 + kT), "refund of a reservation with another queued behind it succeeded");
+  CHECK(!g.refund(r3, r3.ready_at_ns), "refund after the reservation's time came succeeded");
+}
+
+// 16 threads on one bucket with a fixed configuration: the exact window bound must hold.
+void gcra_fixed_config() {
+  gcra_basics();
+  constexpr Nanos kT = 100 * kUs;
+  constexpr std::int64_t kB = 10;
+  Gcra g(kT, kB);
+  const GcraRun run = run_gcra_load(g, 1500 * kMs, true, [](Nanos) {});
+  const double elapsed = static_cast<double>(run.end - run.start);
+  const double ideal = static_cast<double>(kB) + elapsed / static_cast<double>(kT);
+  print_gcra_run(run, ideal);
+
+  const double total = static_cast<double>(run.uses.size());
+  CHECK(total <= ideal + 1.0, "admitted ", total, " tokens in ", elapsed,
+        " ns: more than burst + elapsed / interval + 1 = ", ideal + 1.0);
+  CHECK(total >= 0.5 * ideal, "admitted only ", total, " tokens, under half the ideal ", ideal);
+  CHECK(run.uses.empty() || (run.uses.front() >= run.start && run.uses.back() <= run.end),
+        "a token was used outside the run");
+  check_every_window(run.uses, kT, kB, "fixed config");
+  const Nanos now = now_ns();
+  const std::int64_t left = g.tokens_available(now);
+  CHECK(left >= 0 && left <= kB, "tokens_available = ", left, " outside [0, ", kB, "]");
+  CHECK(g.tokens_available(std::max(now, g.tat_ns())) == kB, "the bucket does not refill to the burst");
+}
+
+// The same load while this thread keeps changing the interval (never faster than kTMin) and the
+// burst (never above kBMax). Checked: the total against the fastest rate and largest burst, and
+// that the state is sane afterwards. (Not checked per window: a reservation keeps the ready_at
+// it was given, so after a speed-up the old, slower schedule and the new one overlap for a while
+// and a short window can legitimately exceed the new rate. gcra_rate_changes checks the debt.)
+void gcra_reconfigured() {
+  constexpr Nanos kTMin = 100 * kUs;
+  constexpr Nanos kIntervals[] = {100 * kUs, 150 * kUs, 250 * kUs};
+  constexpr Nanos kTMax = 250 * kUs;
+  constexpr std::int64_t kBMax = 10;
+  Gcra g(kTMin, kBMax);
+  long changes = 0;
+  const GcraRun run = run_gcra_load(g, 1500 * kMs, true, [&](Nanos stop_at) {
+    Rng rng(5000);
+    while (now_ns() < stop_at) {
+      const Nanos interval = kIntervals[rng.below(3)];
+      if (rng.below(2) == 0) {
+        g.set_interval(interval);
+      } else {
+        g.set_interval(interval, now_ns());
+      }
+      g.set_burst(2 + rng.below(kBMax - 1));  // 2..kBMax
+      ++changes;
+      sleep_for_ns(kMs + rng.below(4 * kMs));
+    }
+  });
+  const double elapsed = static_cast<double>(run.end - run.start);
+  const double most = static_cast<double>(kBMax) + elapsed / static_cast<double>(kTMin);
+  const double least = elapsed / static_cast<double>(kTMax);
+  print_gcra_run(run, most);
+  std::printf("    %ld configuration changes\n", changes);
+
+  const double total = static_cast<double>(run.uses.size());
+  CHECK(total <= most + 1.0, "admitted ", total, " tokens: more than max burst + elapsed / min interval + 1 = ",
+        most + 1.0);
+  CHECK(total >= 0.5 * least, "admitted only ", total, " tokens, under half of elapsed / max interval ", least);
+
+  // The state is still sane and still behaves like a bucket.
+  const Nanos now = now_ns();
+  const std::int64_t burst = g.burst();
+  const Nanos interval = g.interval_ns();
+  CHECK(burst >= 2 && burst <= kBMax, "burst() = ", burst);
+  CHECK(interval >= kTMin && interval <= kTMax, "interval_ns() = ", interval);
+  const std::int64_t left = g.tokens_available(now);
+  CHECK(left >= 0 && left <= burst, "tokens_available = ", left, " outside [0, ", burst, "]");
+  CHECK(g.tat_ns() <= now + kSec, "TAT ran ", g.tat_ns() - now, " ns into the future");
+  g.set_interval(kTMin);
+  g.set_burst(kBMax);
+  const Nanos full_at = std::max(now_ns(), g.tat_ns());
+  CHECK(g.tokens_available(full_at) == kBMax, "not full at TAT: ", g.tokens_available(full_at));
+  for (std::int64_t k = 0; k < kBMax; ++k) CHECK(g.try_acquire(1, full_at), "token ", k, " of a full bucket refused");
+  CHECK(!g.try_acquire(1, full_at), "more than the burst admitted after reconfiguration");
+}
+
+// try_acquire only while the interval flips between kFast and ten times slower. set_interval
+// promises that no decision mixes the old pace with the rescaled TAT (or the reverse): a decision
+// is made wholly before or wholly after the change. Then the debt stays bounded: every admission leaves
+// TAT <= (its now) + burst * interval, and a rescale keeps tokens owed as tokens owed. This
+// thread is the only one that changes the interval, so between its changes it polls
+// TAT - now <= burst * interval + E, where E is what the rescale itself may have added beyond
+// that; E decays by 1 ns per ns, as nothing but a rescale can push TAT past the bound:
+//   * After slowing down, E is measured: TAT read right after set_interval returns, minus the
+//     clock, minus burst * new interval. (A slow-down anchored at a `now` that is d stale by the
+//     time the rescale runs counts every token taken since as owed at the slow pace, about
+//     (new/old - 1) * d more debt: conservative, hence allowed. Under TSan d is sometimes tens
+//     of ms, so a formula for E would be far too loose.)
+//   * After speeding up (anchored at the clock read just before the call, which can only keep
+//     more owed), E is the previous excess scaled by new/old, plus rounding.
+// A decision that pairs the old, slow interval with a TAT already rescaled to the fast one treats
+// the tokens owed as ten times fewer: on a drained bucket it is admitted and pushes TAT about
+// kSlow past the bound.
+void gcra_rate_changes() {
+  constexpr Nanos kFast = 100 * kUs;
+  constexpr Nanos kSlow = 10 * kFast;
+  constexpr std::int64_t kB = 10;
+  Gcra g(kFast, kB);
+  long changes = 0, polls = 0, violations = 0;
+  Nanos worst_excess = 0, worst_debt = 0, worst_allowed = 0, worst_interval = 0, largest_allowance = 0;
+  const GcraRun run = run_gcra_load(g, 2500 * kMs, false, [&](Nanos stop_at) {
+    Rng rng(5500);
+    Nanos excess = 0;                // bound on TAT - now - burst * interval ...
+    Nanos excess_since = now_ns();   // ... as of this instant, decaying 1 ns per ns after it
+    while (now_ns() < stop_at) {
+      const Nanos old_interval = g.interval_ns();
+      const Nanos interval = changes % 2 == 0 ? kSlow : kFast;
+      const Nanos before = now_ns();
+      const Nanos carried = std::max<Nanos>(0, excess - (before - excess_since));
+      g.set_interval(interval, before);
+      ++changes;
+      if (interval > old_interval) {
+        const Nanos tat = g.tat_ns();
+        excess_since = now_ns();
+        excess = std::max<Nanos>(0, tat - excess_since - kB * interval);
+      } else {
+        excess_since = now_ns();
+        excess = (carried * interval + old_interval - 1) / old_interval + 2;  // +2: rounding
+      }
+      largest_allowance = std::max(largest_allowance, excess);
+      const Nanos next_change = excess_since + kMs + rng.below(3 * kMs);
+      for (;;) {
+        const Nanos tat = g.tat_ns();  // TAT first: the `now` behind every admission in it is <= the clock read next
+        const Nanos now = now_ns();
+        if (now >= next_change) break;
+        ++polls;
+        const Nanos allowed = kB * interval + std::max<Nanos>(0, excess - (now - excess_since));
+        if (tat - now > allowed) {
+          ++violations;
+          if (tat - now - allowed > worst_excess) {
+            worst_excess = tat - now - allowed;
+            worst_debt = tat - now;
+            worst_allowed = allowed;
+            worst_interval = interval;
+          }
+        }
+        sleep_for_ns(20 * kUs);
+      }
+    }
+  });
+  const double elapsed = static_cast<double>(run.end - run.start);
+  print_gcra_run(run, static_cast<double>(kB) + elapsed / static_cast<double>(kFast));
+  std::printf("    %ld interval changes between %lld and %lld ns, %ld polls of TAT, largest allowance "
+              "for a rescale %lld ns\n",
+              changes, static_cast<long long>(kFast), static_cast<long long>(kSlow), polls,
+              static_cast<long long>(largest_allowance));
+  CHECK(violations == 0, violations, " polls saw TAT - now above burst * interval + allowance; worst: ", worst_debt,
+        " ns owed at interval ", worst_interval, " ns (",
+        static_cast<double>(worst_debt) / static_cast<double>(worst_interval), " tokens, burst ", kB,
+        "), allowed ", worst_allowed, " ns: a decision mixed the old interval with the rescaled TAT?");
+  CHECK(static_cast<double>(run.uses.size()) >= 0.5 * elapsed / static_cast<double>(kSlow), "admitted only ",
+        run.uses.size(), " tokens");
+  const std::int64_t left = g.tokens_available(now_ns());
+  CHECK(left >= 0 && left <= kB, "tokens_available = ", left, " outside [0, ", kB, "]");
+}
+
+// ---------------------------------------------------------------------------------------------
+// RequestWindow
+
+constexpr Nanos kBucket = RequestWindow::kBucketNs;
+constexpr std::int64_t kBucketsPerWindow = RequestWindow::kBuckets;
+
+// Records events at explicit instants from 16 threads while 2 more read count(query) and check
+// it never exceeds `final_total` nor goes down. `events_of(thread, rng, record)` makes one thread's
+// events. Returns the histogram of recorded events per bucket index (relative to `base`).
+template <class Events>
+std::vector<std::int64_t> record_concurrently(RequestWindow& w, std::size_t buckets, Nanos base, Nanos query,
+                                              std::int64_t final_total, Events events_of) {
+  std::vector<std::vector<std::int64_t>> per_thread(kThreads, std::vector<std::int64_t>(buckets, 0));
+  std::atomic<int> writers_left{kThreads};
+  std::atomic<long> reads{0};
+  StartGate gate;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      Rng rng(6000 + static_cast<std::uint64_t>(i));
+      std::vector<std::int64_t>& hist = per_thread[static_cast<std::size_t>(i)];
+      gate.wait();
+      events_of(i, rng, [&](Nanos t, std::uint32_t n) {
+        w.record(t, n);
+        hist[static_cast<std::size_t>((t - base) / kBucket)] += n;
+      });
+      writers_left.fetch_sub(1, std::memory_order_release);
+    });
+  }
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      gate.wait();
+      std::int64_t last = 0;
+      bool more = true;
+      while (more) {
+        more = writers_left.load(std::memory_order_acquire) > 0;  // one last read after they finish
+        const std::int64_t c = w.count(query);
+        reads.fetch_add(1, std::memory_order_relaxed);
+        CHECK(c <= final_total, "reader ", r, ": count() = ", c, " during recording exceeds the final total ",
+              final_total);
+        CHECK(c >= last, "reader ", r, ": count() went down from ", last, " to ", c);
+        last = c;
+      }
+    });
+  }
+  gate.open();
+  join_all(threads);
+  std::printf("    %ld concurrent count() calls\n", reads.load());
+  std::vector<std::int64_t> hist(buckets, 0);
+  for (const auto& h : per_thread) {
+    for (std::size_t b = 0; b < buckets; ++b) hist[b] += h[b];
+  }
+  return hist;
+}
+
+// Every event inside one 60 s window: count() must be exact, for every bucket boundary.
+void window_one_minute() {
+  constexpr std::int64_t kEventsPerThread = 20'000;
+  const Nanos base = 10'000 * RequestWindow::kWindowNs;  // bucket-aligned, far from 0
+  const Nanos span = RequestWindow::kWindowNs;
+  const std::size_t buckets = static_cast<std::size_t>(kBucketsPerWindow);
+  // Each thread's events are fixed by its seed, so the total is known before they are recorded.
+  auto events_of = [&](int, Rng& rng, auto&& record) {
+    for (std::int64_t k = 0; k < kEventsPerThread; ++k) {
+      const Nanos t = base + rng.below(span);
+      const std::uint32_t n = rng.below(8) == 0 ? 3u : 1u;
+      record(t, n);
+    }
+  };
+  std::int64_t expected_total = 0;
+  for (int i = 0; i < kThreads; ++i) {
+    Rng rng(6000 + static_cast<std::uint64_t>(i));
+    events_of(i, rng, [&](Nanos, std::uint32_t n) { expected_total += n; });
+  }
+
+  RequestWindow w;
+  const Nanos query = base + span - 1;  // the window is exactly the span's 1200 buckets
+  const std::vector<std::int64_t> hist = record_concurrently(w, buckets, base, query, expected_total, events_of);
+  std::int64_t total = 0;
+  for (std::int64_t c : hist) total += c;
+  CHECK(total == expected_total, "test bookkeeping: recorded ", total, ", expected ", expected_total);
+  CHECK(w.count(query) == total, "count() = ", w.count(query), " but ", total, " events were recorded");
+
+  // Window ending at each bucket boundary inside the span: exactly the events before it.
+  std::int64_t prefix = 0;
+  for (std::size_t b = 0; b < buckets; ++b) {
+    prefix += hist[b];
+    const Nanos at = base + static_cast<Nanos>(b + 1) * kBucket - 1;
+    const std::int64_t c = w.count(at);
+    CHECK(c == prefix, "count(end of bucket ", b, ") = ", c, ", want ", prefix);
+  }
+  // Windows that have slid past the start: exactly the events in the buckets still inside.
+  std::int64_t suffix = total;
+  for (std::size_t b = 0; b < buckets; ++b) {
+    suffix -= hist[b];
+    const Nanos at = query + static_cast<Nanos>(b + 1) * kBucket;  // bucket b has just left
+    const std::int64_t c = w.count(at);
+    CHECK(c == suffix, "count() with buckets 0..", b, " gone = ", c, ", want ", suffix);
+  }
+  // Halfway into the next bucket: half of the oldest bucket is still inside the window.
+  const Nanos half = base + span + kBucket / 2;
+  const std::int64_t want_half =
+      (total - hist[0]) + static_cast<std::int64_t>(std::llround(0.5 * static_cast<double>(hist[0])));
+  CHECK(w.count(half) == want_half, "count() half a bucket later = ", w.count(half), ", want ", want_half);
+  std::printf("    %lld events in one window, counted exactly\n", static_cast<long long>(total));
+}
+
+// Five simulated minutes recorded by threads that each advance at their own pace, so writers of
+// different laps of the ring race on the same slots. The last minute must still be exact.
+void window_ring_laps() {
+  constexpr std::int64_t kEventsPerThread = 30'000;
+  const Nanos base = 20'000 * RequestWindow::kWindowNs;
+  const Nanos span = 5 * RequestWindow::kWindowNs;
+  const std::size_t buckets = static_cast<std::size_t>(span / kBucket);
+  auto events_of = [&](int, Rng& rng, auto&& record) {
+    // Mostly forward in time, with jitter of up to two minutes backwards: old laps keep arriving.
+    for (std::int64_t k = 0; k < kEventsPerThread; ++k) {
+      Nanos t = base + span * k / kEventsPerThread;
+      if (rng.below(4) == 0) t = std::max(base, t - rng.below(2 * RequestWindow::kWindowNs));
+      record(t, 1u);
+    }
+  };
+  std::int64_t expected_last_minute = 0;
+  const std::size_t first_of_last_minute = buckets - static_cast<std::size_t>(kBucketsPerWindow);
+  for (int i = 0; i < kThreads; ++i) {
+    Rng rng(6000 + static_cast<std::uint64_t>(i));
+    events_of(i, rng, [&](Nanos t, std::uint32_t n) {
+      if (static_cast<std::size_t>((t - base) / kBucket) >= first_of_last_minute) expected_last_minute += n;
+    });
+  }
+
+  RequestWindow w;
+  const Nanos query = base + span - 1;
+  const std::vector<std::int64_t> hist =
+      record_concurrently(w, buckets, base, query, expected_last_minute, events_of);
+  std::int64_t last_minute = 0;
+  for (std::size_t b = first_of_last_minute; b < buckets; ++b) last_minute += hist[b];
+  CHECK(last_minute == expected_last_minute, "test bookkeeping: ", last_minute, " vs ", expected_last_minute);
+  CHECK(w.count(query) == last_minute, "count() after 5 laps = ", w.count(query), ", want ", last_minute);
+  // And at every bucket boundary of the last minute, going back: what is left of it.
+  std::int64_t suffix = last_minute;
+  for (std::size_t b = first_of_last_minute; b < buckets; ++b) {
+    suffix -= hist[b];
+    const Nanos at = query + static_cast<Nanos>(b - first_of_last_minute + 1) * kBucket;
+    CHECK(w.count(at) == suffix, "count() with buckets up to ", b, " gone = ", w.count(at), ", want ", suffix);
+  }
+  std::printf("    %lld events in the last of 5 minutes, counted exactly\n", static_cast<long long>(last_minute));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct Scenario {
+  const char* name;
+  void (*run)();
+};
+
+}  // namespace
+
+int main() {
+  const Scenario scenarios[] = {
+      {"semaphore: mixed acquire paths, 16 threads, max 4", semaphore_mixed_load},
+      {"semaphore: FIFO hand-over and no barging", semaphore_fifo},
+      {"semaphore: close() wakes every waiter", semaphore_close_wakes_waiters},
+      {"semaphore: close() racing a busy semaphore", semaphore_close_under_load},
+      {"semaphore: over-release", semaphore_over_release},
+      {"gcra: 16 threads, fixed interval and burst", gcra_fixed_config},
+      {"gcra: 16 threads while set_interval/set_burst run", gcra_reconfigured},
+      {"gcra: debt bound while the interval flips 10x", gcra_rate_changes},
+      {"window: 16 writers within one minute", window_one_minute},
+      {"window: 16 writers across five laps of the ring", window_ring_laps},
+  };
+
+  Watchdog watchdog(std::chrono::seconds(120));
+  const Nanos started = now_ns();
+  std::vector<const char*> failed;
+  for (const Scenario& s : scenarios) {
+    g_current_scenario.store(s.name);
+    std::printf("[ RUN  ] %s\n", s.name);
+    std::fflush(stdout);
+    const int failures_before = g_failures.load();
+    const Nanos t0 = now_ns();
+    try {
+      s.run();
+    } catch (const std::exception& e) {
+      CHECK(false, "scenario threw: ", e.what());
+    }
+    const int failures = g_failures.load() - failures_before;
+    std::printf("[ %s ] %s (%.2f s)\n", failures == 0 ? " OK " : "FAIL", s.name, seconds(now_ns() - t0));
+    std::fflush(stdout);
+    if (failures != 0) failed.push_back(s.name);
+  }
+
+  const double total_s = seconds(now_ns() - started);
+  const std::size_t count = sizeof(scenarios) / sizeof(scenarios[0]);
+  if (failed.empty()) {
+    std::printf("core_stress: all %zu scenarios passed in %.2f s\n", count, total_s);
+    return 0;
+  }
+  std::fprintf(stderr, "core_stress: %d check(s) FAILED in %zu of %zu scenarios (%.2f s):\n", g_failures.load(),
+               failed.size(), count, total_s);
+  for (const char* name : failed) std::fprintf(stderr, "  - %s\n", name);
+  return 1;
+}
