@@ -175,12 +175,12 @@ class Gcra {
   void set_interval(Nanos interval_ns, Nanos now) {
     check_interval(interval_ns);
     std::lock_guard<std::mutex> lock(config_mutex_);
-    set_interval_locked(interval_ns, now);
+    set_interval_locked(interval_ns, &now);
   }
   void set_interval(Nanos interval_ns) {
     check_interval(interval_ns);
     std::lock_guard<std::mutex> lock(config_mutex_);
-    set_interval_locked(interval_ns, now_ns());  // read after the lock: a stale now would overcharge
+    set_interval_locked(interval_ns, nullptr);
   }
 
   // Changes B. The TAT stays; a smaller burst simply leaves fewer tokens available.
@@ -245,10 +245,13 @@ class Gcra {
   void begin_change() noexcept { config_sequence_.fetch_add(1); }
   void end_change() noexcept { config_sequence_.fetch_add(1); }
 
-  void set_interval_locked(Nanos new_interval, Nanos now) {
+  // `given_now` null: read the clock once decisions are held off, since every ns by which `now`
+  // is stale would be charged again at the new pace.
+  void set_interval_locked(Nanos new_interval, const Nanos* given_now) {
     const Nanos old_interval = interval_ns_.load(std::memory_order_relaxed);
     if (new_interval == old_interval) return;
     begin_change();
+    const Nanos now = given_now != nullptr ? *given_now : now_ns();
     Nanos tat = tat_ns_.load();
     for (;;) {
       Nanos new_tat;
