@@ -27,7 +27,9 @@ def run_interrupted(body):
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "waiting", child.stderr.read()
-        time.sleep(0.2)  # let the main thread settle into its wait
+        # The main thread waits in 50 ms slices; a signal just after a slice begins is the worst
+        # case, so send it just after the fourth one begins.
+        time.sleep(0.205)
         sent = time.monotonic()
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=30)
