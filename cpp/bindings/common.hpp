@@ -74,6 +74,19 @@ using FastMethod = PyObject* (*)(PyObject*, PyObject* const*, Py_ssize_t, PyObje
 // Attaches a null-terminated static table of METH_FASTCALL methods to a pybind11 class.
 void add_fast_methods(py::handle cls, PyMethodDef* table);
 
+// A table entry for a METH_FASTCALL | METH_KEYWORDS function; `doc` starts with its signature.
+inline PyMethodDef fast_method(const char* name, FastMethod function, const char* doc) {
+  return {name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(function)),
+          METH_FASTCALL | METH_KEYWORDS, doc};
+}
+
+// For methods that take no arguments. Returns false with TypeError set otherwise.
+inline bool no_arguments(const char* method, Py_ssize_t nargs, PyObject* kwnames) {
+  if (nargs == 0 && (kwnames == nullptr || PyTuple_GET_SIZE(kwnames) == 0)) return true;
+  PyErr_Format(PyExc_TypeError, "%s() takes no arguments", method);
+  return false;
+}
+
 // Parses the optional single argument of method `method`, given positionally or by the keyword
 // `interned_name`. *value stays nullptr when it is absent. Returns false with TypeError set on a
 // bad call.

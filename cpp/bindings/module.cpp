@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "acquire_methods.hpp"
 #include "common.hpp"
 #include "wait.hpp"
 
@@ -170,6 +171,8 @@ PYBIND11_MODULE(_core, m) {
   py::module_::import("os").attr("register_at_fork")(py::arg("after_in_child") =
                                                           m.attr("_reinit_after_fork"));
 
+  ob::timeout_keyword = PyUnicode_InternFromString("timeout");
+  if (ob::timeout_keyword == nullptr) throw py::error_already_set();
   ob::register_window(m);
   ob::register_gcra(m);
   ob::register_rate_core(m);

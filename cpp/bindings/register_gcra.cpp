@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "acquire_methods.hpp"
 #include "common.hpp"
 #include "omnilimit/gcra.hpp"
 #include "omnilimit/window.hpp"
@@ -15,10 +16,6 @@
 
 namespace omnilimit::bindings {
 namespace {
-
-constexpr Nanos kDefaultTimeoutNs = 60 * kNanosPerSecond;
-PyObject* default_timeout = nullptr;  // the int 60, as shown in the timeout message
-PyObject* timeout_keyword = nullptr;  // interned "timeout"
 
 Nanos now_or(std::optional<Nanos> now) { return now ? *now : now_ns(); }
 
@@ -39,68 +36,36 @@ struct RateCore final : ForkAware {
   std::atomic<std::int64_t> blocked{0};
 };
 
-enum class Outcome { acquired, timed_out, error };
+struct Rate {
+  using Core = RateCore;
+  static constexpr Nanos kDefaultTimeoutNs = 60 * kNanosPerSecond;
+  static inline PyObject* default_timeout = nullptr;
 
-Outcome acquire_token(RateCore& core, Nanos timeout_ns) {
-  // Decide before committing: a reservation is made only if its wait fits in the timeout.
-  const Reservation r = core.bucket.reserve(1, timeout_ns, now_ns());
-  if (!r.admitted) return Outcome::timed_out;
-  if (r.wait_ns > 0) {
-    const WaitResult result = wait_without_gil(r.ready_at_ns, [&](Nanos until_ns) {
-      sleep_until_ns(until_ns);
-      return until_ns >= r.ready_at_ns;
-    });
-    if (result == WaitResult::interrupted) {
-      core.bucket.refund(r, now_ns());  // KeyboardInterrupt: give the slot back if still possible
-      return Outcome::error;
+  static Outcome take(RateCore& core, Nanos timeout_ns) {
+    // Decide before committing: a reservation is made only if its wait fits in the timeout.
+    const Reservation r = core.bucket.reserve(1, timeout_ns, now_ns());
+    if (!r.admitted) return Outcome::timed_out;
+    if (r.wait_ns > 0) {
+      const WaitResult result = wait_without_gil(r.ready_at_ns, [&](Nanos until_ns) {
+        sleep_until_ns(until_ns);
+        return until_ns >= r.ready_at_ns;
+      });
+      if (result == WaitResult::interrupted) {
+        core.bucket.refund(r, now_ns());  // KeyboardInterrupt: give the slot back if still possible
+        return Outcome::error;
+      }
     }
+    core.total_acquired.fetch_add(1, std::memory_order_relaxed);
+    return Outcome::acquired;
   }
-  core.total_acquired.fetch_add(1, std::memory_order_relaxed);
-  return Outcome::acquired;
-}
-
-PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
-  return guarded([&]() -> PyObject* {
-    PyObject* timeout = nullptr;
-    if (!parse_optional_arg("acquire", timeout_keyword, args, nargs, kwnames, &timeout)) return nullptr;
-    Nanos timeout_ns = kDefaultTimeoutNs;
-    if (timeout != nullptr && !parse_timeout(timeout, &timeout_ns)) return nullptr;
-    RateCore* core = self_ptr<RateCore>(self);
-    if (core == nullptr) return nullptr;
-    switch (acquire_token(*core, timeout_ns)) {
-      case Outcome::acquired: Py_RETURN_TRUE;
-      case Outcome::error: return nullptr;
-      case Outcome::timed_out: break;
-    }
-    if (!report_timeout(self, core->blocked, timeout_ns, timeout ? timeout : default_timeout)) {
-      return nullptr;
-    }
-    Py_RETURN_FALSE;
-  });
-}
+};
 
 PyObject* fast_record_request(PyObject* self, PyObject* const*, Py_ssize_t nargs, PyObject* kwnames) {
-  if (nargs != 0 || (kwnames != nullptr && PyTuple_GET_SIZE(kwnames) != 0)) {
-    PyErr_SetString(PyExc_TypeError, "record_request() takes no arguments");
-    return nullptr;
-  }
+  if (!no_arguments("record_request", nargs, kwnames)) return nullptr;
   RateCore* core = self_ptr<RateCore>(self);
   if (core == nullptr) return nullptr;
   core->recorded.record(coarse_now_ns());
   Py_RETURN_NONE;
-}
-
-PyObject* fast_enter(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
-  return guarded([&]() -> PyObject* {
-    RateCore* core = self_ptr<RateCore>(self);
-    if (core == nullptr) return nullptr;
-    switch (acquire_token(*core, kDefaultTimeoutNs)) {
-      case Outcome::acquired: Py_INCREF(self); return self;
-      case Outcome::error: return nullptr;
-      case Outcome::timed_out: break;
-    }
-    return raise_enter_timeout(self, core->blocked, default_timeout);
-  });
 }
 
 PyObject* fast_exit(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
@@ -111,20 +76,16 @@ PyObject* fast_exit(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
 }
 
 PyMethodDef fast_methods[] = {
-    {"acquire", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_acquire)),
-     METH_FASTCALL | METH_KEYWORDS,
-     "acquire($self, /, timeout=60)\n--\n\n"
-     "Takes a token, sleeping until its reserved instant if the bucket is empty. `timeout` is\n"
-     "in seconds (None: forever; 0: try once); a wait that would not fit fails at once and\n"
-     "commits nothing. Returns True or False. Raises ValueError for a bad timeout."},
-    {"record_request", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_record_request)),
-     METH_FASTCALL | METH_KEYWORDS,
-     "record_request($self, /)\n--\n\nRecords a request made (it counts in get_current_rpm())."},
-    {"__enter__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_enter)),
-     METH_FASTCALL | METH_KEYWORDS,
-     "__enter__($self, /)\n--\n\nacquire() with the default timeout; raises LimiterTimeout on timeout."},
-    {"__exit__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_exit)),
-     METH_FASTCALL | METH_KEYWORDS, "__exit__($self, *exc_info, /)\n--\n\nrecord_request()."},
+    fast_method("acquire", fast_acquire<Rate>,
+                "acquire($self, /, timeout=60)\n--\n\n"
+                "Takes a token, sleeping until its reserved instant if the bucket is empty. `timeout` is\n"
+                "in seconds (None: forever; 0: try once); a wait that would not fit fails at once and\n"
+                "commits nothing. Returns True or False. Raises ValueError for a bad timeout."),
+    fast_method("record_request", fast_record_request,
+                "record_request($self, /)\n--\n\nRecords a request made (it counts in get_current_rpm())."),
+    fast_method("__enter__", fast_enter<Rate>,
+                "__enter__($self, /)\n--\n\nacquire() with the default timeout; raises LimiterTimeout on timeout."),
+    fast_method("__exit__", fast_exit, "__exit__($self, *exc_info, /)\n--\n\nrecord_request()."),
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace
@@ -184,9 +145,8 @@ fixed instants. All methods are thread-safe and lock-free except the setters.)do
 }
 
 void register_rate_core(py::module_& m) {
-  default_timeout = PyLong_FromLong(60);
-  timeout_keyword = PyUnicode_InternFromString("timeout");
-  if (default_timeout == nullptr || timeout_keyword == nullptr) throw py::error_already_set();
+  Rate::default_timeout = PyLong_FromLong(60);
+  if (Rate::default_timeout == nullptr) throw py::error_already_set();
 
   py::class_<RateCore> cls(m, "RateCore", R"doc(
 The native part of RateLimiter: a GCRA token bucket and a one-minute request window.

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "acquire_methods.hpp"
 #include "common.hpp"
 #include "omnilimit/semaphore.hpp"
 #include "omnilimit/window.hpp"
@@ -12,10 +13,6 @@
 
 namespace omnilimit::bindings {
 namespace {
-
-constexpr Nanos kDefaultTimeoutNs = 120 * kNanosPerSecond;
-PyObject* default_timeout = nullptr;  // the int 120, as shown in the timeout message
-PyObject* timeout_keyword = nullptr;  // interned "timeout"
 
 struct ConcurrencyCore final : ForkAware {
   explicit ConcurrencyCore(std::int64_t max_concurrent) : semaphore(max_concurrent) {}
@@ -28,50 +25,54 @@ struct ConcurrencyCore final : ForkAware {
   std::atomic<bool> over_release_reported{false};
 };
 
-enum class Outcome { acquired, timed_out, error };
+struct Concurrency {
+  using Core = ConcurrencyCore;
+  static constexpr Nanos kDefaultTimeoutNs = 120 * kNanosPerSecond;
+  static inline PyObject* default_timeout = nullptr;
 
-Outcome acquire_slot(ConcurrencyCore& core, Nanos timeout_ns) {
-  Semaphore& semaphore = core.semaphore;
-  if (semaphore.try_acquire_fast()) {
+  static Outcome take(ConcurrencyCore& core, Nanos timeout_ns) {
+    Semaphore& semaphore = core.semaphore;
+    if (semaphore.try_acquire_fast()) {
+      core.total_acquired.fetch_add(1, std::memory_order_relaxed);
+      return Outcome::acquired;
+    }
+    if (timeout_ns == 0 && !semaphore.closed()) return Outcome::timed_out;  // try once, never queue
+    const Nanos deadline_ns = saturating_add(now_ns(), timeout_ns);
+    Semaphore::Waiter waiter;
+    Semaphore::WaitStatus status = Semaphore::WaitStatus::pending;
+    switch (semaphore.enqueue(waiter)) {
+      case Semaphore::Enqueued::acquired:
+        status = Semaphore::WaitStatus::acquired;
+        break;
+      case Semaphore::Enqueued::closed:
+        status = Semaphore::WaitStatus::closed;
+        break;
+      case Semaphore::Enqueued::queued: {
+        const WaitResult result = wait_without_gil(deadline_ns, [&](Nanos until_ns) {
+          status = semaphore.wait(waiter, until_ns);
+          return status != Semaphore::WaitStatus::pending;
+        });
+        if (result == WaitResult::interrupted) {
+          // A signal handler raised (KeyboardInterrupt): leave the queue, and pass on a slot that
+          // was handed over meanwhile, before the exception propagates.
+          if (semaphore.cancel(waiter)) semaphore.release();
+          return Outcome::error;
+        }
+        if (result == WaitResult::deadline) {
+          if (!semaphore.cancel(waiter)) return Outcome::timed_out;
+          status = Semaphore::WaitStatus::acquired;  // handed over at the last moment: keep it
+        }
+        break;
+      }
+    }
+    if (status == Semaphore::WaitStatus::closed) {
+      PyErr_SetString(limiter_closed_error, "the limiter is closed");
+      return Outcome::error;
+    }
     core.total_acquired.fetch_add(1, std::memory_order_relaxed);
     return Outcome::acquired;
   }
-  if (timeout_ns == 0 && !semaphore.closed()) return Outcome::timed_out;  // try once, never queue
-  const Nanos deadline_ns = saturating_add(now_ns(), timeout_ns);
-  Semaphore::Waiter waiter;
-  Semaphore::WaitStatus status = Semaphore::WaitStatus::pending;
-  switch (semaphore.enqueue(waiter)) {
-    case Semaphore::Enqueued::acquired:
-      status = Semaphore::WaitStatus::acquired;
-      break;
-    case Semaphore::Enqueued::closed:
-      status = Semaphore::WaitStatus::closed;
-      break;
-    case Semaphore::Enqueued::queued: {
-      const WaitResult result = wait_without_gil(deadline_ns, [&](Nanos until_ns) {
-        status = semaphore.wait(waiter, until_ns);
-        return status != Semaphore::WaitStatus::pending;
-      });
-      if (result == WaitResult::interrupted) {
-        // A signal handler raised (KeyboardInterrupt): leave the queue, and pass on a slot that
-        // was handed over meanwhile, before the exception propagates.
-        if (semaphore.cancel(waiter)) semaphore.release();
-        return Outcome::error;
-      }
-      if (result == WaitResult::deadline) {
-        if (!semaphore.cancel(waiter)) return Outcome::timed_out;
-        status = Semaphore::WaitStatus::acquired;  // handed over at the last moment: keep it
-      }
-      break;
-    }
-  }
-  if (status == Semaphore::WaitStatus::closed) {
-    PyErr_SetString(limiter_closed_error, "the limiter is closed");
-    return Outcome::error;
-  }
-  core.total_acquired.fetch_add(1, std::memory_order_relaxed);
-  return Outcome::acquired;
-}
+};
 
 PyObject* release_slot(PyObject* self, ConcurrencyCore& core) {
   if (core.semaphore.release() == Semaphore::Released::ok) {
@@ -86,47 +87,11 @@ PyObject* release_slot(PyObject* self, ConcurrencyCore& core) {
   Py_RETURN_NONE;
 }
 
-PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
-  return guarded([&]() -> PyObject* {
-    PyObject* timeout = nullptr;
-    if (!parse_optional_arg("acquire", timeout_keyword, args, nargs, kwnames, &timeout)) return nullptr;
-    Nanos timeout_ns = kDefaultTimeoutNs;
-    if (timeout != nullptr && !parse_timeout(timeout, &timeout_ns)) return nullptr;
-    ConcurrencyCore* core = self_ptr<ConcurrencyCore>(self);
-    if (core == nullptr) return nullptr;
-    switch (acquire_slot(*core, timeout_ns)) {
-      case Outcome::acquired: Py_RETURN_TRUE;
-      case Outcome::error: return nullptr;
-      case Outcome::timed_out: break;
-    }
-    if (!report_timeout(self, core->blocked, timeout_ns, timeout ? timeout : default_timeout)) {
-      return nullptr;
-    }
-    Py_RETURN_FALSE;
-  });
-}
-
 PyObject* fast_release(PyObject* self, PyObject* const*, Py_ssize_t nargs, PyObject* kwnames) {
   return guarded([&]() -> PyObject* {
-    if (nargs != 0 || (kwnames != nullptr && PyTuple_GET_SIZE(kwnames) != 0)) {
-      PyErr_SetString(PyExc_TypeError, "release() takes no arguments");
-      return nullptr;
-    }
+    if (!no_arguments("release", nargs, kwnames)) return nullptr;
     ConcurrencyCore* core = self_ptr<ConcurrencyCore>(self);
     return core == nullptr ? nullptr : release_slot(self, *core);
-  });
-}
-
-PyObject* fast_enter(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
-  return guarded([&]() -> PyObject* {
-    ConcurrencyCore* core = self_ptr<ConcurrencyCore>(self);
-    if (core == nullptr) return nullptr;
-    switch (acquire_slot(*core, kDefaultTimeoutNs)) {
-      case Outcome::acquired: Py_INCREF(self); return self;
-      case Outcome::error: return nullptr;
-      case Outcome::timed_out: break;
-    }
-    return raise_enter_timeout(self, core->blocked, default_timeout);
   });
 }
 
@@ -142,30 +107,25 @@ PyObject* fast_exit(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
 }
 
 PyMethodDef fast_methods[] = {
-    {"acquire", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_acquire)),
-     METH_FASTCALL | METH_KEYWORDS,
-     "acquire($self, /, timeout=120)\n--\n\n"
-     "Takes a slot, waiting up to `timeout` seconds (None: forever; 0: try once). Returns True\n"
-     "when a slot was taken, False on timeout. Waiters are served in arrival order. Raises\n"
-     "LimiterClosed if the limiter is closed, ValueError for a bad timeout."},
-    {"release", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_release)),
-     METH_FASTCALL | METH_KEYWORDS,
-     "release($self, /)\n--\n\n"
-     "Frees a slot, handing it to the oldest waiter if there is one. A release without a held\n"
-     "slot is counted and logged once, never turned into extra capacity."},
-    {"__enter__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_enter)),
-     METH_FASTCALL | METH_KEYWORDS,
-     "__enter__($self, /)\n--\n\nacquire() with the default timeout; raises LimiterTimeout on timeout."},
-    {"__exit__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fast_exit)),
-     METH_FASTCALL | METH_KEYWORDS, "__exit__($self, *exc_info, /)\n--\n\nrelease()."},
+    fast_method("acquire", fast_acquire<Concurrency>,
+                "acquire($self, /, timeout=120)\n--\n\n"
+                "Takes a slot, waiting up to `timeout` seconds (None: forever; 0: try once). Returns True\n"
+                "when a slot was taken, False on timeout. Waiters are served in arrival order. Raises\n"
+                "LimiterClosed if the limiter is closed, ValueError for a bad timeout."),
+    fast_method("release", fast_release,
+                "release($self, /)\n--\n\n"
+                "Frees a slot, handing it to the oldest waiter if there is one. A release without a held\n"
+                "slot is counted and logged once, never turned into extra capacity."),
+    fast_method("__enter__", fast_enter<Concurrency>,
+                "__enter__($self, /)\n--\n\nacquire() with the default timeout; raises LimiterTimeout on timeout."),
+    fast_method("__exit__", fast_exit, "__exit__($self, *exc_info, /)\n--\n\nrelease()."),
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace
 
 void register_semaphore(py::module_& m) {
-  default_timeout = PyLong_FromLong(120);
-  timeout_keyword = PyUnicode_InternFromString("timeout");
-  if (default_timeout == nullptr || timeout_keyword == nullptr) throw py::error_already_set();
+  Concurrency::default_timeout = PyLong_FromLong(120);
+  if (Concurrency::default_timeout == nullptr) throw py::error_already_set();
 
   py::class_<ConcurrencyCore> cls(m, "ConcurrencyCore", R"doc(
 The native part of ConcurrencyLimiter: a FIFO counting semaphore with a lock-free fast path.

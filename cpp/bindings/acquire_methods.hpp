@@ -1,0 +1,57 @@
+// The fast acquire(timeout=...) and __enter__ that both limiter kinds share.
+//
+// A Kind describes one limiter class of the bindings:
+//   using Core = ...;                                  its C++ object, with std::atomic<int64_t> blocked
+//   static Outcome take(Core&, Nanos timeout_ns);      how it waits (GIL released inside)
+//   static constexpr Nanos kDefaultTimeoutNs;          acquire()'s default timeout
+//   static inline PyObject* default_timeout;           the same default as a Python int, for messages
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include "common.hpp"
+
+namespace omnilimit::bindings {
+
+enum class Outcome { acquired, timed_out, error };
+
+inline PyObject* timeout_keyword = nullptr;  // interned "timeout", set by the module
+
+// acquire(timeout=<default>) -> bool
+template <class Kind>
+PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> PyObject* {
+    PyObject* timeout = nullptr;
+    if (!parse_optional_arg("acquire", timeout_keyword, args, nargs, kwnames, &timeout)) return nullptr;
+    Nanos timeout_ns = Kind::kDefaultTimeoutNs;
+    if (timeout != nullptr && !parse_timeout(timeout, &timeout_ns)) return nullptr;
+    auto* core = self_ptr<typename Kind::Core>(self);
+    if (core == nullptr) return nullptr;
+    switch (Kind::take(*core, timeout_ns)) {
+      case Outcome::acquired: Py_RETURN_TRUE;
+      case Outcome::error: return nullptr;
+      case Outcome::timed_out: break;
+    }
+    if (!report_timeout(self, core->blocked, timeout_ns, timeout ? timeout : Kind::default_timeout)) {
+      return nullptr;
+    }
+    Py_RETURN_FALSE;
+  });
+}
+
+// __enter__() -> self: acquire() with the default timeout, LimiterTimeout when it times out.
+template <class Kind>
+PyObject* fast_enter(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
+  return guarded([&]() -> PyObject* {
+    auto* core = self_ptr<typename Kind::Core>(self);
+    if (core == nullptr) return nullptr;
+    switch (Kind::take(*core, Kind::kDefaultTimeoutNs)) {
+      case Outcome::acquired: Py_INCREF(self); return self;
+      case Outcome::error: return nullptr;
+      case Outcome::timed_out: break;
+    }
+    return raise_enter_timeout(self, core->blocked, Kind::default_timeout);
+  });
+}
+
+}  // namespace omnilimit::bindings
