@@ -299,3 +299,53 @@ def test_timeouts_racing_with_releases_lose_and_duplicate_nothing(tiny_switch_in
     assert limiter.active_calls == 0 and limiter.waiting == 0 and limiter.over_release_count == 0
     assert limiter.total_requests == successes
     assert successes + limiter.blocked_count == 64 * 200
+
+
+def test_a_release_after_the_same_threads_failed_acquire_adds_no_capacity():
+    """omnigen's generators release() in a finally even when acquire(timeout=120) timed out."""
+    limiter = ConcurrencyLimiter(1)
+    limiter.acquire()  # every slot held...
+    queued = []
+    waiter = start_thread(lambda: queued.append(limiter.acquire(timeout=30)))
+    wait_until(lambda: limiter.waiting == 1)  # ...and someone queued behind it
+
+    def omnigen_worker():
+        limiter.acquire(timeout=0.05)  # times out; the result is ignored
+        limiter.release()  # in a finally: must not hand the held slot to the waiter
+
+    worker = start_thread(omnigen_worker)
+    worker.join(5)
+    assert limiter.waiting == 1 and limiter.active_calls == 1 and queued == []
+    assert limiter.over_release_count == 1
+    limiter.release()  # the real holder
+    waiter.join(5)
+    assert queued == [True] and limiter.active_calls == 1
+
+
+def test_a_thread_that_holds_slots_may_release_after_a_failed_acquire():
+    limiter = ConcurrencyLimiter(2)
+    assert limiter.acquire() and limiter.acquire()
+    assert limiter.acquire(timeout=0.01) is False  # a third, nested, attempt fails
+    limiter.release()  # one of the two held: a real release
+    assert limiter.active_calls == 1 and limiter.over_release_count == 0
+
+
+def test_a_failed_acquire_does_not_taint_the_next_successful_one():
+    limiter = ConcurrencyLimiter(1)
+    holder_done = start_thread(limiter.acquire)
+    holder_done.join(5)
+    assert limiter.acquire(timeout=0.01) is False  # this thread failed once...
+    assert limiter.acquire(timeout=0) is False
+    other = start_thread(limiter.release)  # the holder's slot is given back from another thread
+    other.join(5)
+    assert limiter.acquire(timeout=1) is True  # ...then succeeded: its release is a real one
+    limiter.release()
+    assert limiter.active_calls == 0 and limiter.over_release_count == 0
+
+
+def test_releasing_for_another_thread_still_works():
+    limiter = ConcurrencyLimiter(1)
+    start_thread(limiter.acquire).join(5)
+    assert limiter.active_calls == 1
+    limiter.release()  # this thread never acquired, and never failed: a plain hand-back
+    assert limiter.active_calls == 0 and limiter.over_release_count == 0

@@ -14,16 +14,64 @@
 namespace omnilimit::bindings {
 namespace {
 
+std::atomic<std::uint64_t> last_limiter_id{0};
+
 struct ConcurrencyCore final : ForkAware {
   explicit ConcurrencyCore(std::int64_t max_concurrent) : semaphore(max_concurrent) {}
   void reinit_after_fork() noexcept override { semaphore.reinit_after_fork(); }
 
+  const std::uint64_t id = last_limiter_id.fetch_add(1, std::memory_order_relaxed) + 1;  // never reused
   Semaphore semaphore;
   RequestWindow released;  // releases in the last minute: the limiter's current RPM
   alignas(64) std::atomic<std::int64_t> total_acquired{0};
   std::atomic<std::int64_t> blocked{0};
+  std::atomic<std::int64_t> releases_after_failure{0};
   std::atomic<bool> over_release_reported{false};
 };
+
+// A release() that answers a failed acquire. OmniGen's generators call acquire(timeout=120),
+// ignore its result and release() in a `finally`; when the acquire timed out while every slot was
+// held and others queued, that release would hand a slot nobody freed to the next waiter (one
+// call more than the limit), and a count cannot tell it from a real release. So each thread keeps
+// its own account of the limiters it uses: slots it holds, and whether its last acquire failed
+// while it held none. A release() from a thread that holds no slot of the limiter, right after
+// its own failed acquire of it, is that `finally`: it is ignored and counted as an over-release.
+// A caller that releases only what it acquired never meets the rule; a thread that releases a
+// slot acquired by another thread right after failing to get one itself would (rare; documented).
+class ThreadAccount {
+ public:
+  struct Entry {
+    std::uint64_t limiter_id = 0;
+    std::uint32_t held = 0;
+    bool failed = false;
+  };
+
+  Entry* find(std::uint64_t id) noexcept {
+    for (Entry& e : entries_) {
+      if (e.limiter_id == id) return &e;
+    }
+    return nullptr;
+  }
+  // nullptr when the thread already tracks kTracked limiters: the rule is then off for this one.
+  Entry* find_or_add(std::uint64_t id) noexcept {
+    if (Entry* e = find(id)) return e;
+    for (Entry& e : entries_) {
+      if (e.limiter_id == 0) {
+        e.limiter_id = id;
+        return &e;
+      }
+    }
+    return nullptr;
+  }
+  static void tidy(Entry* e) noexcept {
+    if (e->held == 0 && !e->failed) e->limiter_id = 0;
+  }
+
+ private:
+  static constexpr int kTracked = 4;
+  Entry entries_[kTracked];
+};
+thread_local ThreadAccount thread_account;
 
 struct Concurrency {
   using Core = ConcurrencyCore;
@@ -31,6 +79,20 @@ struct Concurrency {
   static inline PyObject* default_timeout = nullptr;
 
   static Outcome take(ConcurrencyCore& core, Nanos timeout_ns) {
+    const Outcome outcome = take_slot(core, timeout_ns);
+    if (ThreadAccount::Entry* mine = thread_account.find_or_add(core.id)) {
+      if (outcome == Outcome::acquired) {
+        ++mine->held;
+        mine->failed = false;
+      } else {
+        mine->failed = mine->held == 0;
+        ThreadAccount::tidy(mine);
+      }
+    }
+    return outcome;
+  }
+
+  static Outcome take_slot(ConcurrencyCore& core, Nanos timeout_ns) {
     Semaphore& semaphore = core.semaphore;
     if (semaphore.try_acquire_fast()) {
       core.total_acquired.fetch_add(1, std::memory_order_relaxed);
@@ -74,8 +136,22 @@ struct Concurrency {
   }
 };
 
+// Settles the calling thread's account for a release(); true when the release answers the
+// thread's own failed acquire (see ThreadAccount) and must be ignored.
+bool answers_failed_acquire(const ConcurrencyCore& core) {
+  ThreadAccount::Entry* mine = thread_account.find(core.id);
+  if (mine == nullptr) return false;
+  const bool answers = mine->held == 0 && mine->failed;
+  if (mine->held > 0) --mine->held;
+  mine->failed = false;
+  ThreadAccount::tidy(mine);
+  return answers;
+}
+
 PyObject* release_slot(PyObject* self, ConcurrencyCore& core) {
-  if (core.semaphore.release() == Semaphore::Released::ok) {
+  if (answers_failed_acquire(core)) {
+    core.releases_after_failure.fetch_add(1, std::memory_order_relaxed);
+  } else if (core.semaphore.release() == Semaphore::Released::ok) {
     core.released.record(coarse_now_ns());
     Py_RETURN_NONE;
   }
@@ -148,8 +224,12 @@ released only while a caller waits.)doc");
                              [](const ConcurrencyCore& c) { return c.blocked.load(std::memory_order_relaxed); },
                              "Acquires that got no slot (timeouts and failed tries).")
       .def_property_readonly("over_release_count",
-                             [](const ConcurrencyCore& c) { return c.semaphore.over_release_count(); },
-                             "Releases made without a held slot (ignored).")
+                             [](const ConcurrencyCore& c) {
+                               return c.semaphore.over_release_count() +
+                                      c.releases_after_failure.load(std::memory_order_relaxed);
+                             },
+                             "Releases made without a held slot, ignored: more releases than acquires, and a "
+                             "thread's release() right after its own failed acquire().")
       .def("get_current_rpm", [](const ConcurrencyCore& c) { return c.released.count(); },
            "Calls released in the last 60 seconds.")
       .def("_on_timeout",

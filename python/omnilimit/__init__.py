@@ -2,15 +2,21 @@
 that call LLM APIs. A drop-in for the limiters of OmniGen (``omnigen.utils.rate_limiter``)."""
 
 from omnilimit.concurrency import ConcurrencyLimiter
-from omnilimit.errors import LimiterClosed, LimiterTimeout
+from omnilimit.defaults import DEFAULT_RATE_LIMITS, get_default_rate_limit
+from omnilimit.errors import ConfigError, LimiterClosed, LimiterTimeout
+from omnilimit.manager import ProviderRateLimitManager
 from omnilimit.rate import RateLimiter, default_burst
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_RATE_LIMITS",
     "ConcurrencyLimiter",
+    "ConfigError",
     "LimiterClosed",
     "LimiterTimeout",
+    "ProviderRateLimitManager",
     "RateLimiter",
     "default_burst",
+    "get_default_rate_limit",
 ]

@@ -1,4 +1,4 @@
-"""Validation of constructor arguments: a clear ValueError naming the argument, never a silent
+"""Validation of limits and names: a clear ValueError naming the argument, never a silent
 fallback to a default."""
 
 from __future__ import annotations
@@ -10,37 +10,49 @@ import numbers
 MAX_COUNT = 2**62
 
 
+class InvalidValue(ValueError):
+    """``name`` does not meet ``requirement``; config.py rephrases it with the file and role."""
+
+    def __init__(self, name: str, requirement: str, value: object) -> None:
+        self.name = name
+        self.requirement = requirement
+        self.value = value
+        super().__init__(f"{name} {requirement}, got {value!r}")
+
+
 def whole_number(name: str, value: object, *, maximum: int = MAX_COUNT) -> int:
     """``value`` as an int in [1, maximum]. Integral floats (``50.0``) are accepted; bools,
     fractions, NaN, infinities, strings and None are not."""
+    requirement = "must be a whole number >= 1"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        raise InvalidValue(name, requirement, value)
     if isinstance(value, numbers.Integral):
         count = int(value)
     else:
         as_float = float(value)
         if not math.isfinite(as_float) or not as_float.is_integer():
-            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+            raise InvalidValue(name, requirement, value)
         count = int(as_float)
     if count < 1:
-        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        raise InvalidValue(name, requirement, value)
     if count > maximum:
-        raise ValueError(f"{name} must be at most {maximum}, got {value!r}")
+        raise InvalidValue(name, f"must be at most {maximum}", value)
     return count
 
 
 def positive_rate(name: str, value: object) -> float:
     """``value`` as a finite float > 0 (fractional rates such as 0.5 per minute are valid)."""
+    requirement = "must be a finite number > 0"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise InvalidValue(name, requirement, value)
     rate = float(value)
     if not math.isfinite(rate) or rate <= 0.0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise InvalidValue(name, requirement, value)
     return rate
 
 
-def label(name: str, value: object) -> str:
-    """A limiter's name: a string."""
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be a string, got {value!r}")
+def label(name: str, value: object, *, allow_empty: bool = True) -> str:
+    """A name: a string (non-empty unless ``allow_empty``)."""
+    if not isinstance(value, str) or (not allow_empty and not value):
+        raise InvalidValue(name, "must be a string" if allow_empty else "must be a non-empty string", value)
     return value

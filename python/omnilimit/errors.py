@@ -4,6 +4,28 @@
 fast paths) and re-exported here.
 """
 
+from __future__ import annotations
+
 from omnilimit._core import LimiterClosed, LimiterTimeout
 
-__all__ = ["LimiterClosed", "LimiterTimeout"]
+__all__ = ["ConfigError", "LimiterClosed", "LimiterTimeout"]
+
+
+class ConfigError(ValueError):
+    """A provider configuration that omnilimit refuses, with where it is and what is allowed.
+
+    ``source`` is the file (or ``"<config>"`` / ``"<provider_config>"``), ``role`` and ``key`` the
+    place in it (None when the problem is not in one role or key)."""
+
+    def __init__(self, message: str, *, source: str, role: str | None = None, key: str | None = None) -> None:
+        self.source = source
+        self.role = role
+        self.key = key
+        where = source
+        if role is not None:
+            where += f": providers.{role}"
+            if key is not None:
+                where += f".{key}"
+        elif key is not None:
+            where += f": {key}"
+        super().__init__(f"{where}: {message}")

@@ -1,0 +1,287 @@
+"""OmniGen's provider configuration, validated whole when it is loaded.
+
+The file OmniGen users already have::
+
+    providers:
+      user_followup:                 # a role
+        name: openai                 # the provider (no name: "default")
+        model: gpt-4o-mini
+        max_concurrent_calls: 50     # a concurrency limiter...
+        rate_limit_rpm: 500          # ...or an RPM limiter (ignored when both are set)
+        rate_limit_shared_key: acct  # roles with the same key share one limiter
+        api_key: ...                 # every other key is the provider's, not the limiter's
+    generation:
+      parallel_workers: 10
+
+Rules (the README repeats them):
+
+- A key whose value is ``null`` counts as not set.
+- The limiter key is ``rate_limit_shared_key`` when set, else ``provider[_model][_role]`` with
+  ``/`` and ``:`` in the model replaced by ``_``.
+- ``max_concurrent_calls`` takes precedence over ``rate_limit_rpm``; an RPM limiter without
+  ``rate_limit_rpm`` gets the auto-detected limit (defaults.py).
+- Roles that share a key but set different limits share one limiter with the smallest of them
+  (a concurrency limit, if any role sets one, else the smallest RPM), with one warning naming the
+  key and the values.
+- Bad values raise ConfigError naming the file, the role and the key: nothing falls back to a
+  default silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from omnilimit._validate import InvalidValue, label, positive_rate, whole_number
+from omnilimit.concurrency import MAX_CONCURRENT
+from omnilimit.defaults import get_default_rate_limit
+from omnilimit.errors import ConfigError
+
+CONCURRENCY = "concurrency"
+RATE = "rate"
+
+DEFAULT_PROVIDER = "default"
+LIMITER_KEYS = ("max_concurrent_calls", "rate_limit_rpm", "rate_limit_shared_key")
+
+
+@dataclass(frozen=True)
+class RoleSettings:
+    """One role's limiter settings, validated. ``rate_limit_rpm`` is kept as given."""
+
+    role: str | None
+    provider: str
+    model: str | None = None
+    max_concurrent_calls: int | None = None
+    rate_limit_rpm: int | float | None = None
+    shared_key: str | None = None
+
+    @property
+    def key(self) -> str:
+        return limiter_key(self.provider, self.model, self.role, self.shared_key)
+
+    @property
+    def kind(self) -> str:
+        return CONCURRENCY if self.max_concurrent_calls is not None else RATE
+
+    @property
+    def limit(self) -> int | float:
+        """max_concurrent_calls for a concurrency limiter, else the RPM (given or auto-detected)."""
+        if self.max_concurrent_calls is not None:
+            return self.max_concurrent_calls
+        if self.rate_limit_rpm is not None:
+            return self.rate_limit_rpm
+        return get_default_rate_limit(self.provider, self.model)
+
+    @property
+    def rpm_ignored(self) -> bool:
+        return self.max_concurrent_calls is not None and self.rate_limit_rpm is not None
+
+    def as_mapping(self) -> dict[str, Any]:
+        """The limiter keys of a provider config that yields these settings."""
+        return {
+            "name": self.provider,
+            "model": self.model,
+            "max_concurrent_calls": self.max_concurrent_calls,
+            "rate_limit_rpm": self.rate_limit_rpm,
+            "rate_limit_shared_key": self.shared_key,
+        }
+
+    def describe(self) -> str:
+        """The setting that decides this role's limiter, e.g. ``max_concurrent_calls 50``."""
+        if self.kind == CONCURRENCY:
+            return f"max_concurrent_calls {self.max_concurrent_calls}"
+        if self.rate_limit_rpm is not None:
+            return f"rate_limit_rpm {self.rate_limit_rpm}"
+        return f"auto-detected {self.limit} RPM"
+
+
+@dataclass(frozen=True)
+class LimiterPlan:
+    """One limiter to build: its key, kind, limit and the roles that share it."""
+
+    key: str
+    kind: str
+    limit: int | float
+    roles: tuple[RoleSettings, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration: every role's settings, the limiters they make, and the
+    guide's best-practice warnings (already worded; the manager logs them)."""
+
+    source: str
+    roles: Mapping[str, RoleSettings]
+    limiters: Mapping[str, LimiterPlan]
+    parallel_workers: int | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def limiter_key(provider: str, model: str | None, role: str | None, shared_key: str | None) -> str:
+    """``shared_key`` if set, else ``provider[_model][_role]`` (``/`` and ``:`` in the model become
+    ``_``), as omnigen 0.1.18 names its limiters."""
+    if shared_key:
+        return shared_key
+    parts = [provider]
+    if model is not None:
+        parts.append(model.replace("/", "_").replace(":", "_"))
+    if role:
+        parts.append(role)
+    return "_".join(parts)
+
+
+def role_settings(provider: object, provider_config: object, role: str | None, *, source: str) -> RoleSettings:
+    """Validates one role's provider settings (None: none). Raises ConfigError."""
+    if provider_config is None:
+        provider_config = {}
+    if not isinstance(provider_config, Mapping):
+        raise ConfigError(f"must be a mapping of provider settings, got {provider_config!r}", source=source, role=role)
+
+    def checked(key: str, check: Any, *args: Any, **kwargs: Any) -> Any:
+        value = provider_config.get(key)
+        if value is None:
+            return None
+        try:
+            return check(key, value, *args, **kwargs)
+        except InvalidValue as error:
+            raise ConfigError(f"{error.requirement}, got {value!r}", source=source, role=role, key=key) from None
+
+    try:
+        provider_name = label("name", provider, allow_empty=False)
+    except InvalidValue as error:
+        raise ConfigError(f"{error.requirement}, got {provider!r}", source=source, role=role, key="name") from None
+    max_concurrent = checked("max_concurrent_calls", whole_number, maximum=MAX_CONCURRENT)
+    rpm = checked("rate_limit_rpm", positive_rate)
+    return RoleSettings(
+        role=role,
+        provider=provider_name,
+        model=checked("model", label, allow_empty=False),
+        max_concurrent_calls=max_concurrent,
+        rate_limit_rpm=None if rpm is None else provider_config["rate_limit_rpm"],
+        shared_key=checked("rate_limit_shared_key", label, allow_empty=False),
+    )
+
+
+def parse_config(config: object, source: str = "<config>") -> Config:
+    """Validates a whole configuration mapping (the parsed YAML). Raises ConfigError."""
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"must be a mapping with a 'providers' section, got {type(config).__name__}", source=source)
+    providers = config.get("providers")
+    if providers is None:
+        raise ConfigError("'providers' is missing: it maps each role to its provider settings", source=source)
+    if not isinstance(providers, Mapping) or not providers:
+        raise ConfigError(
+            f"'providers' must be a non-empty mapping of roles to provider settings, got {providers!r}", source=source
+        )
+    roles: dict[str, RoleSettings] = {}
+    for role, provider_config in providers.items():
+        if not isinstance(role, str) or not role:
+            raise ConfigError(f"role names must be non-empty strings, got {role!r}", source=source, key="providers")
+        name = provider_config.get("name") if isinstance(provider_config, Mapping) else None
+        roles[role] = role_settings(DEFAULT_PROVIDER if name is None else name, provider_config, role, source=source)
+
+    parallel_workers = _parallel_workers(config.get("generation"), source)
+    warnings: list[str] = []
+    for settings in roles.values():
+        if settings.rpm_ignored:
+            warnings.append(
+                f"{source}: providers.{settings.role}: rate_limit_rpm {settings.rate_limit_rpm} is ignored: "
+                f"max_concurrent_calls {settings.max_concurrent_calls} takes precedence (set one of them)"
+            )
+    limiters = {key: _plan(key, group, source, warnings) for key, group in _group_by_key(roles).items()}
+    for plan in limiters.values():
+        if plan.kind == CONCURRENCY and parallel_workers is not None and plan.limit < parallel_workers:
+            warnings.append(
+                f"{source}: limiter '{plan.key}' ({_role_list(plan.roles)}): max_concurrent_calls {plan.limit} "
+                f"is below generation.parallel_workers {parallel_workers}: workers will queue for slots "
+                f"(the guide recommends max_concurrent_calls >= parallel_workers)"
+            )
+    return Config(
+        source=source, roles=roles, limiters=limiters, parallel_workers=parallel_workers, warnings=tuple(warnings)
+    )
+
+
+def load_yaml(path: str | os.PathLike[str]) -> Config:
+    """Reads and validates a YAML configuration file. Raises ConfigError (OSError if unreadable)."""
+    source = os.fspath(path)
+    with open(source, encoding="utf-8") as stream:
+        text = stream.read()
+    try:
+        document = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = error.problem or error.context or "malformed YAML"
+        raise ConfigError(f"{where}{problem}", source=source) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"malformed YAML: {error}", source=source) from None
+    if document is None:
+        raise ConfigError("the file is empty: it needs a 'providers' section", source=source)
+    return parse_config(document, source)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently, which would drop a role's settings without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: SafeLoader reports it itself
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parallel_workers(generation: object, source: str) -> int | None:
+    if generation is None:
+        return None
+    if not isinstance(generation, Mapping):
+        raise ConfigError(f"'generation' must be a mapping, got {generation!r}", source=source)
+    value = generation.get("parallel_workers")
+    if value is None:
+        return None
+    try:
+        return whole_number("parallel_workers", value)
+    except InvalidValue as error:
+        raise ConfigError(
+            f"{error.requirement}, got {value!r}", source=source, key="generation.parallel_workers"
+        ) from None
+
+
+def _group_by_key(roles: Mapping[str, RoleSettings]) -> dict[str, list[RoleSettings]]:
+    groups: dict[str, list[RoleSettings]] = {}
+    for settings in roles.values():
+        groups.setdefault(settings.key, []).append(settings)
+    return groups
+
+
+def _plan(key: str, group: list[RoleSettings], source: str, warnings: list[str]) -> LimiterPlan:
+    concurrency = [s for s in group if s.kind == CONCURRENCY]
+    deciding = concurrency or group  # concurrency wins over RPM within a shared key too
+    kind = CONCURRENCY if concurrency else RATE
+    limit = min(s.limit for s in deciding)
+    if len({(s.kind, s.limit) for s in group}) > 1:
+        values = ", ".join(f"{s.role}: {s.describe()}" for s in group)
+        chosen = f"max_concurrent_calls {limit}" if kind == CONCURRENCY else f"{limit} RPM"
+        warnings.append(
+            f"{source}: roles sharing limiter '{key}' set different limits ({values}): "
+            f"the shared limiter uses {chosen} (concurrency wins, then the smallest)"
+        )
+    return LimiterPlan(key=key, kind=kind, limit=limit, roles=tuple(group))
+
+
+def _role_list(roles: tuple[RoleSettings, ...]) -> str:
+    names = [str(s.role) for s in roles]
+    return ("role " if len(names) == 1 else "roles ") + ", ".join(names)

@@ -1,0 +1,221 @@
+"""ProviderRateLimitManager: one limiter per provider/model/role (or per shared key), built from
+OmniGen's provider configuration, with the surface of omnigen 0.1.18's manager."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from omnilimit._log import logger
+from omnilimit.concurrency import ConcurrencyLimiter
+from omnilimit.config import (
+    CONCURRENCY,
+    DEFAULT_PROVIDER,
+    Config,
+    RoleSettings,
+    load_yaml,
+    parse_config,
+    role_settings,
+)
+from omnilimit.rate import RateLimiter
+
+Limiter = Union[ConcurrencyLimiter, RateLimiter]
+
+_NO_SETTINGS: Mapping[str, Any] = {}
+_SOURCE = "<provider_config>"  # where get_limiter()'s ConfigErrors come from
+
+
+@dataclass
+class _Entry:
+    limiter: Limiter
+    kind: str
+    limit: int | float
+    rpm_ignored_logged: bool = False
+    mismatch_logged: bool = False
+    roles: list[str | None] = field(default_factory=list)
+
+
+class ProviderRateLimitManager:
+    """The limiters of a generation run, keyed as omnigen keys them.
+
+    Use it as omnigen does, passing each role's provider settings with every call::
+
+        manager = ProviderRateLimitManager()
+        limiter = manager.get_limiter("openai", {"model": "gpt-4o-mini", "max_concurrent_calls": 50},
+                                      role="user_followup")
+
+    or load a whole configuration first, validated before any limiter is used::
+
+        manager = ProviderRateLimitManager.from_yaml("config.yaml")
+        limiter = manager.limiter_for("user_followup")
+
+    Every method is thread-safe. ``get_limiter`` for a known configuration is a dictionary lookup;
+    ``get_all_stats`` and ``get_rpm`` read atomics and never wait behind a caller.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._by_call: dict[tuple[Any, ...], Limiter] = {}  # get_limiter()'s arguments -> limiter
+        self._role_keys: dict[str, str] = {}
+        self._lock = threading.Lock()  # creation only; held for dictionary work, never while waiting
+        self.config: Config | None = None
+
+    # ---- building from a configuration ---------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: object, source: str = "<config>") -> ProviderRateLimitManager:
+        """A manager for a configuration mapping (a parsed OmniGen YAML document), validated whole
+        first. Raises ConfigError."""
+        return cls._from_parsed(parse_config(config, source))
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> ProviderRateLimitManager:
+        """A manager for an OmniGen YAML file, validated whole first. Raises ConfigError (or
+        OSError when the file cannot be read)."""
+        return cls._from_parsed(load_yaml(path))
+
+    @classmethod
+    def _from_parsed(cls, config: Config) -> ProviderRateLimitManager:
+        manager = cls()
+        manager.config = config
+        for warning in config.warnings:
+            logger.warning(warning)
+        for plan in config.limiters.values():
+            first = plan.roles[0]
+            entry = manager._create(plan.key, plan.kind, plan.limit, first)
+            entry.rpm_ignored_logged = True  # already in the configuration's warnings
+            entry.mismatch_logged = True
+            for settings in plan.roles:
+                entry.roles.append(settings.role)
+                manager._role_keys[str(settings.role)] = plan.key
+                manager._remember_call(
+                    _call_key(settings.provider, settings.as_mapping(), settings.role), entry.limiter
+                )
+        return manager
+
+    def limiter_for(self, role: str) -> Limiter:
+        """The limiter of ``role`` in the loaded configuration. Raises KeyError for an unknown role."""
+        key = self._role_keys.get(role)
+        if key is None:
+            known = ", ".join(sorted(self._role_keys)) or "none (no configuration was loaded)"
+            raise KeyError(f"unknown role {role!r}; the configuration's roles: {known}")
+        return self._entries[key].limiter
+
+    # ---- omnigen's surface --------------------------------------------------------------------
+
+    def get_limiter(
+        self, provider_name: str, provider_config: Mapping[str, Any] | None = None, role: str | None = None
+    ) -> Limiter:
+        """The limiter for these settings, created on first use: a ConcurrencyLimiter when
+        ``max_concurrent_calls`` is set (it takes precedence over ``rate_limit_rpm``), else a
+        RateLimiter at ``rate_limit_rpm`` or the auto-detected limit. Keyed by
+        ``rate_limit_shared_key``, else ``provider[_model][_role]``. Raises ConfigError for bad
+        values."""
+        settings = _NO_SETTINGS if provider_config is None else provider_config
+        try:
+            call = _call_key(provider_name, settings, role)
+            return self._by_call[call]
+        except (KeyError, TypeError, AttributeError):  # new settings, or values a dict cannot key
+            return self._resolve(provider_name, provider_config, role)
+
+    def acquire(self, provider_name: str, timeout: float | None = 60) -> bool:
+        """``get_limiter(provider_name).acquire(timeout)`` (omnigen's older API)."""
+        return self.get_limiter(provider_name).acquire(timeout=timeout)
+
+    def record_request(self, provider_name: str) -> None:
+        """``get_limiter(provider_name).record_request()`` (omnigen's older API)."""
+        self.get_limiter(provider_name).record_request()
+
+    def get_rpm(self) -> int:
+        """Requests in the last 60 s over every limiter: ``record_request()`` calls of RPM limiters
+        and releases of concurrency limiters."""
+        return sum(limiter.get_current_rpm() for limiter in self._snapshot().values())
+
+    def get_all_stats(self) -> dict[str, dict[str, Any]]:
+        """``{key: limiter.get_stats()}`` for every limiter. Never blocks."""
+        return {key: limiter.get_stats() for key, limiter in self._snapshot().items()}
+
+    @property
+    def limiters(self) -> dict[str, Limiter]:
+        """A copy of ``{key: limiter}``."""
+        return self._snapshot()
+
+    # ---- internals ----------------------------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, Limiter]:
+        with self._lock:
+            return {key: entry.limiter for key, entry in self._entries.items()}
+
+    def _resolve(self, provider_name: object, provider_config: object, role: str | None) -> Limiter:
+        provider = DEFAULT_PROVIDER if provider_name is None else provider_name  # null counts as not set
+        settings = role_settings(provider, provider_config, role, source=_SOURCE)
+        with self._lock:
+            entry = self._entries.get(settings.key)
+            if entry is None:
+                entry = self._create(settings.key, settings.kind, settings.limit, settings)
+            elif (settings.kind, settings.limit) != (entry.kind, entry.limit) and not entry.mismatch_logged:
+                entry.mismatch_logged = True
+                logger.warning(
+                    "limiter '%s' already exists (%s); role %s asks for %s: keeping the existing limiter "
+                    "(warned once per limiter)",
+                    settings.key,
+                    _describe(entry),
+                    role,
+                    settings.describe(),
+                )
+            if settings.rpm_ignored and not entry.rpm_ignored_logged:
+                entry.rpm_ignored_logged = True
+                logger.warning(
+                    "limiter '%s' (role %s): rate_limit_rpm %s is ignored: max_concurrent_calls %s takes precedence",
+                    settings.key,
+                    role,
+                    settings.rate_limit_rpm,
+                    settings.max_concurrent_calls,
+                )
+            if role not in entry.roles:
+                entry.roles.append(role)
+            given = provider_config if isinstance(provider_config, Mapping) else _NO_SETTINGS
+            with contextlib.suppress(TypeError):  # unhashable values: validated on every call instead
+                self._remember_call(_call_key(provider_name, given, role), entry.limiter)
+            return entry.limiter
+
+    def _create(self, key: str, kind: str, limit: int | float, settings: RoleSettings) -> _Entry:
+        """Builds and registers a limiter. Callers hold the lock, or own the manager alone."""
+        where = f"provider={settings.provider}, " + (
+            f"model={settings.model}" if settings.model is not None else "no model specified"
+        )
+        limiter: Limiter
+        if kind == CONCURRENCY:
+            limiter = ConcurrencyLimiter(max_concurrent=int(limit), name=key)
+            logger.info("Created concurrency limiter: '%s' with max %s concurrent calls (%s)", key, limit, where)
+        else:
+            limiter = RateLimiter(requests_per_minute=limit, provider_name=key)
+            logger.info("Created rate limiter: '%s' with %s RPM (%s)", key, limit, where)
+        entry = _Entry(limiter=limiter, kind=kind, limit=limit)
+        self._entries[key] = entry
+        return entry
+
+    def _remember_call(self, call: tuple[Any, ...], limiter: Limiter) -> None:
+        self._by_call[call] = limiter
+
+
+def _call_key(provider_name: object, settings: Mapping[str, Any], role: str | None) -> tuple[Any, ...]:
+    """What get_limiter() decides by; equal keys always mean the same limiter."""
+    return (
+        provider_name,
+        role,
+        settings.get("model"),
+        settings.get("max_concurrent_calls"),
+        settings.get("rate_limit_rpm"),
+        settings.get("rate_limit_shared_key"),
+    )
+
+
+def _describe(entry: _Entry) -> str:
+    if entry.kind == CONCURRENCY:
+        return f"max_concurrent_calls {entry.limit}"
+    return f"{entry.limit} RPM"
