@@ -25,8 +25,9 @@ import threading
 import timeit
 from typing import Any, NamedTuple
 
-import omnilimit
 from _reference import ENV_VAR, load_reference
+
+import omnilimit
 
 HUGE = 10**12  # requests per minute and burst size: never exhausted within a run
 PAIR = "acquire(); release()"

@@ -5,6 +5,7 @@ import logging
 import math
 
 import pytest
+
 from omnilimit import ConfigError, ProviderRateLimitManager, RateLimiter
 
 

@@ -1,6 +1,7 @@
 """Auto-detected limits: the guide's table and the reference's further entries."""
 
 import pytest
+
 from omnilimit import DEFAULT_RATE_LIMITS, get_default_rate_limit
 
 

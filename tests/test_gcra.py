@@ -1,6 +1,7 @@
 """The GCRA token bucket over fixed instants: every decision is checked exactly."""
 
 import pytest
+
 from omnilimit._core import FOREVER_NS, Gcra
 
 T = 1_000  # ns between tokens

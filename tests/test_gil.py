@@ -8,6 +8,7 @@ import time
 
 import pytest
 from conftest import start_thread, wait_until
+
 from omnilimit import ConcurrencyLimiter, LimiterClosed, RateLimiter
 
 

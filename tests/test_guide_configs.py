@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 import pytest
+
 from omnilimit import ConcurrencyLimiter, ProviderRateLimitManager, RateLimiter
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

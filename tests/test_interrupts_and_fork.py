@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 from conftest import start_thread, wait_until
+
 from omnilimit import ConcurrencyLimiter, RateLimiter
 
 CHILD_PREAMBLE = """

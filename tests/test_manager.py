@@ -7,6 +7,7 @@ import time
 
 import pytest
 from conftest import start_thread, wait_until
+
 from omnilimit import ConcurrencyLimiter, ConfigError, LimiterClosed, ProviderRateLimitManager, RateLimiter
 
 MINI = {"name": "openai", "model": "gpt-4o-mini"}

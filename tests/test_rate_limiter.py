@@ -8,6 +8,7 @@ import time
 
 import pytest
 from conftest import start_thread
+
 from omnilimit import LimiterTimeout, RateLimiter, default_burst
 
 GUIDE_KEYS = [

@@ -1,6 +1,7 @@
 """The one-minute request window behind get_current_rpm(), with an injected clock."""
 
 import pytest
+
 from omnilimit._core import RequestWindow
 
 S = 1_000_000_000  # ns per second
