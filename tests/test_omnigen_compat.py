@@ -262,6 +262,7 @@ def test_patch_rebinds_omnigen_names_to_omnilimit(tmp_path, order):
     report = _run_child(tmp_path, {"mode": "names", "order": order}, f"the name check ({order})")
 
     assert report["omnigen_imported_before_patch"] is (order == "imported_before")
+    assert report["patched_again"] == []
     patched = set(report["patched"])
     if order == "imported_before":
         assert patched >= OMNIGEN_BINDINGS, sorted(OMNIGEN_BINDINGS - patched)
@@ -343,6 +344,7 @@ def _child_names(spec: dict[str, Any]) -> dict[str, Any]:
     import omnilimit.compat
 
     patched = omnilimit.compat.patch_omnigen()
+    patched_again = omnilimit.compat.patch_omnigen()  # harmless: nothing left to replace
 
     from omnigen.pipelines.text_enhancement import runner  # after the patch, whatever the order
 
@@ -367,6 +369,7 @@ def _child_names(spec: dict[str, Any]) -> dict[str, Any]:
         role="assistant_response",
     )
     return {
+        "patched_again": patched_again,
         "omnigen_imported_before_patch": imported_before,
         "patched": list(patched),
         "bindings": bindings,
