@@ -1,0 +1,204 @@
+"""Third-party rate limiters ("peers") that the benchmark suite compares omnilimit against.
+
+``rate_deciders(per_minute, burst)`` returns one ``RateDecider`` per installed peer: ``decide()`` is
+one non-blocking admission decision on one fixed key, made the cheapest correct way the library
+offers in memory, in one process; ``close()`` frees the library's threads, if it has any. A peer that
+is not installed is reported as ``Skipped`` instead. The peers come with the ``bench`` extra
+(``pip install 'omnilimit[bench]'``) and are only imported when ``rate_deciders`` runs:
+
+* pyrate-limiter 4.x: a ``Limiter`` over an ``InMemoryBucket`` (a sliding-window log, the library's
+  default) and a ``Limiter`` over a ``StateBucket`` with the ``TokenBucket`` algorithm (the exact
+  counterpart of omnilimit's GCRA), both asked ``try_acquire(key, 1, blocking=False)``.
+* limits: ``FixedWindowRateLimiter`` and ``MovingWindowRateLimiter`` over ``MemoryStorage``, asked
+  ``hit(item, key)``.
+* token-bucket: ``Limiter(per_minute / 60, burst, MemoryStorage())``, asked ``consume(key)``.
+
+Window limiters cannot express a token bucket: they admit ``amount`` per window. The window is
+chosen so that ``amount == burst`` and ``amount / window == per_minute / 60 s`` where the library's
+time unit allows it (see ``_window``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import partial
+from typing import Any, Callable, NamedTuple, cast
+
+EXTRA = "bench"  # the optional extra that installs the peers: pip install "omnilimit[bench]"
+INSTALL_HINT = f"pip install 'omnilimit[{EXTRA}]'"
+KEY = "bench"  # the one key every decision is made on
+
+
+class Skipped(NamedTuple):
+    """A peer that could not be built: ``name`` as in ``RateDecider.name`` without the version."""
+
+    name: str  # e.g. "pyrate-limiter"
+    reason: str  # e.g. "not installed; pip install 'omnilimit[bench]'" or the import error text
+
+
+class RateDecider(NamedTuple):
+    """One peer, configured; ``decide()`` admits (True) or refuses (False) one request at once."""
+
+    name: str  # the library with its version and, where it has several, the variant
+    decide: Callable[[], bool]  # one non-blocking admission decision on one key
+    close: Callable[[], None]  # frees background threads and memory (a no-op where there are none)
+
+
+def _nothing() -> None:
+    """``close`` of a peer that holds no threads."""
+
+
+def _round(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded half up, in integers (exact for any size)."""
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def _window(per_minute: int, burst: int, units_per_minute: int) -> tuple[int, int]:
+    """``(amount, window)``: admit ``amount`` per ``window`` time units, for a window limiter whose
+    unit is ``1 / units_per_minute`` minute (60 for seconds, 60_000 for milliseconds).
+
+    A window limiter is not a token bucket: it admits ``amount`` at once and then nothing until the
+    window (fixed) or the oldest admission (moving) is ``window`` old. The closest it comes to
+    "``burst`` at once, refilling at ``per_minute`` per minute" is ``amount = burst`` over a window of
+    ``burst / per_minute`` minutes: the same burst and the same long-run rate, but the refill comes
+    in one step per window rather than one request at a time. The window has to be a whole number of
+    units, so it is rounded (at least 1 unit) and ``amount`` is then recomputed from the rate: it
+    stays ``burst`` whenever the window comes out whole, and is otherwise off from ``burst`` by at
+    most half a unit's refill. When a window of ``burst`` is shorter than half a unit (e.g. more than
+    ``2 * burst`` per second for limits), the window is one unit and ``amount`` one unit of traffic,
+    more than ``burst``: the rate is kept rather than the burst.
+    """
+    window = max(1, _round(burst * units_per_minute, per_minute))
+    amount = max(1, _round(per_minute * window, units_per_minute))
+    return amount, window
+
+
+def _close_pyrate_log(limiter: Any, bucket: Any) -> None:
+    """Stop the Leaker and drop the log: every admission stays in it for a whole window (a minute for
+    huge limits), which is what the decider's owner would otherwise keep alive."""
+    limiter.close()
+    bucket.flush()
+
+
+def _pyrate_limiter(per_minute: int, burst: int) -> list[RateDecider]:
+    import pyrate_limiter as pyrate
+
+    version = pyrate.__version__
+    limit, interval_ms = _window(per_minute, burst, 60_000)
+    # The default bucket: a log of timestamps, one per admission, searched by bisection. Limiter(bucket)
+    # starts the factory's "Leaker" daemon thread, which trims the log every 10 s; without it the log
+    # only grows. Limiter.close() stops it, but the thread only sees that after its current 10 s sleep.
+    log_bucket = pyrate.InMemoryBucket([pyrate.Rate(limit, interval_ms)])
+    log_limiter = pyrate.Limiter(log_bucket)
+    # A token bucket (GCRA state, one number) is exactly the configuration asked for. It has nothing
+    # to leak, so no Leaker thread is started for it.
+    token_bucket = pyrate.StateBucket(
+        [pyrate.Rate(per_minute, pyrate.Duration.MINUTE, burst=burst)], algorithm=pyrate.TokenBucket()
+    )
+    state_limiter = pyrate.Limiter(pyrate.SingleBucketFactory(token_bucket, schedule_leak=False))
+    # try_acquire(name, weight, blocking): blocking=False refuses at once instead of sleeping until
+    # the bucket has room. It returns a plain bool for these synchronous buckets (an awaitable only
+    # for async ones), hence the cast.
+    return [
+        RateDecider(
+            f"pyrate-limiter {version} (InMemoryBucket)",
+            cast("Callable[[], bool]", partial(log_limiter.try_acquire, KEY, 1, False)),
+            partial(_close_pyrate_log, log_limiter, log_bucket),
+        ),
+        RateDecider(
+            f"pyrate-limiter {version} (StateBucket, TokenBucket)",
+            cast("Callable[[], bool]", partial(state_limiter.try_acquire, KEY, 1, False)),
+            state_limiter.close,
+        ),
+    ]
+
+
+def _close_limits_storage(storage: Any) -> None:
+    """limits' MemoryStorage arms a one-shot ``threading.Timer`` (10 ms) to expire entries, re-armed
+    by every hit once the last has fired: cancel the pending one and drop the stored entries."""
+    storage.timer.cancel()
+    storage.reset()
+
+
+def _limits(per_minute: int, burst: int) -> list[RateDecider]:
+    import limits
+    from limits.storage import MemoryStorage
+    from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+
+    version = limits.__version__
+    # `amount` per `seconds` seconds (see _window): limits' windows are whole multiples of a second.
+    amount, seconds = _window(per_minute, burst, 60)
+    item = limits.RateLimitItemPerSecond(amount, seconds)
+    deciders = []
+    strategies: tuple[tuple[str, type[FixedWindowRateLimiter | MovingWindowRateLimiter]], ...] = (
+        ("fixed window", FixedWindowRateLimiter),  # one counter per key; the window opens at the first hit
+        ("moving window", MovingWindowRateLimiter),  # one timestamp per admission, kept for a window
+    )
+    for variant, strategy in strategies:
+        storage = MemoryStorage()  # one each, so the two never share a counter
+        limiter = strategy(storage)
+        deciders.append(
+            RateDecider(
+                f"limits {version} {variant} (memory)",
+                partial(limiter.hit, item, KEY),
+                partial(_close_limits_storage, storage),
+            )
+        )
+    return deciders
+
+
+def _token_bucket(per_minute: int, burst: int) -> list[RateDecider]:
+    import token_bucket
+
+    # Tokens per second (a float), a capacity of whole tokens; the bucket starts full. No lock: the
+    # library accepts that racing threads may overdraw the bucket slightly. No threads either.
+    limiter = token_bucket.Limiter(per_minute / 60, burst, token_bucket.MemoryStorage())
+    return [RateDecider(f"token-bucket {token_bucket.__version__}", partial(limiter.consume, KEY), _nothing)]
+
+
+# (name shown, module imported, builder)
+_PEERS: tuple[tuple[str, str, Callable[[int, int], list[RateDecider]]], ...] = (
+    ("pyrate-limiter", "pyrate_limiter", _pyrate_limiter),
+    ("limits", "limits", _limits),
+    ("token-bucket", "token_bucket", _token_bucket),
+)
+
+
+def _unavailable(module: str) -> str | None:
+    """Why ``module`` cannot be imported, or None if it can."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        if exc.name == module:
+            return f"not installed; {INSTALL_HINT}"
+        return f"cannot import {module} ({type(exc).__name__}: {exc}); {INSTALL_HINT}"
+    except Exception as exc:  # e.g. a release that does not run on this Python
+        return f"cannot import {module} ({type(exc).__name__}: {exc})"
+    return None
+
+
+def rate_deciders(per_minute: int, burst: int) -> tuple[list[RateDecider], list[Skipped]]:
+    """Every installed peer configured as close as the library allows to: at most ``burst``
+    decisions admitted at once, refilling at ``per_minute`` per minute. Peers that cannot be
+    imported go to Skipped, with the reason.
+
+    The caller owns the deciders and should ``close()`` each when done.
+    """
+    if isinstance(per_minute, bool) or not isinstance(per_minute, int) or per_minute < 1:
+        raise ValueError(f"per_minute must be a whole number >= 1, not {per_minute!r}")
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise ValueError(f"burst must be a whole number >= 1, not {burst!r}")
+    deciders: list[RateDecider] = []
+    skipped: list[Skipped] = []
+    try:
+        for name, module, build in _PEERS:
+            reason = _unavailable(module)
+            if reason is None:
+                deciders.extend(build(per_minute, burst))
+            else:
+                skipped.append(Skipped(name, reason))
+    except BaseException:
+        for decider in deciders:
+            decider.close()
+        raise
+    return deciders, skipped

@@ -1,0 +1,368 @@
+"""``omnilimit bench``: run the suite, print omnilimit against every peer found, check the targets.
+
+    omnilimit bench [--full] [--only SECTION ...] [--json FILE] [--plot FILE.png]
+
+The targets are those of the project's benchmark issue; they are reported, met or not, with the
+figures of this run. Nothing here is asserted by the test suite: timings belong to this command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
+
+import omnilimit
+
+from .reference import ENV_VAR, load_reference
+from .suite import SECTIONS, SETTINGS, Impls, Settings
+
+TITLES = {
+    "uncontended": "1. Uncontended pair, one thread (ns per call)",
+    "rate_decision": "2. Uncontended rate decision (ns per call)",
+    "manager": "7. Manager path as OmniGen's generators call it (ns per call)",
+    "contention": "3. Contention on max_concurrent=4 (median trial; counted after the warm-up)",
+    "rate_accuracy": "4. Rate accuracy: 6000 RPM, burst 100, 32 threads",
+    "gil": "5. GIL friendliness: 64 threads waiting on a held ConcurrencyLimiter(1)",
+    "wakeup": "6. Wake-up latency: release() to the waiter's acquire() returning",
+}
+
+
+PEER_DISTRIBUTIONS = ("pyrate-limiter", "limits", "token-bucket")
+
+
+def machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{platform.platform()}, {model}, {os.cpu_count()} cores ({usable} usable)"
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def run(settings: Settings, sections: Iterable[str], progress: TextIO | None = None) -> dict[str, Any]:
+    """Every figure of one run, JSON-ready: info, settings, results by section, skipped peers, targets."""
+    reference, origin = load_reference()
+    skipped = [] if reference is not None else [{"name": "reference (omnigen-usf 0.1.18)", "reason": origin}]
+    impls = Impls(reference, origin, skipped)
+    given = os.environ.get(ENV_VAR)
+    command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+    info = {
+        "command": f"{ENV_VAR}={shlex.quote(given)} {command}" if given else command,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "omnilimit": omnilimit.__version__,
+        "reference": origin if reference is not None else "skipped",
+        "peers": ", ".join(f"{d} {_version(d)}" for d in PEER_DISTRIBUTIONS),
+    }
+    results: dict[str, Any] = {}
+    started = time.perf_counter()
+    log = logging.getLogger("omnilimit")
+    level = log.level
+    log.setLevel(logging.ERROR)  # the runs time out on purpose: one warning each would flood the output
+    try:
+        for section in sections:
+            if progress is not None:
+                print(f"  running {section}...", file=progress, flush=True)
+            results[section] = SECTIONS[section](impls, settings)
+    finally:
+        log.setLevel(level)
+    info["seconds"] = f"{time.perf_counter() - started:.1f}"
+    return {
+        "info": info,
+        "settings": settings.as_dict(),
+        "results": results,
+        "skipped": impls.skipped,
+        "targets": targets(results),
+    }
+
+
+# --- targets -------------------------------------------------------------------------------------
+
+
+def _rows(results: dict[str, Any], section: str, **match: Any) -> list[dict[str, Any]]:
+    return [row for row in results.get(section, []) if all(row.get(k) == v for k, v in match.items())]
+
+
+def _one(results: dict[str, Any], section: str, **match: Any) -> dict[str, Any] | None:
+    rows = _rows(results, section, **match)
+    return rows[0] if rows else None
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """[{target, measured, met}], met None when this run lacks what the target compares."""
+    out: list[dict[str, Any]] = []
+
+    def add(target: str, parts: list[tuple[str, float, Callable[[float], bool]] | None]) -> None:
+        if not parts or any(p is None for p in parts):
+            out.append({"target": target, "measured": "not measured in this run", "met": None})
+            return
+        present = [p for p in parts if p is not None]
+        measured = "; ".join(f"{label} {value:.3g}" for label, value, _ in present)
+        out.append({"target": target, "measured": measured, "met": all(ok(v) for _, v, ok in present)})
+
+    def ratio(section: str, top: str, bottom: str, call: str, label: str, ok: Callable[[float], bool]) -> Any:
+        a, b = _one(results, section, impl=top, call=call), _one(results, section, impl=bottom, call=call)
+        return None if a is None or b is None else (label, a["min_ns"] / b["min_ns"], ok)
+
+    pair_forms = ("acquire(); release()", "acquire(timeout=120); release()")
+    add(
+        "concurrency pair ≥10x faster than the reference (both forms)",
+        [ratio("uncontended", "reference", "omnilimit", f, f"{f}: x", lambda v: v >= 10) for f in pair_forms],
+    )
+    add(
+        "concurrency pair within 1.5x of _thread.lock (both forms)",
+        [ratio("uncontended", "omnilimit", "_thread.lock", f, f"{f}: x", lambda v: v <= 1.5) for f in pair_forms],
+    )
+    add(
+        "rate decision ≥5x faster than the reference",
+        [ratio("rate_decision", "reference", "omnilimit", "one decision", "x", lambda v: v >= 5)],
+    )
+    ours = _one(results, "rate_decision", impl="omnilimit")
+    rivals = [r for r in results.get("rate_decision", []) if r["impl"].startswith(("pyrate-limiter", "limits"))]
+    add(
+        "rate decision ≥20x faster than pyrate-limiter and limits",
+        [(r["impl"] + ": x", r["min_ns"] / ours["min_ns"], lambda v: v >= 20) for r in rivals] if ours else [],
+    )
+
+    threads = max((r["threads"] for r in results.get("contention", [])), default=None)
+    mine = _one(results, "contention", impl="omnilimit", threads=threads)
+    ref = _one(results, "contention", impl="reference", threads=threads)
+    add(
+        f"contention at {threads} threads: fairness min/max ≥ 0.5",
+        [("fairness", mine["fairness"], lambda v: v >= 0.5)] if mine else [],
+    )
+    add(
+        f"contention at {threads} threads: p99 acquire latency ≤ 1/5 of the reference's",
+        [("ours/reference", mine["p99_us"] / ref["p99_us"], lambda v: v <= 0.2)] if mine and ref else [],
+    )
+    add(
+        f"contention at {threads} threads: throughput ≥ 2x the reference's",
+        [("x", mine["cycles_per_s"] / ref["cycles_per_s"], lambda v: v >= 2)] if mine and ref else [],
+    )
+
+    acc = _one(results, "rate_accuracy", impl="omnilimit")
+    acc_ref = _one(results, "rate_accuracy", impl="reference")
+    add(
+        "rate accuracy: admitted within 0.5% of ideal",
+        [("error %", acc["error_pct"], lambda v: abs(v) <= 0.5)] if acc else [],
+    )
+    if acc:
+        limit = acc["rate_per_s"] + 1
+        add(
+            "rate accuracy: no 1-s window above rate + 1",
+            [("most in 1 s", acc["most_in_1s_after_first"], lambda v: v <= limit)],
+        )
+    else:
+        add("rate accuracy: no 1-s window above rate + 1", [])
+    add(
+        "rate accuracy: CPU per admitted request ≤ 1/20 of the reference's",
+        [("ours/reference", acc["cpu_ms_per_admitted"] / acc_ref["cpu_ms_per_admitted"], lambda v: v <= 0.05)]
+        if acc and acc_ref
+        else [],
+    )
+    gil = _one(results, "gil", impl="omnilimit")
+    add("GIL friendliness ≥ 0.95", [("speed ratio", gil["speed_ratio"], lambda v: v >= 0.95)] if gil else [])
+    add(
+        "no wake-ups while nothing is admitted",
+        [("wake-ups/s", gil["wakeups_per_s"], lambda v: v < 1)] if gil else [],
+    )
+    return out
+
+
+# --- printing ------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], out: TextIO) -> None:
+    cells = [[_fmt(row.get(key, "")) for key, _ in columns] for row in rows]
+    widths = [max(len(head), *(len(c[i]) for c in cells)) for i, (_, head) in enumerate(columns)]
+    print(
+        "  " + "  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, ((_, h), w) in enumerate(zip(columns, widths))),
+        file=out,
+    )
+    for c in cells:
+        print(
+            "  " + "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths))), file=out
+        )
+
+
+def _with_ratio(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Adds "vs omnilimit": each row's `key` over omnilimit's in the same group (call / threads)."""
+    out = []
+    for row in rows:
+        group = {k: row[k] for k in ("call", "threads") if k in row}
+        ours = _one({"x": rows}, "x", impl="omnilimit", **group)
+        out.append({**row, "vs_omnilimit": row[key] / ours[key] if ours and ours[key] else float("nan")})
+    return out
+
+
+COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "uncontended": [
+        ("call", "call"),
+        ("impl", "implementation"),
+        ("min_ns", "min ns"),
+        ("median_ns", "median"),
+        ("vs_omnilimit", "x omnilimit"),
+    ],
+    "rate_decision": [
+        ("impl", "implementation"),
+        ("api", "call"),
+        ("min_ns", "min ns"),
+        ("median_ns", "median"),
+        ("vs_omnilimit", "x omnilimit"),
+    ],
+    "manager": [
+        ("call", "call"),
+        ("impl", "implementation"),
+        ("min_ns", "min ns"),
+        ("median_ns", "median"),
+        ("vs_omnilimit", "x omnilimit"),
+    ],
+    "contention": [
+        ("threads", "threads"),
+        ("impl", "implementation"),
+        ("cycles_per_s", "cycles/s"),
+        ("fairness", "min/max"),
+        ("cv", "CV"),
+        ("p50_us", "p50 µs"),
+        ("p99_us", "p99 µs"),
+        ("max_us", "max µs"),
+        ("fairness_whole_run", "min/max whole run"),
+    ],
+    "rate_accuracy": [
+        ("impl", "implementation"),
+        ("rate_per_s", "rate/s"),
+        ("admitted", "admitted"),
+        ("ideal", "ideal"),
+        ("error_pct", "error %"),
+        ("most_in_1s_after_first", "most in 1 s"),
+        ("largest_gap_ms", "largest gap ms"),
+        ("cpu_ms_per_admitted", "CPU ms/admitted"),
+        ("switches_per_admitted", "switches/admitted"),
+    ],
+    "gil": [
+        ("impl", "implementation"),
+        ("speed_ratio", "loop speed vs alone"),
+        ("wakeups_per_s", "wake-ups/s"),
+        ("idle_cpu_ms_per_s", "CPU ms/s"),
+    ],
+    "wakeup": [("impl", "implementation"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs"), ("max_us", "max µs")],
+}
+RATIO_KEY = {"uncontended": "min_ns", "rate_decision": "min_ns", "manager": "min_ns"}
+
+
+def print_report(data: dict[str, Any], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    for key, value in data["info"].items():
+        print(f"{key + ':':<11}{value}", file=out)
+    for section, rows in data["results"].items():
+        print(f"\n{TITLES[section]}", file=out)
+        if section in RATIO_KEY:
+            rows = _with_ratio(rows, RATIO_KEY[section])
+        _table(rows, COLUMNS[section], out)
+    if data["skipped"]:
+        print("\nskipped:", file=out)
+        for s in data["skipped"]:
+            print(f"  {s['name']}: {s['reason']}", file=out)
+    print("\ntargets (this run):", file=out)
+    for t in data["targets"]:
+        verdict = {True: "met", False: "NOT MET", None: "not measured"}[t["met"]]
+        print(f"  [{verdict}] {t['target']}: {t['measured']}", file=out)
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise SystemExit(f"--plot needs matplotlib: pip install 'omnilimit[plot]' ({error})") from None
+    return plt
+
+
+def plot(data: dict[str, Any], path: str) -> None:
+    """Throughput and p99 acquire latency against thread count, one line per implementation."""
+    plt = _pyplot()
+    rows = data["results"].get("contention")
+    if not rows:
+        raise SystemExit("--plot draws the contention section: run it (leave out --only, or add --only contention)")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for impl in dict.fromkeys(r["impl"] for r in rows):
+        mine = sorted((r for r in rows if r["impl"] == impl), key=lambda r: r["threads"])
+        xs = [r["threads"] for r in mine]
+        left.plot(xs, [r["cycles_per_s"] for r in mine], marker="o", label=impl)
+        right.plot(xs, [r["p99_us"] for r in mine], marker="o", label=impl)
+    for axis, title, unit in (
+        (left, "throughput", "acquire/release cycles per s"),
+        (right, "p99 acquire latency", "µs"),
+    ):
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel("threads")
+        axis.set_ylabel(unit)
+        axis.set_title(title)
+        axis.grid(True, which="both", alpha=0.3)
+    left.legend()
+    fig.suptitle(f"max_concurrent=4 · {data['info']['machine']}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="omnilimit bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="longer runs and more trials (a few minutes)")
+    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # the suite's own tests
+    parser.add_argument(
+        "--only", nargs="+", choices=list(SECTIONS), metavar="SECTION", help=f"run only these: {', '.join(SECTIONS)}"
+    )
+    parser.add_argument("--json", metavar="FILE", help="write every figure to FILE as JSON")
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="draw throughput and p99 latency against threads (needs omnilimit[plot])"
+    )
+    args = parser.parse_args(argv)
+    settings = SETTINGS["smoke" if args.smoke else "full" if args.full else "short"]
+    if args.plot:
+        _pyplot()  # fail now, not after the run
+        if args.only and "contention" not in args.only:
+            parser.error("--plot draws the contention section: add contention to --only")
+    data = run(settings, args.only or list(SECTIONS), progress=sys.stderr)
+    print_report(data)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=2, ensure_ascii=False)
+            out.write("\n")
+        print(f"\nwrote {args.json}")
+    if args.plot:
+        plot(data, args.plot)
+        print(f"wrote {args.plot}")
+    return 0

@@ -1,0 +1,488 @@
+"""The measurements of ``omnilimit bench``, one function a section.
+
+Every section measures omnilimit and its peers in the same run, under the same settings, so the
+ratios mean something on whatever machine runs them. Each function returns plain dicts (JSON-ready);
+``report.py`` prints them and checks the targets.
+
+The implementations compared:
+- concurrency: omnilimit's ConcurrencyLimiter, ``_thread.lock`` (the floor for any lock Python can
+  see), ``threading.Semaphore`` / ``BoundedSemaphore``, and the reference ConcurrencyLimiter of
+  omnigen-usf 0.1.18;
+- rate: omnilimit's RateLimiter, the reference RateLimiter, and the third-party limiters of
+  ``peers.py`` (pyrate-limiter, limits, token-bucket).
+"""
+
+from __future__ import annotations
+
+import _thread
+import gc
+import resource
+import statistics
+import threading
+import time
+import timeit
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from types import ModuleType
+from typing import Any
+
+import omnilimit
+
+from . import peers
+
+HUGE = 10**12  # a rate and a burst no run can exhaust: the decision is measured, never a wait
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long each section runs. ``short`` is the default of ``omnilimit bench`` (under 30 s on a
+    2-core machine); ``full`` produced benchmarks/README.md."""
+
+    name: str
+    micro_repeat: int  # timeit repeats per case (the minimum is reported, with the median)
+    micro_repeat_s: float  # seconds per repeat
+    threads: tuple[int, ...]  # contention: thread counts
+    trials: int  # contention: trials per thread count
+    warmup_s: float  # contention: time before counting starts (threads start and the queue forms)
+    measure_s: float  # contention: counted time per trial
+    accuracy_s: float  # rate accuracy: seconds per run
+    gil_idle_s: float  # GIL section: seconds counting context switches while everyone waits
+    wake_rounds: int  # wake-up latency: hand-overs measured per implementation
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+SETTINGS = {
+    "short": Settings("short", 3, 0.05, (8, 64, 256), 2, 0.3, 0.4, 2.0, 0.5, 200),
+    "full": Settings("full", 7, 0.3, (8, 64, 256), 3, 1.0, 2.0, 5.0, 2.0, 1000),
+    # For the tests of the suite itself: every code path, as fast as possible. Figures meaningless.
+    "smoke": Settings("smoke", 1, 0.002, (4,), 1, 0.05, 0.05, 0.3, 0.05, 5),
+}
+
+
+@dataclass
+class Impls:
+    """What this run can compare: the reference module when found, the peers that are installed."""
+
+    reference: ModuleType | None
+    reference_origin: str  # where the reference came from, or why it is missing
+    skipped: list[dict[str, str]]
+
+    def concurrency(self) -> dict[str, Callable[[int], Any]]:
+        makers: dict[str, Callable[[int], Any]] = {
+            "omnilimit": lambda n: omnilimit.ConcurrencyLimiter(n, name="bench"),
+            "threading.Semaphore": threading.Semaphore,
+            "threading.BoundedSemaphore": threading.BoundedSemaphore,
+        }
+        if self.reference is not None:
+            ref = self.reference
+            makers["reference"] = lambda n: ref.ConcurrencyLimiter(n, name="bench")
+        return makers
+
+    def rate(self) -> dict[str, Callable[[float, int], Any]]:
+        """RateLimiter makers taking (requests per minute, burst)."""
+        makers: dict[str, Callable[[float, int], Any]] = {
+            "omnilimit": lambda rpm, burst: omnilimit.RateLimiter(rpm, burst_size=burst, provider_name="bench"),
+        }
+        if self.reference is not None:
+            ref = self.reference
+            makers["reference"] = lambda rpm, burst: ref.RateLimiter(int(rpm), burst, provider_name="bench")
+        return makers
+
+
+# --- 1, 2, 7: uncontended cost per call ------------------------------------------------------------
+
+
+def time_per_call(stmt: Callable[[], Any], settings: Settings) -> dict[str, Any]:
+    """ns per call of `stmt`: `micro_repeat` runs, each calibrated to about `micro_repeat_s` s."""
+    timer = timeit.Timer(stmt)
+    number = 1
+    while (elapsed := timer.timeit(number)) < settings.micro_repeat_s / 10:
+        number *= 10
+    number = max(1, round(number * settings.micro_repeat_s / elapsed))
+    runs = [timer.timeit(number) / number * 1e9 for _ in range(settings.micro_repeat)]
+    return {"min_ns": min(runs), "median_ns": statistics.median(runs), "loops": number, "repeats": len(runs)}
+
+
+def _pair(lim: Any, with_timeout: bool) -> Callable[[], None]:
+    acquire, release = lim.acquire, lim.release
+    if with_timeout:
+
+        def pair_with_timeout() -> None:
+            acquire(timeout=120)
+            release()
+
+        return pair_with_timeout
+
+    def pair() -> None:
+        acquire()
+        release()
+
+    return pair
+
+
+def uncontended(impls: Impls, settings: Settings) -> list[dict[str, Any]]:
+    """1. ``acquire(); release()`` and ``acquire(timeout=120); release()`` on one thread."""
+    makers: dict[str, Callable[[int], Any]] = {"_thread.lock": lambda n: _thread.allocate_lock()}
+    makers.update(impls.concurrency())
+    rows = []
+    for form, with_timeout in (("acquire(); release()", False), ("acquire(timeout=120); release()", True)):
+        for impl, make in makers.items():
+            rows.append({"call": form, "impl": impl, **time_per_call(_pair(make(4), with_timeout), settings)})
+    return rows
+
+
+def _count_waits(lim: Any) -> list[int]:
+    """Counts the reference RateLimiter's sleeps: it calls _calculate_wait_time before each one, and
+    only then, so the counter costs nothing on the path measured."""
+    waits = [0]
+    compute = lim._calculate_wait_time
+
+    def counted() -> float:
+        waits[0] += 1
+        seconds: float = compute()
+        return seconds
+
+    lim._calculate_wait_time = counted
+    return waits
+
+
+def rate_decision(impls: Impls, settings: Settings) -> list[dict[str, Any]]:
+    """2. One admission decision of a token bucket that never runs dry within the run."""
+    rows = []
+    for impl, make in impls.rate().items():
+        lim = make(HUGE, HUGE)
+        waits = _count_waits(lim) if impl == "reference" else [0]
+        acquire = lim.acquire
+
+        def decide(acquire: Callable[..., bool] = acquire) -> None:
+            acquire(timeout=120)
+
+        # a decision that slept would not be a decision: `waits` shows it never did
+        row = {"call": "one decision", "api": "acquire(timeout=120)", "impl": impl, **time_per_call(decide, settings)}
+        rows.append({**row, "waits": waits[0]})
+    deciders, skipped = peers.rate_deciders(HUGE, HUGE)
+    impls.skipped += [{"name": s.name, "reason": s.reason} for s in skipped]
+    for decider in deciders:
+        try:
+            row = {"call": "one decision", "api": "non-blocking check", "impl": decider.name}
+            rows.append({**row, **time_per_call(decider.decide, settings)})
+        finally:
+            decider.close()
+    return rows
+
+
+def manager_path(impls: Impls, settings: Settings) -> list[dict[str, Any]]:
+    """7. What omnigen's generators do per API call: get_limiter(...), acquire(timeout=120), release()."""
+    managers: dict[str, Any] = {"omnilimit": omnilimit.ProviderRateLimitManager()}
+    if impls.reference is not None:
+        managers["reference"] = impls.reference.ProviderRateLimitManager()
+    provider_config = {"name": "openai", "model": "gpt-4o-mini", "max_concurrent_calls": 16, "temperature": 0.7}
+    rows = []
+    for impl, manager in managers.items():
+        get_limiter = manager.get_limiter
+
+        def call(get_limiter: Callable[..., Any] = get_limiter) -> None:
+            limiter = get_limiter(provider_name="openai", provider_config=provider_config, role="text_enhancement")
+            limiter.acquire(timeout=120)
+            limiter.release()
+
+        rows.append({"call": "get_limiter + acquire + release", "impl": impl, **time_per_call(call, settings)})
+    return rows
+
+
+# --- 3: contention -------------------------------------------------------------------------------
+
+
+def _percentile(sorted_values: list[int], fraction: float) -> int:
+    if not sorted_values:
+        return 0
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
+
+
+def contention_trial(make: Callable[[int], Any], threads: int, settings: Settings) -> dict[str, Any]:
+    """`threads` threads loop ``acquire(timeout=120); release()`` on ``max_concurrent=4``.
+
+    Counting starts after `warmup_s`: until every thread has started and the limiter's queue has
+    formed, the first threads to run loop alone (nobody else is asking yet), which says nothing about
+    the limiter. Fairness is min/max of the per-thread cycles counted; the whole run's figure is kept
+    too (``fairness_whole_run``)."""
+    lim = make(4)
+    acquire, release = lim.acquire, lim.release
+    phase = [0]  # 0 warm-up, 1 counting, 2 stop
+    counted = [0] * threads
+    whole = [0] * threads
+    latencies: list[list[int]] = [[] for _ in range(threads)]
+    start = threading.Event()
+    clock = time.perf_counter_ns
+
+    def worker(i: int) -> None:
+        mine = latencies[i]
+        start.wait()
+        total = n = 0
+        while True:
+            state = phase[0]
+            if state == 2:
+                break
+            t0 = clock()
+            acquire(timeout=120)
+            t1 = clock()
+            release()
+            total += 1
+            if state == 1:
+                n += 1
+                mine.append(t1 - t0)
+        counted[i], whole[i] = n, total
+
+    workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    for w in workers:
+        w.start()
+    start.set()
+    time.sleep(settings.warmup_s)
+    phase[0] = 1
+    t0 = time.perf_counter()
+    time.sleep(settings.measure_s)
+    phase[0] = 2
+    elapsed = time.perf_counter() - t0
+    for w in workers:
+        w.join()
+    lat = sorted(x for mine in latencies for x in mine)
+    mean = statistics.fmean(counted)
+    return {
+        "cycles_per_s": sum(counted) / elapsed,
+        "fairness": min(counted) / max(counted) if max(counted) else 0.0,
+        "cv": statistics.pstdev(counted) / mean if mean else 0.0,
+        "fairness_whole_run": min(whole) / max(whole) if max(whole) else 0.0,
+        "p50_us": _percentile(lat, 0.50) / 1e3,
+        "p99_us": _percentile(lat, 0.99) / 1e3,
+        "max_us": (lat[-1] if lat else 0) / 1e3,
+    }
+
+
+def contention(impls: Impls, settings: Settings) -> list[dict[str, Any]]:
+    """3. Cycles/s, fairness and acquire latency; the trial with median throughput is reported and
+    every trial is kept in ``trials``."""
+    makers = {k: v for k, v in impls.concurrency().items() if k != "threading.BoundedSemaphore"}
+    rows = []
+    for threads in settings.threads:
+        trials: dict[str, list[dict[str, Any]]] = {impl: [] for impl in makers}
+        for _ in range(settings.trials):  # interleaved: a slow phase of the machine hits everyone
+            for impl, make in makers.items():
+                trials[impl].append(contention_trial(make, threads, settings))
+        for impl, mine in trials.items():
+            median = sorted(mine, key=lambda t: t["cycles_per_s"])[(len(mine) - 1) // 2]
+            rows.append({"impl": impl, "threads": threads, **median, "trials": mine})
+    return rows
+
+
+# --- 4: rate accuracy ----------------------------------------------------------------------------
+
+
+@contextmanager
+def _cpu_and_switches() -> Iterator[dict[str, float]]:
+    """Process CPU seconds (all threads) and voluntary context switches spent inside the block."""
+    cpu, switches = time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+    out: dict[str, float] = {}
+    yield out
+    out["cpu_s"] = time.process_time() - cpu
+    out["voluntary_switches"] = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - switches
+
+
+def most_in_window(times: list[float], window: float) -> int:
+    """The most of the sorted `times` that fall in any half-open interval of length `window`."""
+    best = lo = 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+RATE_RPM = 6000
+RATE_BURST = 100
+RATE_THREADS = 32
+
+
+def _accuracy_run(lim: Any, seconds: float) -> tuple[float, list[float], dict[str, float]]:
+    """(start, sorted admission times, cost) of RATE_THREADS threads taking what `lim` admits."""
+    admitted: list[list[float]] = [[] for _ in range(RATE_THREADS)]
+    start = threading.Event()
+    end = [0.0]
+
+    def worker(mine: list[float]) -> None:
+        start.wait()
+        while (left := end[0] - time.monotonic()) > 0:
+            if not lim.acquire(timeout=left):
+                return  # no admission fits before the end (or the wait timed out there)
+            if (t := time.monotonic()) <= end[0]:
+                mine.append(t)
+
+    workers = [threading.Thread(target=worker, args=(mine,), daemon=True) for mine in admitted]
+    for w in workers:
+        w.start()
+    gc.collect()
+    with _cpu_and_switches() as cost:
+        began = time.monotonic()
+        end[0] = began + seconds
+        start.set()
+        for w in workers:
+            w.join()
+    return began, sorted(t for mine in admitted for t in mine), cost
+
+
+def rate_accuracy(impls: Impls, settings: Settings) -> list[dict[str, Any]]:
+    """4. 32 threads take as much as RateLimiter(6000 RPM, burst 100) admits for `accuracy_s`.
+
+    Ideal is burst + rate * t. Each thread asks with the time left as its timeout and stops at its
+    first refusal; an admission counts when acquire() returns True before the end."""
+    rows = []
+    per_s = RATE_RPM / 60
+    ideal = RATE_BURST + per_s * settings.accuracy_s
+    for impl, make in impls.rate().items():
+        began, times, cost = _accuracy_run(make(RATE_RPM, RATE_BURST), settings.accuracy_s)
+        n = len(times) or float("nan")
+        rows.append(
+            {
+                "impl": impl,
+                "admitted": len(times),
+                "ideal": ideal,
+                "error_pct": (len(times) - ideal) / ideal * 100,
+                "most_in_1s_after_first": most_in_window([t for t in times if t >= began + 1.0], 1.0),
+                "rate_per_s": per_s,
+                "largest_gap_ms": max((b - a for a, b in zip(times, times[1:])), default=0.0) * 1e3,
+                "cpu_ms_per_admitted": cost["cpu_s"] / n * 1e3,
+                "switches_per_admitted": cost["voluntary_switches"] / n,
+            }
+        )
+    return rows
+
+
+# --- 5: GIL friendliness -------------------------------------------------------------------------
+
+
+def _python_work(n: int = 100_000) -> float:
+    """Seconds a plain Python loop takes: the yardstick for how much the waiters cost everyone else."""
+    t0 = time.perf_counter()
+    x = 0
+    for i in range(n):
+        x += i & 7
+    return time.perf_counter() - t0
+
+
+def _best_work_time() -> float:
+    return min(_python_work() for _ in range(9))
+
+
+WAITERS = 64
+
+
+def _beside_waiters(lim: Any, idle_s: float) -> tuple[float, dict[str, float]]:
+    """With WAITERS threads blocked in lim.acquire() (lim held by this thread): the loop's time, and
+    the cost of `idle_s` seconds of sleeping while they wait."""
+    lim.acquire()
+    entered = threading.Semaphore(0)
+
+    def waiter() -> None:
+        entered.release()
+        if lim.acquire(timeout=600):
+            lim.release()
+
+    workers = [threading.Thread(target=waiter, daemon=True) for _ in range(WAITERS)]
+    for w in workers:
+        w.start()
+    for _ in workers:
+        entered.acquire()
+    time.sleep(0.05)  # let the last of them get into acquire()
+    with _cpu_and_switches() as idle:
+        time.sleep(idle_s)
+    beside = _best_work_time()
+    lim.release()
+    for w in workers:
+        w.join()
+    return beside, idle
+
+
+def gil_friendliness(impls: Impls, settings: Settings) -> list[dict[str, Any]]:
+    """5. 64 threads wait in acquire() on a ConcurrencyLimiter(1) held by this thread: how fast does a
+    Python loop run next to them, and how often do they wake while nothing is admitted?"""
+    rows = []
+    for impl, make in impls.concurrency().items():
+        if impl == "threading.BoundedSemaphore":
+            continue
+        alone_before = _best_work_time()
+        beside, idle = _beside_waiters(make(1), settings.gil_idle_s)
+        alone = min(alone_before, _best_work_time())  # the machine's fast phase, before or after
+        rows.append(
+            {
+                "impl": impl,
+                "speed_ratio": alone / beside,
+                # this thread's sleep is one switch: the rest are the waiters waking for nothing
+                "wakeups_per_s": max(0.0, idle["voluntary_switches"] - 1) / settings.gil_idle_s,
+                "idle_cpu_ms_per_s": idle["cpu_s"] / settings.gil_idle_s * 1e3,
+            }
+        )
+    return rows
+
+
+# --- 6: wake-up latency --------------------------------------------------------------------------
+
+
+def _hand_overs(lim: Any, rounds: int) -> list[int]:
+    """ns from this thread's release() to acquire() returning in a thread asleep waiting for it."""
+    released_at = [0]
+    samples: list[int] = []
+    done = threading.Semaphore(0)
+    go = threading.Semaphore(0)
+
+    def waiter() -> None:
+        for _ in range(rounds):
+            go.acquire()
+            lim.acquire(timeout=120)
+            samples.append(time.perf_counter_ns() - released_at[0])
+            lim.release()
+            done.release()
+
+    lim.acquire()
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    for _ in range(rounds):
+        go.release()
+        time.sleep(0.002)  # the waiter is asleep in acquire() by now
+        released_at[0] = time.perf_counter_ns()
+        lim.release()
+        done.acquire()
+        lim.acquire()
+    lim.release()
+    thread.join()
+    return sorted(samples)
+
+
+def wakeup_latency(impls: Impls, settings: Settings) -> list[dict[str, Any]]:
+    """6. From release() by one thread to acquire() returning in the thread waiting for the slot."""
+    rows = []
+    for impl, make in impls.concurrency().items():
+        if impl == "threading.BoundedSemaphore":
+            continue
+        samples = _hand_overs(make(1), settings.wake_rounds)
+        rows.append(
+            {
+                "impl": impl,
+                "p50_us": _percentile(samples, 0.5) / 1e3,
+                "p99_us": _percentile(samples, 0.99) / 1e3,
+                "max_us": samples[-1] / 1e3,
+            }
+        )
+    return rows
+
+
+SECTIONS: dict[str, Callable[[Impls, Settings], list[dict[str, Any]]]] = {
+    "uncontended": uncontended,
+    "rate_decision": rate_decision,
+    "manager": manager_path,
+    "contention": contention,
+    "rate_accuracy": rate_accuracy,
+    "gil": gil_friendliness,
+    "wakeup": wakeup_latency,
+}
