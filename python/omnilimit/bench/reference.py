@@ -50,8 +50,9 @@ def _installed_path() -> Path:
     raise Unavailable(f"{DISTRIBUTION} is not installed and {ENV_VAR} is not set")
 
 
-def _read_source() -> tuple[str, str]:
-    """The reference's source text and where it came from; raises Unavailable when not found."""
+def _read_source() -> tuple[str, str, str]:
+    """The reference's source text, its file name and where it came from (for people: the
+    distribution when installed); raises Unavailable when not found."""
     given = os.environ.get(ENV_VAR)
     if given:
         path = Path(given)
@@ -61,15 +62,15 @@ def _read_source() -> tuple[str, str]:
             with zipfile.ZipFile(path) as wheel:
                 if MEMBER not in wheel.namelist():
                     raise Unavailable(f"{path} holds no {MEMBER}")
-                return wheel.read(MEMBER).decode("utf-8"), f"{path}!{MEMBER}"
-        return path.read_text(encoding="utf-8"), str(path)
+                return wheel.read(MEMBER).decode("utf-8"), f"{path}!{MEMBER}", f"{path}!{MEMBER}"
+        return path.read_text(encoding="utf-8"), str(path), str(path)
 
     path = _installed_path()
     try:
-        where = f"{path} ({DISTRIBUTION} {importlib.metadata.version(DISTRIBUTION)})"
+        where = f"{DISTRIBUTION} {importlib.metadata.version(DISTRIBUTION)}, installed"
     except importlib.metadata.PackageNotFoundError:
         where = str(path)
-    return path.read_text(encoding="utf-8"), where
+    return path.read_text(encoding="utf-8"), str(path), where
 
 
 @contextmanager
@@ -95,11 +96,11 @@ def _logger_stub() -> Iterator[None]:
 def load_reference() -> tuple[types.ModuleType | None, str]:
     """``(module, where it came from)``, or ``(None, why it is not available)``."""
     try:
-        source, where = _read_source()
+        source, filename, where = _read_source()
         module = types.ModuleType(MODULE_NAME)
-        module.__file__ = where
+        module.__file__ = filename
         with _logger_stub():
-            exec(compile(source, where, "exec"), module.__dict__)
+            exec(compile(source, filename, "exec"), module.__dict__)
     except Exception as error:  # any failure only means "no reference rows"
         reason = error if isinstance(error, Unavailable) else f"{type(error).__name__}: {error}"
         return None, f"{reason}; {INSTALL_HINT} or set {ENV_VAR} to its rate_limiter.py or .whl"

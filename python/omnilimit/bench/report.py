@@ -59,13 +59,14 @@ def _version(distribution: str) -> str:
         return "not installed"
 
 
-def run(settings: Settings, sections: Iterable[str], progress: TextIO | None = None) -> dict[str, Any]:
+def run(
+    settings: Settings, sections: Iterable[str], command: str = "omnilimit bench", progress: TextIO | None = None
+) -> dict[str, Any]:
     """Every figure of one run, JSON-ready: info, settings, results by section, skipped peers, targets."""
     reference, origin = load_reference()
     skipped = [] if reference is not None else [{"name": "reference (omnigen-usf 0.1.18)", "reason": origin}]
     impls = Impls(reference, origin, skipped)
     given = os.environ.get(ENV_VAR)
-    command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
     info = {
         "command": f"{ENV_VAR}={shlex.quote(given)} {command}" if given else command,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -355,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         _pyplot()  # fail now, not after the run
         if args.only and "contention" not in args.only:
             parser.error("--plot draws the contention section: add contention to --only")
-    data = run(settings, args.only or list(SECTIONS), progress=sys.stderr)
+    command = shlex.join(["omnilimit", "bench", *(sys.argv[1:] if argv is None else argv)])
+    data = run(settings, args.only or list(SECTIONS), command, progress=sys.stderr)
     print_report(data)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:

@@ -49,16 +49,17 @@ class Settings:
     accuracy_s: float  # rate accuracy: seconds per run
     gil_idle_s: float  # GIL section: seconds counting context switches while everyone waits
     wake_rounds: int  # wake-up latency: hand-overs measured per implementation
+    gil_rounds: int  # GIL section: rounds (alone / beside the waiters) per implementation
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 SETTINGS = {
-    "short": Settings("short", 3, 0.05, (8, 64, 256), 2, 0.3, 0.4, 2.0, 0.5, 200),
-    "full": Settings("full", 7, 0.3, (8, 64, 256), 3, 1.0, 2.0, 5.0, 2.0, 1000),
+    "short": Settings("short", 3, 0.05, (8, 64, 256), 2, 0.3, 0.4, 2.0, 0.5, 200, 9),
+    "full": Settings("full", 7, 0.3, (8, 64, 256), 3, 1.0, 2.0, 5.0, 2.0, 1000, 31),
     # For the tests of the suite itself: every code path, as fast as possible. Figures meaningless.
-    "smoke": Settings("smoke", 1, 0.002, (4,), 1, 0.05, 0.05, 0.3, 0.05, 5),
+    "smoke": Settings("smoke", 1, 0.002, (4,), 1, 0.05, 0.05, 0.3, 0.05, 5, 1),
 }
 
 
@@ -371,8 +372,8 @@ def _python_work(n: int = 100_000) -> float:
     return time.perf_counter() - t0
 
 
-def _best_work_time() -> float:
-    return min(_python_work() for _ in range(9))
+def _best_work_time(samples: int = 3) -> float:
+    return min(_python_work() for _ in range(samples))
 
 
 WAITERS = 64
@@ -394,7 +395,7 @@ def _beside_waiters(lim: Any, idle_s: float) -> tuple[float, dict[str, float]]:
         w.start()
     for _ in workers:
         entered.acquire()
-    time.sleep(0.05)  # let the last of them get into acquire()
+    time.sleep(0.02)  # let the last of them get into acquire()
     with _cpu_and_switches() as idle:
         time.sleep(idle_s)
     beside = _best_work_time()
@@ -406,18 +407,28 @@ def _beside_waiters(lim: Any, idle_s: float) -> tuple[float, dict[str, float]]:
 
 def gil_friendliness(impls: Impls, settings: Settings) -> list[dict[str, Any]]:
     """5. 64 threads wait in acquire() on a ConcurrencyLimiter(1) held by this thread: how fast does a
-    Python loop run next to them, and how often do they wake while nothing is admitted?"""
+    Python loop run next to them, and how often do they wake while nothing is admitted?
+
+    The loop is timed alone and beside the waiters in `gil_rounds` short rounds, and the median of the
+    rounds' ratios is reported: the machine's fast and slow phases last longer than a round, so
+    each ratio compares like with like."""
     rows = []
     for impl, make in impls.concurrency().items():
         if impl == "threading.BoundedSemaphore":
             continue
+        ratios = []
+        idle: dict[str, float] = {}
         alone_before = _best_work_time()
-        beside, idle = _beside_waiters(make(1), settings.gil_idle_s)
-        alone = min(alone_before, _best_work_time())  # the machine's fast phase, before or after
+        for round_ in range(settings.gil_rounds):
+            beside, cost = _beside_waiters(make(1), settings.gil_idle_s if round_ == 0 else 0.0)
+            alone_after = _best_work_time()
+            ratios.append((alone_before + alone_after) / 2 / beside)  # alone on both sides: no order bias
+            alone_before = alone_after
+            idle = idle or cost
         rows.append(
             {
                 "impl": impl,
-                "speed_ratio": alone / beside,
+                "speed_ratio": statistics.median(ratios),
                 # this thread's sleep is one switch: the rest are the waiters waking for nothing
                 "wakeups_per_s": max(0.0, idle["voluntary_switches"] - 1) / settings.gil_idle_s,
                 "idle_cpu_ms_per_s": idle["cpu_s"] / settings.gil_idle_s * 1e3,
