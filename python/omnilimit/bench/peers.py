@@ -42,6 +42,7 @@ class RateDecider(NamedTuple):
     name: str  # the library with its version and, where it has several, the variant
     decide: Callable[[], bool]  # one non-blocking admission decision on one key
     close: Callable[[], None]  # frees background threads and memory (a no-op where there are none)
+    call: str = "decide()"  # the library call that decide() makes, for the report
 
 
 def _nothing() -> None:
@@ -104,11 +105,13 @@ def _pyrate_limiter(per_minute: int, burst: int) -> list[RateDecider]:
             f"pyrate-limiter {version} (InMemoryBucket)",
             cast("Callable[[], bool]", partial(log_limiter.try_acquire, KEY, 1, False)),
             partial(_close_pyrate_log, log_limiter, log_bucket),
+            "try_acquire(key, 1, blocking=False)",
         ),
         RateDecider(
             f"pyrate-limiter {version} (StateBucket, TokenBucket)",
             cast("Callable[[], bool]", partial(state_limiter.try_acquire, KEY, 1, False)),
             state_limiter.close,
+            "try_acquire(key, 1, blocking=False)",
         ),
     ]
 
@@ -142,6 +145,7 @@ def _limits(per_minute: int, burst: int) -> list[RateDecider]:
                 f"limits {version} {variant} (memory)",
                 partial(limiter.hit, item, KEY),
                 partial(_close_limits_storage, storage),
+                "hit(item, key)",
             )
         )
     return deciders
@@ -153,7 +157,9 @@ def _token_bucket(per_minute: int, burst: int) -> list[RateDecider]:
     # Tokens per second (a float), a capacity of whole tokens; the bucket starts full. No lock: the
     # library accepts that racing threads may overdraw the bucket slightly. No threads either.
     limiter = token_bucket.Limiter(per_minute / 60, burst, token_bucket.MemoryStorage())
-    return [RateDecider(f"token-bucket {token_bucket.__version__}", partial(limiter.consume, KEY), _nothing)]
+    return [
+        RateDecider(f"token-bucket {token_bucket.__version__}", partial(limiter.consume, KEY), _nothing, "consume(key)")
+    ]
 
 
 # (name shown, module imported, builder)

@@ -316,6 +316,7 @@ def plot(data: dict[str, Any], path: str) -> None:
     rows = data["results"].get("contention")
     if not rows:
         raise SystemExit("--plot draws the contention section: run it (leave out --only, or add --only contention)")
+    counts = sorted({r["threads"] for r in rows})
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for impl in dict.fromkeys(r["impl"] for r in rows):
         mine = sorted((r for r in rows if r["impl"] == impl), key=lambda r: r["threads"])
@@ -327,6 +328,8 @@ def plot(data: dict[str, Any], path: str) -> None:
         (right, "p99 acquire latency", "µs"),
     ):
         axis.set_xscale("log", base=2)
+        axis.set_xticks(counts, [str(n) for n in counts])
+        axis.xaxis.set_minor_locator(plt.NullLocator())
         axis.set_yscale("log")
         axis.set_xlabel("threads")
         axis.set_ylabel(unit)

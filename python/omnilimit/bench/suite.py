@@ -168,7 +168,7 @@ def rate_decision(impls: Impls, settings: Settings) -> list[dict[str, Any]]:
     impls.skipped += [{"name": s.name, "reason": s.reason} for s in skipped]
     for decider in deciders:
         try:
-            row = {"call": "one decision", "api": "non-blocking check", "impl": decider.name}
+            row = {"call": "one decision", "api": decider.call, "impl": decider.name}
             rows.append({**row, **time_per_call(decider.decide, settings)})
         finally:
             decider.close()
