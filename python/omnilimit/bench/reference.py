@@ -25,7 +25,7 @@ DISTRIBUTION = "omnigen-usf"
 VERSION = "0.1.18"
 MEMBER = "omnigen/utils/rate_limiter.py"
 ENV_VAR = "OMNILIMIT_REFERENCE"
-INSTALL_HINT = f"install with `pip install --no-deps {DISTRIBUTION}=={VERSION}`"
+INSTALL_HINT = f"pip install 'omnilimit[bench]' (it brings {DISTRIBUTION}=={VERSION})"
 MODULE_NAME = "omnilimit_bench_reference_rate_limiter"
 
 
