@@ -13,8 +13,11 @@ from conftest import start_thread, wait_until
 
 from omnilimit import ConcurrencyLimiter, RateLimiter
 
+# The child raises KeyboardInterrupt on SIGINT even when started from a background job, which
+# inherits SIGINT ignored (and Python then installs no handler of its own).
 CHILD_PREAMBLE = """
-import sys, threading, time
+import signal, sys, threading, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from omnilimit import ConcurrencyLimiter, RateLimiter
 def ready():
     print("waiting", flush=True)
@@ -38,6 +41,7 @@ def run_interrupted(body):
         child.kill()
     assert child.returncode == 0, err
     lines = out.strip().splitlines()
+    assert lines and lines[0].startswith("interrupted "), out
     interrupted_at = float(lines[0].split()[1])  # time.monotonic() is system-wide on Linux
     return interrupted_at - sent, lines[1:]
 
