@@ -298,3 +298,41 @@ def test_no_window_ever_holds_more_than_burst_plus_rate(burst):
         for j in range(i, min(len(admitted_at), i + 3 * burst + 10)):
             window = admitted_at[j] - admitted_at[i]
             assert j - i + 1 <= burst + window // T
+
+
+# --- hold_until and limit_available (a provider's 429 and its remaining-budget headers) ---------
+
+
+def test_hold_until_admits_nothing_before_the_instant_then_one_at_a_time():
+    g = Gcra(interval_ns=10, burst=5)  # full bucket: 5 available at t=0
+    g.hold_until(1000)
+    assert g.tokens_available(now_ns=999) == 0
+    assert not g.try_acquire(now_ns=999)
+    assert g.try_acquire(now_ns=1000)  # the first exactly at the end
+    assert not g.try_acquire(now_ns=1000)  # no burst: the provider said the budget was spent
+    assert not g.try_acquire(now_ns=1009)
+    assert g.try_acquire(now_ns=1010)
+
+
+def test_hold_until_never_moves_the_schedule_back():
+    g = Gcra(interval_ns=10, burst=1)
+    assert g.reserve(cost=50, now_ns=0).admitted  # TAT = 500
+    g.hold_until(100)  # earlier than what is already booked: no change
+    assert g.tat_ns == 500
+    g.hold_until(600)
+    assert g.tat_ns == 600  # burst 1: TAT is the instant of the next admission
+
+
+def test_limit_available_caps_what_the_bucket_holds():
+    g = Gcra(interval_ns=10, burst=10)
+    g.limit_available(3, now_ns=1000)
+    assert g.tokens_available(now_ns=1000) == 3
+    assert all(g.try_acquire(now_ns=1000) for _ in range(3))
+    assert not g.try_acquire(now_ns=1000)
+    g.limit_available(7, now_ns=1000)  # more than it holds: left alone
+    assert g.tokens_available(now_ns=1000) == 0
+    g.limit_available(0, now_ns=2000)
+    assert g.tokens_available(now_ns=2000) == 0
+    assert g.tokens_available(now_ns=2010) == 1  # refills at the pace from there
+    with pytest.raises(ValueError):
+        g.limit_available(-1, now_ns=0)

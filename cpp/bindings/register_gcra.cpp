@@ -3,7 +3,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -11,6 +13,8 @@
 #include "acquire_methods.hpp"
 #include "common.hpp"
 #include "omnilimit/gcra.hpp"
+#include "omnilimit/pause.hpp"
+#include "pause_methods.hpp"
 #include "omnilimit/window.hpp"
 #include "wait.hpp"
 
@@ -31,10 +35,18 @@ struct RateCore final : ForkAware {
   void reinit_after_fork() noexcept override { bucket.reinit_after_fork(); }
 
   Gcra bucket;
+  Pause pause;             // the provider said "stop until" (on_rate_limited)
   RequestWindow recorded;  // record_request() calls in the last minute: the current RPM
   alignas(64) std::atomic<std::int64_t> total_acquired{0};
   std::atomic<std::int64_t> blocked{0};
 };
+
+WaitResult sleep_without_gil(Nanos until_ns) {
+  return wait_without_gil(until_ns, [until_ns](Nanos step_until_ns) {
+    sleep_until_ns(step_until_ns);
+    return step_until_ns >= until_ns;
+  });
+}
 
 struct Rate {
   using Core = RateCore;
@@ -42,18 +54,33 @@ struct Rate {
   static inline PyObject* default_timeout = nullptr;
 
   static Outcome take(RateCore& core, Nanos timeout_ns) {
-    // Decide before committing: a reservation is made only if its wait fits in the timeout.
-    const Reservation r = core.bucket.reserve(1, timeout_ns, now_ns());
-    if (!r.admitted) return Outcome::timed_out;
-    if (r.wait_ns > 0) {
-      const WaitResult result = wait_without_gil(r.ready_at_ns, [&](Nanos until_ns) {
-        sleep_until_ns(until_ns);
-        return until_ns >= r.ready_at_ns;
-      });
-      if (result == WaitResult::interrupted) {
+    Nanos now = now_ns();
+    const Nanos deadline_ns = saturating_add(now, timeout_ns);
+    for (;;) {
+      if (core.pause.maybe_active()) {
+        if (const Nanos end = core.pause.end_ns(now)) {
+          // Paused: nothing is admitted before the end (plus this caller's jitter). Reserve only
+          // then, so the callers released by the pause are spaced at the pace from its end.
+          const Nanos go_at = core.pause.release_time(end);
+          if (go_at > deadline_ns) return Outcome::timed_out;
+          if (sleep_without_gil(go_at) == WaitResult::interrupted) return Outcome::error;
+          now = now_ns();
+          continue;
+        }
+      }
+      // Decide before committing: a reservation is made only if its wait fits in the timeout.
+      const Nanos max_wait_ns = deadline_ns == kForever ? kForever : std::max<Nanos>(deadline_ns - now, 0);
+      const Reservation r = core.bucket.reserve(1, max_wait_ns, now);
+      if (!r.admitted) return Outcome::timed_out;
+      if (r.wait_ns == 0) break;
+      if (sleep_without_gil(r.ready_at_ns) == WaitResult::interrupted) {
         core.bucket.refund(r, now_ns());  // KeyboardInterrupt: give the slot back if still possible
         return Outcome::error;
       }
+      now = now_ns();
+      // A pause declared while this caller slept voids its slot (the provider wants nothing
+      // before the pause's end): wait for the end and reserve again.
+      if (!core.pause.maybe_active() || core.pause.end_ns(now) == 0) break;
     }
     core.total_acquired.fetch_add(1, std::memory_order_relaxed);
     return Outcome::acquired;
@@ -139,6 +166,13 @@ fixed instants. All methods are thread-safe and lock-free except the setters.)do
            py::arg("interval_ns"), py::arg("now_ns") = py::none())
       .def("set_burst", [](GcraObject& g, std::int64_t burst) { g.bucket.set_burst(burst); },
            py::arg("burst"))
+      .def("hold_until", [](GcraObject& g, Nanos until_ns) { g.bucket.hold_until(until_ns); },
+           py::arg("until_ns"), "Admits nothing before `until_ns`, then from an empty bucket.")
+      .def("limit_available",
+           [](GcraObject& g, std::int64_t tokens, std::optional<Nanos> now) {
+             g.bucket.limit_available(tokens, now_or(now));
+           },
+           py::arg("tokens"), py::arg("now_ns") = py::none(), "Leaves at most `tokens` available at `now_ns`.")
       .def_property_readonly("interval_ns", [](const GcraObject& g) { return g.bucket.interval_ns(); })
       .def_property_readonly("burst", [](const GcraObject& g) { return g.bucket.burst(); })
       .def_property_readonly("tat_ns", [](const GcraObject& g) { return g.bucket.tat_ns(); });
@@ -168,11 +202,16 @@ implemented in C++ directly; the GIL is released only while a caller sleeps unti
            py::arg("now_ns") = py::none(), "Whole tokens that could be taken now without waiting.")
       .def("get_current_rpm", [](const RateCore& c) { return c.recorded.count(); },
            "record_request() calls in the last 60 seconds.")
+      .def("limit_available",
+           [](RateCore& c, std::int64_t tokens) { c.bucket.limit_available(tokens, now_ns()); },
+           py::arg("tokens"),
+           "Leaves at most `tokens` requests available now (the provider reports fewer remaining).")
       .def("_on_timeout",
            [](py::object, py::object timeout) {
              return "Rate limit timeout after " + py::str(timeout).cast<std::string>() + "s";
            },
            py::arg("timeout"), "Hook: called on a timed-out acquire; returns the message.");
+  add_pause_methods(cls, [](RateCore& core, Nanos end) { core.bucket.hold_until(end); });
   add_fast_methods(cls, fast_methods);
 }
 

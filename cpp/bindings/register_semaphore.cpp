@@ -7,6 +7,8 @@
 
 #include "acquire_methods.hpp"
 #include "common.hpp"
+#include "pause_methods.hpp"
+#include "omnilimit/pause.hpp"
 #include "omnilimit/semaphore.hpp"
 #include "omnilimit/window.hpp"
 #include "wait.hpp"
@@ -22,6 +24,7 @@ struct ConcurrencyCore final : ForkAware {
 
   const std::uint64_t id = last_limiter_id.fetch_add(1, std::memory_order_relaxed) + 1;  // never reused
   Semaphore semaphore;
+  Pause pause;             // the provider said "stop until" (on_rate_limited)
   RequestWindow released;  // releases in the last minute: the limiter's current RPM
   alignas(64) std::atomic<std::int64_t> total_acquired{0};
   std::atomic<std::int64_t> blocked{0};
@@ -93,13 +96,37 @@ struct Concurrency {
   }
 
   static Outcome take_slot(ConcurrencyCore& core, Nanos timeout_ns) {
+    Nanos deadline_ns = 0;  // set by queue_for_slot when it had to read the clock
+    const Outcome outcome = queue_for_slot(core, timeout_ns, deadline_ns);
+    if (outcome != Outcome::acquired || !core.pause.maybe_active()) return outcome;
+    // Paused: keep the slot (and so the caller's place in line) and go at the pause's end plus
+    // this caller's jitter, if that comes within the timeout.
+    const Nanos now = now_ns();
+    const Nanos end = core.pause.end_ns(now);
+    if (end == 0) return outcome;
+    const Nanos go_at = core.pause.release_time(end);
+    WaitResult result = WaitResult::deadline;
+    if (deadline_ns == 0) deadline_ns = saturating_add(now, timeout_ns);  // the slot came at once
+    if (go_at <= deadline_ns) {
+      result = wait_without_gil(go_at, [go_at](Nanos until_ns) {
+        sleep_until_ns(until_ns);
+        return until_ns >= go_at;
+      });
+      if (result == WaitResult::done) return outcome;
+    }
+    core.total_acquired.fetch_sub(1, std::memory_order_relaxed);
+    core.semaphore.release();  // the pause outlasts the timeout, or KeyboardInterrupt: pass it on
+    return result == WaitResult::interrupted ? Outcome::error : Outcome::timed_out;
+  }
+
+  static Outcome queue_for_slot(ConcurrencyCore& core, Nanos timeout_ns, Nanos& deadline_ns) {
     Semaphore& semaphore = core.semaphore;
     if (semaphore.try_acquire_fast()) {
       core.total_acquired.fetch_add(1, std::memory_order_relaxed);
       return Outcome::acquired;
     }
     if (timeout_ns == 0 && !semaphore.closed()) return Outcome::timed_out;  // try once, never queue
-    const Nanos deadline_ns = saturating_add(now_ns(), timeout_ns);
+    deadline_ns = saturating_add(now_ns(), timeout_ns);
     Semaphore::Waiter waiter;
     Semaphore::WaitStatus status = Semaphore::WaitStatus::pending;
     switch (semaphore.enqueue(waiter)) {
@@ -238,6 +265,7 @@ released only while a caller waits.)doc");
            },
            py::arg("timeout"), "Hook: called on a timed-out acquire; returns the message.")
       .def("_on_over_release", [](py::object) {}, "Hook: called on the first over-release.");
+  add_pause_methods(cls, [](ConcurrencyCore&, Nanos) {});
   add_fast_methods(cls, fast_methods);
 }
 

@@ -43,6 +43,7 @@
 
 #include "omnilimit/clock.hpp"
 #include "omnilimit/gcra.hpp"
+#include "omnilimit/pause.hpp"
 #include "omnilimit/semaphore.hpp"
 #include "omnilimit/window.hpp"
 
@@ -52,6 +53,7 @@ using omnilimit::Gcra;
 using omnilimit::kForever;
 using omnilimit::Nanos;
 using omnilimit::now_ns;
+using omnilimit::Pause;
 using omnilimit::RequestWindow;
 using omnilimit::Reservation;
 using omnilimit::Semaphore;
@@ -1138,6 +1140,78 @@ struct Scenario {
   void (*run)();
 };
 
+// A provider's feedback under load: this thread keeps declaring holds (hold_until: nothing before
+// an instant, then from an empty bucket) and caps (limit_available) while 16 threads take tokens.
+// Both only move TAT forward, so the exact window bound of the fixed configuration must still
+// hold; and a try_acquire made after a hold was declared never succeeds before its end (checked
+// by the taker that declares it, at fixed instants, so the check is exact).
+void gcra_holds_under_load() {
+  constexpr Nanos kT = 100 * kUs;
+  constexpr std::int64_t kB = 10;
+  Gcra g(kT, kB);
+  Rng rng(7);
+  std::int64_t holds = 0, caps = 0;
+  const GcraRun run = run_gcra_load(g, 1000 * kMs, true, [&](Nanos stop_at) {
+    while (now_ns() < stop_at) {
+      const Nanos now = now_ns();
+      if (rng.below(2) == 0) {
+        const Nanos end = now + 1 + rng.below(2 * kMs);
+        g.hold_until(end);
+        ++holds;
+        CHECK(!g.try_acquire(1, std::max(now, end - 1)), "a token was admitted before the end of a hold");
+      } else {
+        const std::int64_t cap = rng.below(kB + 2);
+        g.limit_available(cap, now);
+        ++caps;
+        CHECK(g.tokens_available(now) <= cap, "limit_available(", cap, ") left ", g.tokens_available(now));
+      }
+      sleep_for_ns(rng.below(3 * kMs));
+    }
+  });
+  const double elapsed = static_cast<double>(run.end - run.start);
+  const double ideal = static_cast<double>(kB) + elapsed / static_cast<double>(kT);
+  print_gcra_run(run, ideal);
+  std::printf("    %lld holds and %lld caps declared meanwhile\n", static_cast<long long>(holds),
+              static_cast<long long>(caps));
+  CHECK(static_cast<double>(run.uses.size()) <= ideal + 1.0, "admitted ", run.uses.size(), " > ideal ", ideal);
+  check_every_window(run.uses, kT, kB, "holds under load");
+}
+
+// 16 threads declare pauses with random ends and read the end in effect: the end only grows
+// while in the future, every reader sees an end no earlier than the latest it declared itself
+// (while that is still ahead), and afterwards the end in effect is the largest one declared.
+void pause_extends_only() {
+  Pause pause;
+  std::vector<std::thread> threads;
+  std::vector<Nanos> largest(kThreads, 0);
+  StartGate gate;
+  const Nanos base = now_ns() + 10 * kSec;  // every end lies in the future for the whole run
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Rng rng(100 + t);
+      gate.wait();
+      for (int i = 0; i < 20000; ++i) {
+        const Nanos end = base + rng.below(kSec);
+        const Nanos now = now_ns();
+        const Nanos in_effect = pause.hold_until(end, now);
+        largest[t] = std::max(largest[t], end);
+        CHECK(in_effect >= end, "hold_until(", end, ") returned an earlier end ", in_effect);
+        const Nanos seen = pause.end_ns(now_ns());
+        CHECK(seen >= largest[t], "end_ns ", seen, " is before an end this thread declared, ", largest[t]);
+        const Nanos go = pause.release_time(seen);
+        CHECK(go >= seen && go <= seen + Pause::kMaxJitterNs, "release_time ", go, " outside [end, end + jitter]");
+      }
+    });
+  }
+  gate.open();
+  join_all(threads);
+  const Nanos expected = *std::max_element(largest.begin(), largest.end());
+  CHECK(pause.end_ns(now_ns()) == expected, "end in effect ", pause.end_ns(now_ns()), ", largest declared ",
+        expected);
+  CHECK(pause.end_ns(expected) == 0, "a pause still in effect at its own end");
+  CHECK(!pause.maybe_active(), "an expired pause was not cleared");
+}
+
 }  // namespace
 
 int main() {
@@ -1150,6 +1224,8 @@ int main() {
       {"gcra: 16 threads, fixed interval and burst", gcra_fixed_config},
       {"gcra: 16 threads while set_interval/set_burst run", gcra_reconfigured},
       {"gcra: debt bound while the interval flips 10x", gcra_rate_changes},
+      {"gcra: hold_until and limit_available under load", gcra_holds_under_load},
+      {"pause: extends only, from 16 threads", pause_extends_only},
       {"window: 16 writers within one minute", window_one_minute},
       {"window: 16 writers across five laps of the ring", window_ring_laps},
   };

@@ -170,6 +170,27 @@ class Gcra {
   }
   std::int64_t tokens_available() const { return tokens_available(now_ns()); }
 
+  // Admits nothing before `until_ns`, and from then on at most the pace: the bucket is empty at
+  // `until_ns` (a provider's 429 says its budget is spent). Moves TAT forward only. Thread-safe;
+  // takes no lock.
+  void hold_until(Nanos until_ns) {
+    // A request is admitted once TAT + T - B*T <= now: the first comes at until_ns exactly.
+    raise_tat([until_ns](const Snapshot& snap) {
+      return static_cast<Wide>(until_ns) + static_cast<Wide>(snap.burst - 1) * snap.interval_ns;
+    });
+  }
+
+  // Leaves at most `tokens` available at `now` (a provider reports fewer requests remaining than
+  // the bucket holds: the budget was shared, or the limit is lower than configured). Moves TAT
+  // forward only; a bucket that holds no more than `tokens` is left alone. Thread-safe; no lock.
+  void limit_available(std::int64_t tokens, Nanos now) {
+    if (tokens < 0) throw std::invalid_argument("tokens must be >= 0");
+    raise_tat([tokens, now](const Snapshot& snap) {
+      if (tokens >= snap.burst) return static_cast<Wide>(0);  // at most burst are ever available
+      return static_cast<Wide>(now) + static_cast<Wide>(snap.burst - tokens) * snap.interval_ns;
+    });
+  }
+
   // Changes T, keeping the accrued state: the tokens owed at `now` stay owed, now at the new
   // pace. Thread-safe (serialised with set_burst by a mutex; see "Live changes" above).
   void set_interval(Nanos interval_ns, Nanos now) {
@@ -238,6 +259,20 @@ class Gcra {
       }
       const Snapshot snap{tat_ns_.load(), interval_ns_.load(), burst_.load()};
       if (config_sequence_.load() == before) return snap;
+    }
+  }
+
+  // TAT = max(TAT, floor(snapshot)), by CAS against a consistent snapshot.
+  template <class Floor>
+  void raise_tat(Floor&& floor) {
+    for (;;) {
+      const Snapshot snap = snapshot();
+      const Nanos wanted = clamp_to_nanos(floor(snap));
+      if (wanted <= snap.tat_ns) return;
+      Nanos expected = snap.tat_ns;
+      if (tat_ns_.compare_exchange_strong(expected, wanted, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        return;
+      }
     }
   }
 
