@@ -5,11 +5,12 @@ from __future__ import annotations
 from omnilimit import _core
 from omnilimit._log import logger
 from omnilimit._validate import label, whole_number
+from omnilimit.backoff import ProviderFeedback
 
 MAX_CONCURRENT = 2**31 - 1
 
 
-class ConcurrencyLimiter(_core.ConcurrencyCore):
+class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback):
     """At most ``max_concurrent`` calls in flight at once (the guide's concurrency limiting).
 
     ``acquire(timeout=120) -> bool`` takes a slot, waiting up to ``timeout`` seconds (``None``
@@ -50,6 +51,9 @@ class ConcurrencyLimiter(_core.ConcurrencyCore):
 
     def __repr__(self) -> str:
         return f"ConcurrencyLimiter(max_concurrent={self.max_concurrent}, name={self.name!r})"
+
+    def _feedback_label(self) -> str:
+        return f"concurrency limiter {self.name!r}"
 
     # Hooks called by the core.
     def _on_timeout(self, timeout: object) -> str:

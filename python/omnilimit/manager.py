@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from omnilimit._log import logger
+from omnilimit.backoff import Headers
 from omnilimit.concurrency import ConcurrencyLimiter
 from omnilimit.config import (
     CONCURRENCY,
@@ -121,6 +122,12 @@ class ProviderRateLimitManager:
             return self._by_call[call]
         except (KeyError, TypeError, AttributeError):  # new settings, or values a dict cannot key
             return self._resolve(provider_name, provider_config, role)
+
+    def report_rate_limited(self, role: str, headers: Headers = None, retry_after: float | str | None = None) -> float:
+        """The provider answered 429 to a call of `role`: pause that role's limiter, and so every
+        role sharing it, once (``on_rate_limited``). Returns the seconds until the pause ends.
+        Raises KeyError for a role the configuration does not have."""
+        return self.limiter_for(role).on_rate_limited(retry_after=retry_after, headers=headers)
 
     def acquire(self, provider_name: str, timeout: float | None = 60) -> bool:
         """``get_limiter(provider_name).acquire(timeout)`` (omnigen's older API)."""

@@ -7,6 +7,8 @@ import math
 from omnilimit import _core
 from omnilimit._log import logger
 from omnilimit._validate import MAX_COUNT, label, positive_rate, whole_number
+from omnilimit.backoff import ProviderFeedback
+from omnilimit.feedback import RateLimitInfo
 
 
 def default_burst(requests_per_minute: float) -> int:
@@ -18,7 +20,7 @@ def default_burst(requests_per_minute: float) -> int:
     return max(1, min(MAX_COUNT, math.ceil(requests_per_minute / 60.0)))
 
 
-class RateLimiter(_core.RateCore):
+class RateLimiter(_core.RateCore, ProviderFeedback):
     """At most ``requests_per_minute`` requests per minute, with bursts of ``burst_size``.
 
     The bucket is one atomic word (GCRA): ``acquire(timeout=60) -> bool`` reserves the next free
@@ -80,6 +82,13 @@ class RateLimiter(_core.RateCore):
             f"RateLimiter(requests_per_minute={self._rpm!r}, burst_size={self.burst}, "
             f"provider_name={self.provider_name!r})"
         )
+
+    def _feedback_label(self) -> str:
+        return f"rate limiter {self.provider_name!r}"
+
+    def _apply_budget(self, info: RateLimitInfo) -> None:
+        if info.requests_remaining is not None:
+            self.limit_available(min(info.requests_remaining, MAX_COUNT))
 
     # Hook called by the core.
     def _on_timeout(self, timeout: object) -> str:

@@ -1,0 +1,104 @@
+"""What a limiter does with a provider's answers: ``on_rate_limited`` and ``on_response``.
+
+Both limiter classes inherit ``ProviderFeedback``. A 429 pauses the whole limiter once (every role
+sharing it, every waiter, every newcomer), for as long as the provider says; the pause is the
+native ``pause()``, which extends and never shortens, so the 429s of calls that were already in
+flight do not stack. A successful response may carry the provider's remaining budget: a rate
+limiter then keeps no more tokens than the provider has left, and a budget reported at 0 pauses
+until its reset.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Union
+
+from omnilimit._log import logger
+from omnilimit.feedback import RateLimitInfo, parse_rate_limit_headers
+
+# How long a 429 that says nothing usable (no Retry-After, no exhausted budget with a reset)
+# pauses the limiter. One second is the granularity providers enforce their per-minute limits at.
+DEFAULT_PAUSE_S = 1.0
+
+Headers = Union[Mapping[str, str], Iterable[tuple[str, str]], None]
+
+
+def _explicit_pause(retry_after: object) -> float | None:
+    """A caller's own ``retry_after``: a number of seconds (checked: ValueError if bad), or the raw
+    text of a Retry-After header (parsed like one: garbage is ignored with a warning)."""
+    if retry_after is None:
+        return None
+    if isinstance(retry_after, (str, bytes)):
+        text = retry_after.decode("latin-1") if isinstance(retry_after, bytes) else retry_after
+        return parse_rate_limit_headers({"retry-after": text}).retry_after_s
+    if isinstance(retry_after, bool) or not isinstance(retry_after, numbers.Real):
+        raise ValueError(f"retry_after must be seconds (a number >= 0) or a Retry-After value, got {retry_after!r}")
+    seconds = float(retry_after)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"retry_after must be a finite number of seconds >= 0, got {retry_after!r}")
+    return seconds
+
+
+class ProviderFeedback:
+    """``on_rate_limited()`` and ``on_response()``. A limiter class lists it after its native base,
+    which provides ``pause()``, ``pauses`` and ``paused_for``; it also defines ``_feedback_label()``."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:  # provided by the native core
+
+        def pause(self, seconds: float) -> float: ...
+
+        @property
+        def pauses(self) -> int: ...
+
+        @property
+        def paused_for(self) -> float: ...
+
+    def _feedback_label(self) -> str:
+        raise NotImplementedError
+
+    def _apply_budget(self, info: RateLimitInfo) -> None:
+        """A successful response's remaining budget; the rate limiter caps its bucket with it."""
+
+    def on_rate_limited(self, retry_after: float | str | None = None, headers: Headers = None) -> float:
+        """The provider answered 429: pause the whole limiter once.
+
+        The length is ``retry_after`` (seconds, or a Retry-After header's text) if given, else what
+        ``headers`` say (Retry-After, retry-after-ms, or the reset of an exhausted OpenAI /
+        Anthropic budget), else ``DEFAULT_PAUSE_S``. A pause already in effect that ends later
+        stays. Waiters and newcomers go at the end, each with a small positive jitter. Returns the
+        seconds until the pause in effect ends."""
+        seconds = _explicit_pause(retry_after)
+        if seconds is None:
+            seconds = parse_rate_limit_headers(headers).pause_s()
+        if seconds is None:
+            seconds = DEFAULT_PAUSE_S
+            logger.info("429 for %s without a usable retry time: pausing %.1f s", self._feedback_label(), seconds)
+        return self._pause_and_log(seconds, "429")
+
+    def on_response(self, status: int, headers: Headers = None) -> float:
+        """What a caller runs after every HTTP response. A 429 is ``on_rate_limited(headers=...)``.
+        A 2xx whose headers report a budget at 0 pauses until that budget's reset; otherwise a rate
+        limiter keeps no more tokens than the provider reports remaining. Other statuses change
+        nothing. Returns the seconds until the pause in effect ends (0.0: none)."""
+        if isinstance(status, bool) or not isinstance(status, numbers.Integral):
+            raise ValueError(f"status must be an HTTP status code (int), got {status!r}")
+        if status == 429:
+            return self.on_rate_limited(headers=headers)
+        if 200 <= status < 300 and headers is not None:
+            info = parse_rate_limit_headers(headers)
+            seconds = info.pause_s()
+            if seconds is not None and seconds > 0:
+                return self._pause_and_log(seconds, f"{status} reporting an exhausted budget")
+            self._apply_budget(info)
+        return self.paused_for
+
+    def _pause_and_log(self, seconds: float, why: str) -> float:
+        before = self.pauses
+        in_effect = self.pause(seconds)
+        if self.pauses != before:  # this call moved the end: say so once, not once per 429
+            logger.warning("%s for %s: pausing for %.3f s", why, self._feedback_label(), in_effect)
+        return in_effect
