@@ -93,6 +93,11 @@ inline bool no_arguments(const char* method, Py_ssize_t nargs, PyObject* kwnames
 bool parse_optional_arg(const char* method, PyObject* interned_name,
                         PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, PyObject** value);
 
+// The same for `count` optional arguments named `names` (interned), in that order. values[i] must
+// be nullptr on entry and stays so for an argument not given.
+bool parse_optional_args(const char* method, PyObject* const* names, Py_ssize_t count, PyObject* const* args,
+                         Py_ssize_t nargs, PyObject* kwnames, PyObject** values);
+
 // The timeout contract: None or +inf wait forever (kForever), 0 tries once, a positive number of
 // seconds waits that long. Negative, NaN, bool or non-numeric values raise ValueError.
 // Returns false with the error set.

@@ -47,25 +47,42 @@ void add_fast_methods(py::handle cls, PyMethodDef* table) {
   }
 }
 
-bool parse_optional_arg(const char* method, PyObject* interned_name,
-                        PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, PyObject** value) {
+bool parse_optional_args(const char* method, PyObject* const* names, Py_ssize_t count, PyObject* const* args,
+                         Py_ssize_t nargs, PyObject* kwnames, PyObject** values) {
   const Py_ssize_t nkw = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
-  if (nargs + nkw > 1) {
-    PyErr_Format(PyExc_TypeError, "%s() takes at most 1 argument (%zd given)", method, nargs + nkw);
+  if (nargs > count) {
+    PyErr_Format(PyExc_TypeError, "%s() takes at most %zd argument%s (%zd given)", method, count,
+                 count == 1 ? "" : "s", nargs + nkw);
     return false;
   }
-  if (nargs == 1) {
-    *value = args[0];
-  } else if (nkw == 1) {
-    PyObject* key = PyTuple_GET_ITEM(kwnames, 0);
-    if (key != interned_name && PyUnicode_Compare(key, interned_name) != 0) {
-      if (PyErr_Occurred()) return false;
+  for (Py_ssize_t i = 0; i < nargs; ++i) values[i] = args[i];
+  for (Py_ssize_t k = 0; k < nkw; ++k) {
+    PyObject* key = PyTuple_GET_ITEM(kwnames, k);
+    Py_ssize_t slot = -1;
+    for (Py_ssize_t i = 0; i < count && slot < 0; ++i) {  // interned names: usually a pointer match
+      if (key == names[i]) slot = i;
+    }
+    for (Py_ssize_t i = 0; i < count && slot < 0; ++i) {
+      const int equal = PyUnicode_Compare(key, names[i]);
+      if (equal == -1 && PyErr_Occurred()) return false;
+      if (equal == 0) slot = i;
+    }
+    if (slot < 0) {
       PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", method, key);
       return false;
     }
-    *value = args[0];
+    if (slot < nargs || values[slot] != nullptr) {
+      PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%U'", method, key);
+      return false;
+    }
+    values[slot] = args[nargs + k];
   }
   return true;
+}
+
+bool parse_optional_arg(const char* method, PyObject* interned_name,
+                        PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, PyObject** value) {
+  return parse_optional_args(method, &interned_name, 1, args, nargs, kwnames, value);
 }
 
 bool parse_timeout(PyObject* timeout, Nanos* timeout_ns) {

@@ -170,6 +170,69 @@ class Gcra {
   }
   std::int64_t tokens_available() const { return tokens_available(now_ns()); }
 
+  // How long after `now` a caller would wait for `cost` tokens (0: at once). Commits nothing.
+  Nanos wait_for(std::int64_t cost, Nanos now) const {
+    check_cost(cost);
+    const Snapshot snap = snapshot();
+    if (snap.tat_ns == kForever) return kForever;
+    const Wide wait = (static_cast<Wide>(std::max(snap.tat_ns, now)) - now) +
+                      static_cast<Wide>(cost - snap.burst) * snap.interval_ns;
+    return wait > 0 ? clamp_to_nanos(wait) : 0;
+  }
+
+  // Commits `cost` tokens as a request arriving at `at` (>= now), if the bucket holds them then:
+  // what reserve() does for a caller that must also wait for something else (another bucket).
+  // Not admitted when they are not there at `at` or another thread changed the bucket meanwhile.
+  Reservation reserve_at(std::int64_t cost, Nanos at, Nanos now) {
+    check_cost(cost);
+    const Snapshot snap = snapshot();
+    Reservation r;
+    r.cost = cost;
+    const Wide increment = static_cast<Wide>(cost) * snap.interval_ns;
+    r.increment_ns = clamp_to_nanos(increment);
+    const Nanos base = std::max(snap.tat_ns, at);
+    if (snap.tat_ns == kForever || static_cast<Wide>(base) + increment - static_cast<Wide>(snap.burst) * snap.interval_ns > at) {
+      r.wait_ns = kForever;
+      return r;
+    }
+    Nanos expected = snap.tat_ns;
+    const Nanos new_tat = clamp_to_nanos(static_cast<Wide>(base) + increment);
+    if (!tat_ns_.compare_exchange_strong(expected, new_tat, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      r.wait_ns = kForever;
+      return r;
+    }
+    r.admitted = true;
+    r.wait_ns = at > now ? at - now : 0;
+    r.ready_at_ns = std::max(at, now);
+    r.tat_ns = new_tat;
+    return r;
+  }
+
+  // Takes `cost` more tokens now, whatever the bucket holds (a request turned out to cost more
+  // than it reserved): later callers wait for them. Thread-safe; takes no lock.
+  void charge(std::int64_t cost, Nanos now) {
+    check_cost(cost);
+    raise_tat([cost, now](const Snapshot& snap) {
+      return static_cast<Wide>(std::max(snap.tat_ns, now)) + static_cast<Wide>(cost) * snap.interval_ns;
+    });
+  }
+
+  // Gives `cost` tokens back (a request cost less than it reserved), never filling the bucket
+  // beyond full. Thread-safe; takes no lock.
+  void give_back(std::int64_t cost, Nanos now) {
+    check_cost(cost);
+    for (;;) {
+      const Snapshot snap = snapshot();
+      if (snap.tat_ns <= now || snap.tat_ns == kForever) return;  // already full, or saturated
+      const Nanos lowered = clamp_to_nanos(std::max(static_cast<Wide>(snap.tat_ns) - static_cast<Wide>(cost) * snap.interval_ns,
+                                                    static_cast<Wide>(now)));
+      Nanos expected = snap.tat_ns;
+      if (tat_ns_.compare_exchange_strong(expected, lowered, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        return;
+      }
+    }
+  }
+
   // Admits nothing before `until_ns`, and from then on at most the pace: the bucket is empty at
   // `until_ns` (a provider's 429 says its budget is spent). Moves TAT forward only. Thread-safe;
   // takes no lock.

@@ -1,0 +1,350 @@
+// omnilimit._core.RateCore: the token bucket behind omnilimit.RateLimiter, with an optional token
+// budget (tokens per minute) reserved together with each request.
+//
+// Without a token budget a RateCore is one lock-free Gcra. With one, requests and tokens live in a
+// DualBucket (see dual_bucket.hpp) and every acquire reserves both at one instant. What a call
+// reserved is remembered per thread (LatestReservations), so that record_request(tokens=used) in
+// the same thread settles the difference; a call that moves to another thread detaches its
+// reservation first (_detach_reservation) and settles it from there (_settle).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "acquire_methods.hpp"
+#include "common.hpp"
+#include "omnilimit/dual_bucket.hpp"
+#include "omnilimit/gcra.hpp"
+#include "omnilimit/pause.hpp"
+#include "omnilimit/window.hpp"
+#include "pause_methods.hpp"
+#include "wait.hpp"
+
+namespace omnilimit::bindings {
+namespace {
+
+PyObject* tokens_keyword = nullptr;  // interned "tokens"
+std::atomic<std::uint64_t> last_rate_id{0};
+
+struct RateCore final : ForkAware {
+  RateCore(double requests_per_minute, std::int64_t burst, double tokens_per_minute, std::int64_t token_burst)
+      : bucket(Gcra::interval_for(requests_per_minute, 60.0), burst) {
+    if (!(tokens_per_minute >= 0.0)) throw std::invalid_argument("tokens_per_minute must be >= 0 (0: no token budget)");
+    if (tokens_per_minute > 0.0) {
+      dual = std::make_unique<DualBucket>(bucket.interval_ns(), burst, Gcra::interval_for(tokens_per_minute, 60.0),
+                                          token_burst);
+    }
+  }
+  void reinit_after_fork() noexcept override {
+    bucket.reinit_after_fork();
+    if (dual) dual->reinit_after_fork();
+  }
+
+  // The request bucket: the lone Gcra, or the request half of the DualBucket.
+  const Gcra& requests() const noexcept { return dual ? dual->requests() : bucket; }
+  void hold_until(Nanos end) {
+    if (dual) dual->hold_until(end); else bucket.hold_until(end);
+  }
+  void limit_available(std::int64_t n, Nanos now) {
+    if (dual) dual->limit_available_requests(n, now); else bucket.limit_available(n, now);
+  }
+
+  const std::uint64_t id = last_rate_id.fetch_add(1, std::memory_order_relaxed) + 1;  // never reused
+  Gcra bucket;                       // unused when `dual` is set
+  std::unique_ptr<DualBucket> dual;  // set when there is a token budget
+  Pause pause;                       // the provider said "stop until" (on_rate_limited)
+  RequestWindow recorded;            // record_request() calls in the last minute: the current RPM
+  RequestWindow tokens_used;         // tokens recorded in the last minute: the current TPM
+  alignas(64) std::atomic<std::int64_t> total_acquired{0};
+  std::atomic<std::int64_t> blocked{0};
+};
+
+// Each thread's latest unsettled token reservation per limiter (a few limiters per thread; the
+// oldest entry makes room for a new limiter, and its reservation then stands as reserved).
+class LatestReservations {
+ public:
+  void remember(std::uint64_t limiter, std::int64_t tokens) noexcept {
+    Entry* slot = nullptr;
+    for (Entry& e : entries_) {
+      if (e.limiter == limiter) slot = &e;
+    }
+    if (slot == nullptr) {
+      slot = &entries_[next_];
+      next_ = (next_ + 1) % kTracked;
+    }
+    *slot = Entry{limiter, tokens};
+  }
+  // The tokens of the thread's latest reservation on `limiter`, forgotten; nullopt if none.
+  std::optional<std::int64_t> take(std::uint64_t limiter) noexcept {
+    for (Entry& e : entries_) {
+      if (e.limiter == limiter) {
+        e.limiter = 0;
+        return e.tokens;
+      }
+    }
+    return std::nullopt;
+  }
+
+ private:
+  struct Entry {
+    std::uint64_t limiter = 0;
+    std::int64_t tokens = 0;
+  };
+  static constexpr int kTracked = 4;
+  Entry entries_[kTracked];
+  int next_ = 0;
+};
+thread_local LatestReservations latest_reservations;
+
+// One reservation of either bucket kind.
+struct Booking {
+  bool admitted = false;
+  Nanos wait_ns = 0;
+  Nanos ready_at_ns = 0;
+  Reservation single;
+  DualBucket::Reservation dual;
+};
+
+Booking book(RateCore& core, std::int64_t tokens, Nanos max_wait_ns, Nanos now) {
+  Booking b;
+  if (core.dual) {
+    b.dual = core.dual->reserve(tokens, max_wait_ns, now);
+    b.admitted = b.dual.admitted;
+    b.wait_ns = b.dual.wait_ns;
+    b.ready_at_ns = b.dual.ready_at_ns;
+  } else {
+    b.single = core.bucket.reserve(1, max_wait_ns, now);
+    b.admitted = b.single.admitted;
+    b.wait_ns = b.single.wait_ns;
+    b.ready_at_ns = b.single.ready_at_ns;
+  }
+  return b;
+}
+
+void unbook(RateCore& core, const Booking& b, Nanos now) {
+  if (core.dual) core.dual->refund(b.dual, now); else core.bucket.refund(b.single, now);
+}
+
+WaitResult sleep_without_gil(Nanos until_ns) {
+  return wait_without_gil(until_ns, [until_ns](Nanos step_until_ns) {
+    sleep_until_ns(step_until_ns);
+    return step_until_ns >= until_ns;
+  });
+}
+
+// acquire(): a pause first, then one reservation (of `tokens` too, with a budget), then the sleep
+// until its instant. A reservation is made only if its wait fits in the timeout.
+Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens) {
+  Nanos now = now_ns();
+  const Nanos deadline_ns = saturating_add(now, timeout_ns);
+  for (;;) {
+    if (core.pause.maybe_active()) {
+      if (const Nanos end = core.pause.end_ns(now)) {
+        // Paused: nothing is admitted before the end (plus this caller's jitter). Reserve only
+        // then, so the callers released by the pause are spaced at the pace from its end.
+        const Nanos go_at = core.pause.release_time(end);
+        if (go_at > deadline_ns) return Outcome::timed_out;
+        if (sleep_without_gil(go_at) == WaitResult::interrupted) return Outcome::error;
+        now = now_ns();
+        continue;
+      }
+    }
+    const Nanos max_wait_ns = deadline_ns == kForever ? kForever : std::max<Nanos>(deadline_ns - now, 0);
+    const Booking b = book(core, tokens, max_wait_ns, now);
+    if (!b.admitted) return Outcome::timed_out;
+    if (b.wait_ns > 0 && sleep_without_gil(b.ready_at_ns) == WaitResult::interrupted) {
+      unbook(core, b, now_ns());  // KeyboardInterrupt: give the slot back if still possible
+      return Outcome::error;
+    }
+    if (b.wait_ns == 0) break;
+    now = now_ns();
+    // A pause declared while this caller slept voids its slot (the provider wants nothing
+    // before the pause's end): wait for the end and reserve again.
+    if (!core.pause.maybe_active() || core.pause.end_ns(now) == 0) break;
+  }
+  if (core.dual) latest_reservations.remember(core.id, tokens);
+  core.total_acquired.fetch_add(1, std::memory_order_relaxed);
+  return Outcome::acquired;
+}
+
+// `tokens`: a whole number >= 0 (not a bool). Returns false with ValueError set otherwise.
+bool parse_tokens(PyObject* value, std::int64_t* tokens) {
+  if (PyLong_Check(value) && !PyBool_Check(value)) {
+    int overflow = 0;
+    const long long n = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (n == -1 && PyErr_Occurred()) return false;
+    if (overflow == 0 && n >= 0 && n <= (1LL << 62)) {
+      *tokens = n;
+      return true;
+    }
+  }
+  PyErr_Format(PyExc_ValueError, "tokens must be a whole number >= 0 (at most 2**62), got %R", value);
+  return false;
+}
+
+struct Rate {
+  using Core = RateCore;
+  static constexpr Nanos kDefaultTimeoutNs = 60 * kNanosPerSecond;
+  static inline PyObject* default_timeout = nullptr;
+  static Outcome take(RateCore& core, Nanos timeout_ns) { return take_request(core, timeout_ns, 0); }
+};
+
+// acquire(timeout=60, tokens=0) -> bool
+PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> PyObject* {
+    PyObject* names[2] = {timeout_keyword, tokens_keyword};
+    PyObject* values[2] = {nullptr, nullptr};
+    if (!parse_optional_args("acquire", names, 2, args, nargs, kwnames, values)) return nullptr;
+    Nanos timeout_ns = Rate::kDefaultTimeoutNs;
+    if (values[0] != nullptr && !parse_timeout(values[0], &timeout_ns)) return nullptr;
+    std::int64_t tokens = 0;
+    if (values[1] != nullptr && !parse_tokens(values[1], &tokens)) return nullptr;
+    RateCore* core = self_ptr<RateCore>(self);
+    if (core == nullptr) return nullptr;
+    switch (take_request(*core, timeout_ns, tokens)) {
+      case Outcome::acquired: Py_RETURN_TRUE;
+      case Outcome::error: return nullptr;
+      case Outcome::timed_out: break;
+    }
+    PyObject* shown = values[0] != nullptr ? values[0] : Rate::default_timeout;
+    if (!report_timeout(self, core->blocked, timeout_ns, shown)) return nullptr;
+    Py_RETURN_FALSE;
+  });
+}
+
+// What a finished call used: settles the thread's latest reservation (with a budget) and counts
+// the request and its tokens. `used` < 0: "as reserved".
+void record(RateCore& core, std::int64_t used) {
+  const Nanos now = coarse_now_ns();
+  core.recorded.record(now);
+  std::int64_t reserved = 0;
+  if (core.dual) {
+    reserved = latest_reservations.take(core.id).value_or(0);
+    if (used >= 0 && used != reserved) core.dual->settle(reserved, used, now_ns());
+  }
+  const std::int64_t counted = used >= 0 ? used : reserved;
+  if (counted > 0) core.tokens_used.record(now, counted);
+}
+
+// record_request(tokens=None)
+PyObject* fast_record_request(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> PyObject* {
+    PyObject* value = nullptr;
+    if (!parse_optional_arg("record_request", tokens_keyword, args, nargs, kwnames, &value)) return nullptr;
+    std::int64_t used = -1;
+    if (value != nullptr && value != Py_None && !parse_tokens(value, &used)) return nullptr;
+    RateCore* core = self_ptr<RateCore>(self);
+    if (core == nullptr) return nullptr;
+    record(*core, used);
+    Py_RETURN_NONE;
+  });
+}
+
+PyObject* fast_exit(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
+  RateCore* core = self_ptr<RateCore>(self);
+  if (core == nullptr) return nullptr;
+  record(*core, -1);
+  Py_RETURN_FALSE;
+}
+
+PyMethodDef fast_methods[] = {
+    fast_method("acquire", fast_acquire,
+                "acquire($self, /, timeout=60, tokens=0)\n--\n\n"
+                "Takes a request (and `tokens` of the token budget, at the same instant, when there is\n"
+                "one), sleeping until its reserved instant if need be. `timeout` is in seconds (None:\n"
+                "forever; 0: try once); a wait that would not fit fails at once and commits nothing.\n"
+                "Returns True or False. Raises ValueError for a bad timeout or token count."),
+    fast_method("record_request", fast_record_request,
+                "record_request($self, /, tokens=None)\n--\n\n"
+                "Records a request made (it counts in get_current_rpm()). `tokens`: what it really used;\n"
+                "with a token budget, the difference from the calling thread's latest reservation is\n"
+                "charged or given back. None: as reserved."),
+    fast_method("__enter__", fast_enter<Rate>,
+                "__enter__($self, /)\n--\n\nacquire() with the default timeout; raises LimiterTimeout on timeout."),
+    fast_method("__exit__", fast_exit, "__exit__($self, *exc_info, /)\n--\n\nrecord_request()."),
+    {nullptr, nullptr, 0, nullptr}};
+
+std::int64_t check_tokens(std::int64_t n) {
+  if (n < 0) throw py::value_error("token counts must be >= 0");
+  return n;
+}
+
+}  // namespace
+
+void register_rate_core(py::module_& m) {
+  Rate::default_timeout = PyLong_FromLong(60);
+  tokens_keyword = PyUnicode_InternFromString("tokens");
+  if (Rate::default_timeout == nullptr || tokens_keyword == nullptr) throw py::error_already_set();
+
+  py::class_<RateCore> cls(m, "RateCore", R"doc(
+The native part of RateLimiter: a GCRA token bucket, an optional token budget reserved together
+with each request, and one-minute windows of requests and tokens.
+
+RateCore(requests_per_minute, burst, tokens_per_minute=0.0, token_burst=1): tokens_per_minute 0
+means no token budget. acquire(), record_request(), __enter__ and __exit__ are implemented in C++
+directly; the GIL is released only while a caller sleeps until its turn.)doc");
+  cls.def(py::init<double, std::int64_t, double, std::int64_t>(), py::arg("requests_per_minute"), py::arg("burst"),
+          py::arg("tokens_per_minute") = 0.0, py::arg("token_burst") = 1)
+      .def_property_readonly("interval_ns", [](const RateCore& c) { return c.requests().interval_ns(); },
+                             "Time between two requests at the configured rate, in ns (rounded up).")
+      .def_property_readonly("burst", [](const RateCore& c) { return c.requests().burst(); })
+      .def_property_readonly("has_token_budget", [](const RateCore& c) { return static_cast<bool>(c.dual); })
+      .def_property_readonly("token_burst",
+                             [](const RateCore& c) { return c.dual ? c.dual->tokens().burst() : std::int64_t{0}; })
+      .def_property_readonly("total_requests",
+                             [](const RateCore& c) { return c.total_acquired.load(std::memory_order_relaxed); },
+                             "Successful acquires since creation.")
+      .def_property_readonly("blocked_count",
+                             [](const RateCore& c) { return c.blocked.load(std::memory_order_relaxed); },
+                             "Acquires that got no token (timeouts and failed tries).")
+      .def("tokens_available",
+           [](const RateCore& c, std::optional<Nanos> now) {
+             return c.requests().tokens_available(now ? *now : now_ns());
+           },
+           py::arg("now_ns") = py::none(), "Whole requests that could go now without waiting.")
+      .def("token_budget_available",
+           [](const RateCore& c) { return c.dual ? c.dual->tokens_available(now_ns()) : std::int64_t{0}; },
+           "Tokens of the token budget that could be taken now without waiting (0 without a budget).")
+      .def("get_current_rpm", [](const RateCore& c) { return c.recorded.count(); },
+           "record_request() calls in the last 60 seconds.")
+      .def("get_current_tpm", [](const RateCore& c) { return c.tokens_used.count(); },
+           "Tokens recorded (used, or reserved when not given) in the last 60 seconds.")
+      .def("limit_available", [](RateCore& c, std::int64_t n) { c.limit_available(check_tokens(n), now_ns()); },
+           py::arg("requests"), "Leaves at most `requests` available now (the provider reports fewer remaining).")
+      .def("limit_token_budget",
+           [](RateCore& c, std::int64_t n) {
+             if (c.dual) c.dual->limit_available_tokens(check_tokens(n), now_ns());
+           },
+           py::arg("tokens"), "Leaves at most `tokens` of the token budget available now.")
+      .def("_detach_reservation",
+           [](RateCore& c) -> std::int64_t {
+             const std::optional<std::int64_t> tokens = latest_reservations.take(c.id);
+             if (!tokens) throw py::key_error("this thread holds no unsettled reservation on this limiter");
+             return *tokens;
+           },
+           "Forgets the calling thread's latest reservation and returns its tokens (to settle elsewhere).")
+      .def("_settle",
+           [](RateCore& c, std::int64_t reserved, std::int64_t used) {
+             check_tokens(reserved);
+             check_tokens(used);
+             if (c.dual && used != reserved) c.dual->settle(reserved, used, now_ns());
+             c.recorded.record(coarse_now_ns());
+             if (used > 0) c.tokens_used.record(coarse_now_ns(), used);
+           },
+           py::arg("reserved"), py::arg("used"), "Settles a detached reservation and records the request.")
+      .def("_on_timeout",
+           [](py::object, py::object timeout) {
+             return "Rate limit timeout after " + py::str(timeout).cast<std::string>() + "s";
+           },
+           py::arg("timeout"), "Hook: called on a timed-out acquire; returns the message.");
+  add_pause_methods(cls, [](RateCore& core, Nanos end) { core.hold_until(end); });
+  add_fast_methods(cls, fast_methods);
+}
+
+}  // namespace omnilimit::bindings
