@@ -336,3 +336,39 @@ def test_limit_available_caps_what_the_bucket_holds():
     assert g.tokens_available(now_ns=2010) == 1  # refills at the pace from there
     with pytest.raises(ValueError):
         g.limit_available(-1, now_ns=0)
+
+
+# --- what the token budget builds on: wait_for, reserve_at, charge, give_back -------------------
+
+
+def test_wait_for_says_how_long_without_committing():
+    g = Gcra(interval_ns=10, burst=5)
+    assert g.wait_for(5, now_ns=0) == 0
+    assert g.wait_for(8, now_ns=0) == 30  # debt: 3 tokens beyond the burst, 3 intervals
+    assert g.tat_ns == 0  # nothing taken
+    assert g.try_acquire(5, now_ns=0)
+    assert g.wait_for(1, now_ns=0) == 10
+
+
+def test_reserve_at_commits_an_arrival_at_a_later_instant_only_if_the_tokens_are_there_then():
+    g = Gcra(interval_ns=10, burst=2)
+    assert g.try_acquire(2, now_ns=0)  # empty until 10
+    early = g.reserve_at(1, at_ns=5, now_ns=0)
+    assert not early.admitted and g.tat_ns == 20  # nothing committed
+    r = g.reserve_at(1, at_ns=50, now_ns=0)
+    assert r.admitted and r.ready_at_ns == 50 and r.wait_ns == 50
+    assert g.tat_ns == 60  # max(TAT, 50) + T
+    assert g.wait_for(1, now_ns=50) == 0  # a full bucket refilled by 50 minus the one taken at 50
+
+
+def test_charge_takes_more_and_give_back_returns_but_never_beyond_full():
+    g = Gcra(interval_ns=10, burst=100)
+    g.charge(30, now_ns=1000)
+    assert g.tokens_available(now_ns=1000) == 70
+    g.give_back(20, now_ns=1000)
+    assert g.tokens_available(now_ns=1000) == 90
+    g.give_back(50, now_ns=1000)
+    assert g.tokens_available(now_ns=1000) == 100  # full is full
+    g.charge(150, now_ns=1000)  # more than the burst: debt, paid back at the pace
+    assert g.tokens_available(now_ns=1000) == 0
+    assert g.wait_for(1, now_ns=1000) == 510

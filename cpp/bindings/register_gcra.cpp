@@ -71,6 +71,23 @@ fixed instants. All methods are thread-safe and lock-free except the setters.)do
            py::arg("interval_ns"), py::arg("now_ns") = py::none())
       .def("set_burst", [](GcraObject& g, std::int64_t burst) { g.bucket.set_burst(burst); },
            py::arg("burst"))
+      .def("wait_for",
+           [](const GcraObject& g, std::int64_t cost, std::optional<Nanos> now) {
+             return g.bucket.wait_for(cost, now_or(now));
+           },
+           py::arg("cost") = 1, py::arg("now_ns") = py::none(), "ns until `cost` tokens are there; commits nothing.")
+      .def("reserve_at",
+           [](GcraObject& g, std::int64_t cost, Nanos at_ns, std::optional<Nanos> now) {
+             return g.bucket.reserve_at(cost, at_ns, now_or(now));
+           },
+           py::arg("cost"), py::arg("at_ns"), py::arg("now_ns") = py::none(),
+           "Commits `cost` tokens as an arrival at `at_ns`, if they are there then.")
+      .def("charge",
+           [](GcraObject& g, std::int64_t cost, std::optional<Nanos> now) { g.bucket.charge(cost, now_or(now)); },
+           py::arg("cost"), py::arg("now_ns") = py::none(), "Takes `cost` more tokens, whatever the bucket holds.")
+      .def("give_back",
+           [](GcraObject& g, std::int64_t cost, std::optional<Nanos> now) { g.bucket.give_back(cost, now_or(now)); },
+           py::arg("cost"), py::arg("now_ns") = py::none(), "Returns `cost` tokens, never beyond a full bucket.")
       .def("hold_until", [](GcraObject& g, Nanos until_ns) { g.bucket.hold_until(until_ns); },
            py::arg("until_ns"), "Admits nothing before `until_ns`, then from an empty bucket.")
       .def("limit_available",

@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "omnilimit/clock.hpp"
+#include "omnilimit/dual_bucket.hpp"
 #include "omnilimit/gcra.hpp"
 #include "omnilimit/pause.hpp"
 #include "omnilimit/semaphore.hpp"
@@ -49,6 +50,7 @@
 
 namespace {
 
+using omnilimit::DualBucket;
 using omnilimit::Gcra;
 using omnilimit::kForever;
 using omnilimit::Nanos;
@@ -1212,6 +1214,78 @@ void pause_extends_only() {
   CHECK(!pause.maybe_active(), "an expired pause was not cleared");
 }
 
+// 16 threads reserve one request and 1..64 tokens together (sleeping until their instant, giving
+// up on some waits, settling with what they "used", never more than reserved) while this thread
+// declares holds and caps. The request bucket must keep the exact window bound, and the tokens
+// used may not exceed the token burst plus what refilled during the run.
+void dual_bucket_under_load() {
+  constexpr Nanos kRequestT = 200 * kUs;
+  constexpr std::int64_t kRequestB = 8;
+  constexpr Nanos kTokenT = 5 * kUs;  // 200,000 tokens/s
+  constexpr std::int64_t kTokenB = 400;
+  DualBucket bucket(kRequestT, kRequestB, kTokenT, kTokenB);
+  std::vector<std::vector<Nanos>> requests(kThreads);
+  std::vector<std::int64_t> tokens_used(kThreads, 0);
+  std::atomic<bool> stop{false};
+  StartGate gate;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Rng rng(300 + t);
+      gate.wait();
+      while (!stop.load(std::memory_order_relaxed)) {
+        const std::int64_t tokens = 1 + rng.below(64);
+        const Nanos now = now_ns();
+        const DualBucket::Reservation r = bucket.reserve(tokens, rng.below(4 * kMs), now);
+        if (!r.admitted) {
+          sleep_for_ns(rng.below(300 * kUs));
+          continue;
+        }
+        CHECK(r.ready_at_ns >= now && r.wait_ns == r.ready_at_ns - now, "bad instant: ready_at ", r.ready_at_ns,
+              " now ", now, " wait ", r.wait_ns);
+        if (r.wait_ns > 0 && rng.below(6) == 0) {  // gives up before its turn
+          bucket.refund(r, now_ns());
+          continue;  // a refund that failed leaves the slot spent, never used: still within bounds
+        }
+        sleep_until_ns(r.ready_at_ns);
+        requests[t].push_back(r.ready_at_ns);
+        const std::int64_t used = rng.below(tokens + 1);
+        tokens_used[t] += used;
+        bucket.settle(tokens, used, now_ns());
+      }
+    });
+  }
+  const Nanos start = now_ns();
+  gate.open();
+  Rng rng(99);
+  while (now_ns() < start + 1200 * kMs) {
+    const Nanos now = now_ns();
+    switch (rng.below(3)) {
+      case 0: bucket.hold_until(now + rng.below(kMs)); break;
+      case 1: bucket.limit_available_requests(rng.below(kRequestB + 1), now); break;
+      default: bucket.limit_available_tokens(rng.below(kTokenB + 1), now); break;
+    }
+    sleep_for_ns(rng.below(5 * kMs));
+  }
+  stop.store(true);
+  join_all(threads);
+  const Nanos end = now_ns();
+  std::vector<Nanos> all;
+  std::int64_t used = 0;
+  for (int t = 0; t < kThreads; ++t) {
+    all.insert(all.end(), requests[t].begin(), requests[t].end());
+    used += tokens_used[t];
+  }
+  std::sort(all.begin(), all.end());
+  const double elapsed = static_cast<double>(end - start);
+  const double token_bound = static_cast<double>(kTokenB) + elapsed / static_cast<double>(kTokenT) + 64.0;
+  std::printf("    %zu requests, %lld tokens used (bound %.0f) in %.3f s\n", all.size(), static_cast<long long>(used),
+              token_bound, seconds(end - start));
+  CHECK(!all.empty(), "no request went through");
+  check_every_window(all, kRequestT, kRequestB, "dual bucket requests");
+  CHECK(static_cast<double>(used) <= token_bound, "tokens used ", used, " exceed burst + refill ", token_bound);
+}
+
 }  // namespace
 
 int main() {
@@ -1226,6 +1300,7 @@ int main() {
       {"gcra: debt bound while the interval flips 10x", gcra_rate_changes},
       {"gcra: hold_until and limit_available under load", gcra_holds_under_load},
       {"pause: extends only, from 16 threads", pause_extends_only},
+      {"dual bucket: requests and tokens together, settled, held and capped", dual_bucket_under_load},
       {"window: 16 writers within one minute", window_one_minute},
       {"window: 16 writers across five laps of the ring", window_ring_laps},
   };

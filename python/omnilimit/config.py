@@ -45,7 +45,7 @@ CONCURRENCY = "concurrency"
 RATE = "rate"
 
 DEFAULT_PROVIDER = "default"
-LIMITER_KEYS = ("max_concurrent_calls", "rate_limit_rpm", "rate_limit_shared_key")
+LIMITER_KEYS = ("max_concurrent_calls", "rate_limit_rpm", "rate_limit_tpm", "rate_limit_shared_key")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class RoleSettings:
     max_concurrent_calls: int | None = None
     rate_limit_rpm: int | float | None = None
     shared_key: str | None = None
+    rate_limit_tpm: int | float | None = None  # a token budget next to the RPM (RateLimiter only)
 
     @property
     def key(self) -> str:
@@ -80,6 +81,15 @@ class RoleSettings:
     def rpm_ignored(self) -> bool:
         return self.max_concurrent_calls is not None and self.rate_limit_rpm is not None
 
+    @property
+    def tpm_ignored(self) -> bool:
+        return self.max_concurrent_calls is not None and self.rate_limit_tpm is not None
+
+    @property
+    def tpm(self) -> int | float | None:
+        """The token budget this role's limiter gets: none for a concurrency limiter."""
+        return None if self.kind == CONCURRENCY else self.rate_limit_tpm
+
     def as_mapping(self) -> dict[str, Any]:
         """The limiter keys of a provider config that yields these settings."""
         return {
@@ -87,6 +97,7 @@ class RoleSettings:
             "model": self.model,
             "max_concurrent_calls": self.max_concurrent_calls,
             "rate_limit_rpm": self.rate_limit_rpm,
+            "rate_limit_tpm": self.rate_limit_tpm,
             "rate_limit_shared_key": self.shared_key,
         }
 
@@ -94,9 +105,10 @@ class RoleSettings:
         """The setting that decides this role's limiter, e.g. ``max_concurrent_calls 50``."""
         if self.kind == CONCURRENCY:
             return f"max_concurrent_calls {self.max_concurrent_calls}"
+        tpm = f" and rate_limit_tpm {self.rate_limit_tpm}" if self.rate_limit_tpm is not None else ""
         if self.rate_limit_rpm is not None:
-            return f"rate_limit_rpm {self.rate_limit_rpm}"
-        return f"auto-detected {self.limit} RPM"
+            return f"rate_limit_rpm {self.rate_limit_rpm}{tpm}"
+        return f"auto-detected {self.limit} RPM{tpm}"
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,7 @@ class LimiterPlan:
     kind: str
     limit: int | float
     roles: tuple[RoleSettings, ...]
+    tpm: int | float | None = None  # the token budget of a rate limiter (None: none)
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,7 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
         raise ConfigError(f"{error.requirement}, got {provider!r}", source=source, role=role, key="name") from None
     max_concurrent = checked("max_concurrent_calls", whole_number, maximum=MAX_CONCURRENT)
     rpm = checked("rate_limit_rpm", positive_rate)
+    tpm = checked("rate_limit_tpm", positive_rate)
     return RoleSettings(
         role=role,
         provider=provider_name,
@@ -163,6 +177,7 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
         max_concurrent_calls=max_concurrent,
         rate_limit_rpm=None if rpm is None else provider_config["rate_limit_rpm"],
         shared_key=checked("rate_limit_shared_key", label, allow_empty=False),
+        rate_limit_tpm=None if tpm is None else provider_config["rate_limit_tpm"],
     )
 
 
@@ -191,6 +206,11 @@ def parse_config(config: object, source: str = "<config>") -> Config:
             warnings.append(
                 f"{source}: providers.{settings.role}: rate_limit_rpm {settings.rate_limit_rpm} is ignored: "
                 f"max_concurrent_calls {settings.max_concurrent_calls} takes precedence (set one of them)"
+            )
+        if settings.tpm_ignored:
+            warnings.append(
+                f"{source}: providers.{settings.role}: rate_limit_tpm {settings.rate_limit_tpm} is ignored: "
+                f"max_concurrent_calls {settings.max_concurrent_calls} takes precedence"
             )
     limiters = {key: _plan(key, group, source, warnings) for key, group in _group_by_key(roles).items()}
     for plan in limiters.values():
@@ -272,14 +292,17 @@ def _plan(key: str, group: list[RoleSettings], source: str, warnings: list[str])
     deciding = concurrency or group  # concurrency wins over RPM within a shared key too
     kind = CONCURRENCY if concurrency else RATE
     limit = min(s.limit for s in deciding)
-    if len({(s.kind, s.limit) for s in group}) > 1:
+    budgets = [s.tpm for s in deciding if s.tpm is not None]
+    tpm = min(budgets) if budgets else None
+    if len({(s.kind, s.limit, s.tpm) for s in group}) > 1:
         values = ", ".join(f"{s.role}: {s.describe()}" for s in group)
         chosen = f"max_concurrent_calls {limit}" if kind == CONCURRENCY else f"{limit} RPM"
+        chosen += f" and {tpm} TPM" if tpm is not None else ""
         warnings.append(
             f"{source}: roles sharing limiter '{key}' set different limits ({values}): "
             f"the shared limiter uses {chosen} (concurrency wins, then the smallest)"
         )
-    return LimiterPlan(key=key, kind=kind, limit=limit, roles=tuple(group))
+    return LimiterPlan(key=key, kind=kind, limit=limit, roles=tuple(group), tpm=tpm)
 
 
 def _role_list(roles: tuple[RoleSettings, ...]) -> str:

@@ -35,6 +35,7 @@ class _Entry:
     limiter: Limiter
     kind: str
     limit: int | float
+    tpm: int | float | None = None
     rpm_ignored_logged: bool = False
     mismatch_logged: bool = False
     roles: list[str | None] = field(default_factory=list)
@@ -87,7 +88,7 @@ class ProviderRateLimitManager:
             logger.warning(warning)
         for plan in config.limiters.values():
             first = plan.roles[0]
-            entry = manager._create(plan.key, plan.kind, plan.limit, first)
+            entry = manager._create(plan.key, plan.kind, plan.limit, first, plan.tpm)
             entry.rpm_ignored_logged = True  # already in the configuration's warnings
             entry.mismatch_logged = True
             for settings in plan.roles:
@@ -163,8 +164,10 @@ class ProviderRateLimitManager:
         with self._lock:
             entry = self._entries.get(settings.key)
             if entry is None:
-                entry = self._create(settings.key, settings.kind, settings.limit, settings)
-            elif (settings.kind, settings.limit) != (entry.kind, entry.limit) and not entry.mismatch_logged:
+                entry = self._create(settings.key, settings.kind, settings.limit, settings, settings.tpm)
+            elif (settings.kind, settings.limit, settings.tpm) != (entry.kind, entry.limit, entry.tpm) and (
+                not entry.mismatch_logged
+            ):
                 entry.mismatch_logged = True
                 logger.warning(
                     "limiter '%s' already exists (%s); role %s asks for %s: keeping the existing limiter "
@@ -174,13 +177,21 @@ class ProviderRateLimitManager:
                     role,
                     settings.describe(),
                 )
-            if settings.rpm_ignored and not entry.rpm_ignored_logged:
+            if (settings.rpm_ignored or settings.tpm_ignored) and not entry.rpm_ignored_logged:
                 entry.rpm_ignored_logged = True
+                ignored = [
+                    f"{k} {v}"
+                    for k, v in (
+                        ("rate_limit_rpm", settings.rate_limit_rpm),
+                        ("rate_limit_tpm", settings.rate_limit_tpm),
+                    )
+                    if v is not None
+                ]
                 logger.warning(
-                    "limiter '%s' (role %s): rate_limit_rpm %s is ignored: max_concurrent_calls %s takes precedence",
+                    "limiter '%s' (role %s): %s ignored: max_concurrent_calls %s takes precedence",
                     settings.key,
                     role,
-                    settings.rate_limit_rpm,
+                    " and ".join(ignored) + (" are" if len(ignored) > 1 else " is"),
                     settings.max_concurrent_calls,
                 )
             if role not in entry.roles:
@@ -190,7 +201,9 @@ class ProviderRateLimitManager:
                 self._remember_call(_call_key(provider_name, given, role), entry.limiter)
             return entry.limiter
 
-    def _create(self, key: str, kind: str, limit: int | float, settings: RoleSettings) -> _Entry:
+    def _create(
+        self, key: str, kind: str, limit: int | float, settings: RoleSettings, tpm: int | float | None = None
+    ) -> _Entry:
         """Builds and registers a limiter. Callers hold the lock, or own the manager alone."""
         where = f"provider={settings.provider}, " + (
             f"model={settings.model}" if settings.model is not None else "no model specified"
@@ -200,9 +213,10 @@ class ProviderRateLimitManager:
             limiter = ConcurrencyLimiter(max_concurrent=int(limit), name=key)
             logger.info("Created concurrency limiter: '%s' with max %s concurrent calls (%s)", key, limit, where)
         else:
-            limiter = RateLimiter(requests_per_minute=limit, provider_name=key)
-            logger.info("Created rate limiter: '%s' with %s RPM (%s)", key, limit, where)
-        entry = _Entry(limiter=limiter, kind=kind, limit=limit)
+            limiter = RateLimiter(requests_per_minute=limit, provider_name=key, tokens_per_minute=tpm)
+            budget = f" and {tpm} TPM" if tpm is not None else ""
+            logger.info("Created rate limiter: '%s' with %s RPM%s (%s)", key, limit, budget, where)
+        entry = _Entry(limiter=limiter, kind=kind, limit=limit, tpm=tpm)
         self._entries[key] = entry
         return entry
 
@@ -218,6 +232,7 @@ def _call_key(provider_name: object, settings: Mapping[str, Any], role: str | No
         settings.get("model"),
         settings.get("max_concurrent_calls"),
         settings.get("rate_limit_rpm"),
+        settings.get("rate_limit_tpm"),
         settings.get("rate_limit_shared_key"),
     )
 
@@ -225,4 +240,4 @@ def _call_key(provider_name: object, settings: Mapping[str, Any], role: str | No
 def _describe(entry: _Entry) -> str:
     if entry.kind == CONCURRENCY:
         return f"max_concurrent_calls {entry.limit}"
-    return f"{entry.limit} RPM"
+    return f"{entry.limit} RPM" + (f" and {entry.tpm} TPM" if entry.tpm is not None else "")

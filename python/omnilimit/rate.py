@@ -34,20 +34,36 @@ class RateLimiter(_core.RateCore, ProviderFeedback):
     thread-safe; ``get_stats()`` reads atomics and never blocks.
     """
 
-    __slots__ = ("_rpm", "provider_name")
+    __slots__ = ("_rpm", "_tpm", "provider_name")
 
     def __init__(
         self,
         requests_per_minute: int | float = 60,
         burst_size: int | None = None,
         provider_name: str = "default",
+        *,
+        tokens_per_minute: int | float | None = None,
+        token_burst: int | None = None,
     ) -> None:
         rpm = positive_rate("requests_per_minute", requests_per_minute)
         burst = default_burst(rpm) if burst_size is None else whole_number("burst_size", burst_size)
-        super().__init__(rpm, burst)
+        tpm = 0.0 if tokens_per_minute is None else positive_rate("tokens_per_minute", tokens_per_minute)
+        if token_burst is not None and tokens_per_minute is None:
+            raise ValueError("token_burst needs tokens_per_minute (a token budget) to apply to")
+        tokens_at_once = (
+            (default_burst(tpm) if token_burst is None else whole_number("token_burst", token_burst)) if tpm else 1
+        )
+        super().__init__(rpm, burst, tpm, tokens_at_once)
         self.provider_name = label("provider_name", provider_name)
         self._rpm = requests_per_minute  # shown as given: 500 stays 500, 0.5 stays 0.5
-        logger.debug("RateLimiter %r: %s RPM, burst %d", self.provider_name, self._rpm, burst)
+        self._tpm = tokens_per_minute
+        logger.debug(
+            "RateLimiter %r: %s RPM, burst %d%s",
+            self.provider_name,
+            self._rpm,
+            burst,
+            f", {tokens_per_minute} TPM, token burst {tokens_at_once}" if tpm else "",
+        )
 
     @property
     def rpm(self) -> int | float:
@@ -63,11 +79,23 @@ class RateLimiter(_core.RateCore, ProviderFeedback):
         """Alias of ``get_current_rpm()``."""
         return self.get_current_rpm()
 
+    @property
+    def tpm(self) -> int | float | None:
+        """The token budget in tokens per minute, as given (None: no token budget)."""
+        return self._tpm
+
+    def detach_reservation(self) -> TokenReservation:
+        """The calling thread's latest reservation on this limiter, to settle from another thread
+        (``record_request(tokens=...)`` settles it only in the thread that acquired). Raises
+        KeyError when the thread holds none (not acquired, already settled, or no token budget)."""
+        return TokenReservation(self, self._detach_reservation())
+
     def get_stats(self) -> dict[str, object]:
         """The guide's keys: ``provider``, ``rpm_limit``, ``current_rpm``, ``tokens_available``,
-        ``total_requests``, ``blocked_count``, ``utilization`` (current RPM as % of the limit)."""
+        ``total_requests``, ``blocked_count``, ``utilization`` (current RPM as % of the limit); with
+        a token budget also ``tpm_limit`` and ``current_tpm``."""
         current = self.get_current_rpm()
-        return {
+        stats: dict[str, object] = {
             "provider": self.provider_name,
             "rpm_limit": self._rpm,
             "current_rpm": current,
@@ -76,11 +104,16 @@ class RateLimiter(_core.RateCore, ProviderFeedback):
             "blocked_count": self.blocked_count,
             "utilization": current / self._rpm * 100.0,
         }
+        if self._tpm is not None:
+            stats["tpm_limit"] = self._tpm
+            stats["current_tpm"] = self.get_current_tpm()
+        return stats
 
     def __repr__(self) -> str:
+        budget = f", tokens_per_minute={self._tpm!r}, token_burst={self.token_burst}" if self._tpm is not None else ""
         return (
             f"RateLimiter(requests_per_minute={self._rpm!r}, burst_size={self.burst}, "
-            f"provider_name={self.provider_name!r})"
+            f"provider_name={self.provider_name!r}{budget})"
         )
 
     def _feedback_label(self) -> str:
@@ -89,9 +122,41 @@ class RateLimiter(_core.RateCore, ProviderFeedback):
     def _apply_budget(self, info: RateLimitInfo) -> None:
         if info.requests_remaining is not None:
             self.limit_available(min(info.requests_remaining, MAX_COUNT))
+        if info.tokens_remaining is not None:
+            self.limit_token_budget(min(info.tokens_remaining, MAX_COUNT))
 
     # Hook called by the core.
     def _on_timeout(self, timeout: object) -> str:
         message = f"Rate limit timeout after {timeout}s for {self.provider_name}"
         logger.warning(message)
         return message
+
+
+class TokenReservation:
+    """A reservation detached from the thread that made it (``RateLimiter.detach_reservation()``):
+    ``settle(used)`` once, from any thread, when the call is done."""
+
+    __slots__ = ("_limiter", "_settled", "tokens")
+
+    def __init__(self, limiter: RateLimiter, tokens: int) -> None:
+        self._limiter = limiter
+        self.tokens = tokens  # reserved
+        self._settled = False
+
+    def settle(self, used: int | None = None) -> None:
+        """Records the request; with a token budget, charges or gives back ``used - tokens``
+        (``None``: as reserved). Raises RuntimeError on a second call."""
+        if self._settled:
+            raise RuntimeError("this reservation was already settled")
+        self._limiter._settle(self.tokens, self.tokens if used is None else _tokens(used))
+        self._settled = True
+
+    def __repr__(self) -> str:
+        state = "settled" if self._settled else "open"
+        return f"TokenReservation(tokens={self.tokens}, {state}, limiter={self._limiter.provider_name!r})"
+
+
+def _tokens(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"used must be a whole number of tokens >= 0, got {value!r}")
+    return value

@@ -180,30 +180,33 @@ class Gcra {
     return wait > 0 ? clamp_to_nanos(wait) : 0;
   }
 
-  // Commits `cost` tokens as a request arriving at `at` (>= now), if the bucket holds them then:
-  // what reserve() does for a caller that must also wait for something else (another bucket).
-  // Not admitted when they are not there at `at` or another thread changed the bucket meanwhile.
+  // Commits `cost` tokens for a caller (arrived at `now`) that will go at `at` >= now because it
+  // also waits for something else (another bucket), if this bucket allows it to go then:
+  // max(TAT, now) + (cost - B)*T <= at, as for reserve(). TAT becomes
+  // max(max(TAT, now), at - max(0, cost - B)*T) + cost*T: an arrival at `at` for a cost within the
+  // burst, and for a larger one the debt reserve() would run up, paid from `at` on. Not admitted
+  // when the bucket does not allow `at`, or another thread changed it meanwhile.
   Reservation reserve_at(std::int64_t cost, Nanos at, Nanos now) {
     check_cost(cost);
     const Snapshot snap = snapshot();
     Reservation r;
     r.cost = cost;
+    r.wait_ns = kForever;
     const Wide increment = static_cast<Wide>(cost) * snap.interval_ns;
     r.increment_ns = clamp_to_nanos(increment);
-    const Nanos base = std::max(snap.tat_ns, at);
-    if (snap.tat_ns == kForever || static_cast<Wide>(base) + increment - static_cast<Wide>(snap.burst) * snap.interval_ns > at) {
-      r.wait_ns = kForever;
+    const Wide base = std::max(snap.tat_ns, now);
+    const Wide excess = static_cast<Wide>(std::max<std::int64_t>(cost - snap.burst, 0)) * snap.interval_ns;
+    if (snap.tat_ns == kForever || at < now || base + increment - static_cast<Wide>(snap.burst) * snap.interval_ns > at) {
       return r;
     }
     Nanos expected = snap.tat_ns;
-    const Nanos new_tat = clamp_to_nanos(static_cast<Wide>(base) + increment);
+    const Nanos new_tat = clamp_to_nanos(std::max(base, static_cast<Wide>(at) - excess) + increment);
     if (!tat_ns_.compare_exchange_strong(expected, new_tat, std::memory_order_acq_rel, std::memory_order_acquire)) {
-      r.wait_ns = kForever;
       return r;
     }
     r.admitted = true;
-    r.wait_ns = at > now ? at - now : 0;
-    r.ready_at_ns = std::max(at, now);
+    r.wait_ns = at - now;
+    r.ready_at_ns = at;
     r.tat_ns = new_tat;
     return r;
   }
