@@ -22,6 +22,7 @@
 #include "omnilimit/dual_bucket.hpp"
 #include "omnilimit/gcra.hpp"
 #include "omnilimit/pause.hpp"
+#include "omnilimit/schedule.hpp"
 #include "omnilimit/window.hpp"
 #include "pause_methods.hpp"
 #include "wait.hpp"
@@ -44,6 +45,7 @@ struct RateCore final : ForkAware {
   void reinit_after_fork() noexcept override {
     bucket.reinit_after_fork();
     if (dual) dual->reinit_after_fork();
+    schedule.reinit_after_fork();
   }
 
   // The request bucket: the lone Gcra, or the request half of the DualBucket.
@@ -59,6 +61,7 @@ struct RateCore final : ForkAware {
   Gcra bucket;                       // unused when `dual` is set
   std::unique_ptr<DualBucket> dual;  // set when there is a token budget
   Pause pause;                       // the provider said "stop until" (on_rate_limited)
+  Schedule schedule;                 // where sleepers wait; set_rate() moves their instants
   RequestWindow recorded;            // record_request() calls in the last minute: the current RPM
   RequestWindow tokens_used;         // tokens recorded in the last minute: the current TPM
   alignas(64) std::atomic<std::int64_t> total_acquired{0};
@@ -131,6 +134,7 @@ void unbook(RateCore& core, const Booking& b, Nanos now) {
   if (core.dual) core.dual->refund(b.dual, now); else core.bucket.refund(b.single, now);
 }
 
+// Sleeps (GIL released) until `until_ns`: a pause's end, which no rate change moves.
 WaitResult sleep_without_gil(Nanos until_ns) {
   return wait_without_gil(until_ns, [until_ns](Nanos step_until_ns) {
     sleep_until_ns(step_until_ns);
@@ -156,14 +160,28 @@ Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens) {
       }
     }
     const Nanos max_wait_ns = deadline_ns == kForever ? kForever : std::max<Nanos>(deadline_ns - now, 0);
+    std::uint64_t epoch = core.schedule.epoch();
     const Booking b = book(core, tokens, max_wait_ns, now);
     if (!b.admitted) return Outcome::timed_out;
-    if (b.wait_ns > 0 && sleep_without_gil(b.ready_at_ns) == WaitResult::interrupted) {
-      unbook(core, b, now_ns());  // KeyboardInterrupt: give the slot back if still possible
-      return Outcome::error;
-    }
     if (b.wait_ns == 0) break;
+    if (!core.schedule.stable(epoch)) {  // a rate change overlapped the booking: book again
+      now = now_ns();
+      continue;
+    }
+    Nanos ready_ns = b.ready_at_ns;
+    Schedule::Woke woke = Schedule::Woke::deadline;
+    const WaitResult result = wait_without_gil(deadline_ns, [&](Nanos until_ns) {
+      woke = core.schedule.wait(ready_ns, epoch, until_ns);
+      return woke != Schedule::Woke::deadline;
+    });
+    if (result != WaitResult::done) {
+      // KeyboardInterrupt, or a slower rate moved the instant past the timeout: give the slot
+      // back if still possible.
+      unbook(core, b, now_ns());
+      return result == WaitResult::interrupted ? Outcome::error : Outcome::timed_out;
+    }
     now = now_ns();
+    if (woke == Schedule::Woke::lost) continue;  // slept through too many rate changes: book again
     // A pause declared while this caller slept voids its slot (the provider wants nothing
     // before the pause's end): wait for the end and reserve again.
     if (!core.pause.maybe_active() || core.pause.end_ns(now) == 0) break;
@@ -322,6 +340,40 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
              if (c.dual) c.dual->limit_available_tokens(check_tokens(n), now_ns());
            },
            py::arg("tokens"), "Leaves at most `tokens` of the token budget available now.")
+      .def("set_rate",
+           [](RateCore& c, double requests_per_minute) {
+             const Nanos interval = Gcra::interval_for(requests_per_minute, 60.0);
+             const Nanos now = now_ns();
+             if (c.dual) {  // waiters keep their instants (see the class docs)
+               c.dual->set_request_interval(interval, now);
+               return;
+             }
+             c.schedule.change(now, interval, [&] {
+               const Nanos old = c.bucket.interval_ns();
+               c.bucket.set_interval(interval, now);
+               return old;
+             });
+           },
+           py::arg("requests_per_minute"),
+           "Changes the rate now, keeping what is owed (converted to the new pace). Sleeping waiters\n"
+           "move with it: a faster rate wakes them sooner, at once if their turn has come.")
+      .def("set_burst",
+           [](RateCore& c, std::int64_t burst) {
+             if (c.dual) c.dual->set_request_burst(burst); else c.bucket.set_burst(burst);
+           },
+           py::arg("burst"), "Changes the burst now (for bookings made from now on).")
+      .def("set_tokens_per_minute",
+           [](RateCore& c, double tokens_per_minute) {
+             if (!c.dual) throw py::value_error("this limiter has no token budget (create it with tokens_per_minute)");
+             c.dual->set_token_interval(Gcra::interval_for(tokens_per_minute, 60.0), now_ns());
+           },
+           py::arg("tokens_per_minute"), "Changes the token budget's rate now (for bookings made from now on).")
+      .def("set_token_burst",
+           [](RateCore& c, std::int64_t burst) {
+             if (!c.dual) throw py::value_error("this limiter has no token budget (create it with tokens_per_minute)");
+             c.dual->set_token_burst(burst);
+           },
+           py::arg("token_burst"), "Changes the token burst now (for bookings made from now on).")
       .def("_detach_reservation",
            [](RateCore& c) -> std::int64_t {
              const std::optional<std::int64_t> tokens = latest_reservations.take(c.id);

@@ -239,6 +239,10 @@ released only while a caller waits.)doc");
       .def("close", [](ConcurrencyCore& c) { c.semaphore.close(); },
            "Wakes every waiter with LimiterClosed; later acquires raise it. Holders may still release.")
       .def_property_readonly("max_concurrent", [](const ConcurrencyCore& c) { return c.semaphore.max_slots(); })
+      .def("set_max_concurrent", [](ConcurrencyCore& c, std::int64_t n) { return c.semaphore.set_max(n); },
+           py::arg("max_concurrent"),
+           "Changes the limit now. More slots go at once to the oldest waiters (returns how many got\n"
+           "one); with fewer, calls in flight finish and slots are handed on only below the new limit.")
       .def_property_readonly("active_calls", [](const ConcurrencyCore& c) { return c.semaphore.held(); },
                              "Slots held now.")
       .def_property_readonly("waiting", [](const ConcurrencyCore& c) { return c.semaphore.waiting(); },

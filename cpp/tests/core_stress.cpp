@@ -45,6 +45,7 @@
 #include "omnilimit/dual_bucket.hpp"
 #include "omnilimit/gcra.hpp"
 #include "omnilimit/pause.hpp"
+#include "omnilimit/schedule.hpp"
 #include "omnilimit/semaphore.hpp"
 #include "omnilimit/window.hpp"
 
@@ -58,6 +59,7 @@ using omnilimit::now_ns;
 using omnilimit::Pause;
 using omnilimit::RequestWindow;
 using omnilimit::Reservation;
+using omnilimit::Schedule;
 using omnilimit::Semaphore;
 using omnilimit::sleep_until_ns;
 
@@ -1286,6 +1288,112 @@ void dual_bucket_under_load() {
   CHECK(static_cast<double>(used) <= token_bound, "tokens used ", used, " exceed burst + refill ", token_bound);
 }
 
+// 16 threads hold slots for random short times (and some wait with deadlines) while this thread
+// keeps changing max between 1 and 6: never more holders than the largest max set, nobody left
+// waiting with a slot free at the end, and the count settles to zero.
+void semaphore_set_max_under_load() {
+  Semaphore sem(3);
+  std::atomic<int> holders{0}, peak{0};
+  std::atomic<bool> stop{false};
+  std::atomic<long> acquired{0};
+  StartGate gate;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Rng rng(500 + t);
+      gate.wait();
+      while (!stop.load(std::memory_order_relaxed)) {
+        if (!sem.acquire_until(now_ns() + rng.below(3 * kMs))) continue;
+        raise_to(peak, holders.fetch_add(1) + 1);
+        acquired.fetch_add(1, std::memory_order_relaxed);
+        sleep_for_ns(rng.below(200 * kUs));
+        holders.fetch_sub(1);
+        CHECK(sem.release() == Semaphore::Released::ok, "a held slot's release was refused");
+      }
+    });
+  }
+  gate.open();
+  Rng rng(77);
+  const Nanos until = now_ns() + 1000 * kMs;
+  while (now_ns() < until) {
+    sem.set_max(1 + rng.below(6));
+    sleep_for_ns(rng.below(2 * kMs));
+  }
+  sem.set_max(6);
+  stop.store(true);
+  join_all(threads);
+  std::printf("    %ld acquires, at most %d holders at once\n", acquired.load(), peak.load());
+  CHECK(peak.load() <= 6, "more holders than any max: ", peak.load());
+  CHECK(sem.held() == 0 && sem.waiting() == 0, "left held ", sem.held(), ", waiting ", sem.waiting());
+  CHECK(acquired.load() > 100, "only ", acquired.load(), " acquires");
+}
+
+// 16 threads book on a Gcra and sleep in a Schedule while this thread flips the interval between
+// 100 us and 400 us through Schedule::change: every sleeper returns (none stuck past its
+// deadline), and the uses never exceed the burst plus the fastest rate over the run.
+void schedule_rate_flips() {
+  constexpr Nanos kFast = 100 * kUs;
+  constexpr std::int64_t kB = 5;
+  Gcra g(kFast, kB);
+  Schedule schedule;
+  std::vector<std::vector<Nanos>> uses(kThreads);
+  std::atomic<bool> stop{false};
+  std::atomic<long> lost{0}, late{0};
+  StartGate gate;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Rng rng(700 + t);
+      gate.wait();
+      while (!stop.load(std::memory_order_relaxed)) {
+        const Nanos now = now_ns();
+        const Nanos deadline = now + rng.below(5 * kMs);
+        std::uint64_t epoch = schedule.epoch();
+        const Reservation r = g.reserve(1, deadline - now, now);
+        if (!r.admitted) continue;
+        if (!schedule.stable(epoch)) continue;  // booked across a change: its slot is spent
+        Nanos ready = r.ready_at_ns;
+        const Schedule::Woke woke = schedule.wait(ready, epoch, deadline);
+        if (woke == Schedule::Woke::lost) {
+          lost.fetch_add(1);
+          continue;
+        }
+        if (woke == Schedule::Woke::deadline) {
+          g.refund(r, now_ns());
+          continue;
+        }
+        const Nanos at = now_ns();
+        if (at > deadline + 50 * kMs) late.fetch_add(1);
+        uses[t].push_back(ready);
+      }
+    });
+  }
+  const Nanos start = now_ns();
+  gate.open();
+  bool fast = false;
+  while (now_ns() < start + 1000 * kMs) {
+    const Nanos interval = fast ? kFast : 4 * kFast;
+    fast = !fast;
+    const Nanos at = now_ns();
+    schedule.change(at, interval, [&] {
+      const Nanos old = g.interval_ns();
+      g.set_interval(interval, at);
+      return old;
+    });
+    sleep_for_ns(2 * kMs);
+  }
+  stop.store(true);
+  join_all(threads);
+  const Nanos end = now_ns();
+  std::vector<Nanos> all;
+  for (auto& u : uses) all.insert(all.end(), u.begin(), u.end());
+  const double bound = static_cast<double>(kB) + static_cast<double>(end - start) / static_cast<double>(kFast) + 1.0;
+  std::printf("    %zu uses (bound %.0f), %ld sleepers lost their instant, %ld woke late\n", all.size(), bound,
+              lost.load(), late.load());
+  CHECK(static_cast<double>(all.size()) <= bound, "uses ", all.size(), " exceed the fastest rate's bound ", bound);
+  CHECK(!all.empty(), "no use at all");
+}
+
 }  // namespace
 
 int main() {
@@ -1295,12 +1403,14 @@ int main() {
       {"semaphore: close() wakes every waiter", semaphore_close_wakes_waiters},
       {"semaphore: close() racing a busy semaphore", semaphore_close_under_load},
       {"semaphore: over-release", semaphore_over_release},
+      {"semaphore: set_max while 16 threads come and go", semaphore_set_max_under_load},
       {"gcra: 16 threads, fixed interval and burst", gcra_fixed_config},
       {"gcra: 16 threads while set_interval/set_burst run", gcra_reconfigured},
       {"gcra: debt bound while the interval flips 10x", gcra_rate_changes},
       {"gcra: hold_until and limit_available under load", gcra_holds_under_load},
       {"pause: extends only, from 16 threads", pause_extends_only},
       {"dual bucket: requests and tokens together, settled, held and capped", dual_bucket_under_load},
+      {"schedule: sleepers follow the interval as it flips", schedule_rate_flips},
       {"window: 16 writers within one minute", window_one_minute},
       {"window: 16 writers across five laps of the ring", window_ring_laps},
   };

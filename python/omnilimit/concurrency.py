@@ -37,6 +37,14 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback):
         """Does nothing: kept so code written for RateLimiter runs unchanged. For this kind,
         ``release()`` records the call (it counts in ``get_current_rpm()``)."""
 
+    def set_max_concurrent(self, max_concurrent: int) -> int:
+        """Changes the limit now. Extra slots go at once to the oldest waiters (returns how many
+        got one); with fewer, calls in flight finish and slots are handed on only below the new
+        limit."""
+        granted = super().set_max_concurrent(whole_number("max_concurrent", max_concurrent, maximum=MAX_CONCURRENT))
+        logger.info("ConcurrencyLimiter %r: max_concurrent set to %d", self.name, max_concurrent)
+        return granted
+
     def get_stats(self) -> dict[str, int]:
         """The guide's four keys: ``max_concurrent``, ``active_calls``, ``total_requests``,
         ``available_slots``."""

@@ -84,6 +84,35 @@ class RateLimiter(_core.RateCore, ProviderFeedback):
         """The token budget in tokens per minute, as given (None: no token budget)."""
         return self._tpm
 
+    # ---- live changes ---------------------------------------------------------------------------
+
+    def set_rate(self, requests_per_minute: int | float) -> None:
+        """Changes the rate now, keeping what is owed (converted to the new pace). Waiters
+        sleeping on a reservation move with it: a faster rate wakes them sooner (at once if their
+        turn has come), a slower one later (up to their timeout). With a token budget, waiters
+        keep their instants and the change applies to bookings made from now on."""
+        rpm = positive_rate("requests_per_minute", requests_per_minute)
+        super().set_rate(rpm)
+        self._rpm = requests_per_minute
+        logger.info("RateLimiter %r: rate set to %s RPM", self.provider_name, requests_per_minute)
+
+    def set_burst(self, burst_size: int) -> None:
+        """Changes the burst now; it applies to bookings made from now on."""
+        super().set_burst(whole_number("burst_size", burst_size))
+        logger.info("RateLimiter %r: burst set to %d", self.provider_name, burst_size)
+
+    def set_tokens_per_minute(self, tokens_per_minute: int | float) -> None:
+        """Changes the token budget's rate now (bookings from now on). Raises ValueError for a
+        limiter created without a token budget."""
+        tpm = positive_rate("tokens_per_minute", tokens_per_minute)
+        super().set_tokens_per_minute(tpm)
+        self._tpm = tokens_per_minute
+        logger.info("RateLimiter %r: token budget set to %s TPM", self.provider_name, tokens_per_minute)
+
+    def set_token_burst(self, token_burst: int) -> None:
+        """Changes the token burst now (bookings from now on)."""
+        super().set_token_burst(whole_number("token_burst", token_burst))
+
     def detach_reservation(self) -> TokenReservation:
         """The calling thread's latest reservation on this limiter, to settle from another thread
         (``record_request(tokens=...)`` settles it only in the thread that acquired). Raises

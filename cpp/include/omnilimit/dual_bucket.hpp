@@ -105,6 +105,28 @@ class DualBucket {
     tokens_.limit_available(n, now);
   }
 
+  // Live changes (see Gcra::set_interval / set_burst); each returns the value it replaced.
+  Nanos set_request_interval(Nanos interval_ns, Nanos now) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const Nanos old = requests_.interval_ns();
+    requests_.set_interval(interval_ns, now);
+    return old;
+  }
+  Nanos set_token_interval(Nanos interval_ns, Nanos now) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const Nanos old = tokens_.interval_ns();
+    tokens_.set_interval(interval_ns, now);
+    return old;
+  }
+  void set_request_burst(std::int64_t burst) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    requests_.set_burst(burst);
+  }
+  void set_token_burst(std::int64_t burst) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    tokens_.set_burst(burst);
+  }
+
   std::int64_t requests_available(Nanos now) const { return requests_.tokens_available(now); }
   std::int64_t tokens_available(Nanos now) const { return tokens_.tokens_available(now); }
   const Gcra& requests() const noexcept { return requests_; }

@@ -182,6 +182,28 @@ class Semaphore {
     }
   }
 
+  // Changes the number of slots. More slots go at once to the oldest waiters; with fewer, the
+  // holders beyond the new limit keep their slots and releases free slots (without handing them
+  // over) until fewer than max are held. Returns the number of waiters granted a slot.
+  // Thread-safe.
+  std::int64_t set_max(std::int64_t max_slots) {
+    check_max(max_slots);
+    std::lock_guard<std::mutex> lock(mutex_);
+    max_.store(max_slots, std::memory_order_relaxed);
+    std::int64_t granted = 0;
+    // Under the mutex no waiter can join or leave, and a releaser that sees waiters takes the
+    // mutex too: held only falls meanwhile (fast releases need waiting == 0, so none happen).
+    while (head_ != nullptr && held(state_.load(std::memory_order_relaxed)) < max_slots) {
+      Waiter* w = head_;
+      unlink(*w);
+      w->granted_ = true;
+      state_.fetch_add(1 - kOneWaiter, std::memory_order_acq_rel);  // held + 1, waiting - 1
+      w->cv_.notify_one();
+      ++granted;
+    }
+    return granted;
+  }
+
   // Wakes every waiter with `closed`; later acquires fail. Holders may still release.
   void close() {
     std::lock_guard<std::mutex> lock(mutex_);
