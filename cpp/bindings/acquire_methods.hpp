@@ -1,7 +1,7 @@
 // The fast acquire(timeout=...) and __enter__ that both limiter kinds share.
 //
 // A Kind describes one limiter class of the bindings:
-//   using Core = ...;                                  its C++ object, with std::atomic<int64_t> blocked
+//   using Core = ...;                                  its C++ object, with std::atomic<int64_t> blocked, denied
 //   static Outcome take(Core&, Nanos timeout_ns);      how it waits (GIL released inside)
 //   static constexpr Nanos kDefaultTimeoutNs;          acquire()'s default timeout
 //   static inline PyObject* default_timeout;           the same default as a Python int, for messages
@@ -32,6 +32,7 @@ PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, 
       case Outcome::error: return nullptr;
       case Outcome::timed_out: break;
     }
+    if (timeout_ns == 0) core->denied.fetch_add(1, std::memory_order_relaxed);
     if (!report_timeout(self, core->blocked, timeout_ns, timeout ? timeout : Kind::default_timeout)) {
       return nullptr;
     }

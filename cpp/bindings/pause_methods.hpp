@@ -41,7 +41,31 @@ void add_pause_methods(pybind11::class_<Core>& cls, OnHold on_hold) {
           "Seconds until the pause in effect ends (0.0: none).")
       .def_property_readonly(
           "pauses", [](const Core& core) { return core.pause.pauses(); },
-          "Pauses declared that moved the end of the pause (overlapping 429s count once).");
+          "Pauses declared that moved the end of the pause (overlapping 429s count once).")
+      .def_property_readonly(
+          "rate_limited_count", [](const Core& core) { return core.pause.reported(); },
+          "429s (and exhausted budgets) reported through on_rate_limited / on_response.")
+      .def("_note_rate_limited", [](Core& core) { core.pause.note_reported(); });
+}
+
+// wait_quantile(q) and the counters behind metrics(): `Core` has `WaitHistogram waits`, and the
+// atomics total_acquired, blocked and denied.
+template <class Core>
+void add_metric_methods(pybind11::class_<Core>& cls) {
+  namespace py = pybind11;
+  cls.def(
+         "wait_quantile",
+         [](const Core& core, double q) {
+           if (!(q > 0.0 && q <= 1.0)) throw std::invalid_argument("q must be in (0, 1]");
+           const Nanos ns = core.waits.quantile(q, core.total_acquired.load(std::memory_order_relaxed));
+           return static_cast<double>(ns) / 1e9;
+         },
+         py::arg("q"),
+         "The q-quantile of admitted callers' waits in seconds (an upper bound within 25%; 0.0 for\n"
+         "callers that did not wait).")
+      .def_property_readonly(
+          "denied_count", [](const Core& core) { return core.denied.load(std::memory_order_relaxed); },
+          "acquire(timeout=0) calls refused (part of blocked_count).");
 }
 
 }  // namespace omnilimit::bindings

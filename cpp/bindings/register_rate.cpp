@@ -21,6 +21,7 @@
 #include "common.hpp"
 #include "omnilimit/dual_bucket.hpp"
 #include "omnilimit/gcra.hpp"
+#include "omnilimit/histogram.hpp"
 #include "omnilimit/pause.hpp"
 #include "omnilimit/schedule.hpp"
 #include "omnilimit/window.hpp"
@@ -66,6 +67,21 @@ struct RateCore final : ForkAware {
   RequestWindow tokens_used;         // tokens recorded in the last minute: the current TPM
   alignas(64) std::atomic<std::int64_t> total_acquired{0};
   std::atomic<std::int64_t> blocked{0};
+  std::atomic<std::int64_t> denied{0};    // acquire(timeout=0) refused
+  std::atomic<std::int64_t> sleeping{0};  // callers waiting for their instant or a pause's end
+  WaitHistogram waits;                    // how long the callers that had to wait waited
+};
+
+// Counts a caller in RateCore::sleeping for as long as it lives.
+class Sleeping {
+ public:
+  explicit Sleeping(RateCore& core) : count_(core.sleeping) { count_.fetch_add(1, std::memory_order_relaxed); }
+  ~Sleeping() { count_.fetch_sub(1, std::memory_order_relaxed); }
+  Sleeping(const Sleeping&) = delete;
+  Sleeping& operator=(const Sleeping&) = delete;
+
+ private:
+  std::atomic<std::int64_t>& count_;
 };
 
 // Each thread's latest unsettled token reservation per limiter (a few limiters per thread; the
@@ -146,7 +162,9 @@ WaitResult sleep_without_gil(Nanos until_ns) {
 // until its instant. A reservation is made only if its wait fits in the timeout.
 Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens) {
   Nanos now = now_ns();
+  const Nanos started_ns = now;
   const Nanos deadline_ns = saturating_add(now, timeout_ns);
+  std::optional<Sleeping> sleeping;  // engaged at the first wait
   for (;;) {
     if (core.pause.maybe_active()) {
       if (const Nanos end = core.pause.end_ns(now)) {
@@ -154,6 +172,7 @@ Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens) {
         // then, so the callers released by the pause are spaced at the pace from its end.
         const Nanos go_at = core.pause.release_time(end);
         if (go_at > deadline_ns) return Outcome::timed_out;
+        if (!sleeping) sleeping.emplace(core);
         if (sleep_without_gil(go_at) == WaitResult::interrupted) return Outcome::error;
         now = now_ns();
         continue;
@@ -170,6 +189,7 @@ Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens) {
     }
     Nanos ready_ns = b.ready_at_ns;
     Schedule::Woke woke = Schedule::Woke::deadline;
+    if (!sleeping) sleeping.emplace(core);
     const WaitResult result = wait_without_gil(deadline_ns, [&](Nanos until_ns) {
       woke = core.schedule.wait(ready_ns, epoch, until_ns);
       return woke != Schedule::Woke::deadline;
@@ -187,6 +207,7 @@ Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens) {
     if (!core.pause.maybe_active() || core.pause.end_ns(now) == 0) break;
   }
   if (core.dual) latest_reservations.remember(core.id, tokens);
+  if (sleeping) core.waits.record(now_ns() - started_ns);
   core.total_acquired.fetch_add(1, std::memory_order_relaxed);
   return Outcome::acquired;
 }
@@ -230,6 +251,7 @@ PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, 
       case Outcome::error: return nullptr;
       case Outcome::timed_out: break;
     }
+    if (timeout_ns == 0) core->denied.fetch_add(1, std::memory_order_relaxed);
     PyObject* shown = values[0] != nullptr ? values[0] : Rate::default_timeout;
     if (!report_timeout(self, core->blocked, timeout_ns, shown)) return nullptr;
     Py_RETURN_FALSE;
@@ -395,7 +417,21 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
              return "Rate limit timeout after " + py::str(timeout).cast<std::string>() + "s";
            },
            py::arg("timeout"), "Hook: called on a timed-out acquire; returns the message.");
+  cls.def_property_readonly(
+         "waiting", [](const RateCore& c) { return c.sleeping.load(std::memory_order_relaxed); },
+         "Callers waiting now for their instant (or a pause's end).")
+      .def("predicted_wait",
+           [](RateCore& c, std::int64_t tokens) {
+             const Nanos now = now_ns();
+             Nanos wait = c.dual ? std::max(c.dual->requests().wait_for(1, now),
+                                            tokens > 0 ? c.dual->tokens().wait_for(tokens, now) : 0)
+                                 : c.bucket.wait_for(1, now);
+             if (const Nanos end = c.pause.end_ns(now)) wait = std::max(wait, end - now);
+             return static_cast<double>(wait) / 1e9;
+           },
+           py::arg("tokens") = 0, "Seconds a caller arriving now would wait (for `tokens` too).");
   add_pause_methods(cls, [](RateCore& core, Nanos end) { core.hold_until(end); });
+  add_metric_methods(cls);
   add_fast_methods(cls, fast_methods);
 }
 

@@ -8,6 +8,7 @@
 #include "acquire_methods.hpp"
 #include "common.hpp"
 #include "pause_methods.hpp"
+#include "omnilimit/histogram.hpp"
 #include "omnilimit/pause.hpp"
 #include "omnilimit/semaphore.hpp"
 #include "omnilimit/window.hpp"
@@ -28,7 +29,9 @@ struct ConcurrencyCore final : ForkAware {
   RequestWindow released;  // releases in the last minute: the limiter's current RPM
   alignas(64) std::atomic<std::int64_t> total_acquired{0};
   std::atomic<std::int64_t> blocked{0};
+  std::atomic<std::int64_t> denied{0};  // acquire(timeout=0) refused
   std::atomic<std::int64_t> releases_after_failure{0};
+  WaitHistogram waits;  // how long the callers that had to wait waited
   std::atomic<bool> over_release_reported{false};
 };
 
@@ -96,37 +99,48 @@ struct Concurrency {
   }
 
   static Outcome take_slot(ConcurrencyCore& core, Nanos timeout_ns) {
-    Nanos deadline_ns = 0;  // set by queue_for_slot when it had to read the clock
-    const Outcome outcome = queue_for_slot(core, timeout_ns, deadline_ns);
-    if (outcome != Outcome::acquired || !core.pause.maybe_active()) return outcome;
+    Nanos started_ns = 0;  // set by queue_for_slot when the caller had to queue
+    const Outcome outcome = queue_for_slot(core, timeout_ns, started_ns);
+    if (outcome != Outcome::acquired) return outcome;
+    if (!core.pause.maybe_active()) {
+      if (started_ns != 0) core.waits.record(now_ns() - started_ns);
+      return outcome;
+    }
     // Paused: keep the slot (and so the caller's place in line) and go at the pause's end plus
     // this caller's jitter, if that comes within the timeout.
     const Nanos now = now_ns();
+    if (started_ns == 0) started_ns = now;  // the slot came at once
     const Nanos end = core.pause.end_ns(now);
-    if (end == 0) return outcome;
+    if (end == 0) {
+      core.waits.record(now - started_ns);
+      return outcome;
+    }
     const Nanos go_at = core.pause.release_time(end);
     WaitResult result = WaitResult::deadline;
-    if (deadline_ns == 0) deadline_ns = saturating_add(now, timeout_ns);  // the slot came at once
-    if (go_at <= deadline_ns) {
+    if (go_at <= saturating_add(started_ns, timeout_ns)) {
       result = wait_without_gil(go_at, [go_at](Nanos until_ns) {
         sleep_until_ns(until_ns);
         return until_ns >= go_at;
       });
-      if (result == WaitResult::done) return outcome;
+      if (result == WaitResult::done) {
+        core.waits.record(now_ns() - started_ns);
+        return outcome;
+      }
     }
     core.total_acquired.fetch_sub(1, std::memory_order_relaxed);
     core.semaphore.release();  // the pause outlasts the timeout, or KeyboardInterrupt: pass it on
     return result == WaitResult::interrupted ? Outcome::error : Outcome::timed_out;
   }
 
-  static Outcome queue_for_slot(ConcurrencyCore& core, Nanos timeout_ns, Nanos& deadline_ns) {
+  static Outcome queue_for_slot(ConcurrencyCore& core, Nanos timeout_ns, Nanos& started_ns) {
     Semaphore& semaphore = core.semaphore;
     if (semaphore.try_acquire_fast()) {
       core.total_acquired.fetch_add(1, std::memory_order_relaxed);
       return Outcome::acquired;
     }
     if (timeout_ns == 0 && !semaphore.closed()) return Outcome::timed_out;  // try once, never queue
-    deadline_ns = saturating_add(now_ns(), timeout_ns);
+    started_ns = now_ns();
+    const Nanos deadline_ns = saturating_add(started_ns, timeout_ns);
     Semaphore::Waiter waiter;
     Semaphore::WaitStatus status = Semaphore::WaitStatus::pending;
     switch (semaphore.enqueue(waiter)) {
@@ -270,6 +284,7 @@ released only while a caller waits.)doc");
            py::arg("timeout"), "Hook: called on a timed-out acquire; returns the message.")
       .def("_on_over_release", [](py::object) {}, "Hook: called on the first over-release.");
   add_pause_methods(cls, [](ConcurrencyCore&, Nanos) {});
+  add_metric_methods(cls);
   add_fast_methods(cls, fast_methods);
 }
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from omnilimit._log import logger
 from omnilimit.feedback import RateLimitInfo, parse_rate_limit_headers
@@ -51,6 +51,8 @@ class ProviderFeedback:
 
         def pause(self, seconds: float) -> float: ...
 
+        def _note_rate_limited(self) -> None: ...
+
         @property
         def pauses(self) -> int: ...
 
@@ -72,6 +74,7 @@ class ProviderFeedback:
         stays. Waiters and newcomers go at the end, each with a small positive jitter. Returns the
         seconds until the pause in effect ends."""
         seconds = _explicit_pause(retry_after)
+        self._note_rate_limited()
         if seconds is None:
             seconds = parse_rate_limit_headers(headers).pause_s()
         if seconds is None:
@@ -102,3 +105,19 @@ class ProviderFeedback:
         if self.pauses != before:  # this call moved the end: say so once, not once per 429
             logger.warning("%s for %s: pausing for %.3f s", why, self._feedback_label(), in_effect)
         return in_effect
+
+
+def _common_metrics(limiter: Any) -> dict[str, object]:
+    """The metrics() keys both limiter kinds share (their native cores provide the counters)."""
+    denied = limiter.denied_count
+    return {
+        "admitted": limiter.total_requests,
+        "timed_out": limiter.blocked_count - denied,
+        "denied": denied,
+        "rate_limited": limiter.rate_limited_count,
+        "pauses": limiter.pauses,
+        "paused_for": limiter.paused_for,
+        "waiting": limiter.waiting,
+        "wait_p50_s": limiter.wait_quantile(0.5),
+        "wait_p99_s": limiter.wait_quantile(0.99),
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from omnilimit import _core
 from omnilimit._log import logger
 from omnilimit._validate import label, whole_number
-from omnilimit.backoff import ProviderFeedback
+from omnilimit.backoff import ProviderFeedback, _common_metrics
 
 MAX_CONCURRENT = 2**31 - 1
 
@@ -56,6 +56,24 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback):
             "total_requests": self.total_requests,
             "available_slots": maximum - active,
         }
+
+    def metrics(self) -> dict[str, object]:
+        """``get_stats()`` plus: ``admitted``, ``timed_out``, ``denied`` (``acquire(timeout=0)``
+        refused), ``rate_limited`` (429s reported), ``pauses``, ``paused_for`` (s), ``waiting`` (callers
+        queued now), ``wait_p50_s`` / ``wait_p99_s`` (admitted callers' waits, upper bounds within
+        25%), ``predicted_wait_s`` (for a caller arriving now: 0 with a slot free, else its place in
+        line over the releases per second of the last minute; None when nothing was released)."""
+        return {**self.get_stats(), **_common_metrics(self), "predicted_wait_s": self._predicted_wait()}
+
+    def _predicted_wait(self) -> float | None:
+        paused = self.paused_for
+        ahead = self.waiting
+        if ahead == 0 and self.active_calls < self.max_concurrent:
+            return paused
+        per_second = self.get_current_rpm() / 60.0
+        if per_second == 0:
+            return None
+        return max(paused, (ahead + 1) / per_second)
 
     def __repr__(self) -> str:
         return f"ConcurrencyLimiter(max_concurrent={self.max_concurrent}, name={self.name!r})"

@@ -7,7 +7,7 @@ import math
 from omnilimit import _core
 from omnilimit._log import logger
 from omnilimit._validate import MAX_COUNT, label, positive_rate, whole_number
-from omnilimit.backoff import ProviderFeedback
+from omnilimit.backoff import ProviderFeedback, _common_metrics
 from omnilimit.feedback import RateLimitInfo
 
 
@@ -137,6 +137,17 @@ class RateLimiter(_core.RateCore, ProviderFeedback):
             stats["tpm_limit"] = self._tpm
             stats["current_tpm"] = self.get_current_tpm()
         return stats
+
+    def metrics(self) -> dict[str, object]:
+        """``get_stats()`` plus: ``admitted``, ``timed_out``, ``denied`` (``acquire(timeout=0)``
+        refused), ``rate_limited`` (429s reported), ``pauses``, ``paused_for`` (s), ``waiting`` (callers
+        asleep now), ``wait_p50_s`` / ``wait_p99_s`` (admitted callers' waits, upper bounds within
+        25%), ``predicted_wait_s`` (for a caller arriving now)."""
+        return {
+            **self.get_stats(),
+            **_common_metrics(self),
+            "predicted_wait_s": self.predicted_wait(),
+        }
 
     def __repr__(self) -> str:
         budget = f", tokens_per_minute={self._tpm!r}, token_burst={self.token_burst}" if self._tpm is not None else ""

@@ -73,6 +73,10 @@ class Pause {
   // later does not count).
   std::int64_t pauses() const noexcept { return pauses_.load(std::memory_order_relaxed); }
 
+  // 429s (and exhausted budgets) reported to the limiter, whether or not they moved the end.
+  void note_reported() noexcept { reported_.fetch_add(1, std::memory_order_relaxed); }
+  std::int64_t reported() const noexcept { return reported_.load(std::memory_order_relaxed); }
+
   void reinit_after_fork() noexcept {}  // plain atomics: nothing to repair
 
  private:
@@ -89,6 +93,7 @@ class Pause {
   std::atomic<Nanos> until_{0};
   std::atomic<Nanos> jitter_ns_{0};
   std::atomic<std::int64_t> pauses_{0};
+  std::atomic<std::int64_t> reported_{0};
 };
 
 }  // namespace omnilimit
