@@ -99,6 +99,54 @@ class ProviderRateLimitManager:
                 )
         return manager
 
+    def reload(self, config: object) -> list[str]:
+        """Applies a changed configuration (a mapping, or the path of a YAML file) to the live
+        limiters, after validating it whole (ConfigError: nothing changes).
+
+        A limiter whose key and kind stay changes its limit in place, waiters included
+        (``set_max_concurrent``, ``set_rate``, ``set_tokens_per_minute``). A new key gets a new
+        limiter; so does a key whose kind changes or whose token budget appears or disappears
+        (callers holding the old limiter keep it until their next ``get_limiter`` /
+        ``limiter_for``). Keys no longer configured leave the manager. Returns what changed, in
+        words (also logged)."""
+        parsed = load_yaml(config) if isinstance(config, (str, os.PathLike)) else parse_config(config)
+        changes: list[str] = []
+        with self._lock:
+            for plan in parsed.limiters.values():
+                old = self._entries.get(plan.key)
+                if old is None:
+                    entry = self._create(plan.key, plan.kind, plan.limit, plan.roles[0], plan.tpm)
+                    changes.append(f"{plan.key}: new limiter, {_describe(entry)}")
+                elif old.kind != plan.kind or (old.tpm is None) != (plan.tpm is None):
+                    entry = self._create(plan.key, plan.kind, plan.limit, plan.roles[0], plan.tpm)
+                    changes.append(f"{plan.key}: replaced, {_describe(old)} -> {_describe(entry)}")
+                else:
+                    entry = old
+                    before = _describe(old)
+                    _change_in_place(old, plan.limit, plan.tpm)
+                    if _describe(old) != before:
+                        changes.append(f"{plan.key}: {before} -> {_describe(old)}")
+                entry.roles = [settings.role for settings in plan.roles]
+                entry.rpm_ignored_logged = entry.mismatch_logged = True  # in the configuration's warnings
+            for key in [key for key in self._entries if key not in parsed.limiters]:
+                changes.append(f"{key}: removed ({_describe(self._entries.pop(key))})")
+            self._role_keys = {str(s.role): plan.key for plan in parsed.limiters.values() for s in plan.roles}
+            by_call: dict[tuple[Any, ...], Limiter] = {}
+            for plan in parsed.limiters.values():
+                for settings in plan.roles:
+                    by_call[_call_key(settings.provider, settings.as_mapping(), settings.role)] = self._entries[
+                        plan.key
+                    ].limiter
+            self._by_call = by_call  # one assignment: get_limiter's lock-free lookup sees old or new
+            self.config = parsed
+        for warning in parsed.warnings:
+            logger.warning(warning)
+        for change in changes:
+            logger.info("reload: %s", change)
+        if not changes:
+            logger.info("reload: no limiter changed")
+        return changes
+
     def limiter_for(self, role: str) -> Limiter:
         """The limiter of ``role`` in the loaded configuration. Raises KeyError for an unknown role."""
         key = self._role_keys.get(role)
@@ -235,6 +283,20 @@ def _call_key(provider_name: object, settings: Mapping[str, Any], role: str | No
         settings.get("rate_limit_tpm"),
         settings.get("rate_limit_shared_key"),
     )
+
+
+def _change_in_place(entry: _Entry, limit: int | float, tpm: int | float | None) -> None:
+    """Sets a live limiter's limits; the kind and the presence of a token budget stay."""
+    limiter = entry.limiter
+    if isinstance(limiter, ConcurrencyLimiter):
+        if limit != entry.limit:
+            limiter.set_max_concurrent(int(limit))
+    else:
+        if limit != entry.limit:
+            limiter.set_rate(limit)
+        if tpm is not None and tpm != entry.tpm:
+            limiter.set_tokens_per_minute(tpm)
+    entry.limit, entry.tpm = limit, tpm
 
 
 def _describe(entry: _Entry) -> str:
