@@ -1,22 +1,28 @@
 """omnilimit: rate and concurrency limiters with a lock-free C++ core, for Python thread pools
 that call LLM APIs. A drop-in for the limiters of OmniGen (``omnigen.utils.rate_limiter``)."""
 
+from omnilimit.combined import CombinedLimiter
 from omnilimit.concurrency import ConcurrencyLimiter
 from omnilimit.defaults import DEFAULT_RATE_LIMITS, get_default_rate_limit
 from omnilimit.errors import ConfigError, LimiterClosed, LimiterTimeout
+from omnilimit.feedback import RateLimitInfo, parse_rate_limit_headers
 from omnilimit.manager import ProviderRateLimitManager
-from omnilimit.rate import RateLimiter, default_burst
+from omnilimit.rate import RateLimiter, TokenReservation, default_burst
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
+    "CombinedLimiter",
     "ConcurrencyLimiter",
     "ConfigError",
     "LimiterClosed",
     "LimiterTimeout",
     "ProviderRateLimitManager",
+    "RateLimitInfo",
     "RateLimiter",
+    "TokenReservation",
     "default_burst",
     "get_default_rate_limit",
+    "parse_rate_limit_headers",
 ]

@@ -43,9 +43,11 @@ from omnilimit.errors import ConfigError
 
 CONCURRENCY = "concurrency"
 RATE = "rate"
+COMBINED = "combined"  # rate_limit_mode: combined with max_concurrent_calls: every dimension at once
+MODES = ("precedence", "combined")  # rate_limit_mode's values; precedence is the guide's rule
 
 DEFAULT_PROVIDER = "default"
-LIMITER_KEYS = ("max_concurrent_calls", "rate_limit_rpm", "rate_limit_tpm", "rate_limit_shared_key")
+LIMITER_KEYS = ("max_concurrent_calls", "rate_limit_rpm", "rate_limit_tpm", "rate_limit_shared_key", "rate_limit_mode")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class RoleSettings:
     rate_limit_rpm: int | float | None = None
     shared_key: str | None = None
     rate_limit_tpm: int | float | None = None  # a token budget next to the RPM (RateLimiter only)
+    mode: str = "precedence"  # rate_limit_mode
 
     @property
     def key(self) -> str:
@@ -66,24 +69,31 @@ class RoleSettings:
 
     @property
     def kind(self) -> str:
-        return CONCURRENCY if self.max_concurrent_calls is not None else RATE
+        if self.max_concurrent_calls is None:
+            return RATE  # (combined without a concurrency cap: the rate limiter enforces RPM and TPM)
+        return COMBINED if self.mode == "combined" else CONCURRENCY
+
+    @property
+    def rpm(self) -> int | float:
+        """The RPM a rate (or combined) limiter gets: as given, or auto-detected."""
+        if self.rate_limit_rpm is not None:
+            return self.rate_limit_rpm
+        return get_default_rate_limit(self.provider, self.model)
 
     @property
     def limit(self) -> int | float:
         """max_concurrent_calls for a concurrency limiter, else the RPM (given or auto-detected)."""
         if self.max_concurrent_calls is not None:
             return self.max_concurrent_calls
-        if self.rate_limit_rpm is not None:
-            return self.rate_limit_rpm
-        return get_default_rate_limit(self.provider, self.model)
+        return self.rpm
 
     @property
     def rpm_ignored(self) -> bool:
-        return self.max_concurrent_calls is not None and self.rate_limit_rpm is not None
+        return self.kind == CONCURRENCY and self.rate_limit_rpm is not None
 
     @property
     def tpm_ignored(self) -> bool:
-        return self.max_concurrent_calls is not None and self.rate_limit_tpm is not None
+        return self.kind == CONCURRENCY and self.rate_limit_tpm is not None
 
     @property
     def tpm(self) -> int | float | None:
@@ -99,10 +109,14 @@ class RoleSettings:
             "rate_limit_rpm": self.rate_limit_rpm,
             "rate_limit_tpm": self.rate_limit_tpm,
             "rate_limit_shared_key": self.shared_key,
+            "rate_limit_mode": None if self.mode == "precedence" else self.mode,
         }
 
     def describe(self) -> str:
         """The setting that decides this role's limiter, e.g. ``max_concurrent_calls 50``."""
+        if self.kind == COMBINED:
+            tpm = f" and rate_limit_tpm {self.rate_limit_tpm}" if self.rate_limit_tpm is not None else ""
+            return f"combined: max_concurrent_calls {self.max_concurrent_calls} and {self.rpm} RPM{tpm}"
         if self.kind == CONCURRENCY:
             return f"max_concurrent_calls {self.max_concurrent_calls}"
         tpm = f" and rate_limit_tpm {self.rate_limit_tpm}" if self.rate_limit_tpm is not None else ""
@@ -119,7 +133,8 @@ class LimiterPlan:
     kind: str
     limit: int | float
     roles: tuple[RoleSettings, ...]
-    tpm: int | float | None = None  # the token budget of a rate limiter (None: none)
+    tpm: int | float | None = None  # the token budget of a rate or combined limiter (None: none)
+    rpm: int | float | None = None  # the RPM of a combined limiter (its `limit` is the concurrency cap)
 
 
 @dataclass(frozen=True)
@@ -170,6 +185,11 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
     max_concurrent = checked("max_concurrent_calls", whole_number, maximum=MAX_CONCURRENT)
     rpm = checked("rate_limit_rpm", positive_rate)
     tpm = checked("rate_limit_tpm", positive_rate)
+    mode = provider_config.get("rate_limit_mode")
+    if mode is not None and mode not in MODES:
+        raise ConfigError(
+            f"must be one of {', '.join(MODES)}, got {mode!r}", source=source, role=role, key="rate_limit_mode"
+        )
     return RoleSettings(
         role=role,
         provider=provider_name,
@@ -178,6 +198,7 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
         rate_limit_rpm=None if rpm is None else provider_config["rate_limit_rpm"],
         shared_key=checked("rate_limit_shared_key", label, allow_empty=False),
         rate_limit_tpm=None if tpm is None else provider_config["rate_limit_tpm"],
+        mode="precedence" if mode is None else mode,
     )
 
 
@@ -288,21 +309,26 @@ def _group_by_key(roles: Mapping[str, RoleSettings]) -> dict[str, list[RoleSetti
 
 
 def _plan(key: str, group: list[RoleSettings], source: str, warnings: list[str]) -> LimiterPlan:
-    concurrency = [s for s in group if s.kind == CONCURRENCY]
+    combined = [s for s in group if s.kind == COMBINED]
+    concurrency = [s for s in group if s.kind in (CONCURRENCY, COMBINED)]
     deciding = concurrency or group  # concurrency wins over RPM within a shared key too
-    kind = CONCURRENCY if concurrency else RATE
+    kind = COMBINED if combined else CONCURRENCY if concurrency else RATE
     limit = min(s.limit for s in deciding)
-    budgets = [s.tpm for s in deciding if s.tpm is not None]
-    tpm = min(budgets) if budgets else None
+    budgets = [s.tpm for s in (combined or deciding) if s.tpm is not None]
+    tpm = min(budgets) if budgets and kind != CONCURRENCY else None
+    rpm = min(s.rpm for s in combined) if combined else None
     if len({(s.kind, s.limit, s.tpm) for s in group}) > 1:
         values = ", ".join(f"{s.role}: {s.describe()}" for s in group)
-        chosen = f"max_concurrent_calls {limit}" if kind == CONCURRENCY else f"{limit} RPM"
+        chosen = {
+            CONCURRENCY: f"max_concurrent_calls {limit}",
+            COMBINED: f"combined: max_concurrent_calls {limit} and {rpm} RPM",
+        }.get(kind, f"{limit} RPM")
         chosen += f" and {tpm} TPM" if tpm is not None else ""
         warnings.append(
             f"{source}: roles sharing limiter '{key}' set different limits ({values}): "
             f"the shared limiter uses {chosen} (concurrency wins, then the smallest)"
         )
-    return LimiterPlan(key=key, kind=kind, limit=limit, roles=tuple(group), tpm=tpm)
+    return LimiterPlan(key=key, kind=kind, limit=limit, roles=tuple(group), tpm=tpm, rpm=rpm)
 
 
 def _role_list(roles: tuple[RoleSettings, ...]) -> str:

@@ -12,8 +12,10 @@ from typing import Any, Union
 
 from omnilimit._log import logger
 from omnilimit.backoff import Headers
+from omnilimit.combined import CombinedLimiter
 from omnilimit.concurrency import ConcurrencyLimiter
 from omnilimit.config import (
+    COMBINED,
     CONCURRENCY,
     DEFAULT_PROVIDER,
     Config,
@@ -24,7 +26,7 @@ from omnilimit.config import (
 )
 from omnilimit.rate import RateLimiter
 
-Limiter = Union[ConcurrencyLimiter, RateLimiter]
+Limiter = Union[ConcurrencyLimiter, RateLimiter, CombinedLimiter]
 
 _NO_SETTINGS: Mapping[str, Any] = {}
 _SOURCE = "<provider_config>"  # where get_limiter()'s ConfigErrors come from
@@ -36,6 +38,7 @@ class _Entry:
     kind: str
     limit: int | float
     tpm: int | float | None = None
+    rpm: int | float | None = None  # a combined limiter's RPM (its `limit` is the concurrency cap)
     rpm_ignored_logged: bool = False
     mismatch_logged: bool = False
     roles: list[str | None] = field(default_factory=list)
@@ -88,7 +91,7 @@ class ProviderRateLimitManager:
             logger.warning(warning)
         for plan in config.limiters.values():
             first = plan.roles[0]
-            entry = manager._create(plan.key, plan.kind, plan.limit, first, plan.tpm)
+            entry = manager._create(plan.key, plan.kind, plan.limit, first, plan.tpm, plan.rpm)
             entry.rpm_ignored_logged = True  # already in the configuration's warnings
             entry.mismatch_logged = True
             for settings in plan.roles:
@@ -115,15 +118,15 @@ class ProviderRateLimitManager:
             for plan in parsed.limiters.values():
                 old = self._entries.get(plan.key)
                 if old is None:
-                    entry = self._create(plan.key, plan.kind, plan.limit, plan.roles[0], plan.tpm)
+                    entry = self._create(plan.key, plan.kind, plan.limit, plan.roles[0], plan.tpm, plan.rpm)
                     changes.append(f"{plan.key}: new limiter, {_describe(entry)}")
                 elif old.kind != plan.kind or (old.tpm is None) != (plan.tpm is None):
-                    entry = self._create(plan.key, plan.kind, plan.limit, plan.roles[0], plan.tpm)
+                    entry = self._create(plan.key, plan.kind, plan.limit, plan.roles[0], plan.tpm, plan.rpm)
                     changes.append(f"{plan.key}: replaced, {_describe(old)} -> {_describe(entry)}")
                 else:
                     entry = old
                     before = _describe(old)
-                    _change_in_place(old, plan.limit, plan.tpm)
+                    _change_in_place(old, plan.limit, plan.tpm, plan.rpm)
                     if _describe(old) != before:
                         changes.append(f"{plan.key}: {before} -> {_describe(old)}")
                 entry.roles = [settings.role for settings in plan.roles]
@@ -212,10 +215,15 @@ class ProviderRateLimitManager:
         with self._lock:
             entry = self._entries.get(settings.key)
             if entry is None:
-                entry = self._create(settings.key, settings.kind, settings.limit, settings, settings.tpm)
-            elif (settings.kind, settings.limit, settings.tpm) != (entry.kind, entry.limit, entry.tpm) and (
-                not entry.mismatch_logged
-            ):
+                entry = self._create(
+                    settings.key, settings.kind, settings.limit, settings, settings.tpm, _rpm_of(settings)
+                )
+            elif (settings.kind, settings.limit, settings.tpm, _rpm_of(settings)) != (
+                entry.kind,
+                entry.limit,
+                entry.tpm,
+                entry.rpm,
+            ) and (not entry.mismatch_logged):
                 entry.mismatch_logged = True
                 logger.warning(
                     "limiter '%s' already exists (%s); role %s asks for %s: keeping the existing limiter "
@@ -250,21 +258,38 @@ class ProviderRateLimitManager:
             return entry.limiter
 
     def _create(
-        self, key: str, kind: str, limit: int | float, settings: RoleSettings, tpm: int | float | None = None
+        self,
+        key: str,
+        kind: str,
+        limit: int | float,
+        settings: RoleSettings,
+        tpm: int | float | None = None,
+        rpm: int | float | None = None,
     ) -> _Entry:
         """Builds and registers a limiter. Callers hold the lock, or own the manager alone."""
         where = f"provider={settings.provider}, " + (
             f"model={settings.model}" if settings.model is not None else "no model specified"
         )
+        budget = f" and {tpm} TPM" if tpm is not None else ""
         limiter: Limiter
-        if kind == CONCURRENCY:
+        if kind == COMBINED:
+            assert rpm is not None
+            limiter = CombinedLimiter(int(limit), rpm, name=key, tokens_per_minute=tpm)
+            logger.info(
+                "Created combined limiter: '%s' with max %s concurrent calls and %s RPM%s (%s)",
+                key,
+                limit,
+                rpm,
+                budget,
+                where,
+            )
+        elif kind == CONCURRENCY:
             limiter = ConcurrencyLimiter(max_concurrent=int(limit), name=key)
             logger.info("Created concurrency limiter: '%s' with max %s concurrent calls (%s)", key, limit, where)
         else:
             limiter = RateLimiter(requests_per_minute=limit, provider_name=key, tokens_per_minute=tpm)
-            budget = f" and {tpm} TPM" if tpm is not None else ""
             logger.info("Created rate limiter: '%s' with %s RPM%s (%s)", key, limit, budget, where)
-        entry = _Entry(limiter=limiter, kind=kind, limit=limit, tpm=tpm)
+        entry = _Entry(limiter=limiter, kind=kind, limit=limit, tpm=tpm, rpm=rpm)
         self._entries[key] = entry
         return entry
 
@@ -285,21 +310,28 @@ def _call_key(provider_name: object, settings: Mapping[str, Any], role: str | No
     )
 
 
-def _change_in_place(entry: _Entry, limit: int | float, tpm: int | float | None) -> None:
+def _rpm_of(settings: RoleSettings) -> int | float | None:
+    return settings.rpm if settings.kind == COMBINED else None
+
+
+def _change_in_place(entry: _Entry, limit: int | float, tpm: int | float | None, rpm: int | float | None) -> None:
     """Sets a live limiter's limits; the kind and the presence of a token budget stay."""
     limiter = entry.limiter
-    if isinstance(limiter, ConcurrencyLimiter):
-        if limit != entry.limit:
-            limiter.set_max_concurrent(int(limit))
-    else:
-        if limit != entry.limit:
-            limiter.set_rate(limit)
-        if tpm is not None and tpm != entry.tpm:
-            limiter.set_tokens_per_minute(tpm)
-    entry.limit, entry.tpm = limit, tpm
+    if isinstance(limiter, (ConcurrencyLimiter, CombinedLimiter)) and limit != entry.limit:
+        limiter.set_max_concurrent(int(limit))
+    if isinstance(limiter, RateLimiter) and limit != entry.limit:
+        limiter.set_rate(limit)
+    if isinstance(limiter, CombinedLimiter) and rpm is not None and rpm != entry.rpm:
+        limiter.set_rate(rpm)
+    if isinstance(limiter, (RateLimiter, CombinedLimiter)) and tpm is not None and tpm != entry.tpm:
+        limiter.set_tokens_per_minute(tpm)
+    entry.limit, entry.tpm, entry.rpm = limit, tpm, rpm
 
 
 def _describe(entry: _Entry) -> str:
+    budget = f" and {entry.tpm} TPM" if entry.tpm is not None else ""
+    if entry.kind == COMBINED:
+        return f"combined: max_concurrent_calls {entry.limit} and {entry.rpm} RPM{budget}"
     if entry.kind == CONCURRENCY:
         return f"max_concurrent_calls {entry.limit}"
-    return f"{entry.limit} RPM" + (f" and {entry.tpm} TPM" if entry.tpm is not None else "")
+    return f"{entry.limit} RPM{budget}"

@@ -1,0 +1,165 @@
+"""CombinedLimiter: concurrency, requests per minute and tokens per minute enforced together.
+
+The guide's precedence (concurrency wins, the RPM is ignored) stays the default; a role opts in
+with ``rate_limit_mode: combined``. ``acquire()`` is all-or-nothing: it takes a concurrency slot
+first (waiting in FIFO order), then books its request (and tokens) on the rate limiter with what
+is left of the timeout; if the booking cannot come in time, the slot is given back at once, so a
+caller that times out holds nothing of any dimension.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import TracebackType
+
+from omnilimit import _core
+from omnilimit.backoff import Headers
+from omnilimit.concurrency import ConcurrencyLimiter
+from omnilimit.rate import RateLimiter
+
+
+class CombinedLimiter:
+    """At most ``max_concurrent`` calls in flight, ``requests_per_minute`` requests per minute
+    and, with ``tokens_per_minute``, that many tokens per minute, all at once.
+
+    ``acquire(timeout=120, tokens=0) -> bool`` and ``release(tokens=None)`` (which records the
+    request, settles its tokens when given, and frees the slot); ``with limiter:`` raises
+    ``LimiterTimeout`` when nothing came in time. ``on_rate_limited`` / ``on_response`` pause both
+    parts. ``get_stats()`` merges the two guide dictionaries (so code that looks for
+    ``max_concurrent`` treats it as a concurrency limiter).
+    """
+
+    __slots__ = ("_held", "concurrency", "name", "rate")
+
+    def __init__(
+        self,
+        max_concurrent: int,
+        requests_per_minute: int | float,
+        name: str = "default",
+        *,
+        burst_size: int | None = None,
+        tokens_per_minute: int | float | None = None,
+        token_burst: int | None = None,
+    ) -> None:
+        self.concurrency = ConcurrencyLimiter(max_concurrent, name=name)
+        self.rate = RateLimiter(
+            requests_per_minute,
+            burst_size,
+            provider_name=name,
+            tokens_per_minute=tokens_per_minute,
+            token_burst=token_burst,
+        )
+        self.name = name
+        self._held = threading.local()  # slots this thread holds: a release() without one is ignored
+
+    def acquire(self, timeout: float | None = 120, tokens: int = 0) -> bool:
+        """Takes a slot, then the request and its tokens, within `timeout` seconds in all (None:
+        forever; 0: try once). False when any part cannot be had in time; then nothing is held."""
+        started = time.monotonic()
+        if not self.concurrency.acquire(timeout=timeout):
+            return False
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+        try:
+            booked = self.rate.acquire(timeout=left, tokens=tokens)
+        except BaseException:  # KeyboardInterrupt during the rate wait: give the slot back
+            self.concurrency.release()
+            raise
+        if not booked:
+            self.concurrency.release()
+            return False
+        self._held.count = getattr(self._held, "count", 0) + 1
+        return True
+
+    def release(self, tokens: int | None = None) -> None:
+        """Records the request (settling its tokens when given) and frees the slot. A release by a
+        thread that holds no slot of this limiter (omnigen releases in a ``finally`` even after a
+        failed acquire) is ignored and counted in ``over_release_count``."""
+        held = getattr(self._held, "count", 0)
+        if held == 0:
+            self.concurrency.release()  # holds none either: ignored and counted there
+            return
+        self._held.count = held - 1
+        try:
+            self.rate.record_request(tokens=tokens)
+        finally:
+            self.concurrency.release()
+
+    def record_request(self) -> None:
+        """Does nothing: ``release()`` records the request (kept so code written for RateLimiter
+        runs unchanged)."""
+
+    def __enter__(self) -> CombinedLimiter:
+        if not self.acquire():
+            raise _core.LimiterTimeout(f"Combined limit timeout after 120s for {self.name}")
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    def on_rate_limited(self, retry_after: float | str | None = None, headers: Headers = None) -> float:
+        """A 429: pauses both parts once (see ``RateLimiter.on_rate_limited``)."""
+        seconds = self.rate.on_rate_limited(retry_after=retry_after, headers=headers)
+        self.concurrency.pause(seconds)
+        return seconds
+
+    def on_response(self, status: int, headers: Headers = None) -> float:
+        """After every response (see ``RateLimiter.on_response``); a pause covers both parts."""
+        seconds = self.rate.on_response(status, headers)
+        if seconds > 0:
+            self.concurrency.pause(seconds)
+        return seconds
+
+    def set_max_concurrent(self, max_concurrent: int) -> int:
+        return self.concurrency.set_max_concurrent(max_concurrent)
+
+    def set_rate(self, requests_per_minute: int | float) -> None:
+        self.rate.set_rate(requests_per_minute)
+
+    def set_tokens_per_minute(self, tokens_per_minute: int | float) -> None:
+        self.rate.set_tokens_per_minute(tokens_per_minute)
+
+    @property
+    def max_concurrent(self) -> int:
+        return self.concurrency.max_concurrent
+
+    @property
+    def rpm(self) -> int | float:
+        return self.rate.rpm
+
+    @property
+    def tpm(self) -> int | float | None:
+        return self.rate.tpm
+
+    @property
+    def active_calls(self) -> int:
+        return self.concurrency.active_calls
+
+    @property
+    def over_release_count(self) -> int:
+        return self.concurrency.over_release_count
+
+    def get_current_rpm(self) -> int:
+        return self.rate.get_current_rpm()
+
+    def get_stats(self) -> dict[str, object]:
+        """The concurrency keys (``max_concurrent``, ``active_calls``, ``total_requests``,
+        ``available_slots``) and the rate keys (``provider``, ``rpm_limit``, ... and, with a token
+        budget, ``tpm_limit``, ``current_tpm``); ``total_requests`` counts complete acquires."""
+        return {**self.rate.get_stats(), **self.concurrency.get_stats(), "total_requests": self.rate.total_requests}
+
+    def metrics(self) -> dict[str, object]:
+        """Both parts' ``metrics()``, prefixed ``concurrency_`` and ``rate_``, plus ``get_stats()``."""
+        merged: dict[str, object] = dict(self.get_stats())
+        for prefix, part in (("concurrency_", self.concurrency.metrics()), ("rate_", self.rate.metrics())):
+            merged.update({prefix + key: value for key, value in part.items()})
+        return merged
+
+    def __repr__(self) -> str:
+        budget = f", tokens_per_minute={self.rate.tpm!r}" if self.rate.tpm is not None else ""
+        return (
+            f"CombinedLimiter(max_concurrent={self.max_concurrent}, requests_per_minute={self.rate.rpm!r}"
+            f"{budget}, name={self.name!r})"
+        )
