@@ -138,3 +138,18 @@ def test_the_manager_pauses_every_role_sharing_the_key_and_no_other():
     assert manager.limiter_for("judge").acquire(timeout=0) is True
     with pytest.raises(KeyError, match="unknown role"):
         manager.report_rate_limited("nobody", retry_after=1)
+
+
+def test_a_rate_limiter_follows_a_lower_limit_the_provider_reports_and_never_a_higher_one(caplog):
+    limiter = RateLimiter(600, provider_name="r", tokens_per_minute=100_000)
+    with caplog.at_level(logging.WARNING, logger="omnilimit"):
+        limiter.on_response(200, {"x-ratelimit-limit-requests": "300", "x-ratelimit-limit-tokens": "40000"})
+    assert limiter.rpm == 300 and limiter.tpm == 40_000
+    assert sum("the provider reports" in r.getMessage() for r in caplog.records) == 2
+    limiter.on_response(200, {"x-ratelimit-limit-requests": "3000"})  # higher: the configuration stands
+    assert limiter.rpm == 300
+    limiter.on_rate_limited(headers={"x-ratelimit-limit-requests": "120", "retry-after": "0"})  # on a 429 too
+    assert limiter.rpm == 120
+    concurrency = ConcurrencyLimiter(4)
+    concurrency.on_response(200, {"x-ratelimit-limit-requests": "1"})  # nothing to follow
+    assert concurrency.max_concurrent == 4

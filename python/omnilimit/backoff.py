@@ -65,6 +65,10 @@ class ProviderFeedback:
     def _apply_budget(self, info: RateLimitInfo) -> None:
         """A successful response's remaining budget; the rate limiter caps its bucket with it."""
 
+    def _follow_limits(self, info: RateLimitInfo) -> None:
+        """The provider's own limits (x-ratelimit-limit-*); a rate limiter configured above them
+        lowers itself to them."""
+
     def on_rate_limited(self, retry_after: float | str | None = None, headers: Headers = None) -> float:
         """The provider answered 429: pause the whole limiter once.
 
@@ -75,8 +79,11 @@ class ProviderFeedback:
         seconds until the pause in effect ends."""
         seconds = _explicit_pause(retry_after)
         self._note_rate_limited()
-        if seconds is None:
-            seconds = parse_rate_limit_headers(headers).pause_s()
+        if headers is not None:
+            info = parse_rate_limit_headers(headers)
+            self._follow_limits(info)
+            if seconds is None:
+                seconds = info.pause_s()
         if seconds is None:
             seconds = DEFAULT_PAUSE_S
             logger.info("429 for %s without a usable retry time: pausing %.1f s", self._feedback_label(), seconds)
@@ -85,14 +92,17 @@ class ProviderFeedback:
     def on_response(self, status: int, headers: Headers = None) -> float:
         """What a caller runs after every HTTP response. A 429 is ``on_rate_limited(headers=...)``.
         A 2xx whose headers report a budget at 0 pauses until that budget's reset; otherwise a rate
-        limiter keeps no more tokens than the provider reports remaining. Other statuses change
-        nothing. Returns the seconds until the pause in effect ends (0.0: none)."""
+        limiter keeps no more tokens than the provider reports remaining. On both, a rate limiter
+        configured above the provider's reported per-minute limits (``x-ratelimit-limit-*``)
+        lowers itself to them (never raises itself). Other statuses change nothing. Returns the
+        seconds until the pause in effect ends (0.0: none)."""
         if isinstance(status, bool) or not isinstance(status, numbers.Integral):
             raise ValueError(f"status must be an HTTP status code (int), got {status!r}")
         if status == 429:
             return self.on_rate_limited(headers=headers)
         if 200 <= status < 300 and headers is not None:
             info = parse_rate_limit_headers(headers)
+            self._follow_limits(info)
             seconds = info.pause_s()
             if seconds is not None and seconds > 0:
                 return self._pause_and_log(seconds, f"{status} reporting an exhausted budget")

@@ -159,6 +159,24 @@ class RateLimiter(_core.RateCore, ProviderFeedback):
     def _feedback_label(self) -> str:
         return f"rate limiter {self.provider_name!r}"
 
+    def _follow_limits(self, info: RateLimitInfo) -> None:
+        if info.requests_limit is not None and 0 < info.requests_limit < self._rpm:
+            logger.warning(
+                "RateLimiter %r: the provider reports %d requests per minute, below the configured %s: following it",
+                self.provider_name,
+                info.requests_limit,
+                self._rpm,
+            )
+            self.set_rate(info.requests_limit)
+        if self._tpm is not None and info.tokens_limit is not None and 0 < info.tokens_limit < self._tpm:
+            logger.warning(
+                "RateLimiter %r: the provider reports %d tokens per minute, below the configured %s: following it",
+                self.provider_name,
+                info.tokens_limit,
+                self._tpm,
+            )
+            self.set_tokens_per_minute(info.tokens_limit)
+
     def _apply_budget(self, info: RateLimitInfo) -> None:
         if info.requests_remaining is not None:
             self.limit_available(min(info.requests_remaining, MAX_COUNT))
