@@ -121,33 +121,20 @@ class LatestReservations {
 };
 thread_local LatestReservations latest_reservations;
 
-// One reservation of either bucket kind.
-struct Booking {
-  bool admitted = false;
-  Nanos wait_ns = 0;
-  Nanos ready_at_ns = 0;
-  Reservation single;
-  DualBucket::Reservation dual;
-};
-
-Booking book(RateCore& core, std::int64_t tokens, Nanos max_wait_ns, Nanos now) {
-  Booking b;
-  if (core.dual) {
-    b.dual = core.dual->reserve(tokens, max_wait_ns, now);
-    b.admitted = b.dual.admitted;
-    b.wait_ns = b.dual.wait_ns;
-    b.ready_at_ns = b.dual.ready_at_ns;
-  } else {
-    b.single = core.bucket.reserve(1, max_wait_ns, now);
-    b.admitted = b.single.admitted;
-    b.wait_ns = b.single.wait_ns;
-    b.ready_at_ns = b.single.ready_at_ns;
-  }
+// One reservation of either bucket kind, as a DualBucket::Reservation (a lone Gcra's fills only
+// its request part).
+DualBucket::Reservation book(RateCore& core, std::int64_t tokens, Nanos max_wait_ns, Nanos now) {
+  if (core.dual) return core.dual->reserve(tokens, max_wait_ns, now);
+  DualBucket::Reservation b;
+  b.requests_part = core.bucket.reserve(1, max_wait_ns, now);
+  b.admitted = b.requests_part.admitted;
+  b.wait_ns = b.requests_part.wait_ns;
+  b.ready_at_ns = b.requests_part.ready_at_ns;
   return b;
 }
 
-void unbook(RateCore& core, const Booking& b, Nanos now) {
-  if (core.dual) core.dual->refund(b.dual, now); else core.bucket.refund(b.single, now);
+void unbook(RateCore& core, const DualBucket::Reservation& b, Nanos now) {
+  if (core.dual) core.dual->refund(b, now); else core.bucket.refund(b.requests_part, now);
 }
 
 // Sleeps (GIL released) until `until_ns`: a pause's end, which no rate change moves.
@@ -180,7 +167,7 @@ Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens) {
     }
     const Nanos max_wait_ns = deadline_ns == kForever ? kForever : std::max<Nanos>(deadline_ns - now, 0);
     std::uint64_t epoch = core.schedule.epoch();
-    const Booking b = book(core, tokens, max_wait_ns, now);
+    const DualBucket::Reservation b = book(core, tokens, max_wait_ns, now);
     if (!b.admitted) return Outcome::timed_out;
     if (b.wait_ns == 0) break;
     if (!core.schedule.stable(epoch)) {  // a rate change overlapped the booking: book again
