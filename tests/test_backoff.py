@@ -4,6 +4,7 @@ one pause of the whole limiter, or a bucket capped at the provider's remaining b
 import logging
 import math
 import threading
+import time
 
 import pytest
 
@@ -90,18 +91,46 @@ def test_a_successful_response_caps_the_rate_limiter_at_the_providers_remaining_
     assert limiter.paused_for == 0.0
 
 
-@pytest.mark.parametrize("make", LIMITERS)
-def test_a_successful_response_reporting_an_exhausted_budget_pauses_until_its_reset(make):
-    limiter = make()
-    headers = {
+def test_a_successful_response_reporting_an_exhausted_budget_pauses_for_one_units_worth():
+    # The providers' reset is the time until the budget is full again; one request comes back
+    # after reset / limit.
+    limiter = ConcurrencyLimiter(4)
+    headers = {"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0"}
+    assert limiter.on_response(200, {**headers, "x-ratelimit-reset-requests": "30s"}) == pytest.approx(0.5, abs=0.01)
+    limiter = ConcurrencyLimiter(4)
+    anthropic = {
         "anthropic-ratelimit-requests-remaining": "0",
         "anthropic-ratelimit-requests-reset": "2099-01-01T00:00:00Z",
     }
-    assert limiter.on_response(200, headers) > 3600  # far in the future: a long pause
-    limiter = make()
-    assert limiter.on_response(201, {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "700ms"}) == (
-        pytest.approx(0.7, abs=0.01)
+    assert limiter.on_response(200, anthropic) > 3600  # no limit given: the whole reset
+    limiter = ConcurrencyLimiter(4)
+    assert limiter.on_response(200, {"x-ratelimit-remaining-requests": "2", "x-ratelimit-reset-requests": "9s"}) == 0.0
+
+
+def test_a_rate_limiter_paces_an_exhausted_budget_with_its_own_buckets_instead_of_pausing():
+    limiter = RateLimiter(600, burst_size=10, tokens_per_minute=60_000)  # one request per 0.1 s
+    headers = {
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "60s",
+        "x-ratelimit-limit-requests": "600",
+    }
+    assert (
+        limiter.on_response(200, {**headers, "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1s"})
+        == 0.0
     )
+    assert limiter.paused_for == 0.0
+    assert limiter.tokens_available() == 0 and limiter.token_budget_available() == 0
+    ok, waited = _timed(lambda: limiter.acquire(timeout=2))
+    assert ok and 0.05 <= waited <= 0.35  # the next request at the pace, not after a 60-s "reset"
+    plain = RateLimiter(600)  # no token budget: an exhausted token budget pauses one token's worth
+    assert plain.on_response(
+        200, {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "2s", "x-ratelimit-limit-tokens": "4"}
+    ) == (pytest.approx(0.5, abs=0.01))
+
+
+def _timed(call):
+    t0 = time.monotonic()
+    return call(), time.monotonic() - t0
 
 
 @pytest.mark.parametrize("make", LIMITERS)

@@ -65,6 +65,22 @@ class ProviderFeedback:
     def _apply_budget(self, info: RateLimitInfo) -> None:
         """A successful response's remaining budget; the rate limiter caps its bucket with it."""
 
+    def _exhausted_pause(self, info: RateLimitInfo, paced: tuple[str, ...] = ()) -> float:
+        """How long a successful response reporting a budget at 0 pauses: for each exhausted
+        budget not in `paced` (the dimensions the limiter's own buckets pace), the time one unit
+        takes to come back, ``reset / limit`` (OpenAI and Anthropic replenish continuously, and
+        their reset is the time until the budget is *full*), or the reset itself when the limit is
+        not given. 0.0 when nothing is exhausted."""
+        waits = [
+            reset / limit if limit else reset
+            for name, remaining, reset, limit in (
+                ("requests", info.requests_remaining, info.requests_reset_s, info.requests_limit),
+                ("tokens", info.tokens_remaining, info.tokens_reset_s, info.tokens_limit),
+            )
+            if name not in paced and remaining == 0 and reset is not None
+        ]
+        return max(waits, default=0.0)
+
     def _follow_limits(self, info: RateLimitInfo) -> None:
         """The provider's own limits (x-ratelimit-limit-*); a rate limiter configured above them
         lowers itself to them."""
@@ -91,8 +107,9 @@ class ProviderFeedback:
 
     def on_response(self, status: int, headers: Headers = None) -> float:
         """What a caller runs after every HTTP response. A 429 is ``on_rate_limited(headers=...)``.
-        A 2xx whose headers report a budget at 0 pauses until that budget's reset; otherwise a rate
-        limiter keeps no more tokens than the provider reports remaining. On both, a rate limiter
+        On a 2xx, a rate limiter keeps no more requests and tokens than the provider reports
+        remaining (0 included: its buckets then pace the next calls), and a budget at 0 that the
+        limiter does not pace itself pauses it for one unit's worth (``_exhausted_pause``). On both, a rate limiter
         configured above the provider's reported per-minute limits (``x-ratelimit-limit-*``)
         lowers itself to them (never raises itself). Other statuses change nothing. Returns the
         seconds until the pause in effect ends (0.0: none)."""
@@ -103,10 +120,10 @@ class ProviderFeedback:
         if 200 <= status < 300 and headers is not None:
             info = parse_rate_limit_headers(headers)
             self._follow_limits(info)
-            seconds = info.pause_s()
-            if seconds is not None and seconds > 0:
-                return self._pause_and_log(seconds, f"{status} reporting an exhausted budget")
             self._apply_budget(info)
+            seconds = self._exhausted_pause(info)
+            if seconds > 0:
+                return self._pause_and_log(seconds, f"{status} reporting an exhausted budget")
         return self.paused_for
 
     def _pause_and_log(self, seconds: float, why: str) -> float:

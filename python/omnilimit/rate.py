@@ -159,6 +159,11 @@ class RateLimiter(_core.RateCore, ProviderFeedback):
     def _feedback_label(self) -> str:
         return f"rate limiter {self.provider_name!r}"
 
+    def _exhausted_pause(self, info: RateLimitInfo, paced: tuple[str, ...] = ()) -> float:
+        # The request bucket (and the token bucket, when there is one) was just capped at the
+        # remaining budget: it paces the next bookings itself.
+        return super()._exhausted_pause(info, ("requests", "tokens") if self.has_token_budget else ("requests",))
+
     def _follow_limits(self, info: RateLimitInfo) -> None:
         if info.requests_limit is not None and 0 < info.requests_limit < self._rpm:
             logger.warning(
