@@ -20,11 +20,11 @@ Choices, and why (figures in the test output, ``pytest -s``):
   to a tier change) without that noise. (For a fixed window, the time until the budget is full
   again and the time until it next grows are the same, the window's end; the stand-in's
   ``reset_meaning`` only matters for a sliding one.)
-- **``burst_size=1`` and ``token_burst=1``**: the configuration of a GCRA limiter that matches a
-  provider enforcing ``cap`` per 1-s window. A burst of b lets ``b - 1 + cap`` through within one
-  second; the default burst (``ceil(rpm / 60)``, one window's worth) therefore lets almost twice
+- **The limiter's defaults** (``burst_size`` and ``token_burst`` 1): the configuration of a GCRA
+  limiter that matches a provider enforcing ``cap`` per 1-s window. A burst of b lets
+  ``b - 1 + cap`` through within one second: a burst of one window's worth would let almost twice
   the cap through in a fresh limiter's first second, which such a provider rejects (see
-  ``test_default_burst_fits_in_one_provider_window``, an expected failure).
+  ``test_the_default_burst_fits_in_one_provider_window``).
 - Each worker stops when its next admission could not come before the end of the run
   (``acquire(timeout=time left)`` takes nothing then), so the run ends on time instead of draining
   a queue of 64 reservations, and the limiter is saturated until the end.
@@ -193,7 +193,7 @@ def test_zero_429s_at_full_speed_when_requests_bind(provider_factory: Any) -> No
     no 429, and served >= 95% of the sustainable 20 x D (D: first admission to last completion)."""
     rpm, tpm = 1200, 3 * 1200 * ESTIMATE
     provider = provider_factory(rpm=rpm, tpm=tpm, max_concurrent=32)
-    limiter = RateLimiter(rpm, burst_size=1, provider_name="standin", tokens_per_minute=tpm, token_burst=1)
+    limiter = RateLimiter(rpm, provider_name="standin", tokens_per_minute=tpm)
 
     run = run_clients(provider, limiter, seconds=5.0)
 
@@ -224,7 +224,7 @@ def test_zero_429s_at_full_speed_when_tokens_bind(provider_factory: Any) -> None
     Over ~5 s: no 429, and tokens served >= 95% of the sustainable ``tokens per window x D``."""
     rpm, tpm = 6000, 20 * ESTIMATE * 60
     provider = provider_factory(rpm=rpm, tpm=tpm, max_concurrent=32, completion_ratio=1.0)
-    limiter = RateLimiter(rpm, burst_size=1, provider_name="standin", tokens_per_minute=tpm, token_burst=1)
+    limiter = RateLimiter(rpm, provider_name="standin", tokens_per_minute=tpm)
 
     run = run_clients(provider, limiter, seconds=5.0)
 
@@ -255,20 +255,7 @@ def test_zero_429s_at_full_speed_when_tokens_bind(provider_factory: Any) -> None
     "budget",
     [
         "requests",
-        pytest.param(
-            "requests+tokens",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason=(
-                    "on a limiter with a token budget, set_rate / set_tokens_per_minute (which on_response calls "
-                    "to follow the provider's lower limit) convert the queued debt to the new pace but leave the "
-                    "waiters on their old instants: the queued calls keep the old pace (held to the new limit only "
-                    "by pauses, which send them to the back of the queue), and bookings made after the change start "
-                    "only once the converted debt has run out, seconds later, so the limiter then sends nothing"
-                ),
-            ),
-        ),
+        "requests+tokens",
     ],
 )
 def test_tier_change_mid_run_stops_the_429s_within_seconds(provider_factory: Any, budget: str) -> None:
@@ -288,8 +275,7 @@ def test_tier_change_mid_run_stops_the_429s_within_seconds(provider_factory: Any
     a program configured with both limits has."""
     tpm = 3 * 1200 * ESTIMATE if budget == "requests+tokens" else None
     provider = provider_factory(rpm=1200, tpm=tpm, max_concurrent=32, latency_s=(0.3, 0.6))
-    token_burst = None if tpm is None else 1
-    limiter = RateLimiter(1200, burst_size=1, provider_name="standin", tokens_per_minute=tpm, token_burst=token_burst)
+    limiter = RateLimiter(1200, provider_name="standin", tokens_per_minute=tpm)
     dropped: list[float] = []
 
     def tier_change() -> None:
@@ -450,23 +436,14 @@ def test_standin_durations_are_go_durations(seconds: float, text: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Known limitations (expected failures; each passes once the library does what it demands)
+# The defaults, and tokens given back
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "the default burst, ceil(rpm / 60), is one provider window's worth on top of the rate: a fresh "
-        "RateLimiter(1200) admits ~39 calls within its first second, where a provider enforcing 20 per "
-        "1-s window takes 20"
-    ),
-)
-def test_default_burst_fits_in_one_provider_window() -> None:
-    """The README's reason for the default burst is that "providers enforce per-minute limits over
+def test_the_default_burst_fits_in_one_provider_window() -> None:
+    """The reason for the default burst (1) is that "providers enforce per-minute limits over
     short slices". A provider enforcing ``ceil(rpm / 60)`` per 1-s window accepts at most that many
     calls in any second, including a fresh limiter's first. One thread, no network."""
-    limiter = RateLimiter(1200, provider_name="fresh")  # defaults: burst 20, one window's worth
+    limiter = RateLimiter(1200, provider_name="fresh")  # the defaults
     start = time.monotonic()
     admitted = []
     while time.monotonic() < start + 1.1:
@@ -477,15 +454,6 @@ def test_default_burst_fits_in_one_provider_window() -> None:
     assert in_first_second <= 20, f"{in_first_second} admitted within the first second (burst {limiter.burst_size})"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "record_request(tokens=used) gives unused tokens back to bookings made after it only: a caller "
-        "already asleep on its reserved instant keeps it, so with N threads queued the tokens a call "
-        "did not use come back into play only once the queue has turned over"
-    ),
-)
 def test_tokens_given_back_serve_the_callers_already_waiting() -> None:
     """100 tokens per second, token burst 100. A takes the whole burst; B asks for 100 more and
     sleeps ~1 s for them; A's call then turns out to have used nothing and gives the 100 back. B's

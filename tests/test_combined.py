@@ -10,7 +10,7 @@ from omnilimit import CombinedLimiter, ConfigError, ProviderRateLimitManager
 
 
 def test_every_dimension_holds():
-    limiter = CombinedLimiter(2, 600, name="c", burst_size=5, tokens_per_minute=60_000)
+    limiter = CombinedLimiter(2, 600, name="c", burst_size=5, tokens_per_minute=60_000, token_burst=1000)
     assert limiter.acquire(timeout=0, tokens=100) and limiter.acquire(timeout=0, tokens=100)
     assert limiter.acquire(timeout=0) is False  # the concurrency cap
     limiter.release(tokens=50)

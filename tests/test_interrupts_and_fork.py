@@ -106,6 +106,33 @@ def test_sigint_interrupts_a_rate_wait_and_refunds_the_reservation():
 
 
 @pytest.mark.timeout(60)
+def test_sigint_takes_a_queued_token_budget_caller_out_of_the_queue():
+    latency, report = run_interrupted(
+        """
+        import threading
+        limiter = RateLimiter(6000, tokens_per_minute=600, token_burst=10)  # 10 tokens a second
+        limiter.acquire(tokens=10)
+        ready()
+        try:
+            limiter.acquire(timeout=None, tokens=10)  # queued: its tokens come 1 s after the first's
+        except KeyboardInterrupt:
+            print("interrupted", time.monotonic(), flush=True)
+        # It left the queue holding nothing: a caller from another thread is next, and goes as
+        # soon as the first call's tokens have refilled.
+        print(limiter.waiting)
+        out = []
+        t0 = time.monotonic()
+        worker = threading.Thread(target=lambda: out.append(limiter.acquire(timeout=2, tokens=10)))
+        worker.start()
+        worker.join()
+        print(out[0], limiter.total_requests, round(time.monotonic() - t0 + 0.2) <= 1)
+        """
+    )
+    assert latency < 0.1
+    assert report == ["0", "True 2 True"]
+
+
+@pytest.mark.timeout(60)
 def test_a_signal_handler_that_does_not_raise_lets_the_wait_continue():
     script = CHILD_PREAMBLE + textwrap.dedent(
         """

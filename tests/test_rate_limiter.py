@@ -9,7 +9,7 @@ import time
 import pytest
 from conftest import start_thread
 
-from omnilimit import LimiterTimeout, RateLimiter, default_burst
+from omnilimit import DEFAULT_BURST, LimiterTimeout, RateLimiter
 
 GUIDE_KEYS = [
     "provider",
@@ -23,7 +23,7 @@ GUIDE_KEYS = [
 
 
 def test_stats_have_exactly_the_guides_keys_and_types():
-    limiter = RateLimiter(requests_per_minute=500, provider_name="openai_user_followup")
+    limiter = RateLimiter(requests_per_minute=500, burst_size=9, provider_name="openai_user_followup")
     for _ in range(3):
         assert limiter.acquire(timeout=120)
         limiter.record_request()
@@ -32,16 +32,17 @@ def test_stats_have_exactly_the_guides_keys_and_types():
     assert stats["provider"] == "openai_user_followup"
     assert stats["rpm_limit"] == 500 and type(stats["rpm_limit"]) is int
     assert stats["current_rpm"] == 3 and type(stats["current_rpm"]) is int
-    assert stats["tokens_available"] == default_burst(500) - 3 and type(stats["tokens_available"]) is int
+    assert stats["tokens_available"] == 9 - 3 and type(stats["tokens_available"]) is int
     assert stats["total_requests"] == 3 and stats["blocked_count"] == 0
     assert stats["utilization"] == pytest.approx(3 / 500 * 100) and type(stats["utilization"]) is float
     assert limiter.get_rpm() == limiter.get_current_rpm() == 3
 
 
-@pytest.mark.parametrize(("rpm", "burst"), [(60, 1), (500, 9), (6000, 100), (0.5, 1), (61, 2), (3500, 59)])
-def test_default_burst_is_one_second_of_traffic(rpm, burst):
-    assert default_burst(rpm) == burst
-    assert RateLimiter(rpm).burst_size == burst
+@pytest.mark.parametrize("rpm", [60, 500, 6000, 0.5, 61, 3500])
+def test_default_burst_is_strict_pacing(rpm):
+    limiter = RateLimiter(rpm)
+    assert limiter.burst_size == DEFAULT_BURST == 1
+    assert [limiter.acquire(timeout=0) for _ in range(2)] == [True, False]
 
 
 def test_a_fresh_limiter_admits_its_burst_then_none():
@@ -51,7 +52,7 @@ def test_a_fresh_limiter_admits_its_burst_then_none():
 
 
 def test_a_fresh_6000_rpm_limiter_does_not_release_a_minute_at_once():
-    limiter = RateLimiter(requests_per_minute=6000)
+    limiter = RateLimiter(requests_per_minute=6000, burst_size=100)
     admitted = 0
     while limiter.acquire(timeout=0):
         admitted += 1

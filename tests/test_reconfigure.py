@@ -62,15 +62,21 @@ def test_a_bad_limit_is_refused_and_changes_nothing(bad):
     assert limiter.max_concurrent == 3
 
 
-def _waiter(limiter, timeout):
+def _waiter(limiter, timeout, tokens=0):
     t0 = time.monotonic()
     out = []
-    thread = start_thread(lambda: out.append((limiter.acquire(timeout=timeout), time.monotonic() - t0)))
+    thread = start_thread(lambda: out.append((limiter.acquire(timeout=timeout, tokens=tokens), time.monotonic() - t0)))
     return thread, out
 
 
-def test_a_faster_rate_wakes_a_sleeping_waiter_sooner():
-    limiter = RateLimiter(60, burst_size=1)  # the waiter's turn is 1 s away
+# A token budget that never binds: the same waiters, queued in the DualBucket instead of asleep
+# on a lone Gcra's reservation.
+BUDGETS = [pytest.param({}, id="requests"), pytest.param({"tokens_per_minute": 10**9}, id="requests+tokens")]
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_a_faster_rate_wakes_a_sleeping_waiter_sooner(budget):
+    limiter = RateLimiter(60, burst_size=1, **budget)  # the waiter's turn is 1 s away
     assert limiter.acquire()
     thread, out = _waiter(limiter, 5)
     time.sleep(0.2)
@@ -82,8 +88,9 @@ def test_a_faster_rate_wakes_a_sleeping_waiter_sooner():
     assert limiter.interval_ns == 100_000_000
 
 
-def test_a_waiter_whose_turn_has_come_under_the_new_rate_goes_at_once():
-    limiter = RateLimiter(6, burst_size=1)  # 10 s per request
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_a_waiter_whose_turn_has_come_under_the_new_rate_goes_at_once(budget):
+    limiter = RateLimiter(6, burst_size=1, **budget)  # 10 s per request
     assert limiter.acquire()
     thread, out = _waiter(limiter, 30)
     time.sleep(0.3)
@@ -113,8 +120,9 @@ def test_a_slower_rate_delays_the_waiter_and_its_timeout_still_holds():
     assert limiter.tokens_available() == 0
 
 
-def test_a_waiter_that_sleeps_through_many_changes_still_gets_its_turn():
-    limiter = RateLimiter(60, burst_size=1)
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_a_waiter_that_sleeps_through_many_changes_still_gets_its_turn(budget):
+    limiter = RateLimiter(60, burst_size=1, **budget)
     assert limiter.acquire()
     thread, out = _waiter(limiter, 10)
     for i in range(40):  # more changes than the schedule keeps: the waiter books again
@@ -151,6 +159,38 @@ def test_rate_changes_under_load_never_exceed_the_fastest_rate(tiny_switch_inter
     # and it kept admitting (what is owed is repriced at each change, so flips every 20 ms run
     # close to the slower rate)
     assert len(admitted) >= 3000 / 60 * elapsed * 0.4
+
+
+def test_a_faster_token_rate_moves_the_queued_callers_up():
+    limiter = RateLimiter(6000, tokens_per_minute=600, token_burst=10)  # 10 tokens a second
+    assert limiter.acquire(timeout=0, tokens=10)
+    first, first_out = _waiter(limiter, 5, tokens=10)  # 1 s away
+    wait_until(lambda: limiter.waiting == 1)
+    second, second_out = _waiter(limiter, 5, tokens=10)  # 2 s away, behind the first
+    wait_until(lambda: limiter.waiting == 2)
+    time.sleep(0.1)
+    assert limiter.predicted_wait(tokens=10) > 2.0
+    limiter.set_tokens_per_minute(6000)  # 100 tokens a second: what is owed, and the queue, 10x faster
+    first.join(10)
+    second.join(10)
+    [(ok1, at1)], [(ok2, at2)] = first_out, second_out
+    assert ok1 and ok2
+    assert at1 <= 0.3 + SLACK and at2 <= 0.4 + SLACK
+    assert limiter.waiting == 0
+
+
+def test_a_slower_token_rate_refuses_at_once_the_callers_it_pushes_past_their_timeout():
+    limiter = RateLimiter(6000, tokens_per_minute=600, token_burst=10)
+    assert limiter.acquire(timeout=0, tokens=10)
+    thread, out = _waiter(limiter, 3, tokens=10)  # 1 s away, within the timeout
+    wait_until(lambda: limiter.waiting == 1)
+    time.sleep(0.1)
+    limiter.set_tokens_per_minute(60)  # one token a second: ~9 s away now
+    thread.join(10)
+    [(ok, at)] = out
+    assert ok is False and at < 0.1 + SLACK  # known at once, not at the timeout
+    assert limiter.waiting == 0 and limiter.token_budget_available() <= 1  # 9 of 10 still owed
+    assert limiter.acquire(timeout=0) is True  # it took no request
 
 
 def test_burst_and_token_budget_changes():

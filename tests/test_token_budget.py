@@ -1,10 +1,13 @@
 """The token budget (tokens per minute): reserved with the request at one instant or not at all,
 settled after the call, in debt rather than refused, and read from the YAML as rate_limit_tpm."""
 
+import bisect
+import random
 import threading
 import time
 
 import pytest
+from conftest import start_thread
 
 from omnilimit import ConfigError, ProviderRateLimitManager, RateLimiter
 
@@ -13,14 +16,15 @@ SLACK = 0.25
 
 def budget(**kwargs):
     # 6000 RPM (burst 100) and 60,000 TPM: 1000 tokens a second, bursts of 1000 tokens.
+    kwargs = {"burst_size": 100, "token_burst": 1000, **kwargs}
     return RateLimiter(6000, provider_name="llm", tokens_per_minute=60_000, **kwargs)
 
 
 def test_defaults_and_validation():
-    limiter = budget()
+    limiter = RateLimiter(6000, tokens_per_minute=60_000)
     assert limiter.has_token_budget and limiter.tpm == 60_000
-    assert limiter.token_burst == 1000  # one second of tokens
-    assert limiter.token_budget_available() == 1000
+    assert limiter.token_burst == 1 == limiter.burst_size  # strict pacing by default
+    assert limiter.token_budget_available() == 1
     assert budget(token_burst=5000).token_burst == 5000
     assert not RateLimiter(60).has_token_budget and RateLimiter(60).tpm is None
     for bad in (0, -5, float("nan"), float("inf"), True, "1000"):
@@ -58,7 +62,7 @@ def test_not_enough_tokens_in_time_takes_no_request_either():
 
 
 def test_no_request_in_time_takes_no_tokens_either():
-    limiter = RateLimiter(60, burst_size=1, tokens_per_minute=60_000)  # one request a second
+    limiter = RateLimiter(60, burst_size=1, tokens_per_minute=60_000, token_burst=1000)  # one request a second
     assert limiter.acquire(timeout=0, tokens=10)
     assert limiter.acquire(timeout=0.2, tokens=10) is False  # the request would come in 1 s
     assert limiter.token_budget_available() == 990  # the tokens stayed
@@ -133,6 +137,51 @@ def test_threads_keep_their_own_reservations():
         t.join()
     assert limiter.get_current_tpm() == sum(i * 10 for i in range(8))
     assert limiter.token_budget_available() >= 10_000 - sum(i * 10 for i in range(8)) - 5  # refills meanwhile
+
+
+def test_many_threads_through_the_queue_keep_both_budgets(tiny_switch_interval):
+    """32 threads ask for 1-100 tokens with short timeouts (some give up, some are refused at once),
+    settle with what they "used", while the main thread gives tokens back and changes the token
+    rate: no second holds more requests than the rate allows, the tokens taken stay within the
+    burst plus what refilled at the fastest rate set, and nobody is left queued."""
+    limiter = RateLimiter(3000, burst_size=5, tokens_per_minute=60_000, token_burst=200)  # 50 req/s, 1000 tok/s
+    admitted: list[tuple[float, int]] = []  # (when, tokens used)
+    lock = threading.Lock()
+    stop = time.monotonic() + 2.0
+    refused = [0]
+
+    def work(seed):
+        rng = random.Random(seed)
+        while time.monotonic() < stop:
+            tokens = rng.randint(1, 100)
+            if limiter.acquire(timeout=rng.choice([0, 0.05, 0.3, 1.0]), tokens=tokens):
+                used = rng.randint(0, tokens)
+                with lock:
+                    admitted.append((time.monotonic(), used))
+                limiter.record_request(tokens=used)
+            else:
+                with lock:
+                    refused[0] += 1
+                time.sleep(0.01)
+
+    threads = [start_thread(work, i) for i in range(32)]
+    t0 = time.monotonic()
+    fast = False
+    while time.monotonic() < stop:
+        limiter.set_tokens_per_minute(120_000 if fast else 60_000)
+        fast = not fast
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join(10)
+    elapsed = time.monotonic() - t0
+    stamps = sorted(t for t, _ in admitted)
+    assert refused[0] > 0 and len(stamps) > 50
+    for i, start in enumerate(stamps):  # every 1-s window: burst + 50 (+1 for the window's edges)
+        assert bisect.bisect_right(stamps, start + 1.0) - i <= 5 + 50 + 1
+    # What the calls used (settled: the rest went back) stays within the token burst plus the
+    # refill at the fastest rate set, plus one call reserved at the very end.
+    assert sum(n for _, n in admitted) <= 200 + 2000 * elapsed + 100
+    assert limiter.waiting == 0
 
 
 def test_stats_gain_the_token_keys_only_with_a_budget():

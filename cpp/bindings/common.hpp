@@ -10,6 +10,8 @@
 
 #include <pybind11/pybind11.h>
 
+#include <cxxabi.h>
+
 #include <atomic>
 #include <cstdint>
 
@@ -116,11 +118,14 @@ bool report_timeout(PyObject* self, std::atomic<std::int64_t>& blocked, Nanos ti
 // by self._on_timeout(timeout). Always returns nullptr.
 PyObject* raise_enter_timeout(PyObject* self, std::atomic<std::int64_t>& blocked, PyObject* timeout);
 
-// Runs the body of a fast method, turning C++ exceptions into Python ones.
+// Runs the body of a fast method, turning C++ exceptions into Python ones (except the forced
+// unwind of a thread that CPython ends with pthread_exit while the interpreter shuts down).
 template <class Body>
-PyObject* guarded(Body&& body) noexcept {
+PyObject* guarded(Body&& body) {
   try {
     return body();
+  } catch (abi::__forced_unwind&) {
+    throw;  // a thread exiting during interpreter shutdown (pthread_exit): let it unwind
   } catch (py::error_already_set& e) {
     e.restore();
   } catch (const std::exception& e) {

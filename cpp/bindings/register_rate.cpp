@@ -2,7 +2,8 @@
 // budget (tokens per minute) reserved together with each request.
 //
 // Without a token budget a RateCore is one lock-free Gcra. With one, requests and tokens live in a
-// DualBucket (see dual_bucket.hpp) and every acquire reserves both at one instant. What a call
+// DualBucket (see dual_bucket.hpp): every acquire takes both at one instant, and callers that
+// must wait queue in arrival order, re-planned whenever the budget changes. What a call
 // reserved is remembered per thread (LatestReservations), so that record_request(tokens=used) in
 // the same thread settles the difference; a call that moves to another thread detaches its
 // reservation first (_detach_reservation) and settles it from there (_settle).
@@ -121,22 +122,6 @@ class LatestReservations {
 };
 thread_local LatestReservations latest_reservations;
 
-// One reservation of either bucket kind, as a DualBucket::Reservation (a lone Gcra's fills only
-// its request part).
-DualBucket::Reservation book(RateCore& core, std::int64_t tokens, Nanos max_wait_ns, Nanos now) {
-  if (core.dual) return core.dual->reserve(tokens, max_wait_ns, now);
-  DualBucket::Reservation b;
-  b.requests_part = core.bucket.reserve(1, max_wait_ns, now);
-  b.admitted = b.requests_part.admitted;
-  b.wait_ns = b.requests_part.wait_ns;
-  b.ready_at_ns = b.requests_part.ready_at_ns;
-  return b;
-}
-
-void unbook(RateCore& core, const DualBucket::Reservation& b, Nanos now) {
-  if (core.dual) core.dual->refund(b, now); else core.bucket.refund(b.requests_part, now);
-}
-
 // Sleeps (GIL released) until `until_ns`: a pause's end, which no rate change moves.
 WaitResult sleep_without_gil(Nanos until_ns) {
   return wait_without_gil(until_ns, [until_ns](Nanos step_until_ns) {
@@ -145,8 +130,55 @@ WaitResult sleep_without_gil(Nanos until_ns) {
   });
 }
 
-// acquire(): a pause first, then one reservation (of `tokens` too, with a budget), then the sleep
-// until its instant. A reservation is made only if its wait fits in the timeout.
+// A request (no token budget) from the lone Gcra: one reservation, then the sleep until its
+// instant, which rate changes move (Schedule). `again`: book again (a rate change overlapped the
+// booking, or the sleeper lost track of the changes).
+Outcome take_from_gcra(RateCore& core, Nanos now, Nanos deadline_ns, std::optional<Sleeping>& sleeping, bool* again) {
+  const Nanos max_wait_ns = deadline_ns == kForever ? kForever : std::max<Nanos>(deadline_ns - now, 0);
+  std::uint64_t epoch = core.schedule.epoch();
+  const Reservation r = core.bucket.reserve(1, max_wait_ns, now);
+  if (!r.admitted) return Outcome::timed_out;
+  if (r.wait_ns == 0) return Outcome::acquired;
+  if (!core.schedule.stable(epoch)) {  // the slot is spent; book again at the new pace
+    *again = true;
+    return Outcome::acquired;
+  }
+  Nanos ready_ns = r.ready_at_ns;
+  Schedule::Woke woke = Schedule::Woke::deadline;
+  if (!sleeping) sleeping.emplace(core);
+  const WaitResult result = wait_without_gil(deadline_ns, [&](Nanos until_ns) {
+    woke = core.schedule.wait(ready_ns, epoch, until_ns);
+    return woke != Schedule::Woke::deadline;
+  });
+  if (result != WaitResult::done) {
+    // KeyboardInterrupt, or a slower rate moved the instant past the timeout: give the slot
+    // back if still possible.
+    core.bucket.refund(r, now_ns());
+    return result == WaitResult::interrupted ? Outcome::error : Outcome::timed_out;
+  }
+  *again = woke == Schedule::Woke::lost;
+  return Outcome::acquired;
+}
+
+// A request and `tokens` from the DualBucket: admitted at once, or queued until the head of the
+// queue (see dual_bucket.hpp).
+Outcome take_from_queue(RateCore& core, std::int64_t tokens, Nanos now, Nanos deadline_ns,
+                        std::optional<Sleeping>& sleeping) {
+  DualBucket::Ticket ticket(*core.dual, tokens, deadline_ns);
+  DualBucket::Status status = core.dual->arrive(ticket, now);
+  if (status == DualBucket::Status::queued) {
+    if (!sleeping) sleeping.emplace(core);
+    const WaitResult result = wait_without_gil(deadline_ns, [&](Nanos until_ns) {
+      status = core.dual->wait(ticket, until_ns);
+      return status != DualBucket::Status::queued;
+    });
+    if (result == WaitResult::interrupted) return Outcome::error;  // ~Ticket leaves the queue
+  }
+  return status == DualBucket::Status::admitted ? Outcome::acquired : Outcome::timed_out;
+}
+
+// acquire(): a pause first, then the request (and `tokens`, with a budget). Nothing is taken
+// when the wait would not fit in the timeout.
 Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens) {
   Nanos now = now_ns();
   const Nanos started_ns = now;
@@ -165,36 +197,18 @@ Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens) {
         continue;
       }
     }
-    const Nanos max_wait_ns = deadline_ns == kForever ? kForever : std::max<Nanos>(deadline_ns - now, 0);
-    std::uint64_t epoch = core.schedule.epoch();
-    const DualBucket::Reservation b = book(core, tokens, max_wait_ns, now);
-    if (!b.admitted) return Outcome::timed_out;
-    if (b.wait_ns == 0) break;
-    if (!core.schedule.stable(epoch)) {  // a rate change overlapped the booking: book again
-      now = now_ns();
-      continue;
-    }
-    Nanos ready_ns = b.ready_at_ns;
-    Schedule::Woke woke = Schedule::Woke::deadline;
-    if (!sleeping) sleeping.emplace(core);
-    const WaitResult result = wait_without_gil(deadline_ns, [&](Nanos until_ns) {
-      woke = core.schedule.wait(ready_ns, epoch, until_ns);
-      return woke != Schedule::Woke::deadline;
-    });
-    if (result != WaitResult::done) {
-      // KeyboardInterrupt, or a slower rate moved the instant past the timeout: give the slot
-      // back if still possible.
-      unbook(core, b, now_ns());
-      return result == WaitResult::interrupted ? Outcome::error : Outcome::timed_out;
-    }
+    bool again = false;
+    const Outcome outcome = core.dual ? take_from_queue(core, tokens, now, deadline_ns, sleeping)
+                                      : take_from_gcra(core, now, deadline_ns, sleeping, &again);
+    if (outcome != Outcome::acquired) return outcome;
     now = now_ns();
-    if (woke == Schedule::Woke::lost) continue;  // slept through too many rate changes: book again
+    if (again) continue;
     // A pause declared while this caller slept voids its slot (the provider wants nothing
     // before the pause's end): wait for the end and reserve again.
     if (!core.pause.maybe_active() || core.pause.end_ns(now) == 0) break;
   }
   if (core.dual) latest_reservations.remember(core.id, tokens);
-  if (sleeping) core.waits.record(now_ns() - started_ns);
+  if (sleeping) core.waits.record(now - started_ns);
   core.total_acquired.fetch_add(1, std::memory_order_relaxed);
   return Outcome::acquired;
 }
@@ -353,7 +367,7 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
            [](RateCore& c, double requests_per_minute) {
              const Nanos interval = Gcra::interval_for(requests_per_minute, 60.0);
              const Nanos now = now_ns();
-             if (c.dual) {  // waiters keep their instants (see the class docs)
+             if (c.dual) {  // the queue is re-planned
                c.dual->set_request_interval(interval, now);
                return;
              }
@@ -370,19 +384,23 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
            [](RateCore& c, std::int64_t burst) {
              if (c.dual) c.dual->set_request_burst(burst); else c.bucket.set_burst(burst);
            },
-           py::arg("burst"), "Changes the burst now (for bookings made from now on).")
+           py::arg("burst"),
+           "Changes the burst now. With a token budget the queued callers are re-planned; without\n"
+           "one, the callers already asleep keep their instants.")
       .def("set_tokens_per_minute",
            [](RateCore& c, double tokens_per_minute) {
              if (!c.dual) throw py::value_error("this limiter has no token budget (create it with tokens_per_minute)");
              c.dual->set_token_interval(Gcra::interval_for(tokens_per_minute, 60.0), now_ns());
            },
-           py::arg("tokens_per_minute"), "Changes the token budget's rate now (for bookings made from now on).")
+           py::arg("tokens_per_minute"),
+           "Changes the token budget's rate now, keeping what is owed (converted to the new pace); the\n"
+           "queued callers are re-planned: one that may go now goes now.")
       .def("set_token_burst",
            [](RateCore& c, std::int64_t burst) {
              if (!c.dual) throw py::value_error("this limiter has no token budget (create it with tokens_per_minute)");
              c.dual->set_token_burst(burst);
            },
-           py::arg("token_burst"), "Changes the token burst now (for bookings made from now on).")
+           py::arg("token_burst"), "Changes the token burst now; the queued callers are re-planned.")
       .def("_detach_reservation",
            [](RateCore& c) -> std::int64_t {
              const std::optional<std::int64_t> tokens = latest_reservations.take(c.id);
@@ -410,9 +428,7 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
       .def("predicted_wait",
            [](RateCore& c, std::int64_t tokens) {
              const Nanos now = now_ns();
-             Nanos wait = c.dual ? std::max(c.dual->requests().wait_for(1, now),
-                                            tokens > 0 ? c.dual->tokens().wait_for(tokens, now) : 0)
-                                 : c.bucket.wait_for(1, now);
+             Nanos wait = c.dual ? c.dual->predicted_wait(check_tokens(tokens), now) : c.bucket.wait_for(1, now);
              if (const Nanos end = c.pause.end_ns(now)) wait = std::max(wait, end - now);
              return static_cast<double>(wait) / 1e9;
            },

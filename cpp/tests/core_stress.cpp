@@ -14,6 +14,9 @@
 //     concurrently the total stays within the fastest rate and the state stays sane; and while
 //     the interval flips 10x, no decision racing with set_interval() leaves more debt than the
 //     burst at the current pace (the "Live changes" promise in gcra.hpp).
+//   * DualBucket: requests and tokens taken together through its queue, with deadlines, callers
+//     giving up, settles, holds, caps and live changes: the request window bound holds, the tokens
+//     stay within burst + refill, callers go in arrival order, nobody is lost or left queued.
 //   * RequestWindow: concurrent record() calls lose no event (count() is exact, bucket by
 //     bucket, including across laps of the ring), and count() racing with record() never
 //     reports more than the final total and never goes down.
@@ -1216,10 +1219,12 @@ void pause_extends_only() {
   CHECK(!pause.maybe_active(), "an expired pause was not cleared");
 }
 
-// 16 threads reserve one request and 1..64 tokens together (sleeping until their instant, giving
-// up on some waits, settling with what they "used", never more than reserved) while this thread
-// declares holds and caps. The request bucket must keep the exact window bound, and the tokens
-// used may not exceed the token burst plus what refilled during the run.
+// 16 threads take one request and 1..64 tokens together through the queue (some with deadlines
+// that expire, some giving up early as an interrupted caller does), settling with what they
+// "used" (never more than they took), while this thread declares holds and caps. The request
+// bucket must keep the exact window bound, the tokens used may not exceed the token burst plus
+// what refilled during the run, nobody may be admitted before its planned instant, and the queue
+// must end empty.
 void dual_bucket_under_load() {
   constexpr Nanos kRequestT = 200 * kUs;
   constexpr std::int64_t kRequestB = 8;
@@ -1228,6 +1233,7 @@ void dual_bucket_under_load() {
   DualBucket bucket(kRequestT, kRequestB, kTokenT, kTokenB);
   std::vector<std::vector<Nanos>> requests(kThreads);
   std::vector<std::int64_t> tokens_used(kThreads, 0);
+  std::atomic<long> refused{0}, gave_up{0};
   std::atomic<bool> stop{false};
   StartGate gate;
   std::vector<std::thread> threads;
@@ -1238,19 +1244,29 @@ void dual_bucket_under_load() {
       while (!stop.load(std::memory_order_relaxed)) {
         const std::int64_t tokens = 1 + rng.below(64);
         const Nanos now = now_ns();
-        const DualBucket::Reservation r = bucket.reserve(tokens, rng.below(4 * kMs), now);
-        if (!r.admitted) {
+        const Nanos deadline = rng.below(8) == 0 ? omnilimit::kForever : now + rng.below(4 * kMs);
+        DualBucket::Ticket ticket(bucket, tokens, deadline);
+        DualBucket::Status status = bucket.arrive(ticket, now);
+        if (status == DualBucket::Status::queued) {
+          const bool impatient = rng.below(6) == 0;  // gives up before its turn, or not
+          const Nanos until = impatient ? now + rng.below(kMs) : deadline;
+          status = bucket.wait(ticket, until);
+          if (status == DualBucket::Status::queued && impatient) {
+            bucket.leave(ticket);  // an interrupted caller: nothing was committed for it
+            gave_up.fetch_add(1, std::memory_order_relaxed);
+            continue;
+          }
+        }
+        if (status != DualBucket::Status::admitted) {
+          // refused (would not fit), or still queued at its deadline (the callers ahead were
+          // late): a timeout either way, and ~Ticket takes it out of the queue.
+          refused.fetch_add(1, std::memory_order_relaxed);
           sleep_for_ns(rng.below(300 * kUs));
           continue;
         }
-        CHECK(r.ready_at_ns >= now && r.wait_ns == r.ready_at_ns - now, "bad instant: ready_at ", r.ready_at_ns,
-              " now ", now, " wait ", r.wait_ns);
-        if (r.wait_ns > 0 && rng.below(6) == 0) {  // gives up before its turn
-          bucket.refund(r, now_ns());
-          continue;  // a refund that failed leaves the slot spent, never used: still within bounds
-        }
-        sleep_until_ns(r.ready_at_ns);
-        requests[t].push_back(r.ready_at_ns);
+        const Nanos went = now_ns();
+        CHECK(ticket.planned_ns() <= went, "admitted at ", ticket.planned_ns(), " after reading ", went);
+        requests[t].push_back(ticket.planned_ns());
         const std::int64_t used = rng.below(tokens + 1);
         tokens_used[t] += used;
         bucket.settle(tokens, used, now_ns());
@@ -1281,11 +1297,61 @@ void dual_bucket_under_load() {
   std::sort(all.begin(), all.end());
   const double elapsed = static_cast<double>(end - start);
   const double token_bound = static_cast<double>(kTokenB) + elapsed / static_cast<double>(kTokenT) + 64.0;
-  std::printf("    %zu requests, %lld tokens used (bound %.0f) in %.3f s\n", all.size(), static_cast<long long>(used),
-              token_bound, seconds(end - start));
+  std::printf("    %zu requests (%ld refused, %ld gave up), %lld tokens used (bound %.0f) in %.3f s\n", all.size(),
+              refused.load(), gave_up.load(), static_cast<long long>(used), token_bound, seconds(end - start));
   CHECK(!all.empty(), "no request went through");
+  CHECK(gave_up.load() > 0 && refused.load() > 0, "the run never gave up or refused: it tested too little");
   check_every_window(all, kRequestT, kRequestB, "dual bucket requests");
   CHECK(static_cast<double>(used) <= token_bound, "tokens used ", used, " exceed burst + refill ", token_bound);
+  CHECK(bucket.queued() == 0, bucket.queued(), " tickets left in the queue");
+}
+
+// The queue keeps arrival order and follows every change. Callers arrive one after another
+// (each enqueued before the next starts, so the arrival order is known) and wait with no
+// deadline, while this thread keeps changing the token rate 10x either way, the burst, and gives
+// tokens back: every caller must be admitted (no lost wake-up: the watchdog would fire), in
+// exactly the order it arrived, and the queue must end empty.
+void dual_bucket_queue_order_and_changes() {
+  constexpr int kCallers = 64;
+  DualBucket bucket(100 * kUs, 1, 20 * kUs, 50);  // tokens: 50,000/s or 5,000/s
+  std::vector<Nanos> went(kCallers, 0);  // the instant each was admitted (read under the queue's mutex)
+  std::atomic<int> arrived{0};
+  std::atomic<bool> done{false};
+  std::thread changer([&] {
+    Rng rng(7);
+    bool fast = true;
+    while (!done.load()) {
+      const Nanos now = now_ns();
+      switch (rng.below(4)) {
+        case 0: bucket.set_token_interval((fast = !fast) ? 20 * kUs : 200 * kUs, now); break;
+        case 1: bucket.set_token_burst(1 + rng.below(100)); break;
+        case 2: bucket.settle(100, rng.below(100), now); break;
+        default: bucket.set_request_interval(50 * kUs + rng.below(100 * kUs), now); break;
+      }
+      sleep_for_ns(rng.below(2 * kMs));
+    }
+  });
+  std::vector<std::thread> callers;
+  for (int c = 0; c < kCallers; ++c) {
+    std::atomic<bool> queued{false};
+    callers.emplace_back([&, c] {
+      DualBucket::Ticket ticket(bucket, 20 + c % 50, omnilimit::kForever);
+      DualBucket::Status status = bucket.arrive(ticket, now_ns());
+      queued.store(true);
+      while (status == DualBucket::Status::queued) status = bucket.wait(ticket, omnilimit::kForever);
+      CHECK(status == DualBucket::Status::admitted, "caller ", c, " was not admitted");
+      went[c] = ticket.planned_ns();
+    });
+    while (!queued.load()) std::this_thread::yield();  // arrivals in a known order
+    arrived.fetch_add(1);
+  }
+  join_all(callers);
+  done.store(true);
+  changer.join();
+  for (int c = 1; c < kCallers; ++c) {
+    CHECK(went[c - 1] <= went[c], "caller ", c, " went at ", went[c], ", before caller ", c - 1, " (", went[c - 1], ")");
+  }
+  CHECK(bucket.queued() == 0, bucket.queued(), " tickets left in the queue");
 }
 
 // 16 threads hold slots for random short times (and some wait with deadlines) while this thread
@@ -1410,6 +1476,7 @@ int main() {
       {"gcra: hold_until and limit_available under load", gcra_holds_under_load},
       {"pause: extends only, from 16 threads", pause_extends_only},
       {"dual bucket: requests and tokens together, settled, held and capped", dual_bucket_under_load},
+      {"dual bucket: arrival order kept through rate, burst and settle changes", dual_bucket_queue_order_and_changes},
       {"schedule: sleepers follow the interval as it flips", schedule_rate_flips},
       {"window: 16 writers within one minute", window_one_minute},
       {"window: 16 writers across five laps of the ring", window_ring_laps},

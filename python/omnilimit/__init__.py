@@ -7,11 +7,12 @@ from omnilimit.defaults import DEFAULT_RATE_LIMITS, get_default_rate_limit
 from omnilimit.errors import ConfigError, LimiterClosed, LimiterTimeout
 from omnilimit.feedback import RateLimitInfo, parse_rate_limit_headers
 from omnilimit.manager import ProviderRateLimitManager
-from omnilimit.rate import RateLimiter, TokenReservation, default_burst
+from omnilimit.rate import DEFAULT_BURST, RateLimiter, TokenReservation
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_BURST",
     "DEFAULT_RATE_LIMITS",
     "CombinedLimiter",
     "ConcurrencyLimiter",
@@ -22,7 +23,6 @@ __all__ = [
     "RateLimitInfo",
     "RateLimiter",
     "TokenReservation",
-    "default_burst",
     "get_default_rate_limit",
     "parse_rate_limit_headers",
 ]

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import math
-
 from omnilimit import _core
 from omnilimit._log import logger
 from omnilimit._validate import MAX_COUNT, label, positive_rate, whole_number
 from omnilimit.backoff import ProviderFeedback, _common_metrics
 from omnilimit.feedback import RateLimitInfo
 
+DEFAULT_BURST = 1
+"""The default ``burst_size`` and ``token_burst``: strict pacing.
 
-def default_burst(requests_per_minute: float) -> int:
-    """One second of traffic, ``ceil(rpm / 60)``, and at least 1.
-
-    Providers enforce per-minute limits over short slices, so a fresh limiter must not release a
-    whole minute of requests at once (omnigen's default, ``burst_size = rpm``, lets a new 6000-RPM
-    limiter admit 6000 requests within milliseconds)."""
-    return max(1, min(MAX_COUNT, math.ceil(requests_per_minute / 60.0)))
+Providers enforce per-minute limits over short slices (OpenAI: a 600-RPM limit may be enforced as
+10 requests per second). A bucket of burst b that refills at the limit lets ``b - 1`` calls more
+than the slice's share through within one slice: a fresh limiter, or one back from idle, would
+meet 429s at once. With a burst of 1 no second holds more than the rate's share (plus the last
+call's tokens, for a token budget); the long-run throughput is the same. Pass ``burst_size`` /
+``token_burst`` for a provider that accepts bursts."""
 
 
 class RateLimiter(_core.RateCore, ProviderFeedback):
@@ -30,8 +29,11 @@ class RateLimiter(_core.RateCore, ProviderFeedback):
     last 60 seconds. ``with limiter:`` acquires with the default timeout (raising
     ``LimiterTimeout``) and records the request on exit.
 
-    ``burst_size`` defaults to one second of traffic (``default_burst``). Every method is
-    thread-safe; ``get_stats()`` reads atomics and never blocks.
+    ``burst_size`` and ``token_burst`` default to 1 (``DEFAULT_BURST``: strict pacing). With a
+    token budget, callers that must wait queue in arrival order and go when both budgets allow
+    them; the queue is re-planned whenever the budget changes (tokens given back, a provider's
+    headers, a new limit). Every method is thread-safe; ``get_stats()`` reads atomics and never
+    blocks.
     """
 
     __slots__ = ("_rpm", "_tpm", "provider_name")
@@ -46,12 +48,12 @@ class RateLimiter(_core.RateCore, ProviderFeedback):
         token_burst: int | None = None,
     ) -> None:
         rpm = positive_rate("requests_per_minute", requests_per_minute)
-        burst = default_burst(rpm) if burst_size is None else whole_number("burst_size", burst_size)
+        burst = DEFAULT_BURST if burst_size is None else whole_number("burst_size", burst_size)
         tpm = 0.0 if tokens_per_minute is None else positive_rate("tokens_per_minute", tokens_per_minute)
         if token_burst is not None and tokens_per_minute is None:
             raise ValueError("token_burst needs tokens_per_minute (a token budget) to apply to")
         tokens_at_once = (
-            (default_burst(tpm) if token_burst is None else whole_number("token_burst", token_burst)) if tpm else 1
+            (DEFAULT_BURST if token_burst is None else whole_number("token_burst", token_burst)) if tpm else 1
         )
         super().__init__(rpm, burst, tpm, tokens_at_once)
         self.provider_name = label("provider_name", provider_name)
@@ -89,28 +91,30 @@ class RateLimiter(_core.RateCore, ProviderFeedback):
     def set_rate(self, requests_per_minute: int | float) -> None:
         """Changes the rate now, keeping what is owed (converted to the new pace). Waiters
         sleeping on a reservation move with it: a faster rate wakes them sooner (at once if their
-        turn has come), a slower one later (up to their timeout). With a token budget, waiters
-        keep their instants and the change applies to bookings made from now on."""
+        turn has come), a slower one later (up to their timeout); with a token budget, the queue
+        is re-planned the same way."""
         rpm = positive_rate("requests_per_minute", requests_per_minute)
         super().set_rate(rpm)
         self._rpm = requests_per_minute
         logger.info("RateLimiter %r: rate set to %s RPM", self.provider_name, requests_per_minute)
 
     def set_burst(self, burst_size: int) -> None:
-        """Changes the burst now; it applies to bookings made from now on."""
+        """Changes the burst now. Without a token budget it applies to bookings made from now on;
+        with one, the queued callers are re-planned."""
         super().set_burst(whole_number("burst_size", burst_size))
         logger.info("RateLimiter %r: burst set to %d", self.provider_name, burst_size)
 
     def set_tokens_per_minute(self, tokens_per_minute: int | float) -> None:
-        """Changes the token budget's rate now (bookings from now on). Raises ValueError for a
-        limiter created without a token budget."""
+        """Changes the token budget's rate now, keeping what is owed (converted to the new pace);
+        the queued callers are re-planned, and one that may go now goes now. Raises ValueError for
+        a limiter created without a token budget."""
         tpm = positive_rate("tokens_per_minute", tokens_per_minute)
         super().set_tokens_per_minute(tpm)
         self._tpm = tokens_per_minute
         logger.info("RateLimiter %r: token budget set to %s TPM", self.provider_name, tokens_per_minute)
 
     def set_token_burst(self, token_burst: int) -> None:
-        """Changes the token burst now (bookings from now on)."""
+        """Changes the token burst now; the queued callers are re-planned."""
         super().set_token_burst(whole_number("token_burst", token_burst))
 
     def detach_reservation(self) -> TokenReservation:

@@ -1,31 +1,45 @@
-// DualBucket: a request budget and a token budget, reserved together.
+// DualBucket: a request budget and a token budget, taken together, by callers in a queue.
 //
 // LLM providers limit requests per minute and tokens per minute. A call that will use about N
 // tokens must take one request and N tokens at the same instant, or neither: taking the request
 // and then waiting for tokens would hold a request slot nobody uses, and taking tokens first the
-// reverse. So a reservation computes when each bucket could serve it, picks the later instant,
-// and commits both as arrivals at that instant (Gcra::reserve_at); when that instant lies beyond
-// the caller's patience nothing is committed at all.
+// reverse. The two budgets are two Gcra buckets under one mutex (held for well under a µs, never
+// while sleeping); committing two atomic words together cannot be done with one CAS. Limiters
+// without a token budget keep using a lone Gcra, lock-free.
 //
-// Why a mutex here, when Gcra is lock-free. Committing two atomic words together cannot be done
-// with one CAS; with two, a reservation could take the request and lose the race for the tokens.
-// Every change to either bucket therefore goes through this class under one mutex (held for
-// ~100 ns, never while sleeping), and the buckets' own CAS loops always succeed at the first try.
-// Limiters without a token budget keep using a lone Gcra, lock-free.
+// Why a queue, when a lone Gcra lets each waiter commit its future instant at once. A token
+// budget's schedule keeps changing under the waiters: a finished call settles what it really
+// used (giving tokens back, or charging more), a provider's headers cap the budget, the limits
+// themselves change. An instant committed in advance cannot follow: tokens given back would
+// serve only the callers arriving after, and a new rate would leave the sleepers on the old
+// pace. So here nothing is committed before its time. Callers that must wait take a Ticket at
+// the back of a FIFO queue; only the head sleeps on a deadline, until the instant at which both
+// buckets allow it, and commits itself when that comes (then wakes the next). Every change
+// re-plans the queue, wakes the head to recompute its instant, and refuses at once the callers
+// whose planned instant no longer fits their deadline. Arrival order is kept across both budgets.
 //
-// Debt. A call larger than the token burst is not refused: GCRA lets the bucket go into debt and
-// the caller waits in proportion ((N - burst) intervals on a full bucket), never forever.
+// Planning. A newcomer learns at once whether its turn fits its deadline: the bucket states after
+// every queued caller has taken its share (each at its planned instant, from a copy, GcraState)
+// give its instant; when it does not fit, nothing is queued. A caller's claim counts from its
+// reference instant: its arrival, or the instant the callers ahead of it go, whichever is later.
+//
+// Debt. A call larger than the token burst is not refused: it goes into debt and waits in
+// proportion ((N - burst) intervals from a full bucket), never forever.
 //
 // Settling. After the call, the caller knows what it really used: settle() charges the
-// difference (the next callers wait for it) or gives it back (never beyond a full bucket).
+// difference (the next callers wait for it) or gives it back (never beyond a full bucket), and
+// the queue is re-planned, so tokens given back serve the callers already waiting.
 //
-// Thread-safety: every member is safe from any thread.
+// Thread-safety: every member is safe from any thread. A Ticket belongs to one thread: only that
+// thread calls wait() and leave() with it.
 #pragma once
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 
 #include "omnilimit/clock.hpp"
 #include "omnilimit/gcra.hpp"
@@ -34,13 +48,42 @@ namespace omnilimit {
 
 class DualBucket {
  public:
-  struct Reservation {
-    bool admitted = false;
-    Nanos wait_ns = 0;      // from `now` (if not admitted: the wait it would have needed)
-    Nanos ready_at_ns = 0;  // when the call may go
-    std::int64_t tokens = 0;
-    omnilimit::Reservation requests_part;
-    omnilimit::Reservation tokens_part;  // not admitted when tokens == 0
+  enum class Status {
+    admitted,  // the request and its tokens are taken
+    queued,    // still waiting in the queue
+    refused,   // its turn would not come before its deadline: it holds nothing, is in no queue
+  };
+
+  // One caller's claim: a request and `tokens` tokens (>= 0), wanted by `deadline_ns` (kForever:
+  // whenever). Lives on the caller's stack; leaves the queue when destroyed.
+  class Ticket {
+   public:
+    Ticket(DualBucket& bucket, std::int64_t tokens, Nanos deadline_ns) : bucket_(bucket), tokens_(tokens),
+                                                                          deadline_ns_(deadline_ns) {
+      if (tokens < 0) throw std::invalid_argument("tokens must be >= 0");
+    }
+    ~Ticket() {
+      if (owner_queued_) bucket_.leave(*this);
+    }
+    Ticket(const Ticket&) = delete;
+    Ticket& operator=(const Ticket&) = delete;
+
+    // When the caller is planned to go (valid once queued; the instant it went once admitted).
+    Nanos planned_ns() const noexcept { return planned_ns_; }
+
+   private:
+    friend class DualBucket;
+    DualBucket& bucket_;
+    const std::int64_t tokens_;
+    const Nanos deadline_ns_;
+    Nanos arrived_ns_ = 0;
+    Nanos ref_ns_ = 0;      // the head's reference instant (see Planning)
+    Nanos planned_ns_ = 0;  // guarded by the bucket's mutex while queued
+    Status status_ = Status::refused;
+    bool owner_queued_ = false;  // ever queued: read by the owner's thread only
+    Ticket* prev_ = nullptr;
+    Ticket* next_ = nullptr;
+    std::condition_variable cv_;
   };
 
   DualBucket(Nanos request_interval_ns, std::int64_t request_burst, Nanos token_interval_ns,
@@ -48,83 +91,139 @@ class DualBucket {
       : requests_(request_interval_ns, request_burst), tokens_(token_interval_ns, token_burst) {}
   DualBucket(const DualBucket&) = delete;
   DualBucket& operator=(const DualBucket&) = delete;
+  ~DualBucket() = default;  // destroy no bucket while callers are queued on it
 
-  // One request and `tokens` tokens (>= 0) at the same instant, if that instant is within
-  // `max_wait_ns` of `now` (kForever: whatever the wait); otherwise nothing is committed.
-  Reservation reserve(std::int64_t tokens, Nanos max_wait_ns, Nanos now) {
-    if (tokens < 0) throw std::invalid_argument("tokens must be >= 0");
+  // The ticket's caller arrives at `now`: admitted at once (nobody queued and both budgets
+  // allow it), queued (its planned instant fits its deadline), or refused (nothing queued).
+  Status arrive(Ticket& t, Nanos now) {
     std::lock_guard<std::mutex> lock(mutex_);
-    Reservation r;
-    r.tokens = tokens;
-    const Nanos wait = std::max(requests_.wait_for(1, now), tokens > 0 ? tokens_.wait_for(tokens, now) : 0);
-    r.wait_ns = wait;
-    if (wait > max_wait_ns || wait == kForever) return r;
-    const Nanos at = saturating_add(now, wait);
-    r.requests_part = requests_.reserve_at(1, at, now);
-    if (tokens > 0) r.tokens_part = tokens_.reserve_at(tokens, at, now);
-    if (!r.requests_part.admitted || (tokens > 0 && !r.tokens_part.admitted)) {
-      // Cannot happen while every change goes through this mutex; undo rather than half-commit.
-      requests_.refund(r.requests_part, now);
-      tokens_.refund(r.tokens_part, now);
-      r.requests_part = r.tokens_part = omnilimit::Reservation{};
-      return r;
+    t.arrived_ns_ = t.ref_ns_ = now;
+    const bool first = head_ == nullptr;
+    if (first) {  // the plan starts from the buckets as they are
+      tail_requests_ = requests_.state();
+      tail_tokens_ = tokens_.state();
+      tail_at_ = now;
     }
-    r.admitted = true;
-    r.ready_at_ns = r.requests_part.ready_at_ns;
-    return r;
+    const Nanos ref = std::max(now, tail_at_);
+    const Nanos at = go_at(tail_requests_, tail_tokens_, t.tokens_, ref);
+    if (first && at <= now) {
+      commit(t, now);
+      return t.status_;
+    }
+    t.planned_ns_ = at;
+    if (at > t.deadline_ns_) return t.status_ = Status::refused;
+    tail_requests_.take(1, at, ref);
+    if (t.tokens_ > 0) tail_tokens_.take(t.tokens_, at, ref);
+    tail_at_ = at;
+    link(t);
+    t.owner_queued_ = true;
+    return t.status_ = Status::queued;
   }
 
-  // Gives back a reservation whose time has not come (an interrupted waiter), each part only if
-  // it is still the latest of its bucket (see Gcra::refund).
-  void refund(const Reservation& r, Nanos now) {
+  // Waits, for a queued ticket, until it is admitted or refused, or until `until_ns` (then it
+  // is still queued: call again, or leave()). Only the ticket's own thread calls this.
+  Status wait(Ticket& t, Nanos until_ns) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      if (t.status_ != Status::queued) return t.status_;
+      const Nanos now = now_ns();
+      Nanos wake = until_ns;
+      if (&t == head_) {
+        const Nanos at = go_at(requests_.state(), tokens_.state(), t.tokens_, t.ref_ns_);
+        if (at <= now) {
+          unlink(t);
+          commit(t, now);
+          if (head_ != nullptr) head_->ref_ns_ = std::max(head_->arrived_ns_, now);
+          replan(now);
+          return t.status_;
+        }
+        if (at > t.deadline_ns_) {
+          unlink(t);
+          t.status_ = Status::refused;
+          if (head_ != nullptr) head_->ref_ns_ = std::max(head_->arrived_ns_, now);
+          replan(now);
+          return t.status_;
+        }
+        wake = std::min(at, until_ns);
+      }
+      if (now >= until_ns) return t.status_;
+      t.cv_.wait_until(lock, to_time_point(wake));
+    }
+  }
+
+  // Takes a queued ticket out of the queue (its caller gives up: timeout, interrupt); nothing
+  // was committed for it. No-op for a ticket that is not queued.
+  void leave(Ticket& t) {
     std::lock_guard<std::mutex> lock(mutex_);
-    requests_.refund(r.requests_part, now);
-    tokens_.refund(r.tokens_part, now);
+    if (t.status_ != Status::queued) return;
+    const bool was_head = &t == head_;
+    unlink(t);
+    t.status_ = Status::refused;
+    const Nanos now = now_ns();
+    if (was_head && head_ != nullptr) head_->ref_ns_ = std::max(head_->arrived_ns_, now);
+    replan(now);
   }
 
-  // A call that reserved `reserved` tokens used `used`: charge or give back the difference.
+  // How long a caller arriving at `now` for `tokens` would wait (behind everyone queued).
+  Nanos predicted_wait(std::int64_t tokens, Nanos now) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (head_ == nullptr) return go_at(requests_.state(), tokens_.state(), tokens, now) - now;
+    const Nanos ref = std::max(now, tail_at_);
+    return saturating_sub(go_at(tail_requests_, tail_tokens_, tokens, ref), now);
+  }
+
+  // Callers in the queue now.
+  std::int64_t queued() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return queued_;
+  }
+
+  // A call that took `reserved` tokens used `used`: charge or give back the difference.
   void settle(std::int64_t reserved, std::int64_t used, Nanos now) {
     if (reserved < 0 || used < 0) throw std::invalid_argument("token counts must be >= 0");
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (used > reserved) tokens_.charge(used - reserved, now);
-    if (used < reserved) tokens_.give_back(reserved - used, now);
+    change(now, [&] {
+      if (used > reserved) tokens_.charge(used - reserved, now);
+      if (used < reserved) tokens_.give_back(reserved - used, now);
+    });
   }
 
   // A provider's 429: nothing before `until_ns`, then both buckets start empty.
   void hold_until(Nanos until_ns) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    requests_.hold_until(until_ns);
-    tokens_.hold_until(until_ns);
+    change(now_ns(), [&] {
+      requests_.hold_until(until_ns);
+      tokens_.hold_until(until_ns);
+    });
   }
   void limit_available_requests(std::int64_t n, Nanos now) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    requests_.limit_available(n, now);
+    change(now, [&] { requests_.limit_available(n, now); });
   }
   void limit_available_tokens(std::int64_t n, Nanos now) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    tokens_.limit_available(n, now);
+    change(now, [&] { tokens_.limit_available(n, now); });
   }
 
-  // Live changes (see Gcra::set_interval / set_burst); each returns the value it replaced.
+  // Live changes (see Gcra::set_interval / set_burst); each returns the value it replaced. The
+  // queue follows at once: a caller that a faster rate lets go now goes now.
   Nanos set_request_interval(Nanos interval_ns, Nanos now) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    const Nanos old = requests_.interval_ns();
-    requests_.set_interval(interval_ns, now);
+    Nanos old = 0;
+    change(now, [&] {
+      old = requests_.interval_ns();
+      requests_.set_interval(interval_ns, now);
+    });
     return old;
   }
   Nanos set_token_interval(Nanos interval_ns, Nanos now) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    const Nanos old = tokens_.interval_ns();
-    tokens_.set_interval(interval_ns, now);
+    Nanos old = 0;
+    change(now, [&] {
+      old = tokens_.interval_ns();
+      tokens_.set_interval(interval_ns, now);
+    });
     return old;
   }
   void set_request_burst(std::int64_t burst) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    requests_.set_burst(burst);
+    change(now_ns(), [&] { requests_.set_burst(burst); });
   }
   void set_token_burst(std::int64_t burst) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    tokens_.set_burst(burst);
+    change(now_ns(), [&] { tokens_.set_burst(burst); });
   }
 
   std::int64_t requests_available(Nanos now) const { return requests_.tokens_available(now); }
@@ -132,17 +231,98 @@ class DualBucket {
   const Gcra& requests() const noexcept { return requests_; }
   const Gcra& tokens() const noexcept { return tokens_; }
 
-  // In the child of fork(): the mutex may have been held by a thread the child does not have.
+  // In the child of fork(): the mutex may have been held by a thread the child does not have,
+  // and the queued callers' threads are gone.
   void reinit_after_fork() noexcept {
     new (&mutex_) std::mutex();
+    head_ = tail_ = nullptr;
+    queued_ = 0;
     requests_.reinit_after_fork();
     tokens_.reinit_after_fork();
   }
 
  private:
+  // When a caller with reference instant `ref` can take a request and `tokens` from these states.
+  static Nanos go_at(const GcraState& requests, const GcraState& tokens, std::int64_t n, Nanos ref) noexcept {
+    const Nanos at = requests.earliest(1, ref);
+    return n > 0 ? std::max(at, tokens.earliest(n, ref)) : at;
+  }
+  static Nanos saturating_sub(Nanos a, Nanos b) noexcept { return a == kForever ? kForever : a - b; }
+
+  // Commits the ticket's request and tokens at `now` (both buckets allow it: checked under the
+  // mutex, which every change takes, so the CAS cannot fail).
+  void commit(Ticket& t, Nanos now) {
+    const Reservation r = requests_.reserve_at(1, now, t.ref_ns_);
+    const Reservation k = t.tokens_ > 0 ? tokens_.reserve_at(t.tokens_, now, t.ref_ns_) : Reservation{true};
+    if (!r.admitted || !k.admitted) throw std::logic_error("DualBucket: a checked commit failed");
+    t.planned_ns_ = now;
+    t.status_ = Status::admitted;
+  }
+
+  // Applies a change to the buckets and re-plans the queue.
+  template <class Apply>
+  void change(Nanos now, Apply&& apply) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    apply();
+    replan(now);
+  }
+
+  // Works out every queued caller's instant again, in order, from the buckets as they are;
+  // refuses those whose instant no longer fits their deadline, and wakes the head (its instant
+  // may have moved either way). Called with the mutex held.
+  void replan(Nanos now) {
+    GcraState requests = requests_.state();
+    GcraState tokens = tokens_.state();
+    Nanos previous = now;
+    for (Ticket* t = head_; t != nullptr;) {
+      Ticket* const next = t->next_;
+      const Nanos ref = t == head_ ? t->ref_ns_ : std::max(t->arrived_ns_, previous);
+      const Nanos at = go_at(requests, tokens, t->tokens_, ref);
+      if (at > t->deadline_ns_) {  // would not make it: tell it now
+        const bool was_head = t == head_;
+        unlink(*t);
+        t->status_ = Status::refused;
+        t->cv_.notify_one();
+        if (was_head && head_ != nullptr) head_->ref_ns_ = std::max(head_->arrived_ns_, now);
+      } else {
+        t->planned_ns_ = at;
+        requests.take(1, at, ref);
+        if (t->tokens_ > 0) tokens.take(t->tokens_, at, ref);
+        previous = at;
+      }
+      t = next;
+    }
+    tail_requests_ = requests;
+    tail_tokens_ = tokens;
+    tail_at_ = previous;
+    if (head_ != nullptr) head_->cv_.notify_one();
+  }
+
+  void link(Ticket& t) {
+    t.prev_ = tail_;
+    t.next_ = nullptr;
+    if (tail_ != nullptr) tail_->next_ = &t; else head_ = &t;
+    tail_ = &t;
+    ++queued_;
+  }
+  // Takes `t` out of the queue; the new head (if any) is woken to take its turn.
+  void unlink(Ticket& t) {
+    if (t.prev_ != nullptr) t.prev_->next_ = t.next_; else head_ = t.next_;
+    if (t.next_ != nullptr) t.next_->prev_ = t.prev_; else tail_ = t.prev_;
+    t.prev_ = t.next_ = nullptr;
+    --queued_;
+    if (head_ != nullptr) head_->cv_.notify_one();
+  }
+
   mutable std::mutex mutex_;
   Gcra requests_;
   Gcra tokens_;
+  Ticket* head_ = nullptr;  // the queue, guarded by mutex_
+  Ticket* tail_ = nullptr;
+  std::int64_t queued_ = 0;
+  GcraState tail_requests_;  // the buckets once every queued caller has gone as planned
+  GcraState tail_tokens_;
+  Nanos tail_at_ = 0;        // the last queued caller's planned instant
 };
 
 }  // namespace omnilimit

@@ -82,6 +82,34 @@ struct Reservation {
   std::int64_t cost = 0;
 };
 
+// A copy of a Gcra's state, to plan on without committing anything: a queue of callers can work
+// out when each of them will go by taking, in order, from a copy of the bucket.
+//
+// `ref` is the instant a caller's claim counts from (when it arrived, or when the callers ahead of
+// it went): a cost within the burst goes once the bucket holds it; a larger one goes into debt
+// and waits (cost - B) intervals from a full bucket at `ref`, as reserve() at `ref` would.
+struct GcraState {
+  Nanos tat_ns = 0;
+  Nanos interval_ns = 1;
+  std::int64_t burst = 1;
+
+  // The first instant >= `ref` at which `cost` tokens can go: max(TAT, ref) + (cost - B)*T
+  // (kForever once saturated).
+  Nanos earliest(std::int64_t cost, Nanos ref) const noexcept {
+    if (tat_ns == kForever) return kForever;
+    const Wide at = static_cast<Wide>(std::max(tat_ns, ref)) + static_cast<Wide>(cost - burst) * interval_ns;
+    return at > ref ? clamp_to_nanos(at) : ref;
+  }
+  // The TAT after `cost` tokens go at `at` (>= earliest(cost, ref)): an arrival at `at` for a cost
+  // within the burst; for a larger one, the debt run up from max(TAT, ref).
+  Nanos tat_after(std::int64_t cost, Nanos at, Nanos ref) const noexcept {
+    const Wide excess = static_cast<Wide>(std::max<std::int64_t>(cost - burst, 0)) * interval_ns;
+    const Wide base = std::max(static_cast<Wide>(std::max(tat_ns, ref)), static_cast<Wide>(at) - excess);
+    return clamp_to_nanos(base + static_cast<Wide>(cost) * interval_ns);
+  }
+  void take(std::int64_t cost, Nanos at, Nanos ref) noexcept { tat_ns = tat_after(cost, at, ref); }
+};
+
 class Gcra {
  public:
   // T in ns (>= 1) and the burst B (>= 1 requests). Throws std::invalid_argument otherwise.
@@ -188,19 +216,14 @@ class Gcra {
   // when the bucket does not allow `at`, or another thread changed it meanwhile.
   Reservation reserve_at(std::int64_t cost, Nanos at, Nanos now) {
     check_cost(cost);
-    const Snapshot snap = snapshot();
+    const GcraState state = this->state();
     Reservation r;
     r.cost = cost;
     r.wait_ns = kForever;
-    const Wide increment = static_cast<Wide>(cost) * snap.interval_ns;
-    r.increment_ns = clamp_to_nanos(increment);
-    const Wide base = std::max(snap.tat_ns, now);
-    const Wide excess = static_cast<Wide>(std::max<std::int64_t>(cost - snap.burst, 0)) * snap.interval_ns;
-    if (snap.tat_ns == kForever || at < now || base + increment - static_cast<Wide>(snap.burst) * snap.interval_ns > at) {
-      return r;
-    }
-    Nanos expected = snap.tat_ns;
-    const Nanos new_tat = clamp_to_nanos(std::max(base, static_cast<Wide>(at) - excess) + increment);
+    r.increment_ns = clamp_to_nanos(static_cast<Wide>(cost) * state.interval_ns);
+    if (state.tat_ns == kForever || at < now || state.earliest(cost, now) > at) return r;
+    Nanos expected = state.tat_ns;
+    const Nanos new_tat = state.tat_after(cost, at, now);
     if (!tat_ns_.compare_exchange_strong(expected, new_tat, std::memory_order_acq_rel, std::memory_order_acquire)) {
       return r;
     }
@@ -278,6 +301,12 @@ class Gcra {
     begin_change();
     burst_.store(burst);
     end_change();
+  }
+
+  // A consistent copy of (TAT, T, B), to plan with (see GcraState).
+  GcraState state() const noexcept {
+    const Snapshot snap = snapshot();
+    return GcraState{snap.tat_ns, snap.interval_ns, snap.burst};
   }
 
   Nanos interval_ns() const noexcept { return interval_ns_.load(std::memory_order_relaxed); }
