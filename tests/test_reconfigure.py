@@ -23,14 +23,20 @@ def test_more_slots_go_at_once_to_the_oldest_waiters():
         with lock:
             order.append(i)
 
+    threads = []
     for i in range(4):
-        start_thread(wait, i)
+        threads.append(start_thread(wait, i))
         wait_until(lambda i=i: limiter.waiting == i + 1)  # queued in this order
     assert limiter.set_max_concurrent(3) == 2
     wait_until(lambda: len(order) == 2)
     assert sorted(order) == [0, 1]  # the two oldest
     assert limiter.max_concurrent == 3 and limiter.active_calls == 3 and limiter.waiting == 2
     assert limiter.get_stats()["max_concurrent"] == 3
+    limiter.release()  # the two still queued get their slots, in order
+    limiter.release()
+    for thread in threads:
+        thread.join(10)
+    assert order == [*order[:2], 2, 3]
 
 
 def test_fewer_slots_let_calls_in_flight_finish_and_hand_on_only_below_the_new_limit():
