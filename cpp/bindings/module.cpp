@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "acquire_methods.hpp"
+#include "async_wait.hpp"
 #include "common.hpp"
 #include "wait.hpp"
 
@@ -188,9 +189,19 @@ PYBIND11_MODULE(_core, m) {
   py::module_::import("os").attr("register_at_fork")(py::arg("after_in_child") =
                                                           m.attr("_reinit_after_fork"));
 
+  m.def(
+      "_timeout_ns",
+      [](py::handle timeout) {
+        omnilimit::Nanos ns = 0;
+        if (!ob::parse_timeout(timeout.ptr(), &ns)) throw py::error_already_set();
+        return ns;
+      },
+      py::arg("timeout"),
+      "A timeout as acquire() reads it, in ns (2**63 - 1: forever). Raises ValueError for a bad one.");
   ob::timeout_keyword = PyUnicode_InternFromString("timeout");
   if (ob::timeout_keyword == nullptr) throw py::error_already_set();
   ob::register_window(m);
+  ob::register_async(m);
   ob::register_gcra(m);
   ob::register_rate_core(m);
   ob::register_semaphore(m);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "common.hpp"
 #include "omnilimit/clock.hpp"
 #include "omnilimit/pause.hpp"
 
@@ -45,7 +46,16 @@ void add_pause_methods(pybind11::class_<Core>& cls, OnHold on_hold) {
       .def_property_readonly(
           "rate_limited_count", [](const Core& core) { return core.pause.reported(); },
           "429s (and exhausted budgets) reported through on_rate_limited / on_response.")
-      .def("_note_rate_limited", [](Core& core) { core.pause.note_reported(); });
+      .def("_note_rate_limited", [](Core& core) { core.pause.note_reported(); })
+      .def(
+          "_pause_go_in",
+          [](Core& core) {
+            const Nanos now = now_ns();
+            const Nanos end = core.pause.end_ns(now);
+            return end == 0 ? 0.0 : static_cast<double>(core.pause.release_time(end) - now) / 1e9;
+          },
+          "Seconds until a caller arriving now may go under the pause in effect (its jitter\n"
+          "included; 0.0: no pause). For coroutines, which wait for it on their loop's timer.");
 }
 
 // wait_quantile(q) and the counters behind metrics(): `Core` has `WaitHistogram waits`, and the
@@ -65,7 +75,17 @@ void add_metric_methods(pybind11::class_<Core>& cls) {
          "callers that did not wait).")
       .def_property_readonly(
           "denied_count", [](const Core& core) { return core.denied.load(std::memory_order_relaxed); },
-          "acquire(timeout=0) calls refused (part of blocked_count).");
+          "acquire(timeout=0) calls refused (part of blocked_count).")
+      .def(
+          "_async_refused",
+          [](py::object self, py::object timeout) {
+            Core& core = self.cast<Core&>();
+            Nanos timeout_ns = 0;
+            if (!parse_timeout(timeout.ptr(), &timeout_ns)) throw py::error_already_set();
+            if (timeout_ns == 0) core.denied.fetch_add(1, std::memory_order_relaxed);
+            if (!report_timeout(self.ptr(), core.blocked, timeout_ns, timeout.ptr())) throw py::error_already_set();
+          },
+          py::arg("timeout"), "Counts (and logs) a coroutine's acquire that got nothing, as acquire() does.");
 }
 
 }  // namespace omnilimit::bindings

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "acquire_methods.hpp"
+#include "async_wait.hpp"
 #include "common.hpp"
 #include "omnilimit/dual_bucket.hpp"
 #include "omnilimit/gcra.hpp"
@@ -42,6 +43,8 @@ struct RateCore final : ForkAware {
     if (tokens_per_minute > 0.0) {
       dual = std::make_unique<DualBucket>(bucket.interval_ns(), burst, Gcra::interval_for(tokens_per_minute, 60.0),
                                           token_burst);
+      async_reservation = py::reinterpret_steal<py::object>(PyContextVar_New("omnilimit.reservation", nullptr));
+      if (!async_reservation) throw py::error_already_set();
     }
   }
   void reinit_after_fork() noexcept override {
@@ -62,6 +65,9 @@ struct RateCore final : ForkAware {
   const std::uint64_t id = last_rate_id.fetch_add(1, std::memory_order_relaxed) + 1;  // never reused
   Gcra bucket;                       // unused when `dual` is set
   std::unique_ptr<DualBucket> dual;  // set when there is a token budget
+  // With a token budget: a ContextVar holding the tokens of the current task's latest unsettled
+  // reservation (coroutines share their loop's thread, so a thread-local cannot tell them apart).
+  py::object async_reservation;
   Pause pause;                       // the provider said "stop until" (on_rate_limited)
   Schedule schedule;                 // where sleepers wait; set_rate() moves their instants
   RequestWindow recorded;            // record_request() calls in the last minute: the current RPM
@@ -259,6 +265,18 @@ PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, 
   });
 }
 
+// The current task's latest unsettled reservation on `core` (a coroutine's acquire_async), taken.
+std::optional<std::int64_t> take_task_reservation(RateCore& core) {
+  PyObject* value = nullptr;
+  if (PyContextVar_Get(core.async_reservation.ptr(), Py_None, &value) != 0) throw py::error_already_set();
+  const py::object held = py::reinterpret_steal<py::object>(value);
+  if (held.is_none()) return std::nullopt;
+  PyObject* token = PyContextVar_Set(core.async_reservation.ptr(), Py_None);
+  if (token == nullptr) throw py::error_already_set();
+  Py_DECREF(token);
+  return held.cast<std::int64_t>();
+}
+
 // What a finished call used: settles the thread's latest reservation (with a budget) and counts
 // the request and its tokens. `used` < 0: "as reserved".
 void record(RateCore& core, std::int64_t used) {
@@ -266,7 +284,11 @@ void record(RateCore& core, std::int64_t used) {
   core.recorded.record(now);
   std::int64_t reserved = 0;
   if (core.dual) {
-    reserved = latest_reservations.take(core.id).value_or(0);
+    if (std::optional<std::int64_t> mine = latest_reservations.take(core.id)) {
+      reserved = *mine;
+    } else {
+      reserved = take_task_reservation(core).value_or(0);
+    }
     if (used >= 0 && used != reserved) core.dual->settle(reserved, used, now_ns());
   }
   const std::int64_t counted = used >= 0 ? used : reserved;
@@ -310,6 +332,107 @@ PyMethodDef fast_methods[] = {
                 "__enter__($self, /)\n--\n\nacquire() with the default timeout; raises LimiterTimeout on timeout."),
     fast_method("__exit__", fast_exit, "__exit__($self, *exc_info, /)\n--\n\nrecord_request()."),
     {nullptr, nullptr, 0, nullptr}};
+
+// ---- coroutines (acquire_async) --------------------------------------------------------------
+
+void count_async_acquired(RateCore& core, Nanos started_ns) {
+  if (started_ns != 0) core.waits.record(now_ns() - started_ns);
+  core.total_acquired.fetch_add(1, std::memory_order_relaxed);
+}
+
+// No token budget: books the next instant if it comes by `deadline_ns`. Returns the seconds to
+// sleep on the loop's timer (0.0: acquired now, counted), or None when it would not fit.
+py::object async_reserve(py::object self, AsyncWait& w, Nanos deadline_ns) {
+  RateCore& core = self.cast<RateCore&>();
+  if (core.dual) throw std::logic_error("a limiter with a token budget queues tickets");
+  for (;;) {
+    const Nanos now = now_ns();
+    const Nanos max_wait_ns = deadline_ns == kForever ? kForever : std::max<Nanos>(deadline_ns - now, 0);
+    std::uint64_t epoch = core.schedule.epoch();
+    const Reservation r = core.bucket.reserve(1, max_wait_ns, now);
+    if (!r.admitted) return py::none();
+    if (r.wait_ns == 0) {
+      count_async_acquired(core, 0);
+      return py::float_(0.0);
+    }
+    if (!core.schedule.stable(epoch)) continue;  // a rate change overlapped: the slot is spent
+    w.bucket = &core.bucket;
+    w.reservation = r;
+    w.epoch = epoch;
+    w.ready_ns = r.ready_at_ns;
+    w.owner = self;
+    w.started_ns = now;
+    w.count_waiting(core.sleeping);
+    return py::float_(static_cast<double>(r.wait_ns) / 1e9);
+  }
+}
+
+// After the timer: the reservation's instant moved through the rate changes made meanwhile.
+// Returns the seconds still to sleep (> 0: a slower rate), 0.0 when the turn has come (acquired,
+// counted), or -1.0 when the changes were too many to follow (book again; the slot is spent).
+double async_reserve_check(RateCore& core, AsyncWait& w) {
+  if (w.bucket != &core.bucket) throw std::logic_error("this AsyncWait holds no reservation here");
+  if (!core.schedule.follow(w.ready_ns, w.epoch)) return -1.0;
+  const Nanos now = now_ns();
+  if (w.ready_ns > now) return static_cast<double>(w.ready_ns - now) / 1e9;
+  count_async_acquired(core, w.started_ns);
+  w.bucket = nullptr;
+  w.stop_counting();
+  return 0.0;
+}
+
+// A coroutine gives up before its instant: the reservation goes back if still possible.
+void async_refund(RateCore& core, AsyncWait& w) {
+  if (w.bucket != &core.bucket) return;
+  core.bucket.refund(w.reservation, now_ns());
+  w.bucket = nullptr;
+  w.stop_counting();
+}
+
+// With a token budget: a ticket for one request and `tokens`. 0: admitted now (counted), 1:
+// queued (wake-ups come through the waiter), 2: refused (its turn would not come by the deadline).
+int async_ticket(py::object self, AsyncWait& w, std::int64_t tokens, Nanos deadline_ns) {
+  RateCore& core = self.cast<RateCore&>();
+  if (!core.dual) throw std::logic_error("a limiter without a token budget books reservations");
+  if (w.ticket) throw std::logic_error("this AsyncWait was already used");
+  w.ticket.emplace(*core.dual, tokens, deadline_ns, &w);
+  w.tokens = tokens;
+  w.owner = self;
+  const Nanos now = now_ns();
+  switch (core.dual->arrive(*w.ticket, now)) {
+    case DualBucket::Status::admitted:
+      count_async_acquired(core, 0);
+      return 0;
+    case DualBucket::Status::refused:
+      return 2;
+    case DualBucket::Status::queued:
+      break;
+  }
+  w.started_ns = now;
+  w.count_waiting(core.sleeping);
+  return 1;
+}
+
+// A queued ticket looks again: (0 admitted and counted | 1 queued | 2 refused, seconds until it
+// should look again if nothing wakes it first, or None).
+py::tuple async_ticket_poll(RateCore& core, AsyncWait& w) {
+  if (!w.ticket || !core.dual) throw std::logic_error("this AsyncWait holds no ticket here");
+  Nanos wake_at = kForever;
+  const Nanos now = now_ns();
+  switch (core.dual->poll(*w.ticket, now, &wake_at)) {
+    case DualBucket::Status::admitted:
+      count_async_acquired(core, w.started_ns);
+      w.stop_counting();
+      return py::make_tuple(0, py::none());
+    case DualBucket::Status::refused:
+      w.stop_counting();
+      return py::make_tuple(2, py::none());
+    case DualBucket::Status::queued:
+      break;
+  }
+  if (wake_at == kForever) return py::make_tuple(1, py::none());
+  return py::make_tuple(1, static_cast<double>(std::max<Nanos>(wake_at - now, 0)) / 1e9);
+}
 
 std::int64_t check_tokens(std::int64_t n) {
   if (n < 0) throw py::value_error("token counts must be >= 0");
@@ -403,11 +526,13 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
            py::arg("token_burst"), "Changes the token burst now; the queued callers are re-planned.")
       .def("_detach_reservation",
            [](RateCore& c) -> std::int64_t {
-             const std::optional<std::int64_t> tokens = latest_reservations.take(c.id);
-             if (!tokens) throw py::key_error("this thread holds no unsettled reservation on this limiter");
+             std::optional<std::int64_t> tokens = latest_reservations.take(c.id);
+             if (!tokens && c.dual) tokens = take_task_reservation(c);
+             if (!tokens) throw py::key_error("this thread (or task) holds no unsettled reservation on this limiter");
              return *tokens;
            },
-           "Forgets the calling thread's latest reservation and returns its tokens (to settle elsewhere).")
+           "Forgets the calling thread's (or asyncio task's) latest reservation and returns its tokens\n"
+           "(to settle elsewhere).")
       .def("_settle",
            [](RateCore& c, std::int64_t reserved, std::int64_t used) {
              check_tokens(reserved);
@@ -433,6 +558,20 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
              return static_cast<double>(wait) / 1e9;
            },
            py::arg("tokens") = 0, "Seconds a caller arriving now would wait (for `tokens` too).");
+  cls.def("_async_reserve", &async_reserve, py::arg("waiter"), py::arg("deadline_ns"))
+      .def("_async_reserve_check", &async_reserve_check, py::arg("waiter"))
+      .def("_async_refund", &async_refund, py::arg("waiter"))
+      .def("_async_ticket", &async_ticket, py::arg("waiter"), py::arg("tokens"), py::arg("deadline_ns"))
+      .def("_async_ticket_poll", &async_ticket_poll, py::arg("waiter"))
+      .def("_async_ticket_leave",
+           [](RateCore& core, AsyncWait& w) {
+             if (w.ticket && core.dual) core.dual->leave(*w.ticket);
+             w.stop_counting();
+           },
+           py::arg("waiter"))
+      .def_property_readonly(
+          "_async_reservation", [](const RateCore& c) { return c.async_reservation; },
+          "With a token budget: the ContextVar of the current task's latest unsettled reservation.");
   add_pause_methods(cls, [](RateCore& core, Nanos end) { core.hold_until(end); });
   add_metric_methods(cls);
   add_fast_methods(cls, fast_methods);

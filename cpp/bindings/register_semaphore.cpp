@@ -6,6 +6,7 @@
 #include <string>
 
 #include "acquire_methods.hpp"
+#include "async_wait.hpp"
 #include "common.hpp"
 #include "pause_methods.hpp"
 #include "omnilimit/histogram.hpp"
@@ -177,6 +178,71 @@ struct Concurrency {
   }
 };
 
+// A coroutine's acquisition, counted as a thread's (in the loop's thread, which releases it).
+void count_async_acquired(ConcurrencyCore& core, Nanos started_ns) {
+  core.total_acquired.fetch_add(1, std::memory_order_relaxed);
+  if (started_ns != 0) core.waits.record(now_ns() - started_ns);
+  if (ThreadAccount::Entry* mine = thread_account.find_or_add(core.id)) {
+    ++mine->held;
+    mine->failed = false;
+  }
+}
+
+// For acquire_async: a slot now (True), or `w` queued for one (False). Raises LimiterClosed.
+bool async_enqueue(py::object self, AsyncWait& w) {
+  ConcurrencyCore& core = self.cast<ConcurrencyCore&>();
+  if (core.semaphore.try_acquire_fast()) {
+    count_async_acquired(core, 0);
+    return true;
+  }
+  if (w.semaphore != nullptr) throw std::logic_error("this AsyncWait was already used");
+  switch (core.semaphore.enqueue(w.slot)) {
+    case Semaphore::Enqueued::acquired:
+      w.slot_claimed = true;
+      count_async_acquired(core, 0);
+      return true;
+    case Semaphore::Enqueued::closed:
+      PyErr_SetString(limiter_closed_error, "the limiter is closed");
+      throw py::error_already_set();
+    case Semaphore::Enqueued::queued:
+      break;
+  }
+  w.semaphore = &core.semaphore;
+  w.owner = self;
+  w.started_ns = now_ns();
+  return false;
+}
+
+// Where a queued coroutine stands: True once a slot was handed to it (now its own), False while
+// it waits. Raises LimiterClosed.
+bool async_status(ConcurrencyCore& core, AsyncWait& w) {
+  if (w.semaphore != &core.semaphore) throw std::logic_error("this AsyncWait is not queued here");
+  if (w.slot_claimed) return true;
+  switch (core.semaphore.status(w.slot)) {
+    case Semaphore::WaitStatus::acquired:
+      w.slot_claimed = true;
+      count_async_acquired(core, w.started_ns);
+      return true;
+    case Semaphore::WaitStatus::closed:
+      PyErr_SetString(limiter_closed_error, "the limiter is closed");
+      throw py::error_already_set();
+    case Semaphore::WaitStatus::pending:
+      break;
+  }
+  return false;
+}
+
+// A coroutine gives up (timeout, cancellation): leaves the queue. True when a slot had been
+// handed to it meanwhile: it holds that slot now (to use, or to release).
+bool async_cancel(ConcurrencyCore& core, AsyncWait& w) {
+  if (w.semaphore != &core.semaphore) throw std::logic_error("this AsyncWait is not queued here");
+  if (w.slot_claimed) return true;
+  if (!core.semaphore.cancel(w.slot)) return false;
+  w.slot_claimed = true;
+  count_async_acquired(core, w.started_ns);
+  return true;
+}
+
 // Settles the calling thread's account for a release(); true when the release answers the
 // thread's own failed acquire (see ThreadAccount) and must be ignored.
 bool answers_failed_acquire(const ConcurrencyCore& core) {
@@ -282,7 +348,30 @@ released only while a caller waits.)doc");
              return "Concurrency limit timeout after " + py::str(timeout).cast<std::string>() + "s";
            },
            py::arg("timeout"), "Hook: called on a timed-out acquire; returns the message.")
-      .def("_on_over_release", [](py::object) {}, "Hook: called on the first over-release.");
+      .def("_on_over_release", [](py::object) {}, "Hook: called on the first over-release.")
+      .def("_async_enqueue", &async_enqueue, py::arg("waiter"),
+           "acquire_async: True with a slot taken now, False with `waiter` queued. Raises LimiterClosed.")
+      .def("_async_status", &async_status, py::arg("waiter"),
+           "True once a slot was handed to the queued `waiter`, False while it waits. Raises LimiterClosed.")
+      .def("_async_cancel", &async_cancel, py::arg("waiter"),
+           "Takes `waiter` out of the queue; True when a slot had been handed to it (it holds it now).")
+      .def("_async_give_back",
+           [](ConcurrencyCore& core) {
+             // A slot taken for a coroutine that does not use it (a pause outlasts its timeout, or it
+             // was cancelled): passed on without counting as a call, as acquire() does.
+             core.total_acquired.fetch_sub(1, std::memory_order_relaxed);
+             if (ThreadAccount::Entry* mine = thread_account.find(core.id)) {
+               if (mine->held > 0) --mine->held;
+               ThreadAccount::tidy(mine);
+             }
+             core.semaphore.release();
+           },
+           "Passes on a slot acquire_async took and will not use (not counted as a call).")
+      .def("_async_try", [](ConcurrencyCore& core) {
+             if (!core.semaphore.try_acquire_fast()) return false;
+             count_async_acquired(core, 0);
+             return true;
+           }, "acquire_async(timeout=0): a free slot now, or nothing.");
   add_pause_methods(cls, [](ConcurrencyCore&, Nanos) {});
   add_metric_methods(cls);
   add_fast_methods(cls, fast_methods);

@@ -13,13 +13,13 @@ import threading
 import time
 from types import TracebackType
 
-from omnilimit import _core
+from omnilimit import _async, _core
 from omnilimit.backoff import Headers
 from omnilimit.concurrency import ConcurrencyLimiter
 from omnilimit.rate import RateLimiter
 
 
-class CombinedLimiter:
+class CombinedLimiter(_async.AsyncLimiting):
     """At most ``max_concurrent`` calls in flight, ``requests_per_minute`` requests per minute
     and, with ``tokens_per_minute``, that many tokens per minute, all at once.
 
@@ -27,7 +27,8 @@ class CombinedLimiter:
     request, settles its tokens when given, and frees the slot); ``with limiter:`` raises
     ``LimiterTimeout`` when nothing came in time. ``on_rate_limited`` / ``on_response`` pause both
     parts. ``get_stats()`` merges the two guide dictionaries (so code that looks for
-    ``max_concurrent`` treats it as a concurrency limiter).
+    ``max_concurrent`` treats it as a concurrency limiter). Coroutines: ``await
+    acquire_async(timeout=120, tokens=0)``, ``async with limiter:``, ``@limiter.limit``.
     """
 
     __slots__ = ("_held", "concurrency", "name", "rate")
@@ -70,6 +71,31 @@ class CombinedLimiter:
             return False
         self._held.count = getattr(self._held, "count", 0) + 1
         return True
+
+    async def acquire_async(self, timeout: float | None = 120, tokens: int = 0) -> bool:
+        """``acquire()`` for a coroutine, on the same slots and budget: a slot, then the request
+        and its tokens, within `timeout` in all; nothing is held when any part fails or the
+        coroutine is cancelled."""
+        _, deadline = _async.deadline(timeout)
+        if not await self.concurrency.acquire_async(timeout=timeout):
+            return False
+        left = None if deadline >= _core.FOREVER_NS else _async.seconds_until(deadline)
+        try:
+            booked = await self.rate.acquire_async(timeout=left, tokens=tokens)
+        except BaseException:  # cancelled during the rate wait: give the slot back
+            self.concurrency.release()
+            raise
+        if not booked:
+            self.concurrency.release()
+            return False
+        self._held.count = getattr(self._held, "count", 0) + 1
+        return True
+
+    def _async_release(self) -> None:
+        self.release()
+
+    def _timeout_error(self) -> BaseException:
+        return _core.LimiterTimeout(f"Combined limit timeout after 120s for {self.name}")
 
     def release(self, tokens: int | None = None) -> None:
         """Records the request (settling its tokens when given) and frees the slot. A release by a

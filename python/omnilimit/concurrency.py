@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from omnilimit import _core
+import asyncio
+
+from omnilimit import _async, _core
 from omnilimit._log import logger
 from omnilimit._validate import label, whole_number
 from omnilimit.backoff import ProviderFeedback, _common_metrics
@@ -10,13 +12,17 @@ from omnilimit.backoff import ProviderFeedback, _common_metrics
 MAX_CONCURRENT = 2**31 - 1
 
 
-class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback):
+class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLimiting):
     """At most ``max_concurrent`` calls in flight at once (the guide's concurrency limiting).
 
     ``acquire(timeout=120) -> bool`` takes a slot, waiting up to ``timeout`` seconds (``None``
     waits forever, ``0`` tries once); ``release()`` frees it. Waiters are served in arrival order.
     ``with limiter:`` acquires with the default timeout (raising ``LimiterTimeout`` when none came)
     and releases on exit.
+
+    Coroutines share the same slots and the same queue: ``await acquire_async(timeout=120)``,
+    ``async with limiter:``, ``@limiter.limit`` (sync or async functions). They wait on their
+    event loop, woken by the core, from any number of loops in any threads.
 
     The uncontended ``acquire()``/``release()`` pair runs entirely in C++ with the GIL held; the GIL
     is released only while a caller waits. Every method is thread-safe. ``get_stats()`` reads
@@ -32,6 +38,64 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback):
         super().__init__(whole_number("max_concurrent", max_concurrent, maximum=MAX_CONCURRENT))
         self.name = label("name", name)
         logger.debug("ConcurrencyLimiter %r: at most %d concurrent calls", self.name, self.max_concurrent)
+
+    async def acquire_async(self, timeout: float | None = 120) -> bool:
+        """``acquire()`` for a coroutine: takes a slot, waiting on the running event loop (never
+        blocking it) up to ``timeout`` seconds, in one arrival order with threads and other
+        loops. Cancellation-safe: a waiter cancelled or timed out holds no slot, and a slot
+        handed to it meanwhile goes on to the next waiter. Raises LimiterClosed, ValueError for a
+        bad timeout."""
+        timeout_ns, deadline = _async.deadline(timeout)
+        if self._async_try():
+            pass
+        elif self.closed:
+            raise _core.LimiterClosed("the limiter is closed")
+        elif timeout_ns == 0 or not await self._queue_async(deadline):
+            self._async_refused(timeout)
+            return False
+        return await self._after_pause_async(deadline, timeout)
+
+    async def _queue_async(self, deadline: int) -> bool:
+        loop = asyncio.get_running_loop()
+        waiter = _core.AsyncWait(_async.notifier(loop))
+        waiter.future = future = loop.create_future()
+        try:
+            if self._async_enqueue(waiter):
+                return True
+            while not self._async_status(waiter):
+                if _core.monotonic_ns() >= deadline:
+                    return self._async_cancel(waiter)  # a slot handed over at the last moment is kept
+                await _async.wake_or_timer(loop, future, deadline)
+                waiter.future = future = loop.create_future()
+            return True
+        except BaseException:  # cancelled (or closed): leave, passing on a slot handed over meanwhile
+            if self._async_cancel(waiter):
+                self._async_give_back()
+            raise
+
+    async def _after_pause_async(self, deadline: int, timeout: object) -> bool:
+        """Holding a slot (and so its place in line), waits out a pause in effect, if its end
+        comes by the deadline; otherwise passes the slot on."""
+        go_in = self._pause_go_in()
+        if go_in <= 0:
+            return True
+        go_at = _core.monotonic_ns() + int(go_in * 1e9)
+        if go_at > deadline:
+            self._async_give_back()
+            self._async_refused(timeout)
+            return False
+        try:
+            await _async.sleep_until(go_at)
+        except BaseException:
+            self._async_give_back()
+            raise
+        return True
+
+    def _async_release(self) -> None:
+        self.release()
+
+    def _timeout_error(self) -> BaseException:
+        return _core.LimiterTimeout(f"Concurrency limit timeout after 120s for {self.name}")
 
     def record_request(self) -> None:
         """Does nothing: kept so code written for RateLimiter runs unchanged. For this kind,

@@ -6,10 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
+from omnilimit import _async
 from omnilimit._log import logger
 from omnilimit.backoff import Headers
 from omnilimit.combined import CombinedLimiter
@@ -27,6 +28,7 @@ from omnilimit.config import (
 from omnilimit.rate import RateLimiter
 
 Limiter = Union[ConcurrencyLimiter, RateLimiter, CombinedLimiter]
+F = TypeVar("F", bound=Callable[..., Any])
 
 _NO_SETTINGS: Mapping[str, Any] = {}
 _SOURCE = "<provider_config>"  # where get_limiter()'s ConfigErrors come from
@@ -184,6 +186,20 @@ class ProviderRateLimitManager:
     def acquire(self, provider_name: str, timeout: float | None = 60) -> bool:
         """``get_limiter(provider_name).acquire(timeout)`` (omnigen's older API)."""
         return self.get_limiter(provider_name).acquire(timeout=timeout)
+
+    async def acquire_async(self, provider_name: str, timeout: float | None = 60) -> bool:
+        """``await get_limiter(provider_name).acquire_async(timeout)``: ``acquire()`` for a coroutine."""
+        return await self.get_limiter(provider_name).acquire_async(timeout=timeout)
+
+    def limit(self, role: str) -> Callable[[F], F]:
+        """A decorator: each call of the function (sync or ``async def``) runs under the limiter
+        of ``role`` in the loaded configuration, looked up at each call (so a ``reload()`` that
+        replaces it applies to the next call). Raises KeyError at the call for an unknown role."""
+
+        def decorate(function: F) -> F:
+            return _async.limited(lambda: self.limiter_for(role), function)
+
+        return decorate
 
     def record_request(self, provider_name: str) -> None:
         """``get_limiter(provider_name).record_request()`` (omnigen's older API)."""

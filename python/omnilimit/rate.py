@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from omnilimit import _core
+import asyncio
+
+from omnilimit import _async, _core
 from omnilimit._log import logger
 from omnilimit._validate import MAX_COUNT, label, positive_rate, whole_number
 from omnilimit.backoff import ProviderFeedback, _common_metrics
@@ -19,7 +21,7 @@ call's tokens, for a token budget); the long-run throughput is the same. Pass ``
 ``token_burst`` for a provider that accepts bursts."""
 
 
-class RateLimiter(_core.RateCore, ProviderFeedback):
+class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
     """At most ``requests_per_minute`` requests per minute, with bursts of ``burst_size``.
 
     The bucket is one atomic word (GCRA): ``acquire(timeout=60) -> bool`` reserves the next free
@@ -28,6 +30,9 @@ class RateLimiter(_core.RateCore, ProviderFeedback):
     once. ``record_request()`` records a request made, which ``get_current_rpm()`` counts over the
     last 60 seconds. ``with limiter:`` acquires with the default timeout (raising
     ``LimiterTimeout``) and records the request on exit.
+
+    Coroutines share the same budget and order: ``await acquire_async(timeout=60, tokens=0)``,
+    ``async with limiter:``, ``@limiter.limit``; they sleep on their event loop's timer.
 
     ``burst_size`` and ``token_burst`` default to 1 (``DEFAULT_BURST``: strict pacing). With a
     token budget, callers that must wait queue in arrival order and go when both budgets allow
@@ -116,6 +121,86 @@ class RateLimiter(_core.RateCore, ProviderFeedback):
     def set_token_burst(self, token_burst: int) -> None:
         """Changes the token burst now; the queued callers are re-planned."""
         super().set_token_burst(whole_number("token_burst", token_burst))
+
+    async def acquire_async(self, timeout: float | None = 60, tokens: int = 0) -> bool:
+        """``acquire()`` for a coroutine: takes a request (and ``tokens``, with a budget), waiting
+        on the running event loop's timer (never blocking it) up to ``timeout`` seconds, in one
+        order with threads and other loops. False, with nothing taken, when the turn would not
+        come in time. Cancellation-safe: a reservation whose time has not come is refunded, a
+        queued ticket leaves the queue. ``record_request(tokens=used)`` in the same task settles
+        the reservation. Raises ValueError for a bad timeout or token count."""
+        _, deadline = _async.deadline(timeout)
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= 2**62:
+            raise ValueError(f"tokens must be a whole number >= 0 (at most 2**62), got {tokens!r}")
+        while True:
+            go_in = self._pause_go_in()
+            if go_in > 0:  # paused: book only at the end (plus this caller's jitter)
+                go_at = _core.monotonic_ns() + int(go_in * 1e9)
+                if go_at > deadline:
+                    break
+                await _async.sleep_until(go_at)
+                continue
+            took: bool | None
+            if self.has_token_budget:
+                took = await self._ticket_async(tokens, deadline)
+            else:
+                took = await self._reserve_async(deadline)
+            if took is None:
+                continue  # the rate changed too often to follow: book again
+            if not took:
+                break
+            if self._pause_go_in() > 0:
+                continue  # a pause declared meanwhile voids the slot: wait for its end
+            if self.has_token_budget:
+                self._async_reservation.set(tokens)
+            return True
+        self._async_refused(timeout)
+        return False
+
+    async def _reserve_async(self, deadline: int) -> bool | None:
+        loop = asyncio.get_running_loop()
+        waiter = _core.AsyncWait(_async.notifier(loop))
+        delay = self._async_reserve(waiter, deadline)
+        if delay is None:
+            return False
+        try:
+            while delay > 0:
+                await asyncio.sleep(delay)
+                delay = self._async_reserve_check(waiter)
+                if delay > 0 and _core.monotonic_ns() + int(delay * 1e9) > deadline:
+                    self._async_refund(waiter)  # a slower rate moved the instant past the timeout
+                    return False
+        except BaseException:
+            self._async_refund(waiter)
+            raise
+        return None if delay < 0 else True
+
+    async def _ticket_async(self, tokens: int, deadline: int) -> bool:
+        loop = asyncio.get_running_loop()
+        waiter = _core.AsyncWait(_async.notifier(loop))
+        waiter.future = future = loop.create_future()
+        status = self._async_ticket(waiter, tokens, deadline)
+        try:
+            while status == 1:
+                status, wake_in = self._async_ticket_poll(waiter)
+                if status != 1:
+                    break
+                if _core.monotonic_ns() >= deadline:
+                    self._async_ticket_leave(waiter)
+                    return False
+                at = deadline if wake_in is None else min(deadline, _core.monotonic_ns() + int(wake_in * 1e9))
+                await _async.wake_or_timer(loop, future, at)
+                waiter.future = future = loop.create_future()
+        except BaseException:
+            self._async_ticket_leave(waiter)
+            raise
+        return status == 0
+
+    def _async_release(self) -> None:
+        self.record_request()
+
+    def _timeout_error(self) -> BaseException:
+        return _core.LimiterTimeout(f"Rate limit timeout after 60s for {self.provider_name}")
 
     def detach_reservation(self) -> TokenReservation:
         """The calling thread's latest reservation on this limiter, to settle from another thread

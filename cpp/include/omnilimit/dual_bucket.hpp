@@ -43,6 +43,7 @@
 
 #include "omnilimit/clock.hpp"
 #include "omnilimit/gcra.hpp"
+#include "omnilimit/waker.hpp"
 
 namespace omnilimit {
 
@@ -55,11 +56,12 @@ class DualBucket {
   };
 
   // One caller's claim: a request and `tokens` tokens (>= 0), wanted by `deadline_ns` (kForever:
-  // whenever). Lives on the caller's stack; leaves the queue when destroyed.
+  // whenever). Lives on the caller's stack (or in a coroutine's waiter); leaves the queue when
+  // destroyed. A ticket with a Waker is woken through it, and looks again with poll().
   class Ticket {
    public:
-    Ticket(DualBucket& bucket, std::int64_t tokens, Nanos deadline_ns) : bucket_(bucket), tokens_(tokens),
-                                                                          deadline_ns_(deadline_ns) {
+    Ticket(DualBucket& bucket, std::int64_t tokens, Nanos deadline_ns, Waker* waker = nullptr)
+        : bucket_(bucket), tokens_(tokens), deadline_ns_(deadline_ns), waker_(waker) {
       if (tokens < 0) throw std::invalid_argument("tokens must be >= 0");
     }
     ~Ticket() {
@@ -83,7 +85,12 @@ class DualBucket {
     bool owner_queued_ = false;  // ever queued: read by the owner's thread only
     Ticket* prev_ = nullptr;
     Ticket* next_ = nullptr;
+    Waker* const waker_;
     std::condition_variable cv_;
+
+    void notify() noexcept {
+      if (waker_ != nullptr) waker_->wake(); else cv_.notify_one();
+    }
   };
 
   DualBucket(Nanos request_interval_ns, std::int64_t request_burst, Nanos token_interval_ns,
@@ -125,30 +132,21 @@ class DualBucket {
   Status wait(Ticket& t, Nanos until_ns) {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
-      if (t.status_ != Status::queued) return t.status_;
       const Nanos now = now_ns();
-      Nanos wake = until_ns;
-      if (&t == head_) {
-        const Nanos at = go_at(requests_.state(), tokens_.state(), t.tokens_, t.ref_ns_);
-        if (at <= now) {
-          unlink(t);
-          commit(t, now);
-          if (head_ != nullptr) head_->ref_ns_ = std::max(head_->arrived_ns_, now);
-          replan(now);
-          return t.status_;
-        }
-        if (at > t.deadline_ns_) {
-          unlink(t);
-          t.status_ = Status::refused;
-          if (head_ != nullptr) head_->ref_ns_ = std::max(head_->arrived_ns_, now);
-          replan(now);
-          return t.status_;
-        }
-        wake = std::min(at, until_ns);
-      }
-      if (now >= until_ns) return t.status_;
-      t.cv_.wait_until(lock, to_time_point(wake));
+      Nanos wake = kForever;
+      const Status status = step(t, now, &wake);
+      if (status != Status::queued || now >= until_ns) return status;
+      t.cv_.wait_until(lock, to_time_point(std::min(wake, until_ns)));
     }
+  }
+
+  // wait() without the wait, for a ticket woken by its Waker (or by a timer): admitted, refused,
+  // or queued; then `*wake_at` is when to look again if nothing wakes it first (its instant, for
+  // the head of the queue; kForever otherwise).
+  Status poll(Ticket& t, Nanos now, Nanos* wake_at) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    *wake_at = kForever;
+    return step(t, now, wake_at);
   }
 
   // Takes a queued ticket out of the queue (its caller gives up: timeout, interrupt); nothing
@@ -249,6 +247,22 @@ class DualBucket {
   }
   static Nanos saturating_sub(Nanos a, Nanos b) noexcept { return a == kForever ? kForever : a - b; }
 
+  // One look at a ticket, with the mutex held: the head goes (commits) once its instant has come,
+  // and is refused once its instant has moved past its deadline.
+  Status step(Ticket& t, Nanos now, Nanos* wake_at) {
+    if (t.status_ != Status::queued || &t != head_) return t.status_;
+    const Nanos at = go_at(requests_.state(), tokens_.state(), t.tokens_, t.ref_ns_);
+    if (at > now && at <= t.deadline_ns_) {
+      *wake_at = at;
+      return t.status_;
+    }
+    unlink(t);
+    if (at <= now) commit(t, now); else t.status_ = Status::refused;
+    if (head_ != nullptr) head_->ref_ns_ = std::max(head_->arrived_ns_, now);
+    replan(now);
+    return t.status_;
+  }
+
   // Commits the ticket's request and tokens at `now` (both buckets allow it: checked under the
   // mutex, which every change takes, so the CAS cannot fail).
   void commit(Ticket& t, Nanos now) {
@@ -282,7 +296,7 @@ class DualBucket {
         const bool was_head = t == head_;
         unlink(*t);
         t->status_ = Status::refused;
-        t->cv_.notify_one();
+        t->notify();
         if (was_head && head_ != nullptr) head_->ref_ns_ = std::max(head_->arrived_ns_, now);
       } else {
         t->planned_ns_ = at;
@@ -295,7 +309,7 @@ class DualBucket {
     tail_requests_ = requests;
     tail_tokens_ = tokens;
     tail_at_ = previous;
-    if (head_ != nullptr) head_->cv_.notify_one();
+    if (head_ != nullptr) head_->notify();
   }
 
   void link(Ticket& t) {
@@ -311,7 +325,7 @@ class DualBucket {
     if (t.next_ != nullptr) t.next_->prev_ = t.prev_; else tail_ = t.prev_;
     t.prev_ = t.next_ = nullptr;
     --queued_;
-    if (head_ != nullptr) head_->cv_.notify_one();
+    if (head_ != nullptr) head_->notify();
   }
 
   mutable std::mutex mutex_;

@@ -65,6 +65,14 @@ class Schedule {
     }
   }
 
+  // For a sleeper that does not sleep here (a coroutine on a timer): moves `ready_ns` through the
+  // changes made since `epoch` (both are updated). False when it missed too many (book again).
+  // A faster rate does not wake such a sleeper early; a slower one is caught here, when it wakes.
+  bool follow(Nanos& ready_ns, std::uint64_t& epoch) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return epoch == sequence_.load(std::memory_order_relaxed) || catch_up(ready_ns, epoch);
+  }
+
   // Runs `apply()`, which sets the interval to `new_interval` at `at_ns` (Gcra::set_interval)
   // and returns the interval it replaced, and wakes every sleeper to move its instant the same way.
   template <class Apply>

@@ -43,6 +43,7 @@
 #include <stdexcept>
 
 #include "omnilimit/clock.hpp"
+#include "omnilimit/waker.hpp"
 
 namespace omnilimit {
 
@@ -50,10 +51,13 @@ class Semaphore {
  public:
   static constexpr std::int64_t kMaxSlots = 0x7fffffff;
 
-  // A caller's place in the queue; lives on the caller's stack for the duration of one wait.
+  // A caller's place in the queue; lives on the caller's stack for the duration of one wait (or,
+  // for a coroutine, in an object that outlives its place in the queue). A waiter with a Waker is
+  // woken through it instead of its condition variable; it learns the outcome from status().
   class Waiter {
    public:
     Waiter() = default;
+    explicit Waiter(Waker* waker) : waker_(waker) {}
     Waiter(const Waiter&) = delete;
     Waiter& operator=(const Waiter&) = delete;
 
@@ -64,7 +68,12 @@ class Semaphore {
     bool queued_ = false;
     bool granted_ = false;
     bool closed_ = false;
+    Waker* const waker_ = nullptr;
     std::condition_variable cv_;
+
+    void notify() noexcept {
+      if (waker_ != nullptr) waker_->wake(); else cv_.notify_one();
+    }
   };
 
   enum class Enqueued { acquired, queued, closed };
@@ -124,6 +133,15 @@ class Semaphore {
     }
   }
 
+  // Where `w` stands, without waiting: acquired (a slot was handed to it), closed, or pending
+  // (still queued, or never queued).
+  WaitStatus status(const Waiter& w) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (w.granted_) return WaitStatus::acquired;
+    if (w.closed_) return WaitStatus::closed;
+    return WaitStatus::pending;
+  }
+
   // Leaves the queue. Returns true if a slot was handed to `w` before it could leave: the
   // caller then holds that slot (and must release it, or use it).
   bool cancel(Waiter& w) {
@@ -173,7 +191,7 @@ class Semaphore {
         unlink(*w);
         w->granted_ = true;
         state_.fetch_sub(kOneWaiter, std::memory_order_acq_rel);
-        w->cv_.notify_one();  // under the mutex: the node cannot vanish before this call
+        w->notify();  // under the mutex: the node cannot vanish before this call
         return Released::ok;
       }
       if (state_.compare_exchange_weak(s, s - 1, std::memory_order_release, std::memory_order_relaxed)) {
@@ -198,7 +216,7 @@ class Semaphore {
       unlink(*w);
       w->granted_ = true;
       state_.fetch_add(1 - kOneWaiter, std::memory_order_acq_rel);  // held + 1, waiting - 1
-      w->cv_.notify_one();
+      w->notify();
       ++granted;
     }
     return granted;
@@ -213,7 +231,7 @@ class Semaphore {
       unlink(*w);
       w->closed_ = true;
       state_.fetch_sub(kOneWaiter, std::memory_order_acq_rel);
-      w->cv_.notify_one();
+      w->notify();
     }
   }
 

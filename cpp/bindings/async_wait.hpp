@@ -1,0 +1,115 @@
+// Coroutines waiting in the core: LoopNotifier (one per event loop) and AsyncWait (one per
+// waiting coroutine).
+//
+// A coroutine must not block its event loop, and no thread may be parked on its behalf. So it
+// waits in the core's queues as a thread would, with a Waker instead of a condition variable
+// (waker.hpp): the AsyncWait. When the core wakes it (under a core mutex, from whatever thread
+// released the slot or changed the budget, with or without the GIL), the AsyncWait posts itself
+// to its loop's LoopNotifier: a list and an eventfd that the loop watches (loop.add_reader). The
+// loop then runs the Python side's drain, which resolves each posted waiter's current future;
+// the coroutine wakes and asks the core where it stands (a wake-up only says "look again"). No
+// Python code runs in the waking thread and no lock is held while Python runs. Timers (a rate
+// limiter's instant, a timeout) are the loop's own (call_at): no polling anywhere.
+//
+// Lifetime. An AsyncWait is shared (std::shared_ptr, the pybind11 holder): the coroutine holds it,
+// and so does the notifier from a post until the drain. It keeps its limiter alive (`owner`)
+// while it may sit in the limiter's queue. Destroying it leaves any queue and passes on a slot
+// that was handed to it and never claimed, so even a coroutine that is dropped without running
+// its cleanup loses nothing. Every AsyncWait and LoopNotifier is destroyed with the GIL held
+// (their last references are dropped by Python code or by the drain).
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "omnilimit/clock.hpp"
+#include "omnilimit/dual_bucket.hpp"
+#include "omnilimit/gcra.hpp"
+#include "omnilimit/semaphore.hpp"
+#include "omnilimit/waker.hpp"
+
+namespace omnilimit::bindings {
+
+namespace py = pybind11;
+
+class AsyncWait;
+
+// The waiters an event loop must look at again, and the eventfd that tells the loop so.
+class LoopNotifier {
+ public:
+  LoopNotifier();  // throws OSError if no eventfd can be made
+  ~LoopNotifier();
+  LoopNotifier(const LoopNotifier&) = delete;
+  LoopNotifier& operator=(const LoopNotifier&) = delete;
+
+  int fd() const noexcept { return fd_; }
+  // Any thread, any lock held: queue `w` for the loop and make the eventfd readable.
+  void post(std::shared_ptr<AsyncWait> w) noexcept;
+  // The loop's thread: the waiters posted since the last take(), each once.
+  std::vector<std::shared_ptr<AsyncWait>> take();
+  // Drops what is pending and closes the eventfd (the loop is closing). Idempotent.
+  void close();
+
+ private:
+  int fd_ = -1;
+  std::mutex mutex_;
+  std::vector<std::shared_ptr<AsyncWait>> ready_;  // guarded by mutex_
+};
+
+// One coroutine's wait: for a semaphore slot, for a token-budget ticket, or on a rate
+// reservation (a timer; nothing to wake).
+class AsyncWait final : public Waker, public std::enable_shared_from_this<AsyncWait> {
+ public:
+  explicit AsyncWait(std::shared_ptr<LoopNotifier> notifier) : notifier_(std::move(notifier)) {}
+  ~AsyncWait();
+  AsyncWait(const AsyncWait&) = delete;
+  AsyncWait& operator=(const AsyncWait&) = delete;
+
+  void wake() noexcept override;
+
+  // Counts this waiter in a limiter's "waiting now" counter until stop_counting() (or its end).
+  void count_waiting(std::atomic<std::int64_t>& counter) noexcept {
+    if (counted_ != nullptr) return;
+    counted_ = &counter;
+    counter.fetch_add(1, std::memory_order_relaxed);
+  }
+  void stop_counting() noexcept {
+    if (counted_ != nullptr) counted_->fetch_sub(1, std::memory_order_relaxed);
+    counted_ = nullptr;
+  }
+
+  py::object future;  // what the drain resolves; set by the coroutine before each look
+  py::object owner;   // the limiter, while this may be in its queue
+  Nanos started_ns = 0;
+  Nanos deadline_ns = kForever;
+
+  // A semaphore slot.
+  Semaphore* semaphore = nullptr;
+  Semaphore::Waiter slot{this};
+  bool slot_claimed = false;  // the coroutine took the slot handed to it (or gave it back)
+
+  // A token-budget ticket.
+  std::optional<DualBucket::Ticket> ticket;
+  std::int64_t tokens = 0;
+
+  // A rate reservation (a lone Gcra), followed through rate changes.
+  Gcra* bucket = nullptr;
+  Reservation reservation;
+  std::uint64_t epoch = 0;
+  Nanos ready_ns = 0;
+
+ private:
+  std::shared_ptr<LoopNotifier> notifier_;
+  std::atomic<std::int64_t>* counted_ = nullptr;  // in `owner`, which outlives this
+};
+
+// Registers LoopNotifier and AsyncWait in the module.
+void register_async(py::module_& m);
+
+}  // namespace omnilimit::bindings
