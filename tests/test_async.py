@@ -435,3 +435,26 @@ def test_one_limiter_serves_loop_after_loop():
 
         run(main())
     assert limiter.active_calls == 0
+
+
+@pytest.mark.parametrize("budget", [{}, {"tokens_per_minute": 10**9}], ids=["requests", "requests+tokens"])
+def test_rate_changes_move_async_waiters_both_ways(budget):
+    faster = RateLimiter(60, **budget)  # the next turn 1 s away
+    slower = RateLimiter(60, **budget)
+
+    async def main():
+        assert await faster.acquire_async() and await slower.acquire_async()
+        t0 = time.monotonic()
+        quick = asyncio.ensure_future(faster.acquire_async(timeout=5))
+        late = asyncio.ensure_future(slower.acquire_async(timeout=5))
+        await asyncio.sleep(0.2)
+        faster.set_rate(600)  # 0.8 s left become 0.08 s: woken sooner
+        slower.set_rate(30)  # 0.8 s left become 1.6 s
+        assert await quick
+        quick_at = time.monotonic() - t0
+        assert await late
+        return quick_at, time.monotonic() - t0
+
+    quick_at, late_at = run(main())
+    assert 0.27 <= quick_at <= 0.28 + SLACK
+    assert 1.79 <= late_at <= 1.8 + SLACK

@@ -36,7 +36,7 @@ def test_more_slots_go_at_once_to_the_oldest_waiters():
     limiter.release()
     for thread in threads:
         thread.join(10)
-    assert order == [*order[:2], 2, 3]
+    assert sorted(order[2:]) == [2, 3]
 
 
 def test_fewer_slots_let_calls_in_flight_finish_and_hand_on_only_below_the_new_limit():

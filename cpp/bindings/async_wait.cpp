@@ -76,6 +76,7 @@ AsyncWait::~AsyncWait() {
   // Leave the semaphore's queue; a slot handed over and never claimed goes to the next waiter.
   if (semaphore != nullptr && semaphore->cancel(slot) && !slot_claimed) semaphore->release();
   ticket.reset();  // leaves the token queue (nothing is committed before a ticket's turn)
+  if (schedule != nullptr) schedule->stop_listening(listener);
   if (bucket != nullptr) bucket->refund(reservation, now_ns());  // a reservation never slept out
   stop_counting();
 }

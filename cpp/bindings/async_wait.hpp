@@ -31,6 +31,7 @@
 #include "omnilimit/clock.hpp"
 #include "omnilimit/dual_bucket.hpp"
 #include "omnilimit/gcra.hpp"
+#include "omnilimit/schedule.hpp"
 #include "omnilimit/semaphore.hpp"
 #include "omnilimit/waker.hpp"
 
@@ -98,7 +99,10 @@ class AsyncWait final : public Waker, public std::enable_shared_from_this<AsyncW
   std::optional<DualBucket::Ticket> ticket;
   std::int64_t tokens = 0;
 
-  // A rate reservation (a lone Gcra), followed through rate changes.
+  // A rate reservation (a lone Gcra), followed through rate changes (woken by each as a listener
+  // of the limiter's Schedule).
+  Schedule* schedule = nullptr;
+  Schedule::Listener listener{this};
   Gcra* bucket = nullptr;
   Reservation reservation;
   std::uint64_t epoch = 0;

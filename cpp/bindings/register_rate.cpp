@@ -363,18 +363,27 @@ py::object async_reserve(py::object self, AsyncWait& w, Nanos deadline_ns) {
     w.owner = self;
     w.started_ns = now;
     w.count_waiting(core.sleeping);
+    w.schedule = &core.schedule;
+    core.schedule.listen(w.listener);
     return py::float_(static_cast<double>(r.wait_ns) / 1e9);
   }
 }
 
-// After the timer: the reservation's instant moved through the rate changes made meanwhile.
+// After the timer, or a rate change's wake-up: the reservation's instant moved through the rate
+// changes made meanwhile.
 // Returns the seconds still to sleep (> 0: a slower rate), 0.0 when the turn has come (acquired,
 // counted), or -1.0 when the changes were too many to follow (book again; the slot is spent).
 double async_reserve_check(RateCore& core, AsyncWait& w) {
   if (w.bucket != &core.bucket) throw std::logic_error("this AsyncWait holds no reservation here");
-  if (!core.schedule.follow(w.ready_ns, w.epoch)) return -1.0;
+  if (!core.schedule.follow(w.ready_ns, w.epoch)) {
+    core.schedule.stop_listening(w.listener);
+    w.bucket = nullptr;  // the slot is spent
+    w.stop_counting();
+    return -1.0;
+  }
   const Nanos now = now_ns();
   if (w.ready_ns > now) return static_cast<double>(w.ready_ns - now) / 1e9;
+  core.schedule.stop_listening(w.listener);
   count_async_acquired(core, w.started_ns);
   w.bucket = nullptr;
   w.stop_counting();
@@ -384,6 +393,7 @@ double async_reserve_check(RateCore& core, AsyncWait& w) {
 // A coroutine gives up before its instant: the reservation goes back if still possible.
 void async_refund(RateCore& core, AsyncWait& w) {
   if (w.bucket != &core.bucket) return;
+  core.schedule.stop_listening(w.listener);
   core.bucket.refund(w.reservation, now_ns());
   w.bucket = nullptr;
   w.stop_counting();

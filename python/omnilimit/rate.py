@@ -160,12 +160,14 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
     async def _reserve_async(self, deadline: int) -> bool | None:
         loop = asyncio.get_running_loop()
         waiter = _core.AsyncWait(_async.notifier(loop))
+        waiter.future = future = loop.create_future()
         delay = self._async_reserve(waiter, deadline)
         if delay is None:
             return False
         try:
-            while delay > 0:
-                await asyncio.sleep(delay)
+            while delay > 0:  # until the instant, or a rate change (which may bring it closer)
+                await _async.wake_or_timer(loop, future, _core.monotonic_ns() + int(delay * 1e9))
+                waiter.future = future = loop.create_future()
                 delay = self._async_reserve_check(waiter)
                 if delay > 0 and _core.monotonic_ns() + int(delay * 1e9) > deadline:
                     self._async_refund(waiter)  # a slower rate moved the instant past the timeout

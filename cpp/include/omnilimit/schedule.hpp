@@ -33,12 +33,48 @@
 
 #include "omnilimit/clock.hpp"
 #include "omnilimit/gcra.hpp"
+#include "omnilimit/waker.hpp"
 
 namespace omnilimit {
 
 class Schedule {
  public:
   enum class Woke { ready, deadline, lost };
+
+  // A sleeper that does not sleep here (a coroutine on its loop's timer) but wants to hear of
+  // changes: linked while it sleeps, woken through its Waker by every change, after which it
+  // moves its instant with follow().
+  class Listener {
+   public:
+    explicit Listener(Waker* waker) : waker_(waker) {}
+    Listener(const Listener&) = delete;
+    Listener& operator=(const Listener&) = delete;
+
+   private:
+    friend class Schedule;
+    Waker* const waker_;
+    Listener* prev_ = nullptr;
+    Listener* next_ = nullptr;
+    bool linked_ = false;
+  };
+
+  void listen(Listener& l) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (l.linked_) return;
+    l.prev_ = nullptr;
+    l.next_ = listeners_;
+    if (listeners_ != nullptr) listeners_->prev_ = &l;
+    listeners_ = &l;
+    l.linked_ = true;
+  }
+  void stop_listening(Listener& l) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!l.linked_) return;
+    if (l.prev_ != nullptr) l.prev_->next_ = l.next_; else listeners_ = l.next_;
+    if (l.next_ != nullptr) l.next_->prev_ = l.prev_;
+    l.prev_ = l.next_ = nullptr;
+    l.linked_ = false;
+  }
 
   // The schedule a booking made now belongs to: an even sequence number (waits out a change
   // under way). Read it before booking and check stable() after.
@@ -65,9 +101,9 @@ class Schedule {
     }
   }
 
-  // For a sleeper that does not sleep here (a coroutine on a timer): moves `ready_ns` through the
-  // changes made since `epoch` (both are updated). False when it missed too many (book again).
-  // A faster rate does not wake such a sleeper early; a slower one is caught here, when it wakes.
+  // For a sleeper that does not sleep here (a coroutine on a timer, woken by changes as a
+  // Listener): moves `ready_ns` through the changes made since `epoch` (both are updated). False
+  // when it missed too many (book again).
   bool follow(Nanos& ready_ns, std::uint64_t& epoch) {
     std::lock_guard<std::mutex> lock(mutex_);
     return epoch == sequence_.load(std::memory_order_relaxed) || catch_up(ready_ns, epoch);
@@ -85,6 +121,7 @@ class Schedule {
       const std::uint64_t next = seq + 2;
       changes_[(next / 2) % kKept] = Change{next, at_ns, old_interval, new_interval};
       sequence_.store(next, std::memory_order_seq_cst);
+      for (Listener* l = listeners_; l != nullptr; l = l->next_) l->waker_->wake();
     }
     cv_.notify_all();
   }
@@ -93,6 +130,7 @@ class Schedule {
   void reinit_after_fork() noexcept {
     new (&mutex_) std::mutex();
     new (&cv_) std::condition_variable();
+    listeners_ = nullptr;
   }
 
   static Nanos map(Nanos ready_ns, Nanos at_ns, Nanos old_interval, Nanos new_interval) noexcept {
@@ -127,6 +165,7 @@ class Schedule {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::atomic<std::uint64_t> sequence_{0};  // even; odd while a change is under way
+  Listener* listeners_ = nullptr;             // guarded by mutex_
   Change changes_[kKept];                     // guarded by mutex_
 };
 
