@@ -5,6 +5,7 @@ import asyncio
 import bisect
 import gc
 import logging
+import random
 import threading
 import time
 
@@ -127,7 +128,7 @@ def test_two_loops_in_two_threads_share_one_rate_limiter():
         async def worker():
             deadline = time.monotonic() + 2.0
             while time.monotonic() < deadline:
-                if await limiter.acquire_async(timeout=5):
+                if await limiter.acquire_async(timeout=max(0.0, deadline - time.monotonic())):
                     with lock:
                         stamps.append(time.monotonic())
 
@@ -458,3 +459,67 @@ def test_rate_changes_move_async_waiters_both_ways(budget):
     quick_at, late_at = run(main())
     assert 0.27 <= quick_at <= 0.28 + SLACK
     assert 1.79 <= late_at <= 1.8 + SLACK
+
+
+def test_loops_and_threads_share_one_token_budget(tiny_switch_interval):
+    """Two loops (200 tasks each) and 8 threads take requests and 1-50 tokens from one budget,
+    some with timeouts that expire and some cancelled, settling what they used: no second holds
+    more requests than the rate allows, the tokens used stay within the burst plus the refill,
+    and nothing is left queued."""
+    limiter = RateLimiter(3000, burst_size=5, tokens_per_minute=60_000, token_burst=200)  # 50/s, 1000 tok/s
+    admitted = []  # (when, tokens used)
+    lock = threading.Lock()
+    stop = time.monotonic() + 2.0
+
+    def note(used):
+        with lock:
+            admitted.append((time.monotonic(), used))
+
+    def thread_worker(seed):
+        rng = random.Random(seed)
+        while time.monotonic() < stop:
+            tokens = rng.randint(1, 50)
+            if limiter.acquire(timeout=rng.choice([0, 0.05, 0.5]), tokens=tokens):
+                used = rng.randint(0, tokens)
+                note(used)
+                limiter.record_request(tokens=used)
+            else:
+                time.sleep(0.01)
+
+    def loop_thread(seed):
+        async def task(rng):
+            while time.monotonic() < stop:
+                tokens = rng.randint(1, 50)
+                attempt = asyncio.ensure_future(
+                    limiter.acquire_async(timeout=rng.choice([0, 0.05, 0.5]), tokens=tokens)
+                )
+                if rng.random() < 0.1:
+                    await asyncio.sleep(0.01)
+                    attempt.cancel()
+                try:
+                    ok = await attempt
+                except asyncio.CancelledError:
+                    continue
+                if ok:
+                    used = rng.randint(0, tokens)
+                    note(used)
+                    limiter.record_request(tokens=used)
+                else:
+                    await asyncio.sleep(0.01)
+
+        async def main():
+            await asyncio.gather(*(task(random.Random(seed * 1000 + i)) for i in range(200)))
+
+        asyncio.run(main())
+
+    threads = [start_thread(thread_worker, i) for i in range(8)] + [start_thread(loop_thread, i) for i in (1, 2)]
+    t0 = time.monotonic()
+    for thread in threads:
+        thread.join(30)
+    elapsed = time.monotonic() - t0
+    stamps = sorted(t for t, _ in admitted)
+    assert len(stamps) > 50
+    for i, start in enumerate(stamps):  # every 1-s window: burst + 50 (+1 for the window's edges)
+        assert bisect.bisect_right(stamps, start + 1.0) - i <= 5 + 50 + 1
+    assert sum(n for _, n in admitted) <= 200 + 1000 * elapsed + 50
+    assert limiter.waiting == 0
