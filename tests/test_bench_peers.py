@@ -1,6 +1,7 @@
 """omnilimit.bench.peers: the third-party limiters the benchmark compares against behave as limiters
 configured as asked, and a missing one is reported rather than raised."""
 
+import asyncio
 import importlib
 import importlib.metadata
 import importlib.util
@@ -14,7 +15,7 @@ import pytest
 from conftest import wait_until
 
 from omnilimit.bench import peers
-from omnilimit.bench.peers import EXTRA, RateDecider, Skipped, rate_deciders
+from omnilimit.bench.peers import EXTRA, AsyncRatePeer, RateDecider, Skipped, async_rate_limiters, rate_deciders
 
 # module -> (name in Skipped and at the start of RateDecider.name, distribution, variants built)
 PEERS = {
@@ -200,7 +201,7 @@ def test_a_failing_build_closes_what_was_built_and_raises(monkeypatch):
 def test_importing_peers_imports_no_peer():
     code = (
         "import sys, omnilimit.bench.peers\n"
-        "print(sorted(m for m in ('pyrate_limiter', 'limits', 'token_bucket') if m in sys.modules))"
+        "print(sorted(m for m in ('pyrate_limiter', 'limits', 'token_bucket', 'aiolimiter') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -239,3 +240,70 @@ def test_close_leaves_no_foreground_thread_running():
         return [t for t in set(threading.enumerate()) - before if t.is_alive() and not t.daemon]
 
     wait_until(lambda: not started_and_blocking_exit(), timeout=1.0)
+
+
+# --- asyncio peers (section 8) ---------------------------------------------------------------------
+
+
+def aiolimiter_peer(per_second, burst):
+    pytest.importorskip("aiolimiter")
+    found, skipped = async_rate_limiters(per_second, burst)
+    assert skipped == []
+    [peer] = found
+    return peer
+
+
+def admission_times(peer, count):
+    """When each of `count` tasks, started at once on a fresh loop, got into ``async with``."""
+
+    async def main():
+        limiter = peer.make()
+        times = []
+
+        async def task():
+            async with limiter:
+                times.append(time.monotonic())
+
+        started = time.monotonic()
+        await asyncio.gather(*(task() for _ in range(count)))
+        return [t - started for t in sorted(times)]
+
+    return asyncio.run(main())
+
+
+def test_aiolimiter_is_named_with_its_version_and_configuration():
+    peer = aiolimiter_peer(6000, 1)
+    assert isinstance(peer, AsyncRatePeer)
+    assert peer.name == f"aiolimiter {importlib.metadata.version('aiolimiter')}"
+    assert peer.config == "AsyncLimiter(1, 1/6000)"
+    limiter = peer.make()
+    assert (limiter.max_rate, limiter.time_period) == (1, 1 / 6000)
+    assert peer.make() is not limiter  # a fresh one each time: one per event loop
+
+
+def test_aiolimiter_admits_the_burst_then_paces():
+    # 3 at once, then 20 a second: the 4th waits about 50 ms, the 6th about 150 ms.
+    times = admission_times(aiolimiter_peer(20, 3), 6)
+    assert times[2] < 0.03
+    assert 0.04 <= times[3] < 0.2
+    assert 0.14 <= times[5] < 0.4
+
+
+def test_a_missing_async_peer_is_skipped_with_the_extra_named(monkeypatch):
+    monkeypatch.setitem(sys.modules, "aiolimiter", None)
+    assert async_rate_limiters(6000, 1) == (
+        [],
+        [Skipped("aiolimiter", f"not installed; pip install 'omnilimit[{EXTRA}]'")],
+    )
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), True, None, "6000"])
+def test_async_peers_reject_a_bad_rate(bad):
+    with pytest.raises(ValueError, match="per_second"):
+        async_rate_limiters(bad, 1)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, None])
+def test_async_peers_reject_a_bad_burst(bad):
+    with pytest.raises(ValueError, match="burst"):
+        async_rate_limiters(6000, bad)

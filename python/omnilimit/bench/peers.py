@@ -13,6 +13,12 @@ is not installed is reported as ``Skipped`` instead. The peers come with the ``b
   ``hit(item, key)``.
 * token-bucket: ``Limiter(per_minute / 60, burst, MemoryStorage())``, asked ``consume(key)``.
 
+``async_rate_limiters(per_second, burst)`` does the same for the asyncio peers, which are used as
+``async with limiter:`` by the tasks of the asyncio section:
+
+* aiolimiter: ``AsyncLimiter(burst, burst / per_second)``, a leaky bucket of capacity ``burst``
+  draining at ``per_second``: ``burst`` at once on an empty bucket, then one per ``1 / per_second``.
+
 Window limiters cannot express a token bucket: they admit ``amount`` per window. The window is
 chosen so that ``amount == burst`` and ``amount / window == per_minute / 60 s`` where the library's
 time unit allows it (see ``_window``).
@@ -21,6 +27,9 @@ time unit allows it (see ``_window``).
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import math
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from typing import Any, Callable, NamedTuple, cast
 
@@ -43,6 +52,15 @@ class RateDecider(NamedTuple):
     decide: Callable[[], bool]  # one non-blocking admission decision on one key
     close: Callable[[], None]  # frees background threads and memory (a no-op where there are none)
     call: str = "decide()"  # the library call that decide() makes, for the report
+
+
+class AsyncRatePeer(NamedTuple):
+    """One asyncio peer, configured: ``make()`` builds a fresh limiter (one per event loop: these
+    libraries bind to the loop that first uses them), to be used as ``async with limiter:``."""
+
+    name: str  # the library with its version
+    make: Callable[[], AbstractAsyncContextManager[Any]]
+    config: str  # how it was built, for the report
 
 
 def _nothing() -> None:
@@ -208,3 +226,45 @@ def rate_deciders(per_minute: int, burst: int) -> tuple[list[RateDecider], list[
             decider.close()
         raise
     return deciders, skipped
+
+
+def _aiolimiter(per_second: float, burst: int) -> list[AsyncRatePeer]:
+    import aiolimiter
+
+    version = importlib.metadata.version("aiolimiter")  # not every release has __version__
+
+    # A leaky bucket of capacity `max_rate` that drains `max_rate` per `time_period` seconds: `burst`
+    # per `burst / per_second` s is exactly "`burst` at once, then one per 1 / per_second".
+    period = burst / per_second
+    return [
+        AsyncRatePeer(
+            f"aiolimiter {version}",
+            partial(aiolimiter.AsyncLimiter, burst, period),
+            f"AsyncLimiter({burst}, {burst}/{per_second:g})",
+        )
+    ]
+
+
+# (name shown, module imported, builder)
+_ASYNC_PEERS: tuple[tuple[str, str, Callable[[float, int], list[AsyncRatePeer]]], ...] = (
+    ("aiolimiter", "aiolimiter", _aiolimiter),
+)
+
+
+def async_rate_limiters(per_second: float, burst: int) -> tuple[list[AsyncRatePeer], list[Skipped]]:
+    """Every installed asyncio peer configured as close as the library allows to: at most
+    ``burst`` admitted at once, then ``per_second`` a second. Peers that cannot be imported go to
+    Skipped, with the reason. Nothing to close: they hold no threads."""
+    if isinstance(per_second, bool) or not isinstance(per_second, (int, float)) or not 0 < per_second < math.inf:
+        raise ValueError(f"per_second must be a number > 0, not {per_second!r}")
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise ValueError(f"burst must be a whole number >= 1, not {burst!r}")
+    found: list[AsyncRatePeer] = []
+    skipped: list[Skipped] = []
+    for name, module, build in _ASYNC_PEERS:
+        reason = _unavailable(module)
+        if reason is None:
+            found.extend(build(per_second, burst))
+        else:
+            skipped.append(Skipped(name, reason))
+    return found, skipped

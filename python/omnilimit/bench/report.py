@@ -25,7 +25,7 @@ from typing import Any, TextIO
 import omnilimit
 
 from .reference import ENV_VAR, load_reference
-from .suite import SECTIONS, SETTINGS, Impls, Settings
+from .suite import ASYNC_WITH, SECTIONS, SETTINGS, Impls, Settings
 
 TITLES = {
     "uncontended": "1. Uncontended pair, one thread (ns per call)",
@@ -35,10 +35,11 @@ TITLES = {
     "rate_accuracy": "4. Rate accuracy: 6000 RPM, burst 100, 32 threads",
     "gil": "5. GIL friendliness: 64 threads waiting on a held ConcurrencyLimiter(1)",
     "wakeup": "6. Wake-up latency: release() to the waiter's acquire() returning",
+    "asyncio": "8. asyncio: {tasks:,} tasks on one event loop",
 }
 
 
-PEER_DISTRIBUTIONS = ("pyrate-limiter", "limits", "token-bucket")
+PEER_DISTRIBUTIONS = ("pyrate-limiter", "limits", "token-bucket", "aiolimiter")
 
 
 def machine() -> str:
@@ -110,16 +111,27 @@ def _one(results: dict[str, Any], section: str, **match: Any) -> dict[str, Any] 
     return rows[0] if rows else None
 
 
+Part = tuple[str, float, Callable[[float], bool]]  # (label, figure, the check of the figure)
+
+
+def _at_most(limit: float) -> Callable[[float], bool]:
+    return lambda v: v <= limit
+
+
+def _figure(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """[{target, measured, met}], met None when this run lacks what the target compares."""
     out: list[dict[str, Any]] = []
 
-    def add(target: str, parts: list[tuple[str, float, Callable[[float], bool]] | None]) -> None:
+    def add(target: str, parts: list[Part | None]) -> None:
         if not parts or any(p is None for p in parts):
             out.append({"target": target, "measured": "not measured in this run", "met": None})
             return
         present = [p for p in parts if p is not None]
-        measured = "; ".join(f"{label} {value:.3g}" for label, value, _ in present)
+        measured = "; ".join(f"{label} {_figure(value)}" for label, value, _ in present)
         out.append({"target": target, "measured": measured, "met": all(ok(v) for _, v, ok in present)})
 
     def ratio(section: str, top: str, bottom: str, call: str, label: str, ok: Callable[[float], bool]) -> Any:
@@ -188,7 +200,48 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         "no wake-ups while nothing is admitted",
         [("wake-ups/s", gil["wakeups_per_s"], lambda v: v < 1)] if gil else [],
     )
+    _asyncio_targets(results, out, add)
     return out
+
+
+def _asyncio_targets(
+    results: dict[str, Any], out: list[dict[str, Any]], add: Callable[[str, list[Part | None]], None]
+) -> None:
+    """The targets of section 8, appended to `out` (`add` appends there too)."""
+    ours = _one(results, "asyncio", part="concurrency", impl="omnilimit", call=ASYNC_WITH)
+    semaphore = _one(results, "asyncio", part="concurrency", impl="asyncio.Semaphore")
+    add(
+        "asyncio concurrency: omnilimit `async with` throughput ≥ 0.5x asyncio.Semaphore's",
+        [("x", ours["tasks_per_s"] / semaphore["tasks_per_s"], lambda v: v >= 0.5)] if ours and semaphore else [],
+    )
+    mine = _rows(results, "asyncio", part="rate", impl="omnilimit")
+    add(
+        "asyncio rate: achieved rate within 1% of the configured rate",
+        [(f"burst {r['burst']}: error %", r["error_pct"], lambda v: abs(v) <= 1) for r in mine],
+    )
+    window = f"{mine[0]['window_s']:g}-s" if mine else "1-s"
+    windows: list[Part | None] = []
+    for r in mine:
+        limit = r["window_limit"]
+        label = f"burst {r['burst']}: most in {r['window_s']:g} s (limit {limit:g})"
+        windows.append((label, r["most_in_window"], _at_most(limit)))
+    add(f"asyncio rate: no {window} window above rate x window + burst", windows)
+
+    target = "asyncio rate: CPU per admission ≤ aiolimiter's (same burst)"
+    compared, left_out, met = [], [], True
+    for r in mine:
+        rivals = _rows(results, "asyncio", part="rate", burst=r["burst"])
+        peer = next((p for p in rivals if p["impl"].startswith("aiolimiter")), None)
+        if peer is None:
+            continue
+        if not (peer["complete"] and r["complete"]):
+            left_out.append(f"burst {r['burst']}: not compared (a run was cut off)")
+            continue
+        ratio = r["cpu_us_per_admitted"] / peer["cpu_us_per_admitted"]
+        compared.append(f"burst {r['burst']}: ours/aiolimiter {ratio:.3g}")
+        met = met and ratio <= 1
+    measured = "; ".join(compared + left_out) or "not measured in this run"
+    out.append({"target": target, "measured": measured, "met": met if compared else None})
 
 
 # --- printing ------------------------------------------------------------------------------------
@@ -199,6 +252,8 @@ def _fmt(value: Any) -> str:
         if math.isnan(value):
             return "-"
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
     return str(value)
 
 
@@ -279,12 +334,72 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
 }
 RATIO_KEY = {"uncontended": "min_ns", "rate_decision": "min_ns", "manager": "min_ns"}
 
+ASYNC_CONCURRENCY_COLUMNS = [
+    ("impl", "implementation"),
+    ("call", "call"),
+    ("tasks_per_s", "tasks/s"),
+    ("vs_semaphore", "x asyncio.Semaphore"),
+    ("wall_ms", "wall ms"),
+    ("cpu_us_per_task", "CPU µs/task"),
+    ("limiter_cpu_us_per_task", "over tasks only"),
+    ("peak_in_flight", "peak in flight"),
+]
+
+
+def _async_rate_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    window = f"{rows[0]['window_s']:g} s" if rows else "window"
+    short = f"{rows[0]['short_window_s'] * 1e3:g} ms" if rows else "short window"
+    return [
+        ("impl", "implementation"),
+        ("config", "configured as"),
+        ("admitted", "admitted"),
+        ("achieved_per_s", "achieved/s"),
+        ("error_pct", "error %"),
+        ("most_in_window", f"most in {window}"),
+        ("window_limit", "limit"),
+        ("most_in_short_window", f"most in {short}"),
+        ("short_window_limit", "limit"),
+        ("cpu_us_per_admitted", "CPU µs/admitted"),
+        ("wall_s", "wall s"),
+    ]
+
+
+def _print_asyncio(rows: list[dict[str, Any]], out: TextIO) -> None:
+    tasks = rows[0]["tasks"] if rows else 0
+    print(f"\n{TITLES['asyncio'].format(tasks=tasks)}", file=out)
+    concurrency = [r for r in rows if r["part"] == "concurrency"]
+    if concurrency:
+        semaphore = _one({"x": concurrency}, "x", impl="asyncio.Semaphore")
+        trials = len(concurrency[0]["trials"])
+        print(
+            f"  concurrency: each task `async with lim: await asyncio.sleep(0)`, max_concurrent="
+            f"{concurrency[0]['max_concurrent']}; median of {trials} trial(s)",
+            file=out,
+        )
+        with_ratio = [
+            {**r, "vs_semaphore": r["tasks_per_s"] / semaphore["tasks_per_s"] if semaphore else float("nan")}
+            for r in concurrency
+        ]
+        _table(with_ratio, ASYNC_CONCURRENCY_COLUMNS, out)
+    rate = [r for r in rows if r["part"] == "rate"]
+    if rate:
+        print(
+            f"  rate: each task `async with lim:` at {rate[0]['rate_per_s']:,}/s; the limit of a window is"
+            " rate x window + burst; worst of the runs",
+            file=out,
+        )
+        shown = [{**r, "admitted": r["admitted"] if r["complete"] else f"{r['admitted']:,} (cut off)"} for r in rate]
+        _table(shown, _async_rate_columns(rate), out)
+
 
 def print_report(data: dict[str, Any], out: TextIO | None = None) -> None:
     out = out or sys.stdout
     for key, value in data["info"].items():
         print(f"{key + ':':<11}{value}", file=out)
     for section, rows in data["results"].items():
+        if section == "asyncio":
+            _print_asyncio(rows, out)
+            continue
         print(f"\n{TITLES[section]}", file=out)
         if section in RATIO_KEY:
             rows = _with_ratio(rows, RATIO_KEY[section])
