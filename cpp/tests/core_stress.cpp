@@ -20,6 +20,14 @@
 //   * RequestWindow: concurrent record() calls lose no event (count() is exact, bucket by
 //     bucket, including across laps of the ring), and count() racing with record() never
 //     reports more than the final total and never goes down.
+//   * Coroutine waiters (the Waker path of waker.hpp, which the asyncio bindings use), on fake
+//     event loops (a list of posted waiters and a loop thread that looks again at each, as
+//     async_wait.* does with its eventfd) alongside 8 plain threads: on a Semaphore whose max
+//     moves, and in a DualBucket's queue while it is settled, capped and re-paced. Every wake is
+//     made under the core's mutex and posts a shared waiter; waiters give up (cancel()/leave()) or
+//     are dropped while queued (leaving in their destructor while wakes race them); each loop
+//     audits its waiters, so a lost wake-up is reported rather than hung on. The same bounds hold
+//     as for threads alone, every coroutine ends, every post is taken, the queues end empty.
 // Any failed check is printed to stderr as "FAIL file:line: ..." and the exit status is 1; a
 // watchdog turns a hang (a lost wake-up, say) into a message and exit status 3.
 //
@@ -27,7 +35,7 @@
 //   cmake -S . -B build-tsan -DOMNILIMIT_CORE_TESTS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
 //         -DCMAKE_CXX_FLAGS="-fsanitize=thread -g"
 //   cmake --build build-tsan && ./build-tsan/core_stress
-// It takes about 8-10 s on two cores, with or without TSan (most scenarios run for a fixed time).
+// It takes about 10-12 s on two cores, with or without TSan (most scenarios run for a fixed time).
 
 #include <algorithm>
 #include <atomic>
@@ -37,7 +45,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -50,6 +60,7 @@
 #include "omnilimit/pause.hpp"
 #include "omnilimit/schedule.hpp"
 #include "omnilimit/semaphore.hpp"
+#include "omnilimit/waker.hpp"
 #include "omnilimit/window.hpp"
 
 namespace {
@@ -184,6 +195,14 @@ const char* name_of(Semaphore::Enqueued e) {
 }
 const char* name_of(Semaphore::Released r) {
   return r == Semaphore::Released::ok ? "ok" : "over_release";
+}
+const char* name_of(DualBucket::Status s) {
+  switch (s) {
+    case DualBucket::Status::admitted: return "admitted";
+    case DualBucket::Status::queued: return "queued";
+    case DualBucket::Status::refused: return "refused";
+  }
+  return "?";
 }
 
 double seconds(Nanos d) { return static_cast<double>(d) / static_cast<double>(kSec); }
@@ -1460,6 +1479,731 @@ void schedule_rate_flips() {
   CHECK(!all.empty(), "no use at all");
 }
 
+// ---------------------------------------------------------------------------------------------
+// Coroutine waiters: the Waker path (waker.hpp), without Python
+//
+// The bindings (async_wait.*) let an asyncio coroutine wait in the core's queues. Its waiter
+// carries a Waker whose wake(), called by the core under the core's own mutex from whatever
+// thread handed over the slot or changed the budget, posts the waiter to its event loop (a list
+// and an eventfd); the loop's thread takes the list, and each posted waiter asks the core where
+// it stands (status() / poll()). FakeLoop is that list, with a condition variable standing in for
+// the eventfd; LoopTask is the waiter, shared as the bindings' AsyncWait is (std::shared_ptr: the
+// coroutine holds it, and so does the list from a post until the loop takes it, so a post made
+// just before the waiter left the queue stays harmless, and a waiter dropped while still queued
+// leaves the queue in its destructor while a wake may be racing it). A loop thread runs many
+// coroutines at once, each a small state machine driven by posts and by the loop's timers: it
+// waits until a post or its next timer, and never longer than an audit period.
+
+class LoopTask;
+
+class FakeLoop {
+ public:
+  FakeLoop() = default;
+  FakeLoop(const FakeLoop&) = delete;
+  FakeLoop& operator=(const FakeLoop&) = delete;
+
+  // Any thread, with the core's mutex held: queue `task` for the loop and wake its thread.
+  void post(std::shared_ptr<LoopTask> task) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ready_.push_back(std::move(task));  // (bad_alloc would end the test here: noexcept)
+    ++posts_;
+    cv_.notify_one();
+  }
+
+  // The loop's thread: waits until something is posted or the clock reaches `until_ns` (finite),
+  // then takes what was posted, each post once and in order. Nothing is destroyed under the
+  // mutex: the last reference to a waiter may go with the returned vector, and a waiter's
+  // destructor may leave a queue, which may post to this loop.
+  std::vector<std::shared_ptr<LoopTask>> take(Nanos until_ns) {
+    std::vector<std::shared_ptr<LoopTask>> taken;
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait_until(lock, omnilimit::to_time_point(until_ns), [this] { return !ready_.empty(); });
+    taken.swap(ready_);
+    return taken;
+  }
+
+  void count_dropped_wake() noexcept { dropped_wakes_.fetch_add(1, std::memory_order_relaxed); }
+  long posts() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return posts_;
+  }
+  long dropped_wakes() const noexcept { return dropped_wakes_.load(std::memory_order_relaxed); }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<std::shared_ptr<LoopTask>> ready_;  // guarded by mutex_
+  long posts_ = 0;                                // guarded by mutex_
+  std::atomic<long> dropped_wakes_{0};
+};
+
+// A coroutine's waiter, as AsyncWait: a Waker that posts itself to its loop.
+class LoopTask : public omnilimit::Waker, public std::enable_shared_from_this<LoopTask> {
+ public:
+  explicit LoopTask(FakeLoop& loop) : loop_(loop) {}
+  virtual ~LoopTask() = default;
+  LoopTask(const LoopTask&) = delete;
+  LoopTask& operator=(const LoopTask&) = delete;
+
+  // The core calls this under its mutex. A waiter whose last reference is gone is being
+  // destroyed: its destructor is about to leave the queue (blocked on that same mutex), and
+  // nobody will look, so the wake is dropped (as AsyncWait's bad_weak_ptr case).
+  void wake() noexcept override {
+    wakes_.fetch_add(1, std::memory_order_relaxed);
+    if (std::shared_ptr<LoopTask> self = weak_from_this().lock()) {
+      loop_.post(std::move(self));
+    } else {
+      loop_.count_dropped_wake();
+    }
+  }
+
+  // wake() calls so far. Each is made under the core's mutex, so a load after any call that
+  // took that mutex sees every wake made before that call.
+  long wakes() const noexcept { return wakes_.load(std::memory_order_relaxed); }
+
+ private:
+  FakeLoop& loop_;
+  std::atomic<long> wakes_{0};
+};
+
+// A coroutine waiting for a semaphore slot (AsyncWait's `slot`).
+class SemCoroutine final : public LoopTask {
+ public:
+  enum class State { waiting, holding, done };
+
+  SemCoroutine(FakeLoop& loop, Semaphore& sem) : LoopTask(loop), sem_(sem) {}
+  // As ~AsyncWait: leave the queue (under the core's mutex, before the Waker goes); a slot that
+  // was handed over and never claimed goes on to the next waiter. `linger` widens the window in
+  // which a wake finds the waiter already unowned (its thread could be preempted there anyway).
+  ~SemCoroutine() override {
+    if (linger > 0) sleep_for_ns(linger);
+    if (sem_.cancel(slot) && !claimed) sem_.release();
+  }
+
+  Semaphore::Waiter slot{this};
+  Nanos linger = 0;
+  bool claimed = false;  // the coroutine took the slot (and will release it)
+  State state = State::waiting;
+  Nanos timer = kForever;  // holding: when it releases; waiting: when it gives up (kForever: never)
+
+ private:
+  Semaphore& sem_;
+};
+
+// 8 threads acquire_until() and release while 2 fake event loops run coroutine waiters on the
+// same semaphore through the Waker path: enqueue() with a Waker, wait for a post, look with
+// status(), hold briefly, release. One in four gives up after a while: cancel() (keeping a slot
+// handed over at the last moment), or dropped while queued (leaving in its destructor, racing
+// the wakes, as an abandoned AsyncWait does). This thread moves max between 2 and 6. Never more
+// than 6 holders; every coroutine ends (each loop audits its waiters: a slot granted without a
+// wake is a lost wake-up, reported; one still waiting 5 s after the run is reported too), every
+// post is taken, and the counts end at zero.
+void semaphore_coroutine_waiters() {
+  constexpr std::int64_t kLargestMax = 6;
+  constexpr int kWorkers = kThreads / 2;
+  constexpr int kLoops = 2;
+  constexpr std::size_t kPerLoop = 6;  // coroutines alive at once on one loop
+  constexpr Nanos kRunFor = 1000 * kMs;
+  constexpr Nanos kAuditEvery = 3 * kMs;
+  constexpr Nanos kDrainLimit = 5 * kSec;
+  Semaphore sem(4);
+  FakeLoop loops[kLoops];  // declared after `sem`: destroyed before it
+  std::atomic<int> holders{0}, peak{0};
+  std::atomic<bool> stop{false};
+  std::atomic<long> thread_acquired{0}, thread_timed_out{0};
+  Nanos start = 0;  // written before gate.open(), read after gate.wait()
+  // Every other 100 ms the load is light (threads and loops pause between attempts), so the queue
+  // keeps emptying: coroutines then also take free slots at once and race the lock-free paths.
+  auto light_phase = [&](Nanos now) { return ((now - start) / (100 * kMs)) % 2 == 1; };
+
+  auto enter = [&](const char* who) {
+    const int inside = holders.fetch_add(1, std::memory_order_acq_rel) + 1;
+    CHECK(inside <= kLargestMax, inside, " simultaneous holders (", who, ") of a semaphore whose max is never above ",
+          kLargestMax);
+    raise_to(peak, inside);
+    const std::int64_t held = sem.held();
+    CHECK(held >= 1 && held <= kLargestMax, "held() = ", held, " while ", who, " holds a slot");
+  };
+  auto leave = [&](const char* who) {
+    holders.fetch_sub(1, std::memory_order_acq_rel);
+    const Semaphore::Released r = sem.release();
+    CHECK(r == Semaphore::Released::ok, "release() of a slot held by ", who, " returned ", name_of(r));
+  };
+
+  struct Tally {
+    long started = 0, immediate = 0, granted = 0, cancel_won = 0, cancelled = 0, abandoned = 0, finished = 0;
+    long posts = 0, stale_posts = 0, pending_looks = 0, audits = 0, lost = 0, stuck = 0;
+  };
+  std::vector<Tally> tallies(kLoops);
+
+  StartGate gate;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kWorkers; ++i) {
+    threads.emplace_back([&, i] {
+      Rng rng(1200 + static_cast<std::uint64_t>(i));
+      gate.wait();
+      while (!stop.load(std::memory_order_relaxed)) {
+        if (light_phase(now_ns())) sleep_for_ns(rng.below(2 * kMs));
+        const Nanos deadline = now_ns() + 20 * kUs + rng.below(kMs);
+        bool ok = false;
+        try {
+          ok = sem.acquire_until(deadline);
+        } catch (const std::exception& e) {
+          CHECK(false, "acquire_until threw on an open semaphore: ", e.what());
+        }
+        if (!ok) {
+          thread_timed_out.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        }
+        thread_acquired.fetch_add(1, std::memory_order_relaxed);
+        enter("a thread");
+        sleep_for_ns(rng.below(150 * kUs));
+        leave("a thread");
+      }
+    });
+  }
+  for (int l = 0; l < kLoops; ++l) {
+    threads.emplace_back([&, l] {
+      FakeLoop& loop = loops[l];
+      Tally& t = tallies[static_cast<std::size_t>(l)];
+      Rng rng(1300 + static_cast<std::uint64_t>(l));
+      std::vector<std::shared_ptr<SemCoroutine>> active;
+      auto claim = [&](SemCoroutine& c, Nanos now) {
+        c.claimed = true;
+        c.state = SemCoroutine::State::holding;
+        c.timer = now + rng.below(300 * kUs);
+        enter("a coroutine");
+      };
+      auto end = [&](SemCoroutine& c) {
+        c.state = SemCoroutine::State::done;
+        c.timer = kForever;
+        ++t.finished;
+      };
+      gate.wait();
+      Nanos next_start = 0, next_audit = now_ns() + kAuditEvery, drain_until = kForever;
+      bool rescued = false;
+      for (;;) {
+        Nanos now = now_ns();
+        const bool stopping = stop.load(std::memory_order_relaxed);
+        if (stopping && drain_until == kForever) drain_until = now + kDrainLimit;
+        if (!stopping && active.size() < kPerLoop && now >= next_start) {  // a coroutine starts
+          auto c = std::make_shared<SemCoroutine>(loop, sem);
+          ++t.started;
+          const Semaphore::Enqueued e = sem.enqueue(c->slot);
+          if (e == Semaphore::Enqueued::acquired) {
+            ++t.immediate;
+            claim(*c, now);
+          } else if (e == Semaphore::Enqueued::queued) {
+            if (rng.below(4) == 0) c->timer = now + 20 * kUs + rng.below(2 * kMs);  // will give up
+          } else {
+            CHECK(false, "enqueue on an open semaphore returned ", name_of(e));
+            end(*c);
+          }
+          active.push_back(std::move(c));
+          next_start = now + rng.below(light_phase(now) ? 2 * kMs : 200 * kUs);
+        }
+        if (stopping && active.empty()) break;
+
+        // Sleep until a post or the next timer.
+        Nanos until = next_audit;
+        if (!stopping && active.size() < kPerLoop) until = std::min(until, next_start);
+        for (const auto& c : active) until = std::min(until, c->timer);
+        for (const std::shared_ptr<LoopTask>& task : loop.take(until)) {
+          ++t.posts;
+          SemCoroutine& c = static_cast<SemCoroutine&>(*task);
+          if (c.state != SemCoroutine::State::waiting) {  // posted just before it left, or dropped
+            ++t.stale_posts;
+            continue;
+          }
+          const Semaphore::WaitStatus s = sem.status(c.slot);  // woken: look again
+          if (s == Semaphore::WaitStatus::acquired) {
+            ++t.granted;
+            claim(c, now_ns());
+          } else if (s == Semaphore::WaitStatus::pending) {
+            ++t.pending_looks;
+          } else {
+            CHECK(false, "a coroutine's status() on an open semaphore returned ", name_of(s));
+            end(c);
+          }
+        }
+
+        // Timers: holders release; impatient waiters give up.
+        now = now_ns();
+        for (const auto& cp : active) {
+          SemCoroutine& c = *cp;
+          if (c.timer > now) continue;
+          c.timer = kForever;
+          if (c.state == SemCoroutine::State::holding) {
+            leave("a coroutine");
+            end(c);
+          } else if (c.state == SemCoroutine::State::waiting) {
+            if (rng.below(3) == 0) {  // dropped while queued: ~SemCoroutine leaves the queue
+              ++t.abandoned;
+              c.linger = rng.below(100 * kUs);
+              end(c);
+            } else if (sem.cancel(c.slot)) {  // a slot was handed over before it could leave
+              ++t.cancel_won;
+              claim(c, now);
+            } else {
+              ++t.cancelled;
+              end(c);
+            }
+          }
+        }
+
+        // Audit: a waiter granted a slot must have been woken (the grant and the wake happen in
+        // one hold of the semaphore's mutex, and status() takes it too).
+        if (now >= next_audit) {
+          next_audit = now + kAuditEvery;
+          for (const auto& cp : active) {
+            if (cp->state != SemCoroutine::State::waiting) continue;
+            ++t.audits;
+            if (sem.status(cp->slot) == Semaphore::WaitStatus::acquired && cp->wakes() == 0) {
+              ++t.lost;
+              claim(*cp, now);
+            }
+          }
+        }
+        if (!rescued && now >= drain_until) {  // nothing can legitimately wait this long
+          rescued = true;
+          for (const auto& cp : active) {
+            if (cp->state != SemCoroutine::State::waiting) continue;
+            ++t.stuck;
+            if (sem.cancel(cp->slot)) {
+              claim(*cp, now);
+            } else {
+              end(*cp);
+            }
+          }
+        }
+        active.erase(std::remove_if(active.begin(), active.end(),
+                                    [](const std::shared_ptr<SemCoroutine>& c) {
+                                      return c->state == SemCoroutine::State::done;
+                                    }),
+                     active.end());
+      }
+      // Posts made before the last waiters left: taken (and dropped) on this thread.
+      t.posts += static_cast<long>(loop.take(now_ns()).size());
+    });
+  }
+
+  start = now_ns();
+  gate.open();
+  Rng rng(1313);
+  long max_changes = 0;
+  while (now_ns() < start + kRunFor) {
+    sem.set_max(2 + rng.below(kLargestMax - 1));  // 2..6
+    ++max_changes;
+    sleep_for_ns(rng.below(2 * kMs));
+  }
+  stop.store(true);
+  join_all(threads);
+
+  Tally sum;
+  for (int l = 0; l < kLoops; ++l) {
+    const Tally& t = tallies[static_cast<std::size_t>(l)];
+    CHECK(t.started == t.finished, "loop ", l, ": ", t.started, " coroutines started, ", t.finished, " ended");
+    CHECK(t.posts == loops[l].posts(), "loop ", l, ": ", loops[l].posts(), " posts made, ", t.posts, " taken");
+    CHECK(t.granted > 0, "loop ", l, ": no coroutine was ever woken with a slot");
+    sum.started += t.started;
+    sum.immediate += t.immediate;
+    sum.granted += t.granted;
+    sum.cancel_won += t.cancel_won;
+    sum.cancelled += t.cancelled;
+    sum.abandoned += t.abandoned;
+    sum.posts += t.posts;
+    sum.stale_posts += t.stale_posts;
+    sum.pending_looks += t.pending_looks;
+    sum.audits += t.audits;
+    sum.lost += t.lost;
+    sum.stuck += t.stuck;
+  }
+  const long dropped = loops[0].dropped_wakes() + loops[1].dropped_wakes();
+  CHECK(sum.lost == 0, sum.lost, " coroutine waiters were granted a slot without a wake (lost wake-up)");
+  CHECK(sum.stuck == 0, sum.stuck, " coroutine waiters still waiting ", seconds(kDrainLimit),
+        " s after the run (lost wake-up?)");
+  CHECK(peak.load() <= kLargestMax, "peak holders ", peak.load(), " > largest max ", kLargestMax);
+  CHECK(thread_acquired.load() > 0, "no thread ever got a slot");
+  CHECK(sem.held() == 0, "held() = ", sem.held(), " after every holder released");
+  CHECK(sem.waiting() == 0, "waiting() = ", sem.waiting(), " after every waiter ended");
+  CHECK(sem.over_release_count() == 0, "over_release_count() = ", sem.over_release_count());
+
+  std::printf("    threads: %ld acquired, %ld timed out; peak holders %d (max moved %ld times, 2..%lld)\n",
+              thread_acquired.load(), thread_timed_out.load(), peak.load(), max_changes,
+              static_cast<long long>(kLargestMax));
+  std::printf("    coroutines on %d loops: %ld started, %ld at once, %ld woken with a slot, %ld cancelled "
+              "(%ld kept a slot handed over), %ld dropped while queued\n",
+              kLoops, sum.started, sum.immediate, sum.granted, sum.cancelled + sum.cancel_won, sum.cancel_won,
+              sum.abandoned);
+  std::printf("    %ld posts (%ld for waiters that had left, %ld looks found pending), %ld wakes during a "
+              "waiter's destruction, %ld audits, %ld lost, %ld stuck\n",
+              sum.posts, sum.stale_posts, sum.pending_looks, dropped, sum.audits, sum.lost, sum.stuck);
+  if (sum.cancel_won == 0) std::printf("    note: no cancel() found a slot handed over (path not exercised)\n");
+  if (dropped == 0) std::printf("    note: no wake raced a waiter's destruction (path not exercised)\n");
+}
+
+// A coroutine holding a token-budget ticket (AsyncWait's `ticket`).
+class TicketCoroutine final : public LoopTask {
+ public:
+  explicit TicketCoroutine(FakeLoop& loop) : LoopTask(loop) {}
+  // As ~AsyncWait: the ticket leaves the queue (under the bucket's mutex) before the Waker goes
+  // (after `linger`, as in ~SemCoroutine).
+  ~TicketCoroutine() override {
+    if (linger > 0) sleep_for_ns(linger);
+    ticket.reset();
+  }
+
+  Nanos timer() const noexcept { return std::min({head_at, give_up_at, deadline}); }
+
+  std::optional<DualBucket::Ticket> ticket;
+  std::int64_t tokens = 0;
+  Nanos deadline = kForever;
+  Nanos give_up_at = kForever;  // an impatient caller (interrupted): kForever for the others
+  bool abandon = false;         // gives up by being dropped (~Ticket leaves), not by leave()
+  Nanos linger = 0;
+  bool done = false;
+  Nanos head_at = kForever;  // the instant poll() gave at the last look (kForever: not the head)
+  long seen_wakes = 0;       // wakes() just before the last look
+};
+
+// 8 threads take one request and 1..64 tokens together through the queue (arrive/wait, as in
+// dual_bucket_under_load) while 2 fake event loops run coroutine tickets through the Waker path:
+// arrive, then poll() on every post and at the instant poll() returned (the loop's timer); some
+// with deadlines, some giving up early (leave(), or dropped while queued, leaving in the
+// destructor as an abandoned AsyncWait does). This thread settles (charging and giving back),
+// caps tokens and requests and flips the token interval 4x. The request window bound holds over
+// every admission (threads and coroutines), the tokens used stay within burst + the refill at
+// the pace in force, period by period (+ what this thread gave back), every coroutine ends, every
+// post is taken, and the queue ends empty. Lost wake-ups are looked for directly: each loop
+// re-polls its waiters every few ms, and a ticket that nothing woke since its last look must find
+// the same thing (not the head; or the head with the same instant, admitted once that has come):
+// becoming the head, being refused or having one's instant moved all come with a wake, made
+// under the bucket's mutex.
+void dual_bucket_coroutine_tickets() {
+  constexpr Nanos kRequestT = 200 * kUs;
+  constexpr std::int64_t kRequestB = 8;
+  // Tokens are the scarcer budget here (the callers ask for about 120,000 a second), so the token
+  // bound below is tight.
+  constexpr Nanos kTokenT = 10 * kUs;         // 100,000 tokens/s
+  constexpr Nanos kSlowTokenT = 4 * kTokenT;  // 25,000 tokens/s
+  constexpr std::int64_t kTokenB = 400;
+  constexpr int kWorkers = kThreads / 2;
+  constexpr int kLoops = 2;
+  constexpr std::size_t kPerLoop = 6;
+  constexpr Nanos kRunFor = 1000 * kMs;
+  constexpr Nanos kAuditEvery = 3 * kMs;
+  constexpr Nanos kDrainLimit = 5 * kSec;
+  using Status = DualBucket::Status;
+  DualBucket bucket(kRequestT, kRequestB, kTokenT, kTokenB);
+  FakeLoop loops[kLoops];  // declared after `bucket`: destroyed before it
+
+  struct Tally {
+    std::vector<Nanos> requests;  // planned_ns() of each admission
+    std::int64_t tokens_used = 0;
+    long started = 0, admitted = 0, refused = 0, gave_up = 0, abandoned = 0, timed_out = 0;
+    long posts = 0, stale_posts = 0, looks_after_post = 0, timer_looks = 0, audits = 0, lost = 0, stuck = 0;
+  };
+  std::vector<Tally> workers(kWorkers);
+  std::vector<Tally> tallies(kLoops);
+  std::atomic<bool> stop{false};
+  StartGate gate;
+  std::vector<std::thread> threads;
+  for (int w = 0; w < kWorkers; ++w) {
+    threads.emplace_back([&, w] {
+      Rng rng(1400 + static_cast<std::uint64_t>(w));
+      Tally& mine = workers[static_cast<std::size_t>(w)];
+      gate.wait();
+      while (!stop.load(std::memory_order_relaxed)) {
+        const std::int64_t tokens = 1 + rng.below(64);
+        const Nanos now = now_ns();
+        const Nanos deadline = rng.below(8) == 0 ? kForever : now + rng.below(4 * kMs);
+        DualBucket::Ticket ticket(bucket, tokens, deadline);
+        ++mine.started;
+        Status status = bucket.arrive(ticket, now);
+        if (status == Status::queued) {
+          const bool impatient = rng.below(6) == 0;
+          const Nanos until = impatient ? now + rng.below(kMs) : deadline;
+          status = bucket.wait(ticket, until);
+          if (status == Status::queued && impatient) {
+            bucket.leave(ticket);
+            ++mine.gave_up;
+            continue;
+          }
+        }
+        if (status != Status::admitted) {  // refused, or still queued at its deadline (~Ticket leaves)
+          ++mine.refused;
+          sleep_for_ns(rng.below(300 * kUs));
+          continue;
+        }
+        ++mine.admitted;
+        const Nanos went = now_ns();
+        CHECK(ticket.planned_ns() <= went, "thread admitted at ", ticket.planned_ns(), " after reading ", went);
+        mine.requests.push_back(ticket.planned_ns());
+        const std::int64_t used = rng.below(2) == 0 ? tokens : rng.below(tokens + 1);
+        mine.tokens_used += used;
+        bucket.settle(tokens, used, now_ns());
+      }
+    });
+  }
+  for (int l = 0; l < kLoops; ++l) {
+    threads.emplace_back([&, l] {
+      FakeLoop& loop = loops[l];
+      Tally& t = tallies[static_cast<std::size_t>(l)];
+      Rng rng(1500 + static_cast<std::uint64_t>(l));
+      std::vector<std::shared_ptr<TicketCoroutine>> active;
+
+      // What a coroutine does with what poll() (or arrive()) told it.
+      auto handle = [&](TicketCoroutine& c, Status s, Nanos now) {
+        switch (s) {
+          case Status::admitted: {
+            const Nanos went = now_ns();
+            CHECK(c.ticket->planned_ns() <= went, "coroutine admitted at ", c.ticket->planned_ns(),
+                  " after reading ", went);
+            t.requests.push_back(c.ticket->planned_ns());
+            const std::int64_t used = rng.below(2) == 0 ? c.tokens : rng.below(c.tokens + 1);
+            t.tokens_used += used;
+            bucket.settle(c.tokens, used, now_ns());  // re-plans: may wake this loop's own waiters
+            ++t.admitted;
+            c.done = true;
+            return;
+          }
+          case Status::refused:
+            ++t.refused;
+            c.done = true;
+            return;
+          case Status::queued:
+            if (now >= c.give_up_at) {
+              if (c.abandon) {
+                ++t.abandoned;  // dropped with its ticket queued: ~TicketCoroutine leaves
+                c.linger = rng.below(100 * kUs);
+              } else {
+                bucket.leave(*c.ticket);
+                ++t.gave_up;
+              }
+              c.done = true;
+            } else if (now >= c.deadline) {  // still queued at its deadline: those ahead were late
+              bucket.leave(*c.ticket);
+              ++t.timed_out;
+              c.done = true;
+            }
+            return;
+        }
+      };
+      // One look (poll). Returns what it found, the instant in *head_at.
+      auto poll = [&](TicketCoroutine& c, Nanos now, Nanos* head_at) {
+        Nanos wake_at = kForever;
+        const Status s = bucket.poll(*c.ticket, now, &wake_at);
+        *head_at = s == Status::queued ? wake_at : kForever;
+        return s;
+      };
+      auto look = [&](TicketCoroutine& c) {
+        c.seen_wakes = c.wakes();
+        const Nanos now = now_ns();
+        const Status s = poll(c, now, &c.head_at);
+        handle(c, s, now);
+      };
+
+      gate.wait();
+      Nanos next_start = 0, next_audit = now_ns() + kAuditEvery, drain_until = kForever;
+      bool rescued = false;
+      for (;;) {
+        Nanos now = now_ns();
+        const bool stopping = stop.load(std::memory_order_relaxed);
+        if (stopping && drain_until == kForever) drain_until = now + kDrainLimit;
+        if (!stopping && active.size() < kPerLoop && now >= next_start) {  // a coroutine arrives
+          auto c = std::make_shared<TicketCoroutine>(loop);
+          c->tokens = 1 + rng.below(64);
+          c->deadline = rng.below(8) == 0 ? kForever : now + rng.below(4 * kMs);
+          if (rng.below(6) == 0) {
+            c->give_up_at = now + rng.below(kMs);
+            c->abandon = rng.below(2) == 0;
+          }
+          c->ticket.emplace(bucket, c->tokens, c->deadline, c.get());
+          ++t.started;
+          const Status s = bucket.arrive(*c->ticket, now);
+          if (s == Status::queued) {
+            look(*c);  // its first look: the head learns its instant
+          } else {
+            handle(*c, s, now);
+          }
+          if (!c->done) active.push_back(std::move(c));
+          next_start = now + rng.below(300 * kUs);
+        }
+        if (stopping && active.empty()) break;
+
+        Nanos until = next_audit;
+        if (!stopping && active.size() < kPerLoop) until = std::min(until, next_start);
+        for (const auto& c : active) until = std::min(until, c->timer());
+        for (const std::shared_ptr<LoopTask>& task : loop.take(until)) {
+          ++t.posts;
+          TicketCoroutine& c = static_cast<TicketCoroutine&>(*task);
+          if (c.done) {
+            ++t.stale_posts;
+            continue;
+          }
+          ++t.looks_after_post;
+          look(c);
+        }
+
+        now = now_ns();
+        for (const auto& c : active) {
+          if (c->done || c->timer() > now) continue;
+          ++t.timer_looks;
+          look(*c);
+        }
+
+        if (now >= next_audit) {
+          next_audit = now + kAuditEvery;
+          for (const auto& cp : active) {
+            TicketCoroutine& c = *cp;
+            if (c.done) continue;
+            ++t.audits;
+            const long before = c.wakes();
+            const Nanos at_now = now_ns();
+            Nanos head_at = kForever;
+            const Status s = poll(c, at_now, &head_at);
+            if (c.wakes() == c.seen_wakes) {  // nothing woke it since just before its last look
+              const bool same = c.head_at == kForever
+                                    ? s == Status::queued && head_at == kForever
+                                    : (s == Status::queued && head_at == c.head_at) ||
+                                          (s == Status::admitted && at_now >= c.head_at);
+              if (!same) {
+                ++t.lost;
+                auto instant = [](Nanos at) { return at == kForever ? std::string("none") : std::to_string(at); };
+                CHECK(false, "lost wake-up: a ticket that nothing woke since its last look (which found it ",
+                      c.head_at == kForever ? "behind the head" : "the head, instant " + instant(c.head_at),
+                      ") now finds it ", name_of(s), ", instant ", instant(head_at), " (now ", at_now, ")");
+              }
+            }
+            c.seen_wakes = before;
+            c.head_at = head_at;
+            handle(c, s, at_now);
+          }
+        }
+        if (!rescued && now >= drain_until) {  // nothing can legitimately wait this long
+          rescued = true;
+          for (const auto& c : active) {
+            if (c->done) continue;
+            ++t.stuck;
+            ++t.abandoned;
+            c->done = true;
+          }
+        }
+        active.erase(std::remove_if(active.begin(), active.end(),
+                                    [](const std::shared_ptr<TicketCoroutine>& c) { return c->done; }),
+                     active.end());
+      }
+      t.posts += static_cast<long>(loop.take(now_ns()).size());
+    });
+  }
+
+  // The token refill, period by period. set_token_interval(T, a) keeps the tokens owed at `a` and
+  // refills at the new pace from `a` on: as if the pace had changed at `a` (this thread's clock
+  // reading, so the periods follow one another). Only the decisions made between `a` and the
+  // rescale itself (the call waits for the bucket's mutex) still use the old pace; after a
+  // slow-down that is at most (after - a) * (1/fast - 1/slow) more tokens, counted in `slack`.
+  double refill = 0.0, slack = 0.0;
+  Nanos period_start = 0, pace = kTokenT;
+  const Nanos start = now_ns();
+  period_start = start;
+  gate.open();
+  Rng rng(1414);
+  std::int64_t given_back = 0;
+  long changes = 0, pace_changes = 0;
+  while (now_ns() < start + kRunFor) {
+    const Nanos now = now_ns();
+    switch (rng.below(5)) {
+      case 0: bucket.settle(0, 1 + rng.below(100), now); break;  // a call that used more than it took
+      case 1: {
+        const std::int64_t n = 1 + rng.below(100);
+        bucket.settle(n, 0, now);  // tokens given back that nobody took: added to the bound
+        given_back += n;
+        break;
+      }
+      case 2: bucket.limit_available_tokens(rng.below(kTokenB + 1), now); break;
+      case 3: {
+        const Nanos next = pace == kTokenT ? kSlowTokenT : kTokenT;
+        const Nanos old = bucket.set_token_interval(next, now);
+        const Nanos after = now_ns();
+        CHECK(old == pace, "set_token_interval replaced ", old, ", expected ", pace);
+        refill += static_cast<double>(now - period_start) / static_cast<double>(pace);
+        if (next > pace) slack += static_cast<double>(after - now) * (1.0 / static_cast<double>(pace) - 1.0 / static_cast<double>(next));
+        period_start = now;
+        pace = next;
+        ++pace_changes;
+        break;
+      }
+      default: bucket.limit_available_requests(rng.below(kRequestB + 1), now); break;
+    }
+    ++changes;
+    sleep_for_ns(rng.below(3 * kMs));
+  }
+  stop.store(true);
+  join_all(threads);
+  const Nanos end = now_ns();
+  refill += static_cast<double>(end - period_start) / static_cast<double>(pace);
+
+  std::vector<Nanos> all;
+  std::int64_t used = 0;
+  Tally threads_sum, loops_sum;
+  for (const Tally& w : workers) {
+    all.insert(all.end(), w.requests.begin(), w.requests.end());
+    used += w.tokens_used;
+    threads_sum.started += w.started;
+    threads_sum.admitted += w.admitted;
+    threads_sum.refused += w.refused;
+    threads_sum.gave_up += w.gave_up;
+  }
+  for (int l = 0; l < kLoops; ++l) {
+    const Tally& t = tallies[static_cast<std::size_t>(l)];
+    all.insert(all.end(), t.requests.begin(), t.requests.end());
+    used += t.tokens_used;
+    const long ended = t.admitted + t.refused + t.gave_up + t.abandoned + t.timed_out;
+    CHECK(t.started == ended, "loop ", l, ": ", t.started, " tickets started, ", ended, " ended");
+    CHECK(t.posts == loops[l].posts(), "loop ", l, ": ", loops[l].posts(), " posts made, ", t.posts, " taken");
+    CHECK(t.admitted > 0, "loop ", l, ": no coroutine ticket was admitted");
+    loops_sum.started += t.started;
+    loops_sum.admitted += t.admitted;
+    loops_sum.refused += t.refused;
+    loops_sum.gave_up += t.gave_up;
+    loops_sum.abandoned += t.abandoned;
+    loops_sum.timed_out += t.timed_out;
+    loops_sum.posts += t.posts;
+    loops_sum.stale_posts += t.stale_posts;
+    loops_sum.looks_after_post += t.looks_after_post;
+    loops_sum.timer_looks += t.timer_looks;
+    loops_sum.audits += t.audits;
+    loops_sum.lost += t.lost;
+    loops_sum.stuck += t.stuck;
+  }
+  const long dropped = loops[0].dropped_wakes() + loops[1].dropped_wakes();
+  std::sort(all.begin(), all.end());
+  const double token_bound = static_cast<double>(kTokenB) + refill + slack + 64.0 + static_cast<double>(given_back);
+  std::printf("    threads: %ld tickets, %ld admitted, %ld refused or late, %ld gave up\n", threads_sum.started,
+              threads_sum.admitted, threads_sum.refused, threads_sum.gave_up);
+  std::printf("    coroutines on %d loops: %ld tickets, %ld admitted, %ld refused, %ld late, %ld left early, "
+              "%ld dropped while queued\n",
+              kLoops, loops_sum.started, loops_sum.admitted, loops_sum.refused, loops_sum.timed_out,
+              loops_sum.gave_up, loops_sum.abandoned);
+  std::printf("    %ld posts (%ld for tickets that had ended), %ld timer looks, %ld wakes during a waiter's "
+              "destruction, %ld audits, %ld lost, %ld stuck; %ld changes by this thread\n",
+              loops_sum.posts, loops_sum.stale_posts, loops_sum.timer_looks, dropped, loops_sum.audits,
+              loops_sum.lost, loops_sum.stuck, changes);
+  std::printf("    %zu requests, %lld tokens used in %.3f s; bound %.0f = burst + refill %.0f (%ld pace changes) "
+              "+ slack %.0f + 64 + %lld given back\n",
+              all.size(), static_cast<long long>(used), seconds(end - start), token_bound, refill, pace_changes, slack,
+              static_cast<long long>(given_back));
+  CHECK(loops_sum.lost == 0, loops_sum.lost, " lost wake-ups seen by the audits");
+  CHECK(loops_sum.stuck == 0, loops_sum.stuck, " coroutine tickets still queued ", seconds(kDrainLimit),
+        " s after the run (lost wake-up?)");
+  CHECK(loops_sum.looks_after_post > 0, "no coroutine was ever woken");
+  CHECK(threads_sum.admitted > 0, "no thread was ever admitted");
+  check_every_window(all, kRequestT, kRequestB, "dual bucket requests (threads and coroutines)");
+  CHECK(static_cast<double>(used) <= token_bound, "tokens used ", used, " exceed burst + refill ", token_bound);
+  CHECK(bucket.queued() == 0, bucket.queued(), " tickets left in the queue");
+  if (dropped == 0) std::printf("    note: no wake raced a waiter's destruction (path not exercised)\n");
+}
+
 }  // namespace
 
 int main() {
@@ -1480,6 +2224,8 @@ int main() {
       {"schedule: sleepers follow the interval as it flips", schedule_rate_flips},
       {"window: 16 writers within one minute", window_one_minute},
       {"window: 16 writers across five laps of the ring", window_ring_laps},
+      {"semaphore: coroutine waiters on 2 fake loops with 8 threads", semaphore_coroutine_waiters},
+      {"dual bucket: coroutine tickets on 2 fake loops alongside 8 threads", dual_bucket_coroutine_tickets},
   };
 
   Watchdog watchdog(std::chrono::seconds(120));

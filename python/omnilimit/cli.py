@@ -10,7 +10,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="drive both limiters from a thread pool and print their stats (a few seconds)")
     commands.add_parser(
-        "bench", add_help=False, help="measure omnilimit against the installed peers (about 30 s; bench --help)"
+        "bench", add_help=False, help="measure omnilimit against the installed peers (about 35 s; bench --help)"
     )
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
