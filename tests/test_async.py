@@ -526,3 +526,30 @@ def test_loops_and_threads_share_one_token_budget(tiny_switch_interval):
         assert bisect.bisect_right(stamps, start + 1.0) - i <= 5 + 50 + 1
     assert sum(n for _, n in admitted) <= 200 + 1000 * elapsed + 50
     assert limiter.waiting == 0
+
+
+def test_a_late_loop_costs_capacity_not_a_burst():
+    """Ten tasks book instants 0.1 s apart; then the loop is blocked for 0.55 s (a blocking call
+    in some task). The tasks whose instants passed meanwhile by more than one interval must not
+    all go at once when the loop comes back: they book again. No 0.1-s window of admissions may
+    hold more than the tolerance allows (burst 1, plus one interval of lateness, plus the edges)."""
+    limiter = RateLimiter(600)  # one every 0.1 s, burst 1
+
+    async def main():
+        t0 = time.monotonic()
+        stamps = []
+
+        async def one():
+            assert await limiter.acquire_async(timeout=10)
+            stamps.append(time.monotonic() - t0)
+
+        tasks = [asyncio.ensure_future(one()) for _ in range(10)]
+        await asyncio.sleep(0)  # every task has booked its instant
+        time.sleep(0.55)  # the loop is blocked: instants 0.1 .. 0.5 pass unserved
+        await asyncio.gather(*tasks)
+        return sorted(stamps)
+
+    stamps = run(main())
+    for i, start in enumerate(stamps):
+        assert bisect.bisect_right(stamps, start + 0.1) - i <= 3, stamps
+    assert stamps[-1] >= 0.55 + 0.4  # the late ones paid with time, at the pace

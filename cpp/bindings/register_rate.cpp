@@ -136,9 +136,21 @@ WaitResult sleep_without_gil(Nanos until_ns) {
   });
 }
 
+// A sleeper that wakes more than this after its instant (and more than one interval) has missed
+// its turn: it books again instead of going. Going would spend a slot from the past, and a busy
+// event loop or an overloaded machine wakes many sleepers late at once: together they would
+// burst. Within the tolerance a late sleeper keeps its slot, so ordinary wake-up latency costs
+// nothing; beyond it, lateness costs capacity, never a burst: a window of any length W then sees
+// at most burst + (W + tolerance) / interval admissions.
+constexpr Nanos kLateToleranceNs = 5'000'000;
+
+bool missed_turn(const Gcra& bucket, Nanos ready_ns, Nanos now) {
+  return now - ready_ns > std::max(bucket.interval_ns(), kLateToleranceNs);
+}
+
 // A request (no token budget) from the lone Gcra: one reservation, then the sleep until its
 // instant, which rate changes move (Schedule). `again`: book again (a rate change overlapped the
-// booking, or the sleeper lost track of the changes).
+// booking, the sleeper lost track of the changes, or it woke too late: see kLateToleranceNs).
 Outcome take_from_gcra(RateCore& core, Nanos now, Nanos deadline_ns, std::optional<Sleeping>& sleeping, bool* again) {
   const Nanos max_wait_ns = deadline_ns == kForever ? kForever : std::max<Nanos>(deadline_ns - now, 0);
   std::uint64_t epoch = core.schedule.epoch();
@@ -162,7 +174,7 @@ Outcome take_from_gcra(RateCore& core, Nanos now, Nanos deadline_ns, std::option
     core.bucket.refund(r, now_ns());
     return result == WaitResult::interrupted ? Outcome::error : Outcome::timed_out;
   }
-  *again = woke == Schedule::Woke::lost;
+  *again = woke == Schedule::Woke::lost || missed_turn(core.bucket, ready_ns, now_ns());
   return Outcome::acquired;
 }
 
@@ -372,7 +384,8 @@ py::object async_reserve(py::object self, AsyncWait& w, Nanos deadline_ns) {
 // After the timer, or a rate change's wake-up: the reservation's instant moved through the rate
 // changes made meanwhile.
 // Returns the seconds still to sleep (> 0: a slower rate), 0.0 when the turn has come (acquired,
-// counted), or -1.0 when the changes were too many to follow (book again; the slot is spent).
+// counted), or -1.0 when the changes were too many to follow or the coroutine woke too late
+// (book again; the slot is spent).
 double async_reserve_check(RateCore& core, AsyncWait& w) {
   if (w.bucket != &core.bucket) throw std::logic_error("this AsyncWait holds no reservation here");
   if (!core.schedule.follow(w.ready_ns, w.epoch)) {
@@ -384,6 +397,11 @@ double async_reserve_check(RateCore& core, AsyncWait& w) {
   const Nanos now = now_ns();
   if (w.ready_ns > now) return static_cast<double>(w.ready_ns - now) / 1e9;
   core.schedule.stop_listening(w.listener);
+  if (missed_turn(core.bucket, w.ready_ns, now)) {  // the loop ran late: book again (see above)
+    w.bucket = nullptr;
+    w.stop_counting();
+    return -1.0;
+  }
   count_async_acquired(core, w.started_ns);
   w.bucket = nullptr;
   w.stop_counting();
