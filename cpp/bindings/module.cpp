@@ -3,9 +3,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <system_error>
 
 #include "acquire_methods.hpp"
 #include "async_wait.hpp"
+#include "omnilimit/shm_segment.hpp"
 #include "common.hpp"
 #include "wait.hpp"
 
@@ -175,6 +177,30 @@ PYBIND11_MODULE(_core, m) {
   }
   m.attr("LimiterTimeout") = py::handle(ob::limiter_timeout_error);
   m.attr("LimiterClosed") = py::handle(ob::limiter_closed_error);
+
+  // Shared limiters: a segment that exists but does not fit (SharedStateError), and what the OS
+  // refused (OSError with its errno: no /dev/shm, no space, no permission).
+  static PyObject* shared_state_error = PyErr_NewExceptionWithDoc(
+      "omnilimit.SharedStateError",
+      "A shared limiter's segment exists but cannot be used as configured (foreign, truncated, of "
+      "another kind or with other limits, or never initialised). The message says how to remove it.",
+      PyExc_RuntimeError, nullptr);
+  if (shared_state_error == nullptr) throw py::error_already_set();
+  m.attr("SharedStateError") = py::handle(shared_state_error);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const omnilimit::SegmentMismatch& e) {
+      PyErr_SetString(shared_state_error, e.what());
+    } catch (const std::system_error& e) {
+      const py::object error = py::reinterpret_steal<py::object>(
+          PyObject_CallFunction(PyExc_OSError, "is", e.code().value(), e.what()));
+      if (error) PyErr_SetObject(PyExc_OSError, error.ptr());
+    }
+  });
+  m.def("remove_shared", &omnilimit::SharedSegment::remove, py::arg("name"),
+        "Removes the shared-memory segment of the shared limiter `name` (False if there was none).\n"
+        "Processes that use it keep their mapping; the next one to open the name starts afresh.");
 
   m.attr("FOREVER_NS") = omnilimit::kForever;
   m.def("monotonic_ns", &omnilimit::now_ns,

@@ -26,6 +26,7 @@
 #include "omnilimit/histogram.hpp"
 #include "omnilimit/pause.hpp"
 #include "omnilimit/schedule.hpp"
+#include "omnilimit/shm_segment.hpp"
 #include "omnilimit/window.hpp"
 #include "pause_methods.hpp"
 #include "wait.hpp"
@@ -36,11 +37,54 @@ namespace {
 PyObject* tokens_keyword = nullptr;  // interned "tokens"
 std::atomic<std::uint64_t> last_rate_id{0};
 
+// What the processes sharing a rate limiter share: the payload of its segment
+// (rate_limit_backend: shm). Every member is lock-free atomics, built in place by the segment's
+// creator. An in-process limiter keeps one of its own.
+struct RateShared {
+  GcraWords bucket;
+  Pause pause;             // the provider said "stop until" (on_rate_limited): every process waits
+  RequestWindow recorded;  // record_request() calls in the last minute: the current RPM
+  alignas(64) std::atomic<std::int64_t> total_acquired{0};
+  std::atomic<std::int64_t> blocked{0};
+  std::atomic<std::int64_t> denied{0};  // acquire(timeout=0) refused
+  WaitHistogram waits;                  // how long the callers that had to wait waited
+};
+constexpr std::uint32_t kRateSegmentKind = 1;
+
+// The segment of a shared rate limiter: opened, or created with fresh words for this rate.
+std::unique_ptr<SharedSegment> open_rate_segment(const std::string& name, Nanos interval_ns, std::int64_t burst) {
+  if (name.empty()) return nullptr;
+  const std::uint64_t fingerprint = static_cast<std::uint64_t>(interval_ns) * 0x9E3779B97F4A7C15ULL ^
+                                    static_cast<std::uint64_t>(burst);
+  return std::make_unique<SharedSegment>(name, kRateSegmentKind, sizeof(RateShared), fingerprint, [&](void* at) {
+    auto* shared = new (at) RateShared();
+    Gcra::init_words(shared->bucket, interval_ns, burst);
+  });
+}
+
+std::unique_ptr<RateShared> local_rate_state(bool shared, Nanos interval_ns, std::int64_t burst) {
+  if (shared) return nullptr;
+  auto state = std::make_unique<RateShared>();
+  Gcra::init_words(state->bucket, interval_ns, burst);
+  return state;
+}
+
 struct RateCore final : ForkAware {
-  RateCore(double requests_per_minute, std::int64_t burst, double tokens_per_minute, std::int64_t token_burst)
-      : bucket(Gcra::interval_for(requests_per_minute, 60.0), burst) {
+  RateCore(double requests_per_minute, std::int64_t burst, double tokens_per_minute, std::int64_t token_burst,
+           const std::string& shm_name)
+      : segment(open_rate_segment(shm_name, Gcra::interval_for(requests_per_minute, 60.0), burst)),
+        local(local_rate_state(segment != nullptr, Gcra::interval_for(requests_per_minute, 60.0), burst)),
+        shared(segment ? *static_cast<RateShared*>(segment->payload()) : *local),
+        bucket(shared.bucket),
+        pause(shared.pause),
+        recorded(shared.recorded),
+        total_acquired(shared.total_acquired),
+        blocked(shared.blocked),
+        denied(shared.denied),
+        waits(shared.waits) {
     if (!(tokens_per_minute >= 0.0)) throw std::invalid_argument("tokens_per_minute must be >= 0 (0: no token budget)");
     if (tokens_per_minute > 0.0) {
+      if (segment) throw std::invalid_argument("a limiter with a token budget cannot be shared between processes yet");
       dual = std::make_unique<DualBucket>(bucket.interval_ns(), burst, Gcra::interval_for(tokens_per_minute, 60.0),
                                           token_burst);
       async_reservation = py::reinterpret_steal<py::object>(PyContextVar_New("omnilimit.reservation", nullptr));
@@ -48,7 +92,7 @@ struct RateCore final : ForkAware {
     }
   }
   void reinit_after_fork() noexcept override {
-    bucket.reinit_after_fork();
+    bucket.reinit_after_fork();  // a shared bucket is left alone: the other processes use it
     if (dual) dual->reinit_after_fork();
     schedule.reinit_after_fork();
   }
@@ -63,20 +107,23 @@ struct RateCore final : ForkAware {
   }
 
   const std::uint64_t id = last_rate_id.fetch_add(1, std::memory_order_relaxed) + 1;  // never reused
-  Gcra bucket;                       // unused when `dual` is set
+  std::unique_ptr<SharedSegment> segment;  // set for a limiter shared between processes
+  std::unique_ptr<RateShared> local;       // set otherwise
+  RateShared& shared;
+  Gcra bucket;                       // over shared.bucket; unused when `dual` is set
   std::unique_ptr<DualBucket> dual;  // set when there is a token budget
   // With a token budget: a ContextVar holding the tokens of the current task's latest unsettled
   // reservation (coroutines share their loop's thread, so a thread-local cannot tell them apart).
   py::object async_reservation;
-  Pause pause;                       // the provider said "stop until" (on_rate_limited)
-  Schedule schedule;                 // where sleepers wait; set_rate() moves their instants
-  RequestWindow recorded;            // record_request() calls in the last minute: the current RPM
-  RequestWindow tokens_used;         // tokens recorded in the last minute: the current TPM
-  alignas(64) std::atomic<std::int64_t> total_acquired{0};
-  std::atomic<std::int64_t> blocked{0};
-  std::atomic<std::int64_t> denied{0};    // acquire(timeout=0) refused
-  std::atomic<std::int64_t> sleeping{0};  // callers waiting for their instant or a pause's end
-  WaitHistogram waits;                    // how long the callers that had to wait waited
+  Pause& pause;
+  Schedule schedule;  // where this process's sleepers wait; set_rate() moves their instants
+  RequestWindow& recorded;
+  RequestWindow tokens_used;  // tokens recorded in the last minute: the current TPM
+  std::atomic<std::int64_t>& total_acquired;
+  std::atomic<std::int64_t>& blocked;
+  std::atomic<std::int64_t>& denied;
+  std::atomic<std::int64_t> sleeping{0};  // this process's callers waiting for their instant or a pause's end
+  WaitHistogram& waits;
 };
 
 // Counts a caller in RateCore::sleeping for as long as it lives.
@@ -481,12 +528,17 @@ with each request, and one-minute windows of requests and tokens.
 RateCore(requests_per_minute, burst, tokens_per_minute=0.0, token_burst=1): tokens_per_minute 0
 means no token budget. acquire(), record_request(), __enter__ and __exit__ are implemented in C++
 directly; the GIL is released only while a caller sleeps until its turn.)doc");
-  cls.def(py::init<double, std::int64_t, double, std::int64_t>(), py::arg("requests_per_minute"), py::arg("burst"),
-          py::arg("tokens_per_minute") = 0.0, py::arg("token_burst") = 1)
+  cls.def(py::init<double, std::int64_t, double, std::int64_t, const std::string&>(), py::arg("requests_per_minute"),
+          py::arg("burst"), py::arg("tokens_per_minute") = 0.0, py::arg("token_burst") = 1, py::arg("shm_name") = "")
       .def_property_readonly("interval_ns", [](const RateCore& c) { return c.requests().interval_ns(); },
                              "Time between two requests at the configured rate, in ns (rounded up).")
       .def_property_readonly("burst", [](const RateCore& c) { return c.requests().burst(); })
       .def_property_readonly("has_token_budget", [](const RateCore& c) { return static_cast<bool>(c.dual); })
+      .def_property_readonly(
+          "shared_name", [](const RateCore& c) -> py::object {
+            return c.segment ? py::object(py::str(c.segment->name())) : py::object(py::none());
+          },
+          "The name of the shared-memory segment this limiter shares with other processes (None: in-process).")
       .def_property_readonly("token_burst",
                              [](const RateCore& c) { return c.dual ? c.dual->tokens().burst() : std::int64_t{0}; })
       .def_property_readonly("total_requests",

@@ -1,10 +1,11 @@
 """omnilimit: rate and concurrency limiters with a lock-free C++ core, for Python thread pools
 that call LLM APIs. A drop-in for the limiters of OmniGen (``omnigen.utils.rate_limiter``)."""
 
+from omnilimit._core import remove_shared
 from omnilimit.combined import CombinedLimiter
 from omnilimit.concurrency import ConcurrencyLimiter
 from omnilimit.defaults import DEFAULT_RATE_LIMITS, get_default_rate_limit
-from omnilimit.errors import ConfigError, LimiterClosed, LimiterTimeout
+from omnilimit.errors import ConfigError, LimiterClosed, LimiterTimeout, SharedStateError
 from omnilimit.feedback import RateLimitInfo, parse_rate_limit_headers
 from omnilimit.manager import ProviderRateLimitManager
 from omnilimit.rate import DEFAULT_BURST, RateLimiter, TokenReservation
@@ -22,7 +23,9 @@ __all__ = [
     "ProviderRateLimitManager",
     "RateLimitInfo",
     "RateLimiter",
+    "SharedStateError",
     "TokenReservation",
     "get_default_rate_limit",
     "parse_rate_limit_headers",
+    "remove_shared",
 ]

@@ -12,6 +12,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "bench", add_help=False, help="measure omnilimit against the installed peers (about 35 s; bench --help)"
     )
+    shm = commands.add_parser("shm", help="the shared-memory segments of shared limiters (list, remove)")
+    shm_commands = shm.add_subparsers(dest="shm_command", required=True)
+    shm_commands.add_parser("list", help="the segments in /dev/shm, with their size")
+    remove = shm_commands.add_parser("remove", help="remove segments (processes using them keep their mapping)")
+    remove.add_argument("names", nargs="+", metavar="NAME", help="a shared limiter's name (the part after omnilimit.)")
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
         from omnilimit.bench.report import main as bench
@@ -23,8 +28,37 @@ def main(argv: list[str] | None = None) -> int:
         from omnilimit.demo import main as demo
 
         return demo()
+    if args.command == "shm":
+        return _shm(args)
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _shm(args: argparse.Namespace) -> int:
+    import os
+
+    from omnilimit import remove_shared
+
+    if args.shm_command == "list":
+        try:
+            entries = sorted(name for name in os.listdir("/dev/shm") if name.startswith("omnilimit."))
+        except FileNotFoundError:
+            print("no /dev/shm on this machine")
+            return 1
+        for entry in entries:
+            print(f"{entry[len('omnilimit.') :]}\t{os.stat(os.path.join('/dev/shm', entry)).st_size} bytes")
+        return 0
+    status = 0
+    for name in args.names:
+        try:
+            removed = remove_shared(name)
+        except (ValueError, OSError) as error:
+            print(f"{name}: {error}")
+            status = 1
+            continue
+        print(f"{name}: removed" if removed else f"{name}: no such segment")
+        status = status if removed else 1
+    return status
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 """Exceptions raised by omnilimit.
 
-``LimiterTimeout`` and ``LimiterClosed`` are created by the native core (which raises them from its
-fast paths) and re-exported here.
+``LimiterTimeout``, ``LimiterClosed`` and ``SharedStateError`` are created by the native core (which
+raises them from its fast paths) and re-exported here.
 """
 
 from __future__ import annotations
 
-from omnilimit._core import LimiterClosed, LimiterTimeout
+from omnilimit._core import LimiterClosed, LimiterTimeout, SharedStateError
 
-__all__ = ["ConfigError", "LimiterClosed", "LimiterTimeout"]
+__all__ = ["ConfigError", "LimiterClosed", "LimiterTimeout", "SharedStateError"]
 
 
 class ConfigError(ValueError):

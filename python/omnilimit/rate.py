@@ -21,6 +21,21 @@ call's tokens, for a token budget); the long-run throughput is the same. Pass ``
 ``token_burst`` for a provider that accepts bursts."""
 
 
+def shared_name(backend: str | None, default: str) -> str | None:
+    """The shared-memory name a ``backend`` asks for: None for in-process (``None`` or
+    ``"memory"``), ``default`` for ``"shm"``, NAME for ``"shm://NAME"``. Raises ValueError for
+    anything else."""
+    if backend is None or backend == "memory":
+        return None
+    if not isinstance(backend, str):
+        raise ValueError(f"backend must be 'memory', 'shm' or 'shm://NAME', got {backend!r}")
+    if backend == "shm":
+        return default
+    if backend.startswith("shm://") and len(backend) > len("shm://"):
+        return backend[len("shm://") :]
+    raise ValueError(f"backend must be 'memory', 'shm' or 'shm://NAME', got {backend!r}")
+
+
 class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
     """At most ``requests_per_minute`` requests per minute, with bursts of ``burst_size``.
 
@@ -33,6 +48,11 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
 
     Coroutines share the same budget and order: ``await acquire_async(timeout=60, tokens=0)``,
     ``async with limiter:``, ``@limiter.limit``; they sleep on their event loop's timer.
+
+    ``backend="shm"`` (or ``"shm://NAME"``; the name defaults to ``provider_name``) keeps the
+    bucket, the request window, the pause and the counters in a shared-memory segment: every
+    process that opens the same name shares one budget (``omnilimit.remove_shared(name)`` removes
+    the segment). Not yet with a token budget.
 
     ``burst_size`` and ``token_burst`` default to 1 (``DEFAULT_BURST``: strict pacing). With a
     token budget, callers that must wait queue in arrival order and go when both budgets allow
@@ -51,8 +71,10 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
         *,
         tokens_per_minute: int | float | None = None,
         token_burst: int | None = None,
+        backend: str | None = None,
     ) -> None:
         rpm = positive_rate("requests_per_minute", requests_per_minute)
+        shm_name = shared_name(backend, default=provider_name)
         burst = DEFAULT_BURST if burst_size is None else whole_number("burst_size", burst_size)
         tpm = 0.0 if tokens_per_minute is None else positive_rate("tokens_per_minute", tokens_per_minute)
         if token_burst is not None and tokens_per_minute is None:
@@ -60,16 +82,17 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
         tokens_at_once = (
             (DEFAULT_BURST if token_burst is None else whole_number("token_burst", token_burst)) if tpm else 1
         )
-        super().__init__(rpm, burst, tpm, tokens_at_once)
+        super().__init__(rpm, burst, tpm, tokens_at_once, shm_name or "")
         self.provider_name = label("provider_name", provider_name)
         self._rpm = requests_per_minute  # shown as given: 500 stays 500, 0.5 stays 0.5
         self._tpm = tokens_per_minute
         logger.debug(
-            "RateLimiter %r: %s RPM, burst %d%s",
+            "RateLimiter %r: %s RPM, burst %d%s%s",
             self.provider_name,
             self._rpm,
             burst,
             f", {tokens_per_minute} TPM, token burst {tokens_at_once}" if tpm else "",
+            f", shared through /dev/shm/omnilimit.{shm_name}" if shm_name else "",
         )
 
     @property

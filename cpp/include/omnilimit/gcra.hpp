@@ -31,8 +31,8 @@
 // admits more than the configured rate; the shortfall is under 1 ns per request (1e-7 of a
 // 6000-RPM limit). Rates faster than one request per ns behave as one per ns.
 //
-// Live changes. set_interval() and set_burst() are rare and serialised by a mutex; decisions never
-// take it. A decision must not mix the old pace with a TAT already rescaled to the new one (or the
+// Live changes. set_interval() and set_burst() are rare and serialised by a lock (ConfigLock,
+// which processes sharing a bucket share too); decisions never take it. A decision must not mix the old pace with a TAT already rescaled to the new one (or the
 // reverse), so the pair (T, B) is guarded by a sequence counter that writers make odd while they
 // work: a decision reads the counter, T, B and TAT, re-reads the counter and starts over if a
 // change began meanwhile. A change that begins after that check is caught by the CAS instead:
@@ -45,11 +45,15 @@
 // is simply lost (the limiter errs on the side of admitting less).
 #pragma once
 
+#include <signal.h>
+#include <sys/types.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
-#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <thread>
@@ -110,11 +114,45 @@ struct GcraState {
   void take(std::int64_t cost, Nanos at, Nanos ref) noexcept { tat_ns = tat_after(cost, at, ref); }
 };
 
+// The words of one bucket. In an in-process Gcra they are members; in a shared-memory segment
+// every process that maps the segment shares them, and so one bucket: every member is a lock-free
+// 64-bit atomic (checked below), which on Linux is also address-free, so it works at whatever
+// address each process maps it. config_owner holds the pid of the process changing T or B.
+struct GcraWords {
+  alignas(64) std::atomic<Nanos> tat_ns{0};
+  std::atomic<Nanos> interval_ns{1};
+  std::atomic<std::int64_t> burst{1};
+  std::atomic<std::uint64_t> config_sequence{0};  // odd while set_interval/set_burst run
+  std::atomic<std::int64_t> config_owner{0};
+};
+static_assert(std::atomic<Nanos>::is_always_lock_free && std::atomic<std::uint64_t>::is_always_lock_free,
+              "a bucket shared between processes needs lock-free 64-bit atomics");
+
+inline std::int64_t current_pid() noexcept { return static_cast<std::int64_t>(::getpid()); }
+// False only when no process `pid` exists (kill(pid, 0) fails with ESRCH).
+inline bool process_alive(std::int64_t pid) noexcept {
+  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH;
+}
+
 class Gcra {
  public:
   // T in ns (>= 1) and the burst B (>= 1 requests). Throws std::invalid_argument otherwise.
-  Gcra(Nanos interval_ns, std::int64_t burst) : interval_ns_(check_interval(interval_ns)),
-                                                burst_(check_burst(burst)) {}
+  Gcra(Nanos interval_ns, std::int64_t burst) : w_(&own_) { init_words(own_, interval_ns, burst); }
+
+  // A bucket over words that live elsewhere: in a shared-memory segment, where every process that
+  // maps it shares one bucket (see GcraWords). The words must have been set up by init_words()
+  // and outlive this object.
+  explicit Gcra(GcraWords& shared) noexcept : w_(&shared) {}
+
+  // Sets up fresh words (before any Gcra uses them). Throws std::invalid_argument for a bad
+  // interval or burst.
+  static void init_words(GcraWords& w, Nanos interval_ns, std::int64_t burst) {
+    w.interval_ns.store(check_interval(interval_ns), std::memory_order_relaxed);
+    w.burst.store(check_burst(burst), std::memory_order_relaxed);
+    w.tat_ns.store(0, std::memory_order_relaxed);
+    w.config_sequence.store(0, std::memory_order_relaxed);
+    w.config_owner.store(0, std::memory_order_relaxed);
+  }
 
   Gcra(const Gcra&) = delete;
   Gcra& operator=(const Gcra&) = delete;
@@ -162,7 +200,7 @@ class Gcra {
       }
       const Nanos new_tat = clamp_to_nanos(static_cast<Wide>(base) + increment);
       Nanos expected = tat;
-      if (tat_ns_.compare_exchange_strong(expected, new_tat, std::memory_order_acq_rel,
+      if (w_->tat_ns.compare_exchange_strong(expected, new_tat, std::memory_order_acq_rel,
                                           std::memory_order_acquire)) {
         r.admitted = true;
         r.wait_ns = wait > 0 ? clamp_to_nanos(wait) : 0;
@@ -182,7 +220,7 @@ class Gcra {
   bool refund(const Reservation& r, Nanos now) {
     if (!r.admitted || now >= r.ready_at_ns || r.tat_ns == kForever) return false;
     Nanos expected = r.tat_ns;
-    return tat_ns_.compare_exchange_strong(expected, r.tat_ns - r.increment_ns,
+    return w_->tat_ns.compare_exchange_strong(expected, r.tat_ns - r.increment_ns,
                                            std::memory_order_acq_rel, std::memory_order_acquire);
   }
   bool refund(const Reservation& r) { return refund(r, now_ns()); }
@@ -224,7 +262,7 @@ class Gcra {
     if (state.tat_ns == kForever || at < now || state.earliest(cost, now) > at) return r;
     Nanos expected = state.tat_ns;
     const Nanos new_tat = state.tat_after(cost, at, now);
-    if (!tat_ns_.compare_exchange_strong(expected, new_tat, std::memory_order_acq_rel, std::memory_order_acquire)) {
+    if (!w_->tat_ns.compare_exchange_strong(expected, new_tat, std::memory_order_acq_rel, std::memory_order_acquire)) {
       return r;
     }
     r.admitted = true;
@@ -253,7 +291,7 @@ class Gcra {
       const Nanos lowered = clamp_to_nanos(std::max(static_cast<Wide>(snap.tat_ns) - static_cast<Wide>(cost) * snap.interval_ns,
                                                     static_cast<Wide>(now)));
       Nanos expected = snap.tat_ns;
-      if (tat_ns_.compare_exchange_strong(expected, lowered, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      if (w_->tat_ns.compare_exchange_strong(expected, lowered, std::memory_order_acq_rel, std::memory_order_acquire)) {
         return;
       }
     }
@@ -281,15 +319,15 @@ class Gcra {
   }
 
   // Changes T, keeping the accrued state: the tokens owed at `now` stay owed, now at the new
-  // pace. Thread-safe (serialised with set_burst by a mutex; see "Live changes" above).
+  // pace. Thread-safe (serialised with set_burst by the ConfigLock; see "Live changes" above).
   void set_interval(Nanos interval_ns, Nanos now) {
     check_interval(interval_ns);
-    std::lock_guard<std::mutex> lock(config_mutex_);
+    ConfigLock lock(*w_);
     set_interval_locked(interval_ns, &now);
   }
   void set_interval(Nanos interval_ns) {
     check_interval(interval_ns);
-    std::lock_guard<std::mutex> lock(config_mutex_);
+    ConfigLock lock(*w_);
     set_interval_locked(interval_ns, nullptr);
   }
 
@@ -297,9 +335,9 @@ class Gcra {
   // Thread-safe.
   void set_burst(std::int64_t burst) {
     check_burst(burst);
-    std::lock_guard<std::mutex> lock(config_mutex_);
+    ConfigLock lock(*w_);
     begin_change();
-    burst_.store(burst);
+    w_->burst.store(burst);
     end_change();
   }
 
@@ -309,17 +347,18 @@ class Gcra {
     return GcraState{snap.tat_ns, snap.interval_ns, snap.burst};
   }
 
-  Nanos interval_ns() const noexcept { return interval_ns_.load(std::memory_order_relaxed); }
-  std::int64_t burst() const noexcept { return burst_.load(std::memory_order_relaxed); }
-  Nanos tat_ns() const noexcept { return tat_ns_.load(std::memory_order_acquire); }
+  Nanos interval_ns() const noexcept { return w_->interval_ns.load(std::memory_order_relaxed); }
+  std::int64_t burst() const noexcept { return w_->burst.load(std::memory_order_relaxed); }
+  Nanos tat_ns() const noexcept { return w_->tat_ns.load(std::memory_order_acquire); }
 
-  // In the child of fork(): the config mutex may have been held, and the sequence counter left
+  // In the child of fork(): the config lock may have been held, and the sequence counter left
   // odd, by a thread that the child does not have. The budget already spent stays spent. Call
-  // with no other thread running.
+  // with no other thread running. A shared bucket is left alone: the parent still uses it.
   void reinit_after_fork() noexcept {
-    new (&config_mutex_) std::mutex();
-    const std::uint64_t sequence = config_sequence_.load(std::memory_order_relaxed);
-    config_sequence_.store(sequence + (sequence & 1U), std::memory_order_relaxed);
+    if (w_ != &own_) return;
+    own_.config_owner.store(0, std::memory_order_relaxed);
+    const std::uint64_t sequence = own_.config_sequence.load(std::memory_order_relaxed);
+    own_.config_sequence.store(sequence + (sequence & 1U), std::memory_order_relaxed);
   }
 
  private:
@@ -346,14 +385,15 @@ class Gcra {
   // writer's without standalone fences (which ThreadSanitizer cannot check); on x86-64 they cost
   // what relaxed loads cost.
   Snapshot snapshot() const noexcept {
-    for (;;) {
-      const std::uint64_t before = config_sequence_.load();
+    for (std::uint32_t spins = 0;; ++spins) {
+      const std::uint64_t before = w_->config_sequence.load();
       if (before & 1U) {  // a change is under way: it takes a few ns unless its thread is preempted
+        if ((spins & 0xffffU) == 0xffffU) ConfigLock::recover(*w_);  // or its process died mid-change
         std::this_thread::yield();
         continue;
       }
-      const Snapshot snap{tat_ns_.load(), interval_ns_.load(), burst_.load()};
-      if (config_sequence_.load() == before) return snap;
+      const Snapshot snap{w_->tat_ns.load(), w_->interval_ns.load(), w_->burst.load()};
+      if (w_->config_sequence.load() == before) return snap;
     }
   }
 
@@ -365,24 +405,62 @@ class Gcra {
       const Nanos wanted = clamp_to_nanos(floor(snap));
       if (wanted <= snap.tat_ns) return;
       Nanos expected = snap.tat_ns;
-      if (tat_ns_.compare_exchange_strong(expected, wanted, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      if (w_->tat_ns.compare_exchange_strong(expected, wanted, std::memory_order_acq_rel, std::memory_order_acquire)) {
         return;
       }
     }
   }
 
-  // Writers hold config_mutex_ and change T or B only between these two.
-  void begin_change() noexcept { config_sequence_.fetch_add(1); }
-  void end_change() noexcept { config_sequence_.fetch_add(1); }
+  // The lock of set_interval/set_burst: the pid of its holder in config_owner (0: free), so that
+  // processes sharing the words share the lock, and one whose holder was killed (kill -9 in the
+  // middle of a change) can be taken over: the taker ends the half-done change (the sequence
+  // counter goes even again; a TAT already rescaled stays rescaled). Held for a few ns.
+  class ConfigLock {
+   public:
+    explicit ConfigLock(GcraWords& w) : w_(w) {
+      const std::int64_t me = current_pid();
+      for (std::uint32_t spins = 0;; ++spins) {
+        std::int64_t owner = 0;
+        if (w_.config_owner.compare_exchange_weak(owner, me, std::memory_order_acquire, std::memory_order_relaxed)) {
+          return;
+        }
+        if ((spins & 0xfffU) == 0xfffU && take_over_from_dead(w_, owner, me)) return;
+        std::this_thread::yield();
+      }
+    }
+    ~ConfigLock() { w_.config_owner.store(0, std::memory_order_release); }
+    ConfigLock(const ConfigLock&) = delete;
+    ConfigLock& operator=(const ConfigLock&) = delete;
+
+    // For a reader stuck on an odd sequence: if the writer's process is gone, end its change.
+    static void recover(GcraWords& w) {
+      const std::int64_t owner = w.config_owner.load(std::memory_order_acquire);
+      if (owner != 0 && take_over_from_dead(w, owner, current_pid())) w.config_owner.store(0, std::memory_order_release);
+    }
+
+   private:
+    static bool take_over_from_dead(GcraWords& w, std::int64_t owner, std::int64_t me) {
+      if (owner == 0 || owner == me || process_alive(owner)) return false;
+      if (!w.config_owner.compare_exchange_strong(owner, me, std::memory_order_acquire)) return false;
+      const std::uint64_t sequence = w.config_sequence.load();
+      if (sequence & 1U) w.config_sequence.fetch_add(1);
+      return true;
+    }
+    GcraWords& w_;
+  };
+
+  // Writers hold the ConfigLock and change T or B only between these two.
+  void begin_change() noexcept { w_->config_sequence.fetch_add(1); }
+  void end_change() noexcept { w_->config_sequence.fetch_add(1); }
 
   // `given_now` null: read the clock once decisions are held off, since every ns by which `now`
   // is stale would be charged again at the new pace.
   void set_interval_locked(Nanos new_interval, const Nanos* given_now) {
-    const Nanos old_interval = interval_ns_.load(std::memory_order_relaxed);
+    const Nanos old_interval = w_->interval_ns.load(std::memory_order_relaxed);
     if (new_interval == old_interval) return;
     begin_change();
     const Nanos now = given_now != nullptr ? *given_now : now_ns();
-    Nanos tat = tat_ns_.load();
+    Nanos tat = w_->tat_ns.load();
     for (;;) {
       Nanos new_tat;
       if (tat <= now) {
@@ -393,17 +471,14 @@ class Gcra {
         new_tat = clamp_to_nanos(static_cast<Wide>(now) + scaled);
       }
       if (new_tat == tat && tat != kForever) ++new_tat;  // always move TAT: see "Live changes"
-      if (tat_ns_.compare_exchange_weak(tat, new_tat)) break;
+      if (w_->tat_ns.compare_exchange_weak(tat, new_tat)) break;
     }
-    interval_ns_.store(new_interval);
+    w_->interval_ns.store(new_interval);
     end_change();
   }
 
-  alignas(64) std::atomic<Nanos> tat_ns_{0};
-  std::atomic<Nanos> interval_ns_;
-  std::atomic<std::int64_t> burst_;
-  std::atomic<std::uint64_t> config_sequence_{0};  // odd while set_interval/set_burst run
-  std::mutex config_mutex_;
+  GcraWords own_;   // the words of an in-process bucket (unused when shared)
+  GcraWords* w_;    // the words in use
 };
 
 }  // namespace omnilimit
