@@ -14,6 +14,8 @@ import pytest
 
 from omnilimit import RateLimiter, SharedStateError, remove_shared
 
+pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="this machine has no /dev/shm")
+
 
 @pytest.fixture
 def name():
