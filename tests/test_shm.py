@@ -1,8 +1,10 @@
 """Shared limiters (backend="shm"): one budget for every process that opens the same name, with
 real processes."""
 
+import asyncio
 import bisect
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -11,8 +13,9 @@ import time
 import uuid
 
 import pytest
+from conftest import wait_until
 
-from omnilimit import RateLimiter, SharedStateError, remove_shared
+from omnilimit import ConcurrencyLimiter, RateLimiter, SharedStateError, remove_shared
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="this machine has no /dev/shm")
 
@@ -103,10 +106,29 @@ def test_concurrent_creation_gives_one_segment(name):
     assert limiter.total_requests == 8 and limiter.acquire(timeout=0) is False
 
 
+def test_other_limits_apply_to_every_process_and_are_logged(name, caplog):
+    first = RateLimiter(600, provider_name="a", backend=f"shm://{name}")
+    with caplog.at_level(logging.WARNING, logger="omnilimit"):
+        second = RateLimiter(300, burst_size=2, provider_name="a", backend=f"shm://{name}")
+    assert "ran at 600 RPM with burst 1: it now runs at this limiter's 300 RPM with burst 2" in caplog.text
+    assert first.interval_ns == second.interval_ns == 200_000_000 and first.burst_size == 2
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="omnilimit"):
+        RateLimiter(300, burst_size=2, provider_name="a", backend=f"shm://{name}")
+    assert caplog.text == ""  # the same limits: nothing to say
+    cap = ConcurrencyLimiter(2, name="c", backend=f"shm://{name}-cap")
+    try:
+        with caplog.at_level(logging.WARNING, logger="omnilimit"):
+            ConcurrencyLimiter(3, name="c", backend=f"shm://{name}-cap")
+        assert cap.max_concurrent == 3 and "allowed 2 concurrent calls: it now allows 3" in caplog.text
+    finally:
+        remove_shared(f"{name}-cap")
+
+
 def test_a_segment_that_does_not_fit_is_refused_with_a_way_out(name):
     RateLimiter(600, provider_name="a", backend=f"shm://{name}")
-    with pytest.raises(SharedStateError, match=f"other limits.*omnilimit shm remove {name}"):
-        RateLimiter(300, provider_name="a", backend=f"shm://{name}")
+    with pytest.raises(SharedStateError, match=f"another kind.*omnilimit shm remove {name}"):
+        ConcurrencyLimiter(3, backend=f"shm://{name}")
     foreign = f"{name}-foreign"
     with open(f"/dev/shm/omnilimit.{foreign}", "wb") as f:
         f.write(b"\0" * 4096)
@@ -182,3 +204,201 @@ def test_a_pause_and_a_forked_child_share_the_budget(name):
         name=name,
     )
     assert other == [[True, False]]  # another process sees the pause and waits for its end
+
+
+# ------------------------------------------------------------------------------------------------
+# Concurrency limiters
+
+
+def _cap_worker(name, counter, lock, seconds):
+    import threading as _threading
+
+    from omnilimit import ConcurrencyLimiter
+
+    limiter = ConcurrencyLimiter(4, name="cap", backend=f"shm://{name}")
+    end = time.monotonic() + seconds
+
+    def work():
+        while time.monotonic() < end:
+            assert limiter.acquire(timeout=10)
+            with lock:
+                counter[0] += 1
+                counter[1] = max(counter[1], counter[0])
+                counter[2] += 1
+            time.sleep(0.002)
+            with lock:
+                counter[0] -= 1
+            limiter.release()
+
+    threads = [_threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_eight_processes_never_exceed_a_shared_cap_of_four(name):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    lock = context.Lock()
+    counter = context.Array("q", 3, lock=False)  # in flight, peak, calls
+    workers = [context.Process(target=_cap_worker, args=(name, counter, lock, 2.0)) for _ in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    in_flight, peak, calls = counter[:]
+    assert in_flight == 0 and peak == 4 and calls > 100
+    limiter = ConcurrencyLimiter(4, name="cap", backend=f"shm://{name}")
+    assert limiter.active_calls == 0 and limiter.waiting == 0
+    assert limiter.total_requests == calls  # counted over every process
+    assert limiter.over_release_count == 0
+
+
+def test_the_slots_of_a_killed_holder_come_back(name):
+    limiter = ConcurrencyLimiter(2, name="k", backend=f"shm://{name}")
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, time
+                from omnilimit import ConcurrencyLimiter
+                limiter = ConcurrencyLimiter(2, name="k", backend="shm://{name}")
+                assert limiter.acquire(timeout=0) and limiter.acquire(timeout=0)
+                print("holding", flush=True)
+                time.sleep(60)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "holding"
+        assert limiter.active_calls == 2 and limiter.acquire(timeout=0) is False
+        child.kill()  # SIGKILL: it releases nothing
+        child.wait()
+        t0 = time.monotonic()
+        assert limiter.acquire(timeout=5)  # a waiter finds the holder gone and takes its slots back
+        waited = time.monotonic() - t0
+    finally:
+        child.kill()
+    assert waited < 1.0 + 0.5  # within the reclaim bound (0.5 s) and slack
+    assert limiter.active_calls == 1  # the dead process's two slots are gone; this one holds one
+    limiter.release()
+    assert limiter.active_calls == 0
+
+
+def test_a_waiter_in_another_process_is_woken_by_a_release(name):
+    limiter = ConcurrencyLimiter(1, name="w", backend=f"shm://{name}")
+    assert limiter.acquire(timeout=0)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import time
+                from omnilimit import ConcurrencyLimiter
+                limiter = ConcurrencyLimiter(1, name="w", backend="shm://{name}")
+                print("waiting", flush=True)
+                cpu = time.process_time()
+                ok = limiter.acquire(timeout=10)
+                print(ok, time.monotonic(), time.process_time() - cpu, flush=True)
+                limiter.release()
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline().strip() == "waiting"
+    wait_until(lambda: limiter.waiting == 1)
+    time.sleep(1.0)  # the child sleeps in the queue meanwhile
+    released_at = time.monotonic()
+    limiter.release()
+    ok, woke_at, cpu = child.stdout.readline().split()
+    child.wait(10)
+    assert ok == "True" and float(woke_at) - released_at < 0.2
+    assert float(cpu) < 0.1  # it slept: a futex wait, not a polling loop
+    assert limiter.active_calls == 0
+
+
+def test_what_a_shared_concurrency_limiter_does_not_do_yet(name):
+    limiter = ConcurrencyLimiter(2, name="n", backend=f"shm://{name}")
+    assert limiter.shared_name == name
+    with pytest.raises(ValueError, match="coroutines"):
+        asyncio.run(limiter.acquire_async())
+    with pytest.raises(ValueError, match="cannot be closed"):
+        limiter.close()
+    with pytest.raises(SharedStateError, match="another kind"):
+        RateLimiter(600, backend=f"shm://{name}")
+    limiter.release()  # holds none: counted, never capacity
+    assert limiter.over_release_count == 1 and limiter.active_calls == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# The YAML key
+
+
+def test_rate_limit_backend_in_the_yaml(name):
+    from omnilimit import ConfigError, ProviderRateLimitManager
+
+    config = {
+        "providers": {
+            "user": {"name": "openai", "rate_limit_rpm": 600, "rate_limit_backend": f"shm://{name}"},
+            "assistant": {
+                "name": "anthropic",
+                "model": "claude 3.5",  # a space: the key is not a valid segment name as it is
+                "max_concurrent_calls": 3,
+                "rate_limit_backend": "shm",
+            },
+            "judge": {"name": "openai", "rate_limit_rpm": 60, "rate_limit_backend": "memory"},
+        }
+    }
+    manager = ProviderRateLimitManager.from_config(config)
+    user, assistant, judge = (manager.limiter_for(role) for role in ("user", "assistant", "judge"))
+    try:
+        assert user.shared_name == name and judge.shared_name is None
+        assert assistant.shared_name.startswith("anthropic_claude_3.5_assistant-")  # the key, made a valid name
+        other = ProviderRateLimitManager.from_config(config)  # another process would build the same
+        assert other.limiter_for("assistant").shared_name == assistant.shared_name
+        assert user.acquire(timeout=0) and other.limiter_for("user").acquire(timeout=0) is False  # one budget
+        for bad, match in (
+            ("redis://x", "must be 'memory', 'shm' or 'shm://NAME'"),
+            ("shm://a/b", "must be 'memory'"),
+            (5, "must be 'memory'"),
+        ):
+            with pytest.raises(ConfigError, match=match):
+                ProviderRateLimitManager.from_config({"providers": {"r": {"rate_limit_backend": bad}}})
+        with pytest.raises(ConfigError, match="token budget"):
+            ProviderRateLimitManager.from_config(
+                {"providers": {"r": {"rate_limit_rpm": 60, "rate_limit_tpm": 1000, "rate_limit_backend": "shm"}}}
+            )
+        with pytest.raises(ConfigError, match="different rate_limit_backend"):
+            ProviderRateLimitManager.from_config(
+                {
+                    "providers": {
+                        "a": {"rate_limit_shared_key": "k", "rate_limit_backend": "shm"},
+                        "b": {"rate_limit_shared_key": "k"},
+                    }
+                }
+            )
+        changes = manager.reload(
+            {
+                **config,
+                "providers": {
+                    **config["providers"],
+                    "judge": {"name": "openai", "rate_limit_rpm": 60, "rate_limit_backend": f"shm://{name}-judge"},
+                },
+            }
+        )
+        assert any("judge" in change and "replaced" in change for change in changes)
+        assert manager.limiter_for("judge").shared_name == f"{name}-judge"
+    finally:
+        remove_shared(assistant.shared_name)
+        remove_shared(f"{name}-judge")

@@ -17,6 +17,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "acquire_methods.hpp"
 #include "async_wait.hpp"
@@ -54,9 +55,7 @@ constexpr std::uint32_t kRateSegmentKind = 1;
 // The segment of a shared rate limiter: opened, or created with fresh words for this rate.
 std::unique_ptr<SharedSegment> open_rate_segment(const std::string& name, Nanos interval_ns, std::int64_t burst) {
   if (name.empty()) return nullptr;
-  const std::uint64_t fingerprint = static_cast<std::uint64_t>(interval_ns) * 0x9E3779B97F4A7C15ULL ^
-                                    static_cast<std::uint64_t>(burst);
-  return std::make_unique<SharedSegment>(name, kRateSegmentKind, sizeof(RateShared), fingerprint, [&](void* at) {
+  return std::make_unique<SharedSegment>(name, kRateSegmentKind, sizeof(RateShared), 0, [&](void* at) {
     auto* shared = new (at) RateShared();
     Gcra::init_words(shared->bucket, interval_ns, burst);
   });
@@ -83,6 +82,16 @@ struct RateCore final : ForkAware {
         denied(shared.denied),
         waits(shared.waits) {
     if (!(tokens_per_minute >= 0.0)) throw std::invalid_argument("tokens_per_minute must be >= 0 (0: no token budget)");
+    if (segment && !segment->created()) {
+      // An existing segment keeps its state; limits configured differently here apply from now on,
+      // for every process (the latest configuration wins; the Python layer logs it).
+      const Nanos interval = Gcra::interval_for(requests_per_minute, 60.0);
+      if (bucket.interval_ns() != interval || bucket.burst() != burst) {
+        limits_before = {bucket.interval_ns(), bucket.burst()};
+        if (bucket.interval_ns() != interval) bucket.set_interval(interval);
+        if (bucket.burst() != burst) bucket.set_burst(burst);
+      }
+    }
     if (tokens_per_minute > 0.0) {
       if (segment) throw std::invalid_argument("a limiter with a token budget cannot be shared between processes yet");
       dual = std::make_unique<DualBucket>(bucket.interval_ns(), burst, Gcra::interval_for(tokens_per_minute, 60.0),
@@ -108,6 +117,7 @@ struct RateCore final : ForkAware {
 
   const std::uint64_t id = last_rate_id.fetch_add(1, std::memory_order_relaxed) + 1;  // never reused
   std::unique_ptr<SharedSegment> segment;  // set for a limiter shared between processes
+  std::pair<Nanos, std::int64_t> limits_before{0, 0};  // an existing segment's (interval, burst) on opening
   std::unique_ptr<RateShared> local;       // set otherwise
   RateShared& shared;
   Gcra bucket;                       // over shared.bucket; unused when `dual` is set
@@ -539,6 +549,14 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
             return c.segment ? py::object(py::str(c.segment->name())) : py::object(py::none());
           },
           "The name of the shared-memory segment this limiter shares with other processes (None: in-process).")
+      .def_property_readonly(
+          "_shared_limits_before",
+          [](const RateCore& c) -> py::object {
+            if (c.limits_before.first == 0) return py::none();
+            return py::make_tuple(60e9 / static_cast<double>(c.limits_before.first), c.limits_before.second);
+          },
+          "For a shared limiter that opened an existing segment: its (RPM, burst) before this one's\n"
+          "configuration applied (None: created here).")
       .def_property_readonly("token_burst",
                              [](const RateCore& c) { return c.dual ? c.dual->tokens().burst() : std::int64_t{0}; })
       .def_property_readonly("total_requests",

@@ -12,6 +12,8 @@
 #include "omnilimit/histogram.hpp"
 #include "omnilimit/pause.hpp"
 #include "omnilimit/semaphore.hpp"
+#include "omnilimit/shm_segment.hpp"
+#include "omnilimit/shm_semaphore.hpp"
 #include "omnilimit/window.hpp"
 #include "wait.hpp"
 
@@ -20,12 +22,9 @@ namespace {
 
 std::atomic<std::uint64_t> last_limiter_id{0};
 
-struct ConcurrencyCore final : ForkAware {
-  explicit ConcurrencyCore(std::int64_t max_concurrent) : semaphore(max_concurrent) {}
-  void reinit_after_fork() noexcept override { semaphore.reinit_after_fork(); }
-
-  const std::uint64_t id = last_limiter_id.fetch_add(1, std::memory_order_relaxed) + 1;  // never reused
-  Semaphore semaphore;
+// What the processes sharing a concurrency limiter share besides the semaphore (and what an
+// in-process limiter keeps for itself): lock-free atomics, built in place.
+struct ConcurrencyCounters {
   Pause pause;             // the provider said "stop until" (on_rate_limited)
   RequestWindow released;  // releases in the last minute: the limiter's current RPM
   alignas(64) std::atomic<std::int64_t> total_acquired{0};
@@ -33,7 +32,83 @@ struct ConcurrencyCore final : ForkAware {
   std::atomic<std::int64_t> denied{0};  // acquire(timeout=0) refused
   std::atomic<std::int64_t> releases_after_failure{0};
   WaitHistogram waits;  // how long the callers that had to wait waited
+};
+// The payload of a shared concurrency limiter's segment.
+struct ConcurrencySegment {
+  SharedSemaphore::State semaphore;
+  ConcurrencyCounters counters;
+};
+constexpr std::uint32_t kConcurrencySegmentKind = 2;
+
+std::unique_ptr<SharedSegment> open_concurrency_segment(const std::string& name, std::int64_t max_concurrent) {
+  if (name.empty()) return nullptr;
+  return std::make_unique<SharedSegment>(name, kConcurrencySegmentKind, sizeof(ConcurrencySegment), 0, [&](void* at) {
+                                           auto* shared = new (at) ConcurrencySegment();
+                                           SharedSemaphore::init(shared->semaphore, max_concurrent);
+                                         });
+}
+
+struct ConcurrencyCore final : ForkAware {
+  ConcurrencyCore(std::int64_t max_concurrent, const std::string& shm_name)
+      : semaphore(max_concurrent),
+        segment(open_concurrency_segment(shm_name, max_concurrent)),
+        local(segment ? nullptr : std::make_unique<ConcurrencyCounters>()),
+        counters(segment ? static_cast<ConcurrencySegment*>(segment->payload())->counters : *local),
+        shared_semaphore(segment ? std::make_unique<SharedSemaphore>(
+                                       static_cast<ConcurrencySegment*>(segment->payload())->semaphore)
+                                 : nullptr),
+        pause(counters.pause),
+        released(counters.released),
+        total_acquired(counters.total_acquired),
+        blocked(counters.blocked),
+        denied(counters.denied),
+        releases_after_failure(counters.releases_after_failure),
+        waits(counters.waits) {
+    if (segment && !segment->created() && shared_semaphore->max_slots() != max_concurrent) {
+      max_before = shared_semaphore->max_slots();  // the latest configuration wins (logged by Python)
+      shared_semaphore->set_max(max_concurrent);
+    }
+  }
+  void reinit_after_fork() noexcept override {
+    semaphore.reinit_after_fork();
+    if (shared_semaphore) shared_semaphore->reinit_after_fork();
+  }
+
+  // The semaphore's figures, whichever it is.
+  std::int64_t max_slots() const { return shared_semaphore ? shared_semaphore->max_slots() : semaphore.max_slots(); }
+  std::int64_t held() const { return shared_semaphore ? shared_semaphore->held() : semaphore.held(); }
+  std::int64_t queued() const { return shared_semaphore ? shared_semaphore->waiting() : semaphore.waiting(); }
+  std::int64_t over_releases() const {
+    return shared_semaphore ? shared_semaphore->over_release_count() : semaphore.over_release_count();
+  }
+  // Gives a slot back (to the next waiter). False when none was held (counted).
+  bool give_back() {
+    if (shared_semaphore) return shared_semaphore->release();
+    return semaphore.release() == Semaphore::Released::ok;
+  }
+  // Coroutines wait only on an in-process semaphore (a futex cannot wake an event loop).
+  Semaphore& local_semaphore() {
+    if (shared_semaphore) {
+      throw std::invalid_argument("coroutines cannot wait on a concurrency limiter shared between processes yet");
+    }
+    return semaphore;
+  }
+
+  const std::uint64_t id = last_limiter_id.fetch_add(1, std::memory_order_relaxed) + 1;  // never reused
+  Semaphore semaphore;                              // unused when shared
+  std::unique_ptr<SharedSegment> segment;           // set for a limiter shared between processes
+  std::unique_ptr<ConcurrencyCounters> local;       // set otherwise
+  ConcurrencyCounters& counters;
+  mutable std::unique_ptr<SharedSemaphore> shared_semaphore;  // over the segment's semaphore
+  Pause& pause;
+  RequestWindow& released;
+  std::atomic<std::int64_t>& total_acquired;
+  std::atomic<std::int64_t>& blocked;
+  std::atomic<std::int64_t>& denied;
+  std::atomic<std::int64_t>& releases_after_failure;
+  WaitHistogram& waits;
   std::atomic<bool> over_release_reported{false};
+  std::int64_t max_before = 0;  // an existing segment's max on opening, when it differed
 };
 
 // A release() that answers a failed acquire. OmniGen's generators call acquire(timeout=120),
@@ -129,11 +204,42 @@ struct Concurrency {
       }
     }
     core.total_acquired.fetch_sub(1, std::memory_order_relaxed);
-    core.semaphore.release();  // the pause outlasts the timeout, or KeyboardInterrupt: pass it on
+    core.give_back();  // the pause outlasts the timeout, or KeyboardInterrupt: pass it on
     return result == WaitResult::interrupted ? Outcome::error : Outcome::timed_out;
   }
 
+  // A slot of a semaphore shared between processes: taken at once, or queued in the segment and
+  // woken by the releasing process's futex wake.
+  static Outcome queue_for_shared_slot(ConcurrencyCore& core, Nanos timeout_ns, Nanos& started_ns) {
+    SharedSemaphore& semaphore = *core.shared_semaphore;
+    if (timeout_ns == 0) {
+      if (!semaphore.try_acquire()) return Outcome::timed_out;
+      core.total_acquired.fetch_add(1, std::memory_order_relaxed);
+      return Outcome::acquired;
+    }
+    int entry = -1;
+    if (semaphore.enqueue(&entry) == SharedSemaphore::Enqueued::queued) {
+      started_ns = now_ns();
+      const Nanos deadline_ns = saturating_add(started_ns, timeout_ns);
+      const WaitResult result = wait_without_gil(deadline_ns, [&](Nanos until_ns) {
+        return semaphore.wait(entry, until_ns);
+      });
+      if (result == WaitResult::interrupted) {
+        if (semaphore.cancel(entry)) semaphore.release();
+        return Outcome::error;
+      }
+      if (result == WaitResult::deadline) {
+        if (!semaphore.cancel(entry)) return Outcome::timed_out;  // (a slot at the last moment is kept)
+      } else {
+        semaphore.claim(entry);
+      }
+    }
+    core.total_acquired.fetch_add(1, std::memory_order_relaxed);
+    return Outcome::acquired;
+  }
+
   static Outcome queue_for_slot(ConcurrencyCore& core, Nanos timeout_ns, Nanos& started_ns) {
+    if (core.shared_semaphore) return queue_for_shared_slot(core, timeout_ns, started_ns);
     Semaphore& semaphore = core.semaphore;
     if (semaphore.try_acquire_fast()) {
       core.total_acquired.fetch_add(1, std::memory_order_relaxed);
@@ -191,12 +297,12 @@ void count_async_acquired(ConcurrencyCore& core, Nanos started_ns) {
 // For acquire_async: a slot now (True), or `w` queued for one (False). Raises LimiterClosed.
 bool async_enqueue(py::object self, AsyncWait& w) {
   ConcurrencyCore& core = self.cast<ConcurrencyCore&>();
-  if (core.semaphore.try_acquire_fast()) {
+  if (core.local_semaphore().try_acquire_fast()) {
     count_async_acquired(core, 0);
     return true;
   }
   if (w.semaphore != nullptr) throw std::logic_error("this AsyncWait was already used");
-  switch (core.semaphore.enqueue(w.slot)) {
+  switch (core.local_semaphore().enqueue(w.slot)) {
     case Semaphore::Enqueued::acquired:
       w.slot_claimed = true;
       count_async_acquired(core, 0);
@@ -258,7 +364,7 @@ bool answers_failed_acquire(const ConcurrencyCore& core) {
 PyObject* release_slot(PyObject* self, ConcurrencyCore& core) {
   if (answers_failed_acquire(core)) {
     core.releases_after_failure.fetch_add(1, std::memory_order_relaxed);
-  } else if (core.semaphore.release() == Semaphore::Released::ok) {
+  } else if (core.give_back()) {
     core.released.record(coarse_now_ns());
     Py_RETURN_NONE;
   }
@@ -315,17 +421,38 @@ The native part of ConcurrencyLimiter: a FIFO counting semaphore with a lock-fre
 
 acquire(), release(), __enter__ and __exit__ are implemented in C++ directly; the GIL is
 released only while a caller waits.)doc");
-  cls.def(py::init<std::int64_t>(), py::arg("max_concurrent"))
-      .def("close", [](ConcurrencyCore& c) { c.semaphore.close(); },
+  cls.def(py::init<std::int64_t, const std::string&>(), py::arg("max_concurrent"), py::arg("shm_name") = "")
+      .def_property_readonly(
+          "shared_name", [](const ConcurrencyCore& c) -> py::object {
+            return c.segment ? py::object(py::str(c.segment->name())) : py::object(py::none());
+          },
+          "The name of the shared-memory segment this limiter shares with other processes (None: in-process).")
+      .def_property_readonly(
+          "_shared_max_before",
+          [](const ConcurrencyCore& c) -> py::object {
+            return c.max_before == 0 ? py::object(py::none()) : py::object(py::int_(c.max_before));
+          },
+          "For a shared limiter that opened an existing segment with another max: that max.")
+      .def("close",
+           [](ConcurrencyCore& c) {
+             if (c.shared_semaphore) {
+               throw std::invalid_argument(
+                   "a concurrency limiter shared between processes cannot be closed (remove its segment instead)");
+             }
+             c.semaphore.close();
+           },
            "Wakes every waiter with LimiterClosed; later acquires raise it. Holders may still release.")
-      .def_property_readonly("max_concurrent", [](const ConcurrencyCore& c) { return c.semaphore.max_slots(); })
-      .def("set_max_concurrent", [](ConcurrencyCore& c, std::int64_t n) { return c.semaphore.set_max(n); },
+      .def_property_readonly("max_concurrent", [](const ConcurrencyCore& c) { return c.max_slots(); })
+      .def("set_max_concurrent",
+           [](ConcurrencyCore& c, std::int64_t n) {
+             return c.shared_semaphore ? c.shared_semaphore->set_max(n) : c.semaphore.set_max(n);
+           },
            py::arg("max_concurrent"),
            "Changes the limit now. More slots go at once to the oldest waiters (returns how many got\n"
            "one); with fewer, calls in flight finish and slots are handed on only below the new limit.")
-      .def_property_readonly("active_calls", [](const ConcurrencyCore& c) { return c.semaphore.held(); },
+      .def_property_readonly("active_calls", [](const ConcurrencyCore& c) { return c.held(); },
                              "Slots held now.")
-      .def_property_readonly("waiting", [](const ConcurrencyCore& c) { return c.semaphore.waiting(); },
+      .def_property_readonly("waiting", [](const ConcurrencyCore& c) { return c.queued(); },
                              "Callers queued for a slot now.")
       .def_property_readonly("closed", [](const ConcurrencyCore& c) { return c.semaphore.closed(); })
       .def_property_readonly("total_requests",
@@ -336,7 +463,7 @@ released only while a caller waits.)doc");
                              "Acquires that got no slot (timeouts and failed tries).")
       .def_property_readonly("over_release_count",
                              [](const ConcurrencyCore& c) {
-                               return c.semaphore.over_release_count() +
+                               return c.over_releases() +
                                       c.releases_after_failure.load(std::memory_order_relaxed);
                              },
                              "Releases made without a held slot, ignored: more releases than acquires, and a "
@@ -364,11 +491,11 @@ released only while a caller waits.)doc");
                if (mine->held > 0) --mine->held;
                ThreadAccount::tidy(mine);
              }
-             core.semaphore.release();
+             core.give_back();
            },
            "Passes on a slot acquire_async took and will not use (not counted as a call).")
       .def("_async_try", [](ConcurrencyCore& core) {
-             if (!core.semaphore.try_acquire_fast()) return false;
+             if (!core.local_semaphore().try_acquire_fast()) return false;
              count_async_acquired(core, 0);
              return true;
            }, "acquire_async(timeout=0): a free slot now, or nothing.");

@@ -60,12 +60,14 @@
 #include "omnilimit/pause.hpp"
 #include "omnilimit/schedule.hpp"
 #include "omnilimit/semaphore.hpp"
+#include "omnilimit/shm_semaphore.hpp"
 #include "omnilimit/waker.hpp"
 #include "omnilimit/window.hpp"
 
 namespace {
 
 using omnilimit::DualBucket;
+using omnilimit::SharedSemaphore;
 using omnilimit::Gcra;
 using omnilimit::kForever;
 using omnilimit::Nanos;
@@ -1373,6 +1375,70 @@ void dual_bucket_queue_order_and_changes() {
   CHECK(bucket.queued() == 0, bucket.queued(), " tickets left in the queue");
 }
 
+// The semaphore of shared limiters, driven by 16 threads of this one process (what processes add,
+// per-process holder records and their reclaim, is proven by the Python tests with real
+// processes): takes, queued waits on the futex with deadlines that expire, cancellations that
+// find a slot handed over at the last moment, releases, while this thread changes max between
+// 1 and 5. Never more holders than the largest max, and everything back to zero at the end.
+void shared_semaphore_threads() {
+  auto state = std::make_unique<SharedSemaphore::State>();
+  SharedSemaphore::init(*state, 3);
+  SharedSemaphore sem(*state);
+  std::atomic<int> holders{0}, peak{0};
+  std::atomic<long> acquired{0}, timed_out{0}, kept_at_cancel{0};
+  std::atomic<bool> stop{false};
+  StartGate gate;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Rng rng(700 + t);
+      gate.wait();
+      while (!stop.load(std::memory_order_relaxed)) {
+        bool got = false;
+        if (rng.below(4) == 0) {
+          got = sem.try_acquire();
+        } else {
+          int entry = -1;
+          if (sem.enqueue(&entry) == SharedSemaphore::Enqueued::acquired) {
+            got = true;
+          } else if (sem.wait(entry, now_ns() + rng.below(3 * kMs))) {
+            sem.claim(entry);
+            got = true;
+          } else if (sem.cancel(entry)) {
+            kept_at_cancel.fetch_add(1, std::memory_order_relaxed);
+            got = true;
+          } else {
+            timed_out.fetch_add(1, std::memory_order_relaxed);
+          }
+        }
+        if (!got) continue;
+        raise_to(peak, holders.fetch_add(1) + 1);
+        acquired.fetch_add(1, std::memory_order_relaxed);
+        sleep_for_ns(rng.below(200 * kUs));
+        holders.fetch_sub(1);
+        CHECK(sem.release(), "a holder's release was refused");
+      }
+    });
+  }
+  const Nanos start = now_ns();
+  gate.open();
+  Rng rng(11);
+  while (now_ns() < start + 1000 * kMs) {
+    sem.set_max(1 + rng.below(5));
+    sleep_for_ns(rng.below(20 * kMs));
+  }
+  sem.set_max(5);  // nobody may be left waiting behind a small max at the end
+  stop.store(true);
+  join_all(threads);
+  std::printf("    %ld acquired, %ld timed out, %ld kept at cancel; peak holders %d\n", acquired.load(),
+              timed_out.load(), kept_at_cancel.load(), peak.load());
+  CHECK(peak.load() <= 5, "peak holders ", peak.load(), " above the largest max 5");
+  CHECK(acquired.load() > 100, "too few acquisitions: ", acquired.load());
+  CHECK(sem.held() == 0 && sem.waiting() == 0, "held ", sem.held(), ", waiting ", sem.waiting(), " at the end");
+  CHECK(sem.over_release_count() == 0, "over-releases: ", sem.over_release_count());
+  CHECK(!sem.release() && sem.over_release_count() == 1, "a release without a slot was not refused and counted");
+}
+
 // 16 threads hold slots for random short times (and some wait with deadlines) while this thread
 // keeps changing max between 1 and 6: never more holders than the largest max set, nobody left
 // waiting with a slot free at the end, and the count settles to zero.
@@ -2214,6 +2280,7 @@ int main() {
       {"semaphore: close() racing a busy semaphore", semaphore_close_under_load},
       {"semaphore: over-release", semaphore_over_release},
       {"semaphore: set_max while 16 threads come and go", semaphore_set_max_under_load},
+      {"shared semaphore: 16 threads on the futex queue while max changes", shared_semaphore_threads},
       {"gcra: 16 threads, fixed interval and burst", gcra_fixed_config},
       {"gcra: 16 threads while set_interval/set_burst run", gcra_reconfigured},
       {"gcra: debt bound while the interval flips 10x", gcra_rate_changes},

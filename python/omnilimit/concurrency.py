@@ -8,6 +8,7 @@ from omnilimit import _async, _core
 from omnilimit._log import logger
 from omnilimit._validate import label, whole_number
 from omnilimit.backoff import ProviderFeedback, _common_metrics
+from omnilimit.shared import shared_name
 
 MAX_CONCURRENT = 2**31 - 1
 
@@ -19,6 +20,12 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
     waits forever, ``0`` tries once); ``release()`` frees it. Waiters are served in arrival order.
     ``with limiter:`` acquires with the default timeout (raising ``LimiterTimeout`` when none came)
     and releases on exit.
+
+    ``backend="shm"`` (or ``"shm://NAME"``; the name defaults to ``name``) keeps the slots in a
+    shared-memory segment: every process that opens the same name shares the cap, waiters in
+    other processes are woken by a futex, and the slots of a process that dies holding them are
+    taken back (within half a second when someone waits). Coroutines cannot wait on a shared
+    limiter yet, and it cannot be closed.
 
     Coroutines share the same slots and the same queue: ``await acquire_async(timeout=120)``,
     ``async with limiter:``, ``@limiter.limit`` (sync or async functions). They wait on their
@@ -34,9 +41,20 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
 
     __slots__ = ("name",)
 
-    def __init__(self, max_concurrent: int, name: str = "default") -> None:
-        super().__init__(whole_number("max_concurrent", max_concurrent, maximum=MAX_CONCURRENT))
-        self.name = label("name", name)
+    def __init__(self, max_concurrent: int, name: str = "default", *, backend: str | None = None) -> None:
+        maximum = whole_number("max_concurrent", max_concurrent, maximum=MAX_CONCURRENT)
+        checked_name = label("name", name)
+        super().__init__(maximum, shared_name(backend, default=checked_name) or "")
+        self.name = checked_name
+        if self._shared_max_before is not None:
+            logger.warning(
+                "ConcurrencyLimiter %r: the shared segment %r allowed %d concurrent calls: it now allows %d, in "
+                "every process (the latest configuration wins)",
+                self.name,
+                self.shared_name,
+                self._shared_max_before,
+                maximum,
+            )
         logger.debug("ConcurrencyLimiter %r: at most %d concurrent calls", self.name, self.max_concurrent)
 
     async def acquire_async(self, timeout: float | None = 120) -> bool:

@@ -40,6 +40,7 @@ from omnilimit._validate import InvalidValue, label, positive_rate, whole_number
 from omnilimit.concurrency import MAX_CONCURRENT
 from omnilimit.defaults import get_default_rate_limit
 from omnilimit.errors import ConfigError
+from omnilimit.shared import check_backend
 
 CONCURRENCY = "concurrency"
 RATE = "rate"
@@ -47,7 +48,14 @@ COMBINED = "combined"  # rate_limit_mode: combined with max_concurrent_calls: ev
 MODES = ("precedence", "combined")  # rate_limit_mode's values; precedence is the guide's rule
 
 DEFAULT_PROVIDER = "default"
-LIMITER_KEYS = ("max_concurrent_calls", "rate_limit_rpm", "rate_limit_tpm", "rate_limit_shared_key", "rate_limit_mode")
+LIMITER_KEYS = (
+    "max_concurrent_calls",
+    "rate_limit_rpm",
+    "rate_limit_tpm",
+    "rate_limit_shared_key",
+    "rate_limit_mode",
+    "rate_limit_backend",
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ class RoleSettings:
     shared_key: str | None = None
     rate_limit_tpm: int | float | None = None  # a token budget next to the RPM (RateLimiter only)
     mode: str = "precedence"  # rate_limit_mode
+    backend: str | None = None  # rate_limit_backend: None (in-process), "shm" or "shm://NAME"
 
     @property
     def key(self) -> str:
@@ -110,6 +119,7 @@ class RoleSettings:
             "rate_limit_tpm": self.rate_limit_tpm,
             "rate_limit_shared_key": self.shared_key,
             "rate_limit_mode": None if self.mode == "precedence" else self.mode,
+            "rate_limit_backend": self.backend,
         }
 
     def describe(self) -> str:
@@ -135,6 +145,7 @@ class LimiterPlan:
     roles: tuple[RoleSettings, ...]
     tpm: int | float | None = None  # the token budget of a rate or combined limiter (None: none)
     rpm: int | float | None = None  # the RPM of a combined limiter (its `limit` is the concurrency cap)
+    backend: str | None = None  # None: in-process; "shm" / "shm://NAME": shared between processes
 
 
 @dataclass(frozen=True)
@@ -190,7 +201,15 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
         raise ConfigError(
             f"must be one of {', '.join(MODES)}, got {mode!r}", source=source, role=role, key="rate_limit_mode"
         )
-    return RoleSettings(
+    backend = provider_config.get("rate_limit_backend")
+    if backend is not None:
+        try:
+            backend = check_backend(backend)
+        except ValueError as error:
+            raise ConfigError(f"{error}, got {backend!r}", source=source, role=role, key="rate_limit_backend") from None
+        if backend == "memory":
+            backend = None
+    settings = RoleSettings(
         role=role,
         provider=provider_name,
         model=checked("model", label, allow_empty=False),
@@ -199,7 +218,23 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
         shared_key=checked("rate_limit_shared_key", label, allow_empty=False),
         rate_limit_tpm=None if tpm is None else provider_config["rate_limit_tpm"],
         mode="precedence" if mode is None else mode,
+        backend=backend,
     )
+    if backend is not None and settings.kind == COMBINED:
+        raise ConfigError(
+            "a combined limiter (rate_limit_mode: combined) cannot be shared between processes yet",
+            source=source,
+            role=role,
+            key="rate_limit_backend",
+        )
+    if backend is not None and settings.tpm is not None:
+        raise ConfigError(
+            "a limiter with a token budget (rate_limit_tpm) cannot be shared between processes yet",
+            source=source,
+            role=role,
+            key="rate_limit_backend",
+        )
+    return settings
 
 
 def parse_config(config: object, source: str = "<config>") -> Config:
@@ -317,6 +352,14 @@ def _plan(key: str, group: list[RoleSettings], source: str, warnings: list[str])
     budgets = [s.tpm for s in (combined or deciding) if s.tpm is not None]
     tpm = min(budgets) if budgets and kind != CONCURRENCY else None
     rpm = min(s.rpm for s in combined) if combined else None
+    backends = {s.backend for s in group}
+    if len(backends) > 1:
+        values = ", ".join(f"{s.role}: {s.backend or 'memory'}" for s in group)
+        raise ConfigError(
+            f"roles sharing limiter '{key}' set different rate_limit_backend values ({values}): one limiter "
+            f"lives in one place",
+            source=source,
+        )
     if len({(s.kind, s.limit, s.tpm) for s in group}) > 1:
         values = ", ".join(f"{s.role}: {s.describe()}" for s in group)
         chosen = {
@@ -328,7 +371,9 @@ def _plan(key: str, group: list[RoleSettings], source: str, warnings: list[str])
             f"{source}: roles sharing limiter '{key}' set different limits ({values}): "
             f"the shared limiter uses {chosen} (concurrency wins, then the smallest)"
         )
-    return LimiterPlan(key=key, kind=kind, limit=limit, roles=tuple(group), tpm=tpm, rpm=rpm)
+    return LimiterPlan(
+        key=key, kind=kind, limit=limit, roles=tuple(group), tpm=tpm, rpm=rpm, backend=next(iter(backends))
+    )
 
 
 def _role_list(roles: tuple[RoleSettings, ...]) -> str:

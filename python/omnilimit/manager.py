@@ -26,6 +26,7 @@ from omnilimit.config import (
     role_settings,
 )
 from omnilimit.rate import RateLimiter
+from omnilimit.shared import name_for_key
 
 Limiter = Union[ConcurrencyLimiter, RateLimiter, CombinedLimiter]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,6 +42,7 @@ class _Entry:
     limit: int | float
     tpm: int | float | None = None
     rpm: int | float | None = None  # a combined limiter's RPM (its `limit` is the concurrency cap)
+    backend: str | None = None  # rate_limit_backend (None: in-process)
     rpm_ignored_logged: bool = False
     mismatch_logged: bool = False
     roles: list[str | None] = field(default_factory=list)
@@ -122,7 +124,7 @@ class ProviderRateLimitManager:
                 if old is None:
                     entry = self._create(plan.key, plan.kind, plan.limit, plan.roles[0], plan.tpm, plan.rpm)
                     changes.append(f"{plan.key}: new limiter, {_describe(entry)}")
-                elif old.kind != plan.kind or (old.tpm is None) != (plan.tpm is None):
+                elif old.kind != plan.kind or (old.tpm is None) != (plan.tpm is None) or old.backend != plan.backend:
                     entry = self._create(plan.key, plan.kind, plan.limit, plan.roles[0], plan.tpm, plan.rpm)
                     changes.append(f"{plan.key}: replaced, {_describe(old)} -> {_describe(entry)}")
                 else:
@@ -287,6 +289,8 @@ class ProviderRateLimitManager:
             f"model={settings.model}" if settings.model is not None else "no model specified"
         )
         budget = f" and {tpm} TPM" if tpm is not None else ""
+        backend = None if settings.backend is None else "shm://" + _segment_name(key, settings.backend)
+        where += "" if backend is None else f", shared through /dev/shm/omnilimit.{backend[len('shm://') :]}"
         limiter: Limiter
         if kind == COMBINED:
             assert rpm is not None
@@ -300,12 +304,12 @@ class ProviderRateLimitManager:
                 where,
             )
         elif kind == CONCURRENCY:
-            limiter = ConcurrencyLimiter(max_concurrent=int(limit), name=key)
+            limiter = ConcurrencyLimiter(max_concurrent=int(limit), name=key, backend=backend)
             logger.info("Created concurrency limiter: '%s' with max %s concurrent calls (%s)", key, limit, where)
         else:
-            limiter = RateLimiter(requests_per_minute=limit, provider_name=key, tokens_per_minute=tpm)
+            limiter = RateLimiter(requests_per_minute=limit, provider_name=key, tokens_per_minute=tpm, backend=backend)
             logger.info("Created rate limiter: '%s' with %s RPM%s (%s)", key, limit, budget, where)
-        entry = _Entry(limiter=limiter, kind=kind, limit=limit, tpm=tpm, rpm=rpm)
+        entry = _Entry(limiter=limiter, kind=kind, limit=limit, tpm=tpm, rpm=rpm, backend=settings.backend)
         self._entries[key] = entry
         return entry
 
@@ -323,7 +327,13 @@ def _call_key(provider_name: object, settings: Mapping[str, Any], role: str | No
         settings.get("rate_limit_rpm"),
         settings.get("rate_limit_tpm"),
         settings.get("rate_limit_shared_key"),
+        settings.get("rate_limit_backend"),
     )
+
+
+def _segment_name(key: str, backend: str) -> str:
+    """The segment of a shared limiter: shm://NAME's NAME, or one made from the limiter key."""
+    return backend[len("shm://") :] if backend.startswith("shm://") else name_for_key(key)
 
 
 def _rpm_of(settings: RoleSettings) -> int | float | None:
@@ -346,8 +356,9 @@ def _change_in_place(entry: _Entry, limit: int | float, tpm: int | float | None,
 
 def _describe(entry: _Entry) -> str:
     budget = f" and {entry.tpm} TPM" if entry.tpm is not None else ""
+    shared = "" if entry.backend is None else f", shared ({entry.backend})"
     if entry.kind == COMBINED:
         return f"combined: max_concurrent_calls {entry.limit} and {entry.rpm} RPM{budget}"
     if entry.kind == CONCURRENCY:
-        return f"max_concurrent_calls {entry.limit}"
-    return f"{entry.limit} RPM{budget}"
+        return f"max_concurrent_calls {entry.limit}{shared}"
+    return f"{entry.limit} RPM{budget}{shared}"

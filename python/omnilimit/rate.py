@@ -9,6 +9,7 @@ from omnilimit._log import logger
 from omnilimit._validate import MAX_COUNT, label, positive_rate, whole_number
 from omnilimit.backoff import ProviderFeedback, _common_metrics
 from omnilimit.feedback import RateLimitInfo
+from omnilimit.shared import shared_name
 
 DEFAULT_BURST = 1
 """The default ``burst_size`` and ``token_burst``: strict pacing.
@@ -19,21 +20,6 @@ than the slice's share through within one slice: a fresh limiter, or one back fr
 meet 429s at once. With a burst of 1 no second holds more than the rate's share (plus the last
 call's tokens, for a token budget); the long-run throughput is the same. Pass ``burst_size`` /
 ``token_burst`` for a provider that accepts bursts."""
-
-
-def shared_name(backend: str | None, default: str) -> str | None:
-    """The shared-memory name a ``backend`` asks for: None for in-process (``None`` or
-    ``"memory"``), ``default`` for ``"shm"``, NAME for ``"shm://NAME"``. Raises ValueError for
-    anything else."""
-    if backend is None or backend == "memory":
-        return None
-    if not isinstance(backend, str):
-        raise ValueError(f"backend must be 'memory', 'shm' or 'shm://NAME', got {backend!r}")
-    if backend == "shm":
-        return default
-    if backend.startswith("shm://") and len(backend) > len("shm://"):
-        return backend[len("shm://") :]
-    raise ValueError(f"backend must be 'memory', 'shm' or 'shm://NAME', got {backend!r}")
 
 
 class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
@@ -84,6 +70,18 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
         )
         super().__init__(rpm, burst, tpm, tokens_at_once, shm_name or "")
         self.provider_name = label("provider_name", provider_name)
+        if self._shared_limits_before is not None:
+            was_rpm, was_burst = self._shared_limits_before
+            logger.warning(
+                "RateLimiter %r: the shared segment %r ran at %.6g RPM with burst %d: it now runs at this "
+                "limiter's %s RPM with burst %d, in every process (the latest configuration wins)",
+                self.provider_name,
+                shm_name,
+                was_rpm,
+                was_burst,
+                requests_per_minute,
+                burst,
+            )
         self._rpm = requests_per_minute  # shown as given: 500 stays 500, 0.5 stays 0.5
         self._tpm = tokens_per_minute
         logger.debug(

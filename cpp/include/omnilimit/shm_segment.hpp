@@ -3,8 +3,9 @@
 //
 // Layout. A Header, then the payload (a struct of lock-free atomics that the limiter defines).
 // The header says what the segment is: a magic word, a layout version, the limiter kind, the
-// payload's size and a fingerprint of the configuration it was created with. A segment that does
-// not match is refused with an error that says why, never reinterpreted.
+// payload's size and a fingerprint of its layout. A segment that does not match is refused with an
+// error that says why, never reinterpreted. (The limits themselves are not part of it: they live
+// in the payload, and a process that opens the segment with other limits applies them.)
 //
 // Creation without races. shm_open(O_CREAT | O_EXCL) picks exactly one creator. The creator
 // reserves the memory (posix_fallocate: a full /dev/shm fails here, with ENOSPC, instead of
@@ -57,7 +58,7 @@ class SharedSegment {
     std::uint32_t version;
     std::uint32_t kind;
     std::uint64_t payload_size;
-    std::uint64_t fingerprint;  // of the configuration it was created with
+    std::uint64_t fingerprint;  // of the payload's layout
     std::int64_t creator_pid;
     std::uint64_t reserved[3];
   };
@@ -207,8 +208,7 @@ class SharedSegment {
                             std::to_string(h->kind) + ", version " + std::to_string(h->version) + ")" + fix);
     }
     if (h->fingerprint != fingerprint) {
-      throw SegmentMismatch(shown + " was created with other limits (rate, burst); every process sharing it must "
-                                    "configure the same ones" + fix);
+      throw SegmentMismatch(shown + " holds a limiter of another shape (kind " + std::to_string(h->kind) + ")" + fix);
     }
   }
 

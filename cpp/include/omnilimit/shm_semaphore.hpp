@@ -1,0 +1,371 @@
+// SharedSemaphore: a counting semaphore whose state lives in a shared-memory segment, for
+// processes that share one concurrency cap (rate_limit_backend: shm).
+//
+// Everything happens under one process-shared, robust mutex in the segment. A caller that finds a
+// free slot (and nobody queued) takes it; one that must wait takes a numbered entry in the
+// segment's waiter table and sleeps on a futex word in that entry, which a release sets to
+// "granted" (handing its slot straight over, oldest entry first, so nobody barges) and wakes.
+// Futexes work across processes on shared mappings: waiters are woken, not polled.
+//
+// Holders. Slots are recorded per holding process, as (pid, process start time): the start time
+// tells a reused pid from the process that held the slots. A process that dies holding slots (kill
+// -9) cannot release them; the next caller that has to wait scans the table, finds the holder gone
+// and takes its slots back (and hands them on). Waiters also wake every kReclaimCheckNs to scan,
+// so slots come back within that bound even when nobody new arrives. A waiter that dies in the
+// queue is skipped when its turn comes. The number of slots held is derived from the table, so a
+// process that dies inside the mutex (the robust mutex reports it: EOWNERDEAD) leaves nothing
+// inconsistent: the next owner recounts.
+//
+// The semaphore counts slots per process; which thread of a process holds them is the bindings'
+// business (their per-thread account still applies).
+#pragma once
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+#include "omnilimit/clock.hpp"
+#include "omnilimit/gcra.hpp"  // process_alive, current_pid
+
+namespace omnilimit {
+
+// The start time of process `pid` (clock ticks since boot, /proc/PID/stat field 22), or -1 if it
+// does not exist.
+inline std::int64_t process_start_time(std::int64_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%lld/stat", static_cast<long long>(pid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char buf[1024];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');  // the command name may hold spaces and parentheses
+  if (p == nullptr) return -1;
+  // After ") " come fields 3..: state, ppid, ..., starttime is field 22, i.e. the 20th after ')'.
+  int field = 2;
+  for (++p; *p != '\0'; ++p) {
+    if (*p == ' ') {
+      ++field;
+      if (field == 22) return std::strtoll(p + 1, nullptr, 10);
+    }
+  }
+  return -1;
+}
+
+class SharedSemaphore {
+ public:
+  static constexpr int kMaxProcesses = 256;  // distinct processes holding slots at once
+  static constexpr int kMaxWaiters = 1024;   // callers queued at once, over every process
+  static constexpr Nanos kReclaimCheckNs = 500'000'000;
+
+  struct Holder {
+    std::int64_t pid;
+    std::int64_t start_time;
+    std::int64_t slots;
+  };
+  struct WaiterEntry {
+    std::int64_t pid;  // 0: free entry
+    std::int64_t start_time;
+    std::uint64_t ticket;
+    std::atomic<std::uint32_t> state;  // the futex word
+  };
+  enum : std::uint32_t { kWaiting = 1, kGranted = 2 };
+
+  // The state in the segment, built in place by the segment's creator (init()).
+  struct State {
+    pthread_mutex_t mutex;
+    std::int64_t max_slots;
+    std::int64_t held;
+    std::uint64_t next_ticket;
+    std::int64_t queued;
+    std::atomic<std::int64_t> over_releases;
+    Holder holders[kMaxProcesses];
+    WaiterEntry waiters[kMaxWaiters];
+  };
+
+  static void init(State& s, std::int64_t max_slots) {
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    const int err = pthread_mutex_init(&s.mutex, &attr);
+    pthread_mutexattr_destroy(&attr);
+    if (err != 0) throw std::system_error(err, std::generic_category(), "cannot set up a process-shared mutex");
+    s.max_slots = max_slots;
+    s.held = 0;
+    s.next_ticket = 1;
+    s.queued = 0;
+    s.over_releases.store(0);
+    for (Holder& h : s.holders) h = Holder{0, 0, 0};
+    for (WaiterEntry& w : s.waiters) {
+      w.pid = 0;
+      w.start_time = 0;
+      w.ticket = 0;
+      w.state.store(0);
+    }
+  }
+
+  explicit SharedSemaphore(State& state) : s_(state), me_(current_pid()), my_start_(process_start_time(me_)) {}
+
+  // In the child of fork(): it is another process, which holds nothing yet.
+  void reinit_after_fork() {
+    me_ = current_pid();
+    my_start_ = process_start_time(me_);
+  }
+
+  // A caller's place in the queue: an entry index, or -1 when it took a slot at once.
+  enum class Enqueued { acquired, queued };
+
+  // Takes a free slot (nobody queued), or queues the caller (*entry: its waiter entry).
+  Enqueued enqueue(int* entry) {
+    Locked lock(*this);
+    if (s_.queued == 0 && s_.held < s_.max_slots) {
+      take_slot_for(me_, my_start_);
+      return Enqueued::acquired;
+    }
+    reclaim_dead();
+    if (s_.queued == 0 && s_.held < s_.max_slots) {
+      take_slot_for(me_, my_start_);
+      return Enqueued::acquired;
+    }
+    for (int i = 0; i < kMaxWaiters; ++i) {
+      WaiterEntry& w = s_.waiters[i];
+      if (w.pid != 0) continue;
+      w.pid = me_;
+      w.start_time = my_start_;
+      w.ticket = s_.next_ticket++;
+      w.state.store(kWaiting, std::memory_order_relaxed);
+      ++s_.queued;
+      *entry = i;
+      return Enqueued::queued;
+    }
+    throw std::runtime_error("a shared limiter's queue is full (" + std::to_string(kMaxWaiters) + " waiters)");
+  }
+
+  // A free slot now, or nothing (never queues). A full semaphore is first checked for holders
+  // that died, so that polling with tries gets their slots back too.
+  bool try_acquire() {
+    Locked lock(*this);
+    if (s_.queued == 0 && s_.held >= s_.max_slots) reclaim_dead();
+    if (s_.queued == 0 && s_.held < s_.max_slots) {
+      take_slot_for(me_, my_start_);
+      return true;
+    }
+    return false;
+  }
+
+  // Sleeps until entry `i` is granted a slot (true) or `until_ns` passes (false: still queued).
+  // Wakes every kReclaimCheckNs to take back the slots of holders that died.
+  bool wait(int i, Nanos until_ns) {
+    WaiterEntry& w = s_.waiters[i];
+    for (;;) {
+      if (w.state.load(std::memory_order_acquire) == kGranted) return true;
+      const Nanos now = now_ns();
+      if (now >= until_ns) return false;
+      const Nanos slice = std::min(until_ns - now, kReclaimCheckNs);
+      timespec ts{static_cast<time_t>(slice / kNanosPerSecond), static_cast<long>(slice % kNanosPerSecond)};
+      syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&w.state), FUTEX_WAIT, kWaiting, &ts, nullptr, 0);
+      if (w.state.load(std::memory_order_acquire) == kGranted) return true;
+      if (now_ns() - now >= kReclaimCheckNs / 2) {  // a quiet slice: look for dead holders
+        Locked lock(*this);
+        reclaim_dead();
+      }
+    }
+  }
+
+  // Leaves the queue. True when a slot was granted before it could (the caller holds it now).
+  bool cancel(int i) {
+    Locked lock(*this);
+    WaiterEntry& w = s_.waiters[i];
+    if (w.state.load(std::memory_order_acquire) == kGranted) {
+      free_entry(w);
+      return true;
+    }
+    if (w.pid != 0) {
+      free_entry(w);
+      --s_.queued;
+    }
+    return false;
+  }
+  // After a granted wait: frees the entry (the slot is the caller's).
+  void claim(int i) {
+    Locked lock(*this);
+    free_entry(s_.waiters[i]);
+  }
+
+  // Gives a slot of this process back, handing it to the oldest live waiter. False (and counted)
+  // when this process holds none.
+  bool release() {
+    Locked lock(*this);
+    Holder* mine = find_holder(me_, my_start_);
+    if (mine == nullptr || mine->slots == 0) {
+      s_.over_releases.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    --mine->slots;
+    if (mine->slots == 0) *mine = Holder{0, 0, 0};
+    --s_.held;
+    grant_free_slots();
+    return true;
+  }
+
+  std::int64_t set_max(std::int64_t max_slots) {
+    Locked lock(*this);
+    s_.max_slots = max_slots;
+    return grant_free_slots();
+  }
+
+  std::int64_t max_slots() {
+    Locked lock(*this);
+    return s_.max_slots;
+  }
+  std::int64_t held() {
+    Locked lock(*this);
+    return s_.held;
+  }
+  std::int64_t waiting() {
+    Locked lock(*this);
+    return s_.queued;
+  }
+  std::int64_t over_release_count() const noexcept { return s_.over_releases.load(std::memory_order_relaxed); }
+
+ private:
+  // The robust mutex: a previous owner that died inside leaves the state to be recounted.
+  class Locked {
+   public:
+    explicit Locked(SharedSemaphore& sem) : s_(sem.s_) {
+      const int err = pthread_mutex_lock(&s_.mutex);
+      if (err == EOWNERDEAD) {
+        sem.recount();
+        pthread_mutex_consistent(&s_.mutex);
+      } else if (err != 0) {
+        throw std::system_error(err, std::generic_category(), "a shared limiter's mutex");
+      }
+    }
+    ~Locked() { pthread_mutex_unlock(&s_.mutex); }
+    Locked(const Locked&) = delete;
+    Locked& operator=(const Locked&) = delete;
+
+   private:
+    State& s_;
+  };
+
+  static bool alive(std::int64_t pid, std::int64_t start_time) {
+    if (!process_alive(pid)) return false;
+    const std::int64_t now_start = process_start_time(pid);
+    return now_start < 0 ? true : now_start == start_time;  // no /proc: trust kill()
+  }
+
+  Holder* find_holder(std::int64_t pid, std::int64_t start) {
+    for (Holder& h : s_.holders) {
+      if (h.pid == pid && h.start_time == start) return &h;
+    }
+    return nullptr;
+  }
+  void take_slot_for(std::int64_t pid, std::int64_t start) {
+    Holder* h = find_holder(pid, start);
+    if (h == nullptr) {
+      for (Holder& free : s_.holders) {
+        if (free.pid == 0) {
+          free = Holder{pid, start, 0};
+          h = &free;
+          break;
+        }
+      }
+    }
+    if (h == nullptr) {
+      throw std::runtime_error("a shared limiter's holder table is full (" + std::to_string(kMaxProcesses) +
+                               " processes)");
+    }
+    ++h->slots;
+    ++s_.held;
+  }
+  static void free_entry(WaiterEntry& w) {
+    w.pid = 0;
+    w.ticket = 0;
+    w.state.store(0, std::memory_order_release);
+  }
+
+  // The oldest queued entry, or nullptr.
+  WaiterEntry* oldest() {
+    WaiterEntry* best = nullptr;
+    for (WaiterEntry& w : s_.waiters) {
+      if (w.pid != 0 && w.state.load(std::memory_order_relaxed) == kWaiting && (best == nullptr || w.ticket < best->ticket)) {
+        best = &w;
+      }
+    }
+    return best;
+  }
+
+  // Hands free slots to the oldest waiters (skipping dead ones). Returns how many were granted.
+  std::int64_t grant_free_slots() {
+    std::int64_t granted = 0;
+    while (s_.queued > 0 && s_.held < s_.max_slots) {
+      WaiterEntry* w = oldest();
+      if (w == nullptr) {
+        s_.queued = 0;
+        break;
+      }
+      --s_.queued;
+      if (!alive(w->pid, w->start_time)) {  // died in the queue
+        free_entry(*w);
+        continue;
+      }
+      take_slot_for(w->pid, w->start_time);
+      w->state.store(kGranted, std::memory_order_release);
+      syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&w->state), FUTEX_WAKE, 1, nullptr, nullptr, 0);
+      ++granted;
+    }
+    return granted;
+  }
+
+  // Takes back the slots of holders that are gone, frees the entries of waiters that are gone,
+  // and hands the slots on.
+  void reclaim_dead() {
+    for (Holder& h : s_.holders) {
+      if (h.pid != 0 && h.pid != me_ && !alive(h.pid, h.start_time)) {
+        s_.held -= h.slots;
+        h = Holder{0, 0, 0};
+      }
+    }
+    for (WaiterEntry& w : s_.waiters) {
+      if (w.pid != 0 && w.pid != me_ && !alive(w.pid, w.start_time)) {
+        if (w.state.load(std::memory_order_relaxed) == kWaiting) --s_.queued;
+        free_entry(w);  // queued, or granted a slot it never claimed (the slot went back above)
+      }
+    }
+    grant_free_slots();
+  }
+
+  // After a process died holding the mutex: held and queued from the tables.
+  void recount() {
+    std::int64_t held = 0;
+    for (const Holder& h : s_.holders) held += h.pid != 0 ? h.slots : 0;
+    std::int64_t queued = 0;
+    for (const WaiterEntry& w : s_.waiters) queued += (w.pid != 0 && w.state.load() == kWaiting) ? 1 : 0;
+    s_.held = held;
+    s_.queued = queued;
+  }
+
+  State& s_;
+  std::int64_t me_;
+  std::int64_t my_start_;
+};
+
+}  // namespace omnilimit
