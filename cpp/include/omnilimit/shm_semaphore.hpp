@@ -9,9 +9,10 @@
 //
 // Holders. Slots are recorded per holding process, as (pid, process start time): the start time
 // tells a reused pid from the process that held the slots. A process that dies holding slots (kill
-// -9) cannot release them; the next caller that has to wait scans the table, finds the holder gone
-// and takes its slots back (and hands them on). Waiters also wake every kReclaimCheckNs to scan,
-// so slots come back within that bound even when nobody new arrives. A waiter that dies in the
+// -9) cannot release them; the next caller that has to wait scans the table (at most every
+// kReclaimSpacingNs), finds the holder gone and takes its slots back (and hands them on). Waiters
+// also wake every kReclaimCheckNs to scan, so slots come back within that bound even when nobody
+// new arrives. A waiter that dies in the
 // queue is skipped when its turn comes. The number of slots held is derived from the table, so a
 // process that dies inside the mutex (the robust mutex reports it: EOWNERDEAD) leaves nothing
 // inconsistent: the next owner recounts.
@@ -73,6 +74,9 @@ class SharedSemaphore {
   static constexpr int kMaxProcesses = 256;  // distinct processes holding slots at once
   static constexpr int kMaxWaiters = 1024;   // callers queued at once, over every process
   static constexpr Nanos kReclaimCheckNs = 500'000'000;
+  // Looking for dead holders reads /proc for each holding process: at most once per this interval
+  // (under contention every queued caller would otherwise pay it, inside the mutex).
+  static constexpr Nanos kReclaimSpacingNs = 50'000'000;
 
   struct Holder {
     std::int64_t pid;
@@ -94,6 +98,7 @@ class SharedSemaphore {
     std::int64_t held;
     std::uint64_t next_ticket;
     std::int64_t queued;
+    std::atomic<Nanos> last_reclaim_ns;
     std::atomic<std::int64_t> over_releases;
     Holder holders[kMaxProcesses];
     WaiterEntry waiters[kMaxWaiters];
@@ -111,6 +116,7 @@ class SharedSemaphore {
     s.held = 0;
     s.next_ticket = 1;
     s.queued = 0;
+    s.last_reclaim_ns.store(0);
     s.over_releases.store(0);
     for (Holder& h : s.holders) h = Holder{0, 0, 0};
     for (WaiterEntry& w : s.waiters) {
@@ -182,7 +188,8 @@ class SharedSemaphore {
       timespec ts{static_cast<time_t>(slice / kNanosPerSecond), static_cast<long>(slice % kNanosPerSecond)};
       syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&w.state), FUTEX_WAIT, kWaiting, &ts, nullptr, 0);
       if (w.state.load(std::memory_order_acquire) == kGranted) return true;
-      if (now_ns() - now >= kReclaimCheckNs / 2) {  // a quiet slice: look for dead holders
+      // Nobody woke it for a while: look for holders that died (whatever the caller's slices).
+      if (now_ns() - s_.last_reclaim_ns.load(std::memory_order_relaxed) >= kReclaimCheckNs) {
         Locked lock(*this);
         reclaim_dead();
       }
@@ -336,8 +343,11 @@ class SharedSemaphore {
   }
 
   // Takes back the slots of holders that are gone, frees the entries of waiters that are gone,
-  // and hands the slots on.
+  // and hands the slots on (at most once per kReclaimSpacingNs).
   void reclaim_dead() {
+    const Nanos now = now_ns();
+    if (now - s_.last_reclaim_ns.load(std::memory_order_relaxed) < kReclaimSpacingNs) return;
+    s_.last_reclaim_ns.store(now, std::memory_order_relaxed);
     for (Holder& h : s_.holders) {
       if (h.pid != 0 && h.pid != me_ && !alive(h.pid, h.start_time)) {
         s_.held -= h.slots;
