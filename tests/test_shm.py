@@ -402,3 +402,31 @@ def test_rate_limit_backend_in_the_yaml(name):
     finally:
         remove_shared(assistant.shared_name)
         remove_shared(f"{name}-judge")
+
+
+def test_a_process_killed_while_changing_the_rate_does_not_wedge_the_others(name):
+    """A process killed inside set_rate leaves the bucket's config lock held by a dead pid and its
+    sequence counter odd. Simulated by writing those two words into the segment (the layout: a
+    64-byte header, then GcraWords: tat, interval, burst, sequence at +24, owner at +32): the next
+    decision must notice the dead writer and carry on, and so must the next set_rate."""
+    import mmap
+    import struct
+
+    limiter = RateLimiter(6000, burst_size=10, provider_name="cfg", backend=f"shm://{name}")
+    assert limiter.acquire(timeout=0)
+    corpse = subprocess.Popen([sys.executable, "-c", "pass"])
+    corpse.wait()  # a pid that no longer exists
+    with open(f"/dev/shm/omnilimit.{name}", "r+b") as f, mmap.mmap(f.fileno(), 0) as segment:
+        (sequence,) = struct.unpack_from("<Q", segment, 64 + 24)
+        struct.pack_into("<Q", segment, 64 + 24, sequence + 1)  # a change under way...
+        struct.pack_into("<q", segment, 64 + 32, corpse.pid)  # ...by a process that is gone
+        t0 = time.monotonic()
+        assert limiter.acquire(timeout=1)  # recovers instead of spinning forever
+        assert time.monotonic() - t0 < 1.0
+        (sequence_after,) = struct.unpack_from("<Q", segment, 64 + 24)
+        assert sequence_after % 2 == 0
+        struct.pack_into("<q", segment, 64 + 32, corpse.pid)  # the lock alone, held by the dead
+        limiter.set_rate(3000)  # takes the lock over
+        assert limiter.interval_ns == 20_000_000
+        (owner,) = struct.unpack_from("<q", segment, 64 + 32)
+        assert owner == 0
