@@ -49,6 +49,8 @@ namespace omnilimit {
 
 class DualBucket {
  public:
+  static constexpr Nanos kLateToleranceNs = 5'000'000;
+
   enum class Status {
     admitted,  // the request and its tokens are taken
     queued,    // still waiting in the queue
@@ -114,7 +116,7 @@ class DualBucket {
     const Nanos ref = std::max(now, tail_at_);
     const Nanos at = go_at(tail_requests_, tail_tokens_, t.tokens_, ref);
     if (first && at <= now) {
-      commit(t, now);
+      commit(t, now, at);
       return t.status_;
     }
     t.planned_ns_ = at;
@@ -257,19 +259,24 @@ class DualBucket {
       return t.status_;
     }
     unlink(t);
-    if (at <= now) commit(t, now); else t.status_ = Status::refused;
+    if (at <= now) commit(t, now, at); else t.status_ = Status::refused;
     if (head_ != nullptr) head_->ref_ns_ = std::max(head_->arrived_ns_, now);
     replan(now);
     return t.status_;
   }
 
-  // Commits the ticket's request and tokens at `now` (both buckets allow it: checked under the
-  // mutex, which every change takes, so the CAS cannot fail).
-  void commit(Ticket& t, Nanos now) {
-    const Reservation r = requests_.reserve_at(1, now, t.ref_ns_);
-    const Reservation k = t.tokens_ > 0 ? tokens_.reserve_at(t.tokens_, now, t.ref_ns_) : Reservation{true};
+  // Commits the ticket's request and tokens, going at `now`, its instant having come at `at`
+  // (both buckets allow it: checked under the mutex, which every change takes, so the CAS cannot
+  // fail). A head that wakes a little late (within kLateToleranceNs, or one request interval)
+  // is booked at its instant, so ordinary wake-up latency costs no capacity; one later than that
+  // is booked when it goes: a stall costs capacity, never a burst.
+  void commit(Ticket& t, Nanos now, Nanos at) {
+    const Nanos tolerance = std::max(requests_.interval_ns(), kLateToleranceNs);
+    const Nanos booked = std::max(at, now - std::min(now, tolerance));
+    const Reservation r = requests_.reserve_at(1, booked, t.ref_ns_);
+    const Reservation k = t.tokens_ > 0 ? tokens_.reserve_at(t.tokens_, booked, t.ref_ns_) : Reservation{true};
     if (!r.admitted || !k.admitted) throw std::logic_error("DualBucket: a checked commit failed");
-    t.planned_ns_ = now;
+    t.planned_ns_ = booked;
     t.status_ = Status::admitted;
   }
 
