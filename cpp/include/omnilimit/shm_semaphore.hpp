@@ -133,6 +133,7 @@ class SharedSemaphore {
   void reinit_after_fork() {
     me_ = current_pid();
     my_start_ = process_start_time(me_);
+    mine_ = nullptr;
   }
 
   // A caller's place in the queue: an entry index, or -1 when it took a slot at once.
@@ -220,13 +221,12 @@ class SharedSemaphore {
   // when this process holds none.
   bool release() {
     Locked lock(*this);
-    Holder* mine = find_holder(me_, my_start_);
+    Holder* mine = my_holder();
     if (mine == nullptr || mine->slots == 0) {
       s_.over_releases.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
-    --mine->slots;
-    if (mine->slots == 0) *mine = Holder{0, 0, 0};
+    --mine->slots;  // the record stays (with 0) while the process lives: found again at once
     --s_.held;
     grant_free_slots();
     return true;
@@ -280,8 +280,18 @@ class SharedSemaphore {
   }
 
   Holder* find_holder(std::int64_t pid, std::int64_t start) {
+    if (pid == me_ && start == my_start_) return my_holder();
     for (Holder& h : s_.holders) {
       if (h.pid == pid && h.start_time == start) return &h;
+    }
+    return nullptr;
+  }
+  // This process's record, remembered between calls (the table is scanned only when it moved).
+  Holder* my_holder() {
+    if (mine_ != nullptr && mine_->pid == me_ && mine_->start_time == my_start_) return mine_;
+    mine_ = nullptr;
+    for (Holder& h : s_.holders) {
+      if (h.pid == me_ && h.start_time == my_start_) return mine_ = &h;
     }
     return nullptr;
   }
@@ -376,6 +386,7 @@ class SharedSemaphore {
   State& s_;
   std::int64_t me_;
   std::int64_t my_start_;
+  Holder* mine_ = nullptr;  // this process's record in s_.holders (guarded by the mutex)
 };
 
 }  // namespace omnilimit
