@@ -5,6 +5,8 @@ import asyncio
 import importlib
 import importlib.metadata
 import importlib.util
+import multiprocessing
+import os
 import subprocess
 import sys
 import threading
@@ -15,7 +17,16 @@ import pytest
 from conftest import wait_until
 
 from omnilimit.bench import peers
-from omnilimit.bench.peers import EXTRA, AsyncRatePeer, RateDecider, Skipped, async_rate_limiters, rate_deciders
+from omnilimit.bench.peers import (
+    EXTRA,
+    AsyncRatePeer,
+    RateDecider,
+    SharedRatePeer,
+    Skipped,
+    async_rate_limiters,
+    rate_deciders,
+    shared_rate_peers,
+)
 
 # module -> (name in Skipped and at the start of RateDecider.name, distribution, variants built)
 PEERS = {
@@ -307,3 +318,142 @@ def test_async_peers_reject_a_bad_rate(bad):
 def test_async_peers_reject_a_bad_burst(bad):
     with pytest.raises(ValueError, match="burst"):
         async_rate_limiters(6000, bad)
+
+
+# --- peers shared between processes (section 9) ------------------------------------------------------
+
+SPAWN = multiprocessing.get_context("spawn")  # as the suite starts its processes
+
+
+def shared_peers(per_minute, burst):
+    """The shared peers (skipping the test without pyrate-limiter), to close after the test."""
+    pytest.importorskip("pyrate_limiter")
+    found, skipped = shared_rate_peers(per_minute, burst, SPAWN)
+    assert [p.name.split(" (")[1] for p in found] == ["MultiprocessBucket)", "SQLiteBucket, file lock)"][: len(found)]
+    return found, skipped
+
+
+def decide_in_another_process(handle, count):
+    """`count` decisions of open_shared(handle), made in a fresh (spawned) process."""
+    out = SPAWN.Queue()
+    child = SPAWN.Process(target=decide_and_report, args=(handle, count, out))
+    child.start()
+    try:
+        return out.get(timeout=60)
+    finally:
+        child.join(timeout=10)
+
+
+def decide_and_report(handle, count, out):
+    taker = peers.open_shared(handle)
+    try:
+        out.put([taker.decide() for _ in range(count)])
+    finally:
+        taker.close()
+
+
+def test_shared_peers_are_named_with_the_version_and_configured_as_the_window_peers():
+    found, _ = shared_peers(60, 5)
+    try:
+        version = importlib.metadata.version("pyrate-limiter")
+        assert found and all(p.name.startswith(f"pyrate-limiter {version} (") for p in found)
+        assert {p.config for p in found} == {"Rate(5, 5000 ms)"}  # as _window(60, 5, 60_000)
+        assert all(isinstance(p, SharedRatePeer) and p.shared_through for p in found)
+        manager = found[0]
+        assert len(manager.helper_pids) == 1  # the Manager's server process, whose CPU counts too
+    finally:
+        close_all(found)
+
+
+def test_shared_peers_admit_the_burst_then_refuse_at_once():
+    found, _ = shared_peers(60, 5)
+    try:
+        for peer in found:
+            taker = peers.open_shared(peer.handle)
+            try:
+                started = time.monotonic()
+                assert [taker.decide() for _ in range(7)] == [True] * 5 + [False] * 2, peer.name
+                assert taker.take(0) is False, peer.name
+                assert time.monotonic() - started < 2, peer.name  # refusals are not waited out
+            finally:
+                taker.close()
+    finally:
+        close_all(found)
+
+
+def test_shared_peers_share_one_budget_between_processes():
+    found, _ = shared_peers(60, 5)
+    try:
+        for peer in found:
+            assert decide_in_another_process(peer.handle, 3) == [True, True, True], peer.name
+            taker = peers.open_shared(peer.handle)
+            try:
+                assert [taker.decide() for _ in range(3)] == [True, True, False], peer.name
+            finally:
+                taker.close()
+            assert decide_in_another_process(peer.handle, 1) == [False], peer.name
+    finally:
+        close_all(found)
+
+
+def test_shared_peers_take_waits_for_the_window():
+    found, _ = shared_peers(120, 2)  # 2 per second
+    try:
+        for peer in found:
+            taker = peers.open_shared(peer.handle)
+            try:
+                assert [taker.take(0), taker.take(0), taker.take(0)] == [True, True, False], peer.name
+                started = time.monotonic()
+                assert taker.take(3) is True, peer.name
+                assert 0.5 < time.monotonic() - started < 2.5, peer.name
+            finally:
+                taker.close()
+    finally:
+        close_all(found)
+
+
+def test_closing_shared_peers_removes_what_they_made():
+    found, _ = shared_peers(60, 5)
+    manager, *others = found
+    for peer in found:
+        taker = peers.open_shared(peer.handle)
+        taker.decide()
+        taker.close()
+    close_all(found)
+    [pid] = manager.helper_pids
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=5.0)  # shut down and reaped
+    for peer in others:  # the SQLite file, its WAL and its lock file, in their folder
+        assert not os.path.exists(os.path.dirname(peer.handle.db_path))
+
+
+def test_shared_peers_without_pyrate_limiter_or_filelock_are_skipped(monkeypatch):
+    monkeypatch.setitem(sys.modules, "filelock", None)
+    found, skipped = shared_peers(60, 5)
+    close_all(found)
+    assert [p.name.split(" (")[1] for p in found] == ["MultiprocessBucket)"]
+    assert Skipped(peers.SQLITE_NAME, "not installed; pip install filelock") in skipped
+    monkeypatch.setitem(sys.modules, "pyrate_limiter", None)
+    found, skipped = shared_rate_peers(60, 5, SPAWN)
+    assert found == []
+    assert Skipped("pyrate-limiter", f"not installed; pip install 'omnilimit[{EXTRA}]'") in skipped
+
+
+def test_limits_is_listed_as_having_no_shared_storage_without_a_server():
+    pytest.importorskip("limits")
+    found, skipped = shared_rate_peers(60, 5, SPAWN)
+    close_all(found)
+    [entry] = [s for s in skipped if s.name.startswith("limits")]
+    assert "server" in entry.reason
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, None])
+def test_shared_peers_reject_bad_configurations(bad):
+    with pytest.raises(ValueError, match="per_minute"):
+        shared_rate_peers(bad, 5)
+    with pytest.raises(ValueError, match="burst"):
+        shared_rate_peers(60, bad)
+
+
+def test_open_shared_refuses_what_is_not_a_handle():
+    with pytest.raises(TypeError, match="handle"):
+        peers.open_shared(("multiprocess", 1))

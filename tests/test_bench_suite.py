@@ -5,6 +5,7 @@ output, not its correctness)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from omnilimit.bench import report, suite
+from omnilimit.bench import peers, report, suite
 from omnilimit.cli import main as cli
 
 
@@ -81,7 +82,7 @@ def test_bench_smoke_run_writes_every_section(tmp_path: Path, capsys: pytest.Cap
     assert set(data["results"]) == set(suite.SECTIONS)
     for section, rows in data["results"].items():
         assert any(r["impl"] == "omnilimit" for r in rows), section
-    assert len(data["targets"]) == 16
+    assert len(data["targets"]) == 20
     accuracy = next(r for r in data["results"]["rate_accuracy"] if r["impl"] == "omnilimit")
     assert 0 < accuracy["admitted"] <= accuracy["ideal"] + 1
     printed = capsys.readouterr().out
@@ -253,3 +254,201 @@ def test_asyncio_without_aiolimiter_lists_it_as_skipped(
     assert cpu["met"] is None and cpu["measured"] == "not measured in this run"
     printed = capsys.readouterr().out
     assert "aiolimiter: not installed; pip install 'omnilimit[bench]'" in printed
+
+
+# --- 9. shared between processes -------------------------------------------------------------------
+
+SHARED_TARGETS = (
+    "shared: a decision in shared memory within 3x of in-process (rate decision, concurrency pair)",
+    "shared: rate decision in shared memory ≥10x faster than pyrate-limiter's multi-process buckets",
+    "shared: processes taking from one limiter admit within 1% of ideal",
+    "shared: processes taking from one limiter: no window above rate x window + burst",
+)
+
+
+def _shared_rows(
+    rate: tuple[float, float] = (90.0, 88.0),  # (shm, in-process) ns
+    pair: tuple[float, float] = (170.0, 80.0),
+    peers_ns: tuple[float, ...] = (150e3, 175e3),
+    error_pct: float = -0.2,
+    most: tuple[int, int] = (659, 119),
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for call, (shm, alone) in ((suite.RATE_DECISION, rate), (suite.CONCURRENCY_PAIR, pair)):
+        for shared, ns in ((suite.IN_PROCESS, alone), (suite.SHM, shm)):
+            rows.append({"part": "decision", "call": call, "impl": "omnilimit", "shared": shared, "min_ns": ns})
+    for i, ns in enumerate(peers_ns):
+        peer = {"impl": f"pyrate-limiter 4.5.1 (bucket {i})", "shared": "x", "min_ns": ns}
+        rows.append({"part": "decision", "call": suite.RATE_DECISION, **peer})
+    run = {"part": "processes", "processes": 4, "short_window_s": 0.1, "limit_1s": 660, "short_window_limit": 120}
+    rows.append(
+        {**run, "impl": "omnilimit", "shared": suite.SHM, "error_pct": error_pct, "most_in_1s": most[0]}
+        | {"most_in_short_window": most[1]}
+    )
+    # the control row (one limiter per process) is far off, and is no target
+    rows.append({**run, "impl": "omnilimit", "shared": suite.OWN_LIMITERS, "error_pct": 300.0, "most_in_1s": 2600})
+    return rows
+
+
+def test_shared_targets_compare_the_right_rows() -> None:
+    verdicts = _verdicts({"shared": _shared_rows()})
+    assert [verdicts[t] for t in SHARED_TARGETS] == [True, True, True, True]
+    # the pair 3.1x in-process; a peer only 9x slower; 1.5% short; one over in 100 ms
+    verdicts = _verdicts(
+        {"shared": _shared_rows(pair=(250.0, 80.0), peers_ns=(810.0, 175e3), error_pct=-1.5, most=(660, 121))}
+    )
+    assert [verdicts[t] for t in SHARED_TARGETS] == [False, False, False, False]
+
+
+def test_shared_targets_say_what_they_measured() -> None:
+    found = {t["target"]: t for t in report.targets({"shared": _shared_rows(rate=(90.0, 30.0))})}
+    assert found[SHARED_TARGETS[0]]["met"] is True  # the pair is within 3x...
+    assert found[SHARED_TARGETS[0]]["measured"] == "rate decision: x 3; concurrency pair: x 2.12"
+    assert found[SHARED_TARGETS[1]]["measured"] == (
+        "pyrate-limiter 4.5.1 (bucket 0): x 1,667; pyrate-limiter 4.5.1 (bucket 1): x 1,944"
+    )
+    assert found[SHARED_TARGETS[2]]["measured"] == "4 processes: error % -0.2"
+    assert found[SHARED_TARGETS[3]]["measured"] == "most in 1 s (limit 660) 659; most in 100 ms (limit 120) 119"
+    over = {t["target"]: t for t in report.targets({"shared": _shared_rows(rate=(91.0, 30.0))})}
+    assert over[SHARED_TARGETS[0]]["met"] is False  # ...and the rate decision 3.03x is not
+
+
+def test_shared_targets_without_their_rows_are_not_measured() -> None:
+    assert all(_verdicts({})[t] is None for t in SHARED_TARGETS)
+    verdicts = _verdicts({"shared": _shared_rows(peers_ns=())})  # pyrate-limiter not installed
+    assert verdicts[SHARED_TARGETS[1]] is None
+    assert verdicts[SHARED_TARGETS[0]] is True and verdicts[SHARED_TARGETS[2]] is True
+
+
+def _our_segments() -> list[str]:
+    """The segments a benchmark run in this process would create (and must remove)."""
+    try:
+        return [n for n in os.listdir("/dev/shm") if n.startswith(f"omnilimit.bench-{os.getpid()}-")]
+    except FileNotFoundError:
+        return []
+
+
+needs_shm = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm on this machine")
+
+
+def _bench_shared(tmp_path: Path) -> dict[str, Any]:
+    out = tmp_path / "bench.json"
+    assert cli(["bench", "--smoke", "--only", "shared", "--json", str(out)]) == 0
+    data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    assert set(data["results"]) == {"shared"}
+    assert _our_segments() == []
+    return data
+
+
+@needs_shm
+def test_shared_smoke_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("pyrate_limiter")
+    pytest.importorskip("filelock")
+    data = _bench_shared(tmp_path)
+    rows = data["results"]["shared"]
+    decisions = {(r["call"], r["impl"].split(" (")[-1], r["shared"]) for r in rows if r["part"] == "decision"}
+    assert decisions == {
+        (suite.RATE_DECISION, "omnilimit", suite.IN_PROCESS),
+        (suite.RATE_DECISION, "omnilimit", suite.SHM),
+        (suite.CONCURRENCY_PAIR, "omnilimit", suite.IN_PROCESS),
+        (suite.CONCURRENCY_PAIR, "omnilimit", suite.SHM),
+        (suite.RATE_DECISION, "MultiprocessBucket)", "Manager list + multiprocessing RLock"),
+        (suite.RATE_DECISION, "SQLiteBucket, file lock)", "SQLite file (WAL) + FileLock"),
+    }
+    assert all(r["min_ns"] > 0 and r["median_ns"] >= r["min_ns"] for r in rows if r["part"] == "decision")
+    smoke = suite.SETTINGS["smoke"]
+    processes = {(r["impl"].split(" (")[-1], r["shared"]): r for r in rows if r["part"] == "processes"}
+    assert set(processes) == {
+        ("omnilimit", suite.SHM),
+        ("omnilimit", suite.OWN_LIMITERS),
+        ("MultiprocessBucket)", "Manager list + multiprocessing RLock"),
+        ("SQLiteBucket, file lock)", "SQLite file (WAL) + FileLock"),
+    }
+    ideal = suite.SHARED_BURST + suite.SHARED_RATE_PER_S * smoke.shared_seconds
+    for (impl, _), row in processes.items():
+        keys = {"admitted", "ideal", "error_pct", "most_in_1s", "most_in_short_window", "cpu_us_per_admitted"}
+        assert keys <= set(row), impl
+        assert row["processes"] == smoke.shared_processes and row["ideal"] == ideal
+        assert row["note"] == "" and len(row["runs"]) == smoke.shared_runs, row["note"]
+        assert row["admitted"] > 0 and row["cpu_us_per_admitted"] > 0, impl
+    # timing-free facts: one shared limiter never admits more than its budget (plus a wake-up's
+    # worth of slack), and processes with a limiter each admit more than one budget between them
+    shared = processes["omnilimit", suite.SHM]
+    assert shared["admitted"] <= ideal + 1
+    assert shared["most_in_short_window"] <= shared["short_window_limit"]
+    assert processes["omnilimit", suite.OWN_LIMITERS]["admitted"] > shared["admitted"]
+    targets = {t["target"]: t["met"] for t in data["targets"]}
+    assert all(targets[t] is not None for t in SHARED_TARGETS)
+    assert {s["name"] for s in data["skipped"]} <= {peers.LIMITS_SHARED}
+    printed = capsys.readouterr().out
+    assert "9. Shared between processes" in printed and "x omnilimit shm" in printed
+    assert "none: one limiter per process" in printed
+
+
+@needs_shm
+def test_shared_without_pyrate_limiter_lists_it_as_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyrate_limiter", None)  # import pyrate_limiter raises ImportError
+    data = _bench_shared(tmp_path)
+    assert {r["impl"] for r in data["results"]["shared"]} == {"omnilimit"}
+    assert [s for s in data["skipped"] if s["name"] == "pyrate-limiter"] == [
+        {"name": "pyrate-limiter", "reason": "not installed; pip install 'omnilimit[bench]'"}
+    ]
+    verdicts = {t["target"]: t["met"] for t in data["targets"]}
+    assert verdicts[SHARED_TARGETS[1]] is None
+    assert "pyrate-limiter: not installed" in capsys.readouterr().out
+
+
+@needs_shm
+def test_a_missing_peer_is_skipped_once_when_two_sections_miss_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyrate_limiter", None)
+    out = tmp_path / "bench.json"
+    assert cli(["bench", "--smoke", "--only", "rate_decision", "shared", "--json", str(out)]) == 0
+    skipped = json.loads(out.read_text(encoding="utf-8"))["skipped"]
+    assert [s["name"] for s in skipped].count("pyrate-limiter") == 1
+
+
+@needs_shm
+@pytest.mark.parametrize("failing", ["_processes_run", "shared_rate_peers", "time_per_call"])
+def test_shared_removes_its_segments_when_a_run_fails(failing: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    where = suite.peers if failing == "shared_rate_peers" else suite
+    real = getattr(where, failing)
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        if failing == "time_per_call" and not _our_segments():
+            return real(*args, **kwargs)  # the in-process limiter's: fail on the first in shared memory
+        calls.append(_our_segments())  # what existed when it failed
+        raise RuntimeError("failed on purpose")
+
+    monkeypatch.setattr(where, failing, fail)
+    impls = suite.Impls(None, "none", [])
+    with pytest.raises(RuntimeError, match="on purpose"):
+        if failing == "_processes_run":
+            suite._shared_processes(impls, suite.SETTINGS["smoke"], suite.multiprocessing.get_context("spawn"))
+        else:
+            suite.shared_processes(impls, suite.SETTINGS["smoke"])
+    assert calls
+    if failing != "shared_rate_peers":
+        assert calls[0]  # a segment existed when the run failed...
+    assert _our_segments() == []  # ...and none is left
+
+
+def test_shared_process_cpu_reads_proc_or_says_nan() -> None:
+    own = suite._cpu_of(os.getpid())
+    assert own > 0 or not os.path.exists("/proc/self/stat")
+    assert suite.math.isnan(suite._cpu_of(2**22 + 7))  # no such process
+
+
+def test_a_process_that_cannot_open_its_limiter_reports_why() -> None:
+    # open_shared refuses what is not a handle: each process says so, and admits nothing
+    spawn = suite.multiprocessing.get_context("spawn")
+    run = suite._processes_run(spawn, peers.open_shared, ("not", "a handle"), suite.SETTINGS["smoke"])
+    assert run["times"] == []
+    assert len(run["errors"]) == suite.SETTINGS["smoke"].shared_processes
+    assert all(e.startswith("TypeError: not a shared peer's handle") for e in run["errors"])
+    figures = suite._processes_figures(run, suite.SETTINGS["smoke"])
+    assert figures["admitted"] == 0 and suite.math.isnan(figures["cpu_us_per_admitted"])

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 import omnilimit
 
 from .reference import ENV_VAR, load_reference
-from .suite import ASYNC_WITH, SECTIONS, SETTINGS, Impls, Settings
+from .suite import ASYNC_WITH, CONCURRENCY_PAIR, IN_PROCESS, RATE_DECISION, SECTIONS, SETTINGS, SHM, Impls, Settings
 
 TITLES = {
     "uncontended": "1. Uncontended pair, one thread (ns per call)",
@@ -36,10 +36,11 @@ TITLES = {
     "gil": "5. GIL friendliness: 64 threads waiting on a held ConcurrencyLimiter(1)",
     "wakeup": "6. Wake-up latency: release() to the waiter's acquire() returning",
     "asyncio": "8. asyncio: {tasks:,} tasks on one event loop",
+    "shared": "9. Shared between processes",
 }
 
 
-PEER_DISTRIBUTIONS = ("pyrate-limiter", "limits", "token-bucket", "aiolimiter")
+PEER_DISTRIBUTIONS = ("pyrate-limiter", "limits", "token-bucket", "aiolimiter", "filelock")
 
 
 def machine() -> str:
@@ -201,7 +202,50 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         [("wake-ups/s", gil["wakeups_per_s"], lambda v: v < 1)] if gil else [],
     )
     _asyncio_targets(results, out, add)
+    _shared_targets(results, add)
     return out
+
+
+def _shared_targets(results: dict[str, Any], add: Callable[[str, list[Part | None]], None]) -> None:
+    """The targets of section 9."""
+
+    def decision(call: str, shared: str) -> dict[str, Any] | None:
+        return _one(results, "shared", part="decision", call=call, impl="omnilimit", shared=shared)
+
+    parts: list[Part | None] = []
+    for call in (RATE_DECISION, CONCURRENCY_PAIR):
+        shm, alone = decision(call, SHM), decision(call, IN_PROCESS)
+        parts.append(
+            None if shm is None or alone is None else (f"{call}: x", shm["min_ns"] / alone["min_ns"], _at_most(3))
+        )
+    add("shared: a decision in shared memory within 3x of in-process (rate decision, concurrency pair)", parts)
+    ours = decision(RATE_DECISION, SHM)
+    rivals = [
+        r
+        for r in _rows(results, "shared", part="decision", call=RATE_DECISION)
+        if r["impl"].startswith("pyrate-limiter")
+    ]
+    add(
+        "shared: rate decision in shared memory ≥10x faster than pyrate-limiter's multi-process buckets",
+        [(r["impl"] + ": x", r["min_ns"] / ours["min_ns"], lambda v: v >= 10) for r in rivals] if ours else [],
+    )
+    run = _one(results, "shared", part="processes", impl="omnilimit", shared=SHM)
+    add(
+        "shared: processes taking from one limiter admit within 1% of ideal",
+        [(f"{run['processes']} processes: error %", run["error_pct"], lambda v: abs(v) <= 1)] if run else [],
+    )
+    windows: list[Part | None] = []
+    if run:
+        short = run["short_window_s"]
+        windows = [
+            (f"most in 1 s (limit {run['limit_1s']:g})", run["most_in_1s"], _at_most(run["limit_1s"])),
+            (
+                f"most in {short * 1e3:g} ms (limit {run['short_window_limit']:g})",
+                run["most_in_short_window"],
+                _at_most(run["short_window_limit"]),
+            ),
+        ]
+    add("shared: processes taking from one limiter: no window above rate x window + burst", windows)
 
 
 def _asyncio_targets(
@@ -257,16 +301,18 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], out: TextIO) -> None:
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], out: TextIO, left: int = 2) -> None:
+    """Prints `rows` under `columns` ((key, heading)): the first `left` columns aligned left."""
     cells = [[_fmt(row.get(key, "")) for key, _ in columns] for row in rows]
     widths = [max(len(head), *(len(c[i]) for c in cells)) for i, (_, head) in enumerate(columns)]
     print(
-        "  " + "  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, ((_, h), w) in enumerate(zip(columns, widths))),
+        "  " + "  ".join(h.ljust(w) if i < left else h.rjust(w) for i, ((_, h), w) in enumerate(zip(columns, widths))),
         file=out,
     )
     for c in cells:
         print(
-            "  " + "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths))), file=out
+            "  " + "  ".join(v.ljust(w) if i < left else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths))),
+            file=out,
         )
 
 
@@ -392,6 +438,59 @@ def _print_asyncio(rows: list[dict[str, Any]], out: TextIO) -> None:
         _table(shown, _async_rate_columns(rate), out)
 
 
+SHARED_DECISION_COLUMNS = [
+    ("call", "call"),
+    ("impl", "implementation"),
+    ("shared", "shared through"),
+    ("api", "api"),
+    ("min_ns", "min ns"),
+    ("median_ns", "median"),
+    ("vs_shm", "x omnilimit shm"),
+]
+
+
+def _shared_process_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    short = f"{rows[0]['short_window_s'] * 1e3:g} ms" if rows else "short window"
+    return [
+        ("impl", "implementation"),
+        ("shared", "shared through"),
+        ("config", "configured as"),
+        ("admitted", "admitted"),
+        ("ideal", "ideal"),
+        ("error_pct", "error %"),
+        ("most_in_1s", "most in 1 s"),
+        ("limit_1s", "limit"),
+        ("most_in_short_window", f"most in {short}"),
+        ("short_window_limit", "limit"),
+        ("cpu_us_per_admitted", "CPU µs/admitted"),
+    ]
+
+
+def _print_shared(rows: list[dict[str, Any]], out: TextIO) -> None:
+    print(f"\n{TITLES['shared']}", file=out)
+    decisions = [r for r in rows if r["part"] == "decision"]
+    if decisions:
+        print("  uncontended, one thread (ns per call); a limit no run exhausts", file=out)
+        with_ratio = []
+        for r in decisions:
+            shm = _one({"x": decisions}, "x", call=r["call"], impl="omnilimit", shared=SHM)
+            with_ratio.append({**r, "vs_shm": r["min_ns"] / shm["min_ns"] if shm else float("nan")})
+        _table(with_ratio, SHARED_DECISION_COLUMNS, out, left=4)
+    processes = [r for r in rows if r["part"] == "processes"]
+    if processes:
+        first = processes[0]
+        print(
+            f"  {first['processes']} processes x {first['threads'] // first['processes']} threads take from one limiter"
+            f" of {first['rate_per_s']:,}/s, burst {first['burst']}, for {first['seconds']:g} s; ideal = burst +"
+            f" rate x time; limit of a window = rate x window + burst; worst of {len(first['runs'])} run(s)",
+            file=out,
+        )
+        _table(processes, _shared_process_columns(processes), out, left=3)
+        for r in processes:
+            if r["note"]:
+                print(f"  note: {r['impl']} ({r['shared']}): {r['note']}", file=out)
+
+
 def print_report(data: dict[str, Any], out: TextIO | None = None) -> None:
     out = out or sys.stdout
     for key, value in data["info"].items():
@@ -399,6 +498,9 @@ def print_report(data: dict[str, Any], out: TextIO | None = None) -> None:
     for section, rows in data["results"].items():
         if section == "asyncio":
             _print_asyncio(rows, out)
+            continue
+        if section == "shared":
+            _print_shared(rows, out)
             continue
         print(f"\n{TITLES[section]}", file=out)
         if section in RATIO_KEY:
