@@ -10,7 +10,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="drive both limiters from a thread pool and print their stats (a few seconds)")
     commands.add_parser(
-        "bench", add_help=False, help="measure omnilimit against the installed peers (about 35 s; bench --help)"
+        "bench", add_help=False, help="measure omnilimit against the installed peers (about 45 s; bench --help)"
     )
     shm = commands.add_parser("shm", help="the shared-memory segments of shared limiters (list, remove)")
     shm_commands = shm.add_subparsers(dest="shm_command", required=True)
