@@ -66,11 +66,7 @@ class CombinedLimiter(_async.AsyncLimiting):
         except BaseException:  # KeyboardInterrupt during the rate wait: give the slot back
             self.concurrency.release()
             raise
-        if not booked:
-            self.concurrency.release()
-            return False
-        self._held.count = getattr(self._held, "count", 0) + 1
-        return True
+        return self._booked(booked)
 
     async def acquire_async(self, timeout: float | None = 120, tokens: int = 0) -> bool:
         """``acquire()`` for a coroutine, on the same slots and budget: a slot, then the request
@@ -85,6 +81,10 @@ class CombinedLimiter(_async.AsyncLimiting):
         except BaseException:  # cancelled during the rate wait: give the slot back
             self.concurrency.release()
             raise
+        return self._booked(booked)
+
+    def _booked(self, booked: bool) -> bool:
+        """After the rate part: counts the slot as this thread's, or gives it back."""
         if not booked:
             self.concurrency.release()
             return False
