@@ -48,9 +48,8 @@ def notifier(loop: asyncio.AbstractEventLoop) -> _core.LoopNotifier:
 
 def _drain(found: _core.LoopNotifier) -> None:
     for waiter in found.take():
-        future = waiter.future
-        if future is not None and not future.done():
-            future.set_result(None)
+        if waiter.future is not None:
+            _resolve(waiter.future)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
