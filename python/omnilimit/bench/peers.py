@@ -339,10 +339,10 @@ def open_shared(handle: Any) -> SharedTaker:
     Manager per list operation; a ``blocking=False`` decision meanwhile is refused. The bucket takes
     its lock for each decision either way (``MultiprocessBucket.put``, ``SQLiteBucket.put``), so the
     processes share one budget."""
-    import pyrate_limiter as pyrate
-
     if not isinstance(handle, _PyrateHandle):
         raise TypeError(f"not a shared peer's handle: {handle!r}")
+    import pyrate_limiter as pyrate
+
     if handle.kind == MULTIPROCESS:
         bucket = handle.bucket
         call = "try_acquire(key, 1, blocking=False)"
