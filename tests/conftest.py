@@ -1,4 +1,8 @@
+import json
+import os
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -14,6 +18,22 @@ def wait_until(predicate, timeout=10.0, interval=0.001):
         time.sleep(interval)
 
 
+def run_children(count, body, **values):
+    """Starts `count` Python processes running `body` (formatted with `values`); returns their
+    stdout, parsed as JSON, once all have finished."""
+    script = textwrap.dedent(body).format(**values)
+    children = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
+        results.append(json.loads(out))
+    return results
+
+
 def start_thread(target, *args):
     thread = threading.Thread(target=target, args=args, daemon=True)
     thread.start()
@@ -27,3 +47,36 @@ def tiny_switch_interval():
     sys.setswitchinterval(1e-6)
     yield
     sys.setswitchinterval(previous)
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A running Redis for the whole session: OMNILIMIT_TEST_REDIS_URL if set, else a server
+    started here. Tests use names of their own, so they need no flush."""
+    url = os.environ.get("OMNILIMIT_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    from redis_server import RedisServer
+
+    server = RedisServer()
+    server.start()
+    yield server.url
+    server.close()
+
+
+@pytest.fixture
+def redis_server():
+    """A Redis server of this test's own, which it may stop and restart (``.stop()``, ``.start()``)."""
+    from redis_server import RedisServer
+
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def unique_name(request):
+    """A limiter name no other test (or earlier run on the same server) uses."""
+    return f"{request.node.name[:60]}-{os.getpid()}-{time.monotonic_ns()}".replace("[", "_").replace("]", "_")

@@ -3,7 +3,6 @@ real processes."""
 
 import asyncio
 import bisect
-import json
 import logging
 import os
 import subprocess
@@ -13,7 +12,7 @@ import time
 import uuid
 
 import pytest
-from conftest import wait_until
+from conftest import run_children, wait_until
 
 from omnilimit import ConcurrencyLimiter, RateLimiter, SharedStateError, remove_shared
 
@@ -25,22 +24,6 @@ def name():
     shared = f"test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     yield shared
     remove_shared(shared)
-
-
-def run_children(count, body, **values):
-    """Starts `count` Python processes running `body` (formatted with `values`); returns their
-    stdout, parsed as JSON, once all have finished."""
-    script = textwrap.dedent(body).format(**values)
-    children = [
-        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(count)
-    ]
-    results = []
-    for child in children:
-        out, err = child.communicate(timeout=60)
-        assert child.returncode == 0, err
-        results.append(json.loads(out))
-    return results
 
 
 def test_eight_processes_of_eight_threads_share_600_rpm(name):
@@ -150,7 +133,7 @@ def test_a_segment_that_does_not_fit_is_refused_with_a_way_out(name):
 
 
 def test_names_backends_and_removal(name):
-    for bad in ("shm://", "shm://a/b", "shm://.hidden", "redis://x", "SHM", 5):
+    for bad in ("shm://", "shm://a/b", "shm://.hidden", "redis:/x", "postgres://x", "SHM", 5):
         with pytest.raises(ValueError):
             RateLimiter(600, backend=bad)
     with pytest.raises(ValueError, match="token budget"):
@@ -371,7 +354,9 @@ def test_rate_limit_backend_in_the_yaml(name):
         assert other.limiter_for("assistant").shared_name == assistant.shared_name
         assert user.acquire(timeout=0) and other.limiter_for("user").acquire(timeout=0) is False  # one budget
         for bad, match in (
-            ("redis://x", "must be 'memory', 'shm' or 'shm://NAME'"),
+            ("postgres://x", "must be 'memory', 'shm', 'shm://NAME'"),
+            ("redis://:6379/0", "names no host"),
+            ("redis://h:6379/x", "must be a number"),
             ("shm://a/b", "must be 'memory'"),
             (5, "must be 'memory'"),
         ):

@@ -7,6 +7,7 @@ import asyncio
 from omnilimit import _async, _core
 from omnilimit._log import logger
 from omnilimit._validate import label, whole_number
+from omnilimit.backends.redis_link import is_redis
 from omnilimit.backoff import ProviderFeedback, _common_metrics
 from omnilimit.shared import shared_name
 
@@ -27,6 +28,10 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
     taken back (within half a second when someone waits). Coroutines cannot wait on a shared
     limiter yet, and it cannot be closed.
 
+    ``backend="redis://host:6379/0"`` (``rediss://``, ``redis+cluster://``, or a redis-py client)
+    makes a ``RedisConcurrencyLimiter``: the cap holds across every host naming the same ``name``
+    on that server; permits are leases (``lease_seconds``) renewed while the call runs.
+
     Coroutines share the same slots and the same queue: ``await acquire_async(timeout=120)``,
     ``async with limiter:``, ``@limiter.limit`` (sync or async functions). They wait on their
     event loop, woken by the core, from any number of loops in any threads.
@@ -41,7 +46,25 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
 
     __slots__ = ("name",)
 
-    def __init__(self, max_concurrent: int, name: str = "default", *, backend: str | None = None) -> None:
+    def __new__(cls, *args: object, **kwargs: object) -> ConcurrencyLimiter:
+        if cls is ConcurrencyLimiter and is_redis(kwargs.get("backend")):
+            from omnilimit.backends.redis_concurrency import RedisConcurrencyLimiter
+
+            cls = RedisConcurrencyLimiter
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        max_concurrent: int,
+        name: str = "default",
+        *,
+        backend: object = None,
+        on_backend_error: str | None = None,
+        local_fraction: float | None = None,
+        lease_seconds: float | None = None,
+    ) -> None:
+        if on_backend_error is not None or local_fraction is not None or lease_seconds is not None:
+            raise ValueError("on_backend_error, local_fraction and lease_seconds apply only to a Redis backend")
         maximum = whole_number("max_concurrent", max_concurrent, maximum=MAX_CONCURRENT)
         checked_name = label("name", name)
         super().__init__(maximum, shared_name(backend, default=checked_name) or "")
@@ -55,7 +78,7 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
                 self._shared_max_before,
                 maximum,
             )
-        logger.debug("ConcurrencyLimiter %r: at most %d concurrent calls", self.name, self.max_concurrent)
+        logger.debug("ConcurrencyLimiter %r: at most %d concurrent calls", self.name, maximum)
 
     async def acquire_async(self, timeout: float | None = 120) -> bool:
         """``acquire()`` for a coroutine: takes a slot, waiting on the running event loop (never

@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from omnilimit._validate import InvalidValue, label, positive_rate, whole_number
+from omnilimit.backends.redis_link import check_lease, check_policy, is_redis
 from omnilimit.concurrency import MAX_CONCURRENT
 from omnilimit.defaults import get_default_rate_limit
 from omnilimit.errors import ConfigError
@@ -55,7 +56,11 @@ LIMITER_KEYS = (
     "rate_limit_shared_key",
     "rate_limit_mode",
     "rate_limit_backend",
+    "rate_limit_on_backend_error",
+    "rate_limit_local_fraction",
+    "rate_limit_lease_seconds",
 )
+REDIS_ONLY_KEYS = ("rate_limit_on_backend_error", "rate_limit_local_fraction", "rate_limit_lease_seconds")
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,20 @@ class RoleSettings:
     shared_key: str | None = None
     rate_limit_tpm: int | float | None = None  # a token budget next to the RPM (RateLimiter only)
     mode: str = "precedence"  # rate_limit_mode
-    backend: str | None = None  # rate_limit_backend: None (in-process), "shm" or "shm://NAME"
+    backend: str | None = None  # rate_limit_backend: None (in-process), "shm", "shm://NAME" or a Redis URL
+    on_backend_error: str | None = None  # rate_limit_on_backend_error (Redis only; None: closed)
+    local_fraction: float | None = None  # rate_limit_local_fraction (Redis, policy local)
+    lease_seconds: float | None = None  # rate_limit_lease_seconds (Redis concurrency; None: 30)
+
+    @property
+    def backend_options(self) -> dict[str, Any]:
+        """The Redis outage policy and lease, as the limiters' keyword arguments (only those set)."""
+        options = {
+            "on_backend_error": self.on_backend_error,
+            "local_fraction": self.local_fraction,
+            "lease_seconds": self.lease_seconds,
+        }
+        return {name: value for name, value in options.items() if value is not None}
 
     @property
     def key(self) -> str:
@@ -120,6 +138,9 @@ class RoleSettings:
             "rate_limit_shared_key": self.shared_key,
             "rate_limit_mode": None if self.mode == "precedence" else self.mode,
             "rate_limit_backend": self.backend,
+            "rate_limit_on_backend_error": self.on_backend_error,
+            "rate_limit_local_fraction": self.local_fraction,
+            "rate_limit_lease_seconds": self.lease_seconds,
         }
 
     def describe(self) -> str:
@@ -145,7 +166,8 @@ class LimiterPlan:
     roles: tuple[RoleSettings, ...]
     tpm: int | float | None = None  # the token budget of a rate or combined limiter (None: none)
     rpm: int | float | None = None  # the RPM of a combined limiter (its `limit` is the concurrency cap)
-    backend: str | None = None  # None: in-process; "shm" / "shm://NAME": shared between processes
+    backend: str | None = None  # None: in-process; "shm" / "shm://NAME" / a Redis URL: shared
+    backend_options: tuple[tuple[str, Any], ...] = ()  # RoleSettings.backend_options, as items
 
 
 @dataclass(frozen=True)
@@ -209,6 +231,7 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
             raise ConfigError(f"{error}, got {backend!r}", source=source, role=role, key="rate_limit_backend") from None
         if backend == "memory":
             backend = None
+    redis_options = _redis_options(provider_config, backend, source=source, role=role)
     settings = RoleSettings(
         role=role,
         provider=provider_name,
@@ -219,6 +242,7 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
         rate_limit_tpm=None if tpm is None else provider_config["rate_limit_tpm"],
         mode="precedence" if mode is None else mode,
         backend=backend,
+        **redis_options,
     )
     if backend is not None and settings.kind == COMBINED:
         raise ConfigError(
@@ -235,6 +259,50 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
             key="rate_limit_backend",
         )
     return settings
+
+
+def _redis_options(
+    provider_config: Mapping[str, Any], backend: str | None, *, source: str, role: str | None
+) -> dict[str, Any]:
+    """rate_limit_on_backend_error / _local_fraction / _lease_seconds, checked: they need a Redis
+    backend, and the policy ``local`` needs a fraction (ConfigError otherwise)."""
+    given = {key: provider_config[key] for key in REDIS_ONLY_KEYS if provider_config.get(key) is not None}
+    if not given:
+        return {}
+    if backend is None or not is_redis(backend):
+        key = next(iter(given))
+        raise ConfigError(
+            f"applies only to a Redis rate_limit_backend (redis://...), got backend {backend or 'memory'!r}",
+            source=source,
+            role=role,
+            key=key,
+        )
+    policy = given.get("rate_limit_on_backend_error", "closed")
+    try:
+        policy, fraction = check_policy(policy, given.get("rate_limit_local_fraction"))
+    except ValueError as error:
+        key = "rate_limit_on_backend_error" if "on_backend_error must" in str(error) else "rate_limit_local_fraction"
+        message = (
+            str(error)
+            .replace("on_backend_error", "rate_limit_on_backend_error")
+            .replace("local_fraction", "rate_limit_local_fraction")
+        )
+        raise ConfigError(message, source=source, role=role, key=key) from None
+    options: dict[str, Any] = {"local_fraction": fraction}
+    if "rate_limit_on_backend_error" in given:
+        options["on_backend_error"] = policy
+    lease = given.get("rate_limit_lease_seconds")
+    if lease is not None:
+        try:
+            options["lease_seconds"] = check_lease(lease)
+        except ValueError as error:
+            raise ConfigError(
+                str(error).replace("lease_seconds", "rate_limit_lease_seconds"),
+                source=source,
+                role=role,
+                key="rate_limit_lease_seconds",
+            ) from None
+    return options
 
 
 def parse_config(config: object, source: str = "<config>") -> Config:
@@ -352,11 +420,14 @@ def _plan(key: str, group: list[RoleSettings], source: str, warnings: list[str])
     budgets = [s.tpm for s in (combined or deciding) if s.tpm is not None]
     tpm = min(budgets) if budgets and kind != CONCURRENCY else None
     rpm = min(s.rpm for s in combined) if combined else None
-    backends = {s.backend for s in group}
+    backends = {(s.backend, tuple(sorted(s.backend_options.items()))) for s in group}
     if len(backends) > 1:
-        values = ", ".join(f"{s.role}: {s.backend or 'memory'}" for s in group)
+        values = ", ".join(
+            f"{s.role}: {s.backend or 'memory'}" + "".join(f" {k}={v}" for k, v in sorted(s.backend_options.items()))
+            for s in group
+        )
         raise ConfigError(
-            f"roles sharing limiter '{key}' set different rate_limit_backend values ({values}): one limiter "
+            f"roles sharing limiter '{key}' set different rate_limit_backend values or options ({values}): one limiter "
             f"lives in one place",
             source=source,
         )
@@ -371,8 +442,9 @@ def _plan(key: str, group: list[RoleSettings], source: str, warnings: list[str])
             f"{source}: roles sharing limiter '{key}' set different limits ({values}): "
             f"the shared limiter uses {chosen} (concurrency wins, then the smallest)"
         )
+    backend, options = next(iter(backends))
     return LimiterPlan(
-        key=key, kind=kind, limit=limit, roles=tuple(group), tpm=tpm, rpm=rpm, backend=next(iter(backends))
+        key=key, kind=kind, limit=limit, roles=tuple(group), tpm=tpm, rpm=rpm, backend=backend, backend_options=options
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any, TypeVar, Union
 
 from omnilimit import _async
 from omnilimit._log import logger
+from omnilimit.backends.redis_link import is_redis, redact
 from omnilimit.backoff import Headers
 from omnilimit.combined import CombinedLimiter
 from omnilimit.concurrency import ConcurrencyLimiter
@@ -43,6 +44,7 @@ class _Entry:
     tpm: int | float | None = None
     rpm: int | float | None = None  # a combined limiter's RPM (its `limit` is the concurrency cap)
     backend: str | None = None  # rate_limit_backend (None: in-process)
+    backend_options: tuple[tuple[str, Any], ...] = ()  # the Redis outage policy and lease
     rpm_ignored_logged: bool = False
     mismatch_logged: bool = False
     roles: list[str | None] = field(default_factory=list)
@@ -124,7 +126,15 @@ class ProviderRateLimitManager:
                 if old is None:
                     entry = self._create(plan.key, plan.kind, plan.limit, plan.roles[0], plan.tpm, plan.rpm)
                     changes.append(f"{plan.key}: new limiter, {_describe(entry)}")
-                elif old.kind != plan.kind or (old.tpm is None) != (plan.tpm is None) or old.backend != plan.backend:
+                elif (
+                    old.kind != plan.kind
+                    or (old.tpm is None) != (plan.tpm is None)
+                    or (old.backend, old.backend_options)
+                    != (
+                        plan.backend,
+                        plan.backend_options,
+                    )
+                ):
                     entry = self._create(plan.key, plan.kind, plan.limit, plan.roles[0], plan.tpm, plan.rpm)
                     changes.append(f"{plan.key}: replaced, {_describe(old)} -> {_describe(entry)}")
                 else:
@@ -289,8 +299,12 @@ class ProviderRateLimitManager:
             f"model={settings.model}" if settings.model is not None else "no model specified"
         )
         budget = f" and {tpm} TPM" if tpm is not None else ""
-        backend = None if settings.backend is None else "shm://" + _segment_name(key, settings.backend)
-        where += "" if backend is None else f", shared through /dev/shm/omnilimit.{backend[len('shm://') :]}"
+        backend = _backend_of(key, settings)
+        if backend is not None and is_redis(backend):
+            where += f", shared through Redis at {redact(backend)}"
+        elif backend is not None:
+            where += f", shared through /dev/shm/omnilimit.{backend[len('shm://') :]}"
+        options = settings.backend_options
         limiter: Limiter
         if kind == COMBINED:
             assert rpm is not None
@@ -304,12 +318,23 @@ class ProviderRateLimitManager:
                 where,
             )
         elif kind == CONCURRENCY:
-            limiter = ConcurrencyLimiter(max_concurrent=int(limit), name=key, backend=backend)
+            limiter = ConcurrencyLimiter(max_concurrent=int(limit), name=key, backend=backend, **options)
             logger.info("Created concurrency limiter: '%s' with max %s concurrent calls (%s)", key, limit, where)
         else:
-            limiter = RateLimiter(requests_per_minute=limit, provider_name=key, tokens_per_minute=tpm, backend=backend)
+            options.pop("lease_seconds", None)  # leases are the concurrency limiter's
+            limiter = RateLimiter(
+                requests_per_minute=limit, provider_name=key, tokens_per_minute=tpm, backend=backend, **options
+            )
             logger.info("Created rate limiter: '%s' with %s RPM%s (%s)", key, limit, budget, where)
-        entry = _Entry(limiter=limiter, kind=kind, limit=limit, tpm=tpm, rpm=rpm, backend=settings.backend)
+        entry = _Entry(
+            limiter=limiter,
+            kind=kind,
+            limit=limit,
+            tpm=tpm,
+            rpm=rpm,
+            backend=settings.backend,
+            backend_options=tuple(sorted(settings.backend_options.items())),
+        )
         self._entries[key] = entry
         return entry
 
@@ -328,7 +353,18 @@ def _call_key(provider_name: object, settings: Mapping[str, Any], role: str | No
         settings.get("rate_limit_tpm"),
         settings.get("rate_limit_shared_key"),
         settings.get("rate_limit_backend"),
+        settings.get("rate_limit_on_backend_error"),
+        settings.get("rate_limit_local_fraction"),
+        settings.get("rate_limit_lease_seconds"),
     )
+
+
+def _backend_of(key: str, settings: RoleSettings) -> str | None:
+    """The limiters' ``backend`` argument for a role's rate_limit_backend: None, a Redis URL as
+    given, or ``shm://NAME``."""
+    if settings.backend is None or is_redis(settings.backend):
+        return settings.backend
+    return "shm://" + _segment_name(key, settings.backend)
 
 
 def _segment_name(key: str, backend: str) -> str:
@@ -356,7 +392,7 @@ def _change_in_place(entry: _Entry, limit: int | float, tpm: int | float | None,
 
 def _describe(entry: _Entry) -> str:
     budget = f" and {entry.tpm} TPM" if entry.tpm is not None else ""
-    shared = "" if entry.backend is None else f", shared ({entry.backend})"
+    shared = "" if entry.backend is None else f", shared ({redact(entry.backend)})"
     if entry.kind == COMBINED:
         return f"combined: max_concurrent_calls {entry.limit} and {entry.rpm} RPM{budget}"
     if entry.kind == CONCURRENCY:

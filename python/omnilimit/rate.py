@@ -7,6 +7,7 @@ import asyncio
 from omnilimit import _async, _core
 from omnilimit._log import logger
 from omnilimit._validate import MAX_COUNT, label, positive_rate, whole_number
+from omnilimit.backends.redis_link import is_redis
 from omnilimit.backoff import ProviderFeedback, _common_metrics
 from omnilimit.feedback import RateLimitInfo
 from omnilimit.shared import shared_name
@@ -40,6 +41,11 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
     process that opens the same name shares one budget (``omnilimit.remove_shared(name)`` removes
     the segment). Not yet with a token budget.
 
+    ``backend="redis://host:6379/0"`` (``rediss://``, ``redis+cluster://``, or a redis-py client)
+    makes a ``RedisRateLimiter``: one budget for every host that names the same ``provider_name``
+    on that server, with ``on_backend_error`` (``closed`` | ``open`` | ``local``) and
+    ``local_fraction`` saying what happens while Redis is unreachable.
+
     ``burst_size`` and ``token_burst`` default to 1 (``DEFAULT_BURST``: strict pacing). With a
     token budget, callers that must wait queue in arrival order and go when both budgets allow
     them; the queue is re-planned whenever the budget changes (tokens given back, a provider's
@@ -49,6 +55,13 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
 
     __slots__ = ("_rpm", "_tpm", "provider_name")
 
+    def __new__(cls, *args: object, **kwargs: object) -> RateLimiter:
+        if cls is RateLimiter and is_redis(kwargs.get("backend")):
+            from omnilimit.backends.redis_rate import RedisRateLimiter
+
+            cls = RedisRateLimiter
+        return super().__new__(cls)
+
     def __init__(
         self,
         requests_per_minute: int | float = 60,
@@ -57,8 +70,12 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
         *,
         tokens_per_minute: int | float | None = None,
         token_burst: int | None = None,
-        backend: str | None = None,
+        backend: object = None,
+        on_backend_error: str | None = None,
+        local_fraction: float | None = None,
     ) -> None:
+        if on_backend_error is not None or local_fraction is not None:
+            raise ValueError("on_backend_error and local_fraction apply only to a Redis backend")
         rpm = positive_rate("requests_per_minute", requests_per_minute)
         shm_name = shared_name(backend, default=provider_name)
         burst = DEFAULT_BURST if burst_size is None else whole_number("burst_size", burst_size)

@@ -6,22 +6,24 @@ from __future__ import annotations
 import hashlib
 import re
 
+from omnilimit.backends.redis_link import SCHEMES, check_url
+
 _VALID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
-def shared_name(backend: str | None, default: str) -> str | None:
+def shared_name(backend: object, default: str) -> str | None:
     """The shared-memory name a ``backend`` asks for: None for in-process (``None`` or
     ``"memory"``), ``default`` for ``"shm"``, NAME for ``"shm://NAME"``. Raises ValueError for
     anything else."""
     if backend is None or backend == "memory":
         return None
     if not isinstance(backend, str):
-        raise ValueError(f"backend must be 'memory', 'shm' or 'shm://NAME', got {backend!r}")
+        raise ValueError(f"backend must be 'memory', 'shm', 'shm://NAME' or a Redis URL or client, got {backend!r}")
     if backend == "shm":
         return default
     if backend.startswith("shm://") and len(backend) > len("shm://"):
         return backend[len("shm://") :]
-    raise ValueError(f"backend must be 'memory', 'shm' or 'shm://NAME', got {backend!r}")
+    raise ValueError(f"backend must be 'memory', 'shm', 'shm://NAME' or a Redis URL or client, got {backend!r}")
 
 
 def valid_name(name: str) -> bool:
@@ -40,10 +42,16 @@ def name_for_key(key: str) -> str:
 
 
 def check_backend(value: object) -> str:
-    """A ``rate_limit_backend`` value: ``memory``, ``shm`` or ``shm://NAME`` (NAME valid). Returns
-    it; raises ValueError with what is allowed."""
+    """A ``rate_limit_backend`` value: ``memory``, ``shm``, ``shm://NAME`` (NAME valid) or a Redis
+    URL (``redis://``, ``rediss://``, ``redis+cluster://``, ``rediss+cluster://``). Returns it;
+    raises ValueError with what is allowed."""
     if value in ("memory", "shm"):
         return str(value)
     if isinstance(value, str) and value.startswith("shm://") and valid_name(value[len("shm://") :]):
         return value
-    raise ValueError("must be 'memory', 'shm' or 'shm://NAME' (NAME: 1-200 of A-Z a-z 0-9 . _ -, no leading dot)")
+    if isinstance(value, str) and value.startswith(SCHEMES):
+        return check_url(value)
+    raise ValueError(
+        "must be 'memory', 'shm', 'shm://NAME' (NAME: 1-200 of A-Z a-z 0-9 . _ -, no leading dot) or a Redis URL "
+        "(redis://host:port/db, rediss://, redis+cluster://)"
+    )

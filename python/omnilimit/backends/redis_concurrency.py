@@ -1,0 +1,615 @@
+"""RedisConcurrencyLimiter: a ConcurrencyLimiter whose permits are leases in Redis, shared by
+every process and host that names the same limiter on the same server.
+
+A permit is a member of a sorted set (owner id -> expiry on the server's clock). Taking one is one
+round trip (``redis_lua.SEM_ACQUIRE``: take back expired leases, then lease if fewer than the cap
+are held); only the owner's ``release()`` removes its member, and publishes on the limiter's
+channel. While a call runs, this process's keeper thread renews its leases every third of the
+lease, so a long call keeps its permit and a client that dies (or hangs) gives its permits back
+one lease after its last renewal.
+
+A waiter does not poll: it sleeps on a ``Doorbell`` that the keeper thread rings for each message
+on the channel, and tries again when rung. A bounded fallback (at most ``FALLBACK_S``, or sooner
+when the earliest lease will expire) covers a message lost while the subscription reconnects.
+Waiters of one process are woken in arrival order; across hosts, the first to try after a release
+wins (no global order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import os
+import socket
+import threading
+import time
+import weakref
+from types import TracebackType
+from typing import Any, Literal
+
+from omnilimit import _async, _core
+from omnilimit._log import logger
+from omnilimit._validate import label, whole_number
+from omnilimit.backends.redis_doorbell import Doorbell
+from omnilimit.backends.redis_link import (
+    IDLE_TTL_S,
+    RETRY_S,
+    BackendDown,
+    RedisLink,
+    check_lease,
+    check_policy,
+    keys_for,
+)
+from omnilimit.backends.redis_waits import WaitRecorder
+from omnilimit.concurrency import MAX_CONCURRENT, ConcurrencyLimiter
+from omnilimit.shared import name_for_key
+
+DEFAULT_LEASE_S = 30.0
+FALLBACK_S = 1.0  # the longest a waiter sleeps without looking at Redis again
+REDIS = "redis"  # where a held permit came from: a Redis lease ...
+LOCAL = "local"  # ... the local fallback (policy local) ...
+OPEN = "open"  # ... or nowhere (policy open)
+
+_counter = itertools.count()
+
+
+def _owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{next(_counter)}:{os.urandom(4).hex()}"
+
+
+class _Keeper:
+    """One limiter's permits held by this process, its lease renewals and its channel subscriber:
+    one daemon thread, started on first use, stopped when the limiter is closed or collected."""
+
+    def __init__(self, link: RedisLink, keys: list[str], channel: str, lease_s: float, args: list[Any]) -> None:
+        self.link = link
+        self.keys = keys
+        self.channel = channel
+        self.lease_s = lease_s
+        self.args = args  # [lease_us, max, ttl_s], the scripts' common arguments (max updated in place)
+        self.bell = Doorbell()
+        self.lock = threading.Lock()
+        self.held: dict[str, str] = {}  # owner id -> REDIS | LOCAL | OPEN, oldest first
+        self.mine = threading.local()  # .owners: the ids this thread acquired, latest last
+        self.listening = threading.Event()
+        self._wanted_listening = False
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._renew_now = False  # set by renew_soon()
+        self._poke = threading.Event()  # wakes the thread when it has no subscription to wait on
+
+    # ---- permits held ----------------------------------------------------------------------------
+
+    def hold(self, owner: str, kind: str) -> None:
+        with self.lock:
+            self.held[owner] = kind
+        owners = getattr(self.mine, "owners", None)
+        if owners is None:
+            owners = self.mine.owners = []
+        owners.append(owner)
+        if kind == REDIS:
+            self.start()
+
+    def take(self) -> tuple[str, str] | None:
+        """A permit to release: this thread's latest, else the process's oldest (a permit taken in
+        one thread may be released in another). None when none is held."""
+        owners = getattr(self.mine, "owners", None) or []
+        with self.lock:
+            while owners:
+                owner = owners.pop()
+                kind = self.held.pop(owner, None)
+                if kind is not None:
+                    return owner, kind
+            if not self.held:
+                return None
+            owner = next(iter(self.held))
+            return owner, self.held.pop(owner)
+
+    # ---- the thread --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self.lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name=f"omnilimit-redis {self.keys[0]}", daemon=True)
+            self._thread.start()
+
+    def listen(self, wait_s: float) -> bool:
+        """Makes sure the subscriber runs; waits up to ``wait_s`` for the subscription to be
+        confirmed the first time. Returns whether it had to start (the caller should try again:
+        a release may have come before the subscription)."""
+        if self.listening.is_set():
+            return False
+        self._wanted_listening = True
+        self._poke.set()
+        self.start()
+        self.listening.wait(wait_s)
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._poke.set()
+        self.bell.ring_all()
+
+    def renew_soon(self) -> None:
+        self._renew_now = True
+        self._poke.set()
+
+    def after_fork_in_child(self) -> None:
+        # The parent's permits are the parent's; this process holds none, runs no thread yet.
+        self.lock = threading.Lock()
+        self.held = {}
+        self.mine = threading.local()
+        self.listening = threading.Event()
+        self._thread = None
+        self._stop = threading.Event()
+        self._poke = threading.Event()
+        self.bell = Doorbell()
+
+    def _run(self) -> None:
+        pubsub = None
+        next_renew = time.monotonic() + self.lease_s / 3
+        unreachable = self.link.unreachable_types
+        while not self._stop.is_set():
+            if self._wanted_listening and pubsub is None:
+                try:
+                    pubsub = self.link.client.pubsub()
+                    pubsub.subscribe(self.channel)
+                except unreachable as error:
+                    self._lost(pubsub, error)
+                    pubsub = None
+                    continue
+            timeout = max(0.0, min(next_renew - time.monotonic(), 0.25))
+            if pubsub is not None:
+                try:
+                    message = pubsub.get_message(timeout=timeout)
+                except unreachable as error:
+                    self._lost(pubsub, error)
+                    pubsub = None
+                    continue
+                if message is not None:
+                    if message["type"] == "subscribe":
+                        self.listening.set()
+                    elif message["type"] == "message":
+                        self.bell.ring(1)
+            else:
+                self._poke.wait(timeout)
+                self._poke.clear()
+            if self._renew_now or time.monotonic() >= next_renew:
+                self._renew_now = False
+                self._renew()
+                next_renew = time.monotonic() + self.lease_s / 3
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                pubsub.close()
+
+    def _lost(self, pubsub: Any, error: BaseException) -> None:
+        """The subscription broke: every waiter tries again (and meets the outage, or a free
+        permit); the subscriber comes back after RETRY_S."""
+        self.listening.clear()
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                pubsub.close()
+        self.link.unreachable(error)
+        self.bell.ring_all()
+        self._stop.wait(RETRY_S)
+
+    def _renew(self) -> None:
+        with self.lock:
+            owners = [owner for owner, kind in self.held.items() if kind == REDIS]
+        missing = 0
+        for start in range(0, len(owners), 500):
+            try:
+                missing += int(self.link.run("SEM_RENEW", self.keys, [*self.args, *owners[start : start + 500]]))
+            except BackendDown:
+                return  # the leases run on; renewed at the next turn after Redis returns
+        if missing:
+            logger.warning(
+                "%s: %d lease(s) of calls still running were missing on Redis (restarted, or taken back while "
+                "this process stalled): put back",
+                self.keys[0],
+                missing,
+            )
+
+
+_keepers: weakref.WeakSet[_Keeper] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for keeper in list(_keepers):
+        keeper.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class RedisConcurrencyLimiter(ConcurrencyLimiter):
+    """A ``ConcurrencyLimiter`` whose cap is shared through Redis: at most ``max_concurrent``
+    calls in flight across every host naming the same ``name`` on the same server (the latest
+    cap written wins). Made by ``ConcurrencyLimiter(..., backend=URL or client)``.
+
+    ``lease_seconds`` (default 30) is how long a permit outlives its holder's last renewal: a
+    crashed client's permits come back after it. ``on_backend_error`` and ``local_fraction`` say
+    what happens while Redis is unreachable (``redis_link``). Stats read the shared state;
+    ``pause()`` (a provider's 429) pauses this process only. Every method is thread-safe.
+    """
+
+    __slots__ = (
+        "_denied",
+        "_fraction",
+        "_keeper",
+        "_link",
+        "_outage",
+        "_over_logged",
+        "_over_release",
+        "_policy",
+        "_waiting",
+        "_waits",
+    )
+
+    def __init__(
+        self,
+        max_concurrent: int,
+        name: str = "default",
+        *,
+        backend: object = None,
+        on_backend_error: str = "closed",
+        local_fraction: float | None = None,
+        lease_seconds: float = DEFAULT_LEASE_S,
+    ) -> None:
+        maximum = whole_number("max_concurrent", max_concurrent, maximum=MAX_CONCURRENT)
+        policy, fraction = check_policy(on_backend_error, local_fraction)
+        lease_s = check_lease(lease_seconds)
+        super().__init__(max(1, math.floor(maximum * (fraction or 1.0))), label("name", name))
+        self._policy = policy
+        self._fraction = fraction
+        self._link = RedisLink(backend, f"ConcurrencyLimiter {self.name!r}")
+        keys = keys_for("sem", name_for_key(self.name))
+        self._keeper = _Keeper(self._link, keys[:3], keys[3], lease_s, [int(lease_s * 1e6), maximum, IDLE_TTL_S])
+        _keepers.add(self._keeper)
+        weakref.finalize(self, self._keeper.stop)
+        self._link.on_recovery.append(self._keeper.renew_soon)
+        self._denied = 0
+        self._over_release = 0
+        self._over_logged = False
+        self._outage = {"admitted": 0, "denied": 0}
+        self._waiting = 0
+        self._waits = WaitRecorder()
+        self._write_cap(maximum, announce=True)
+
+    def _write_cap(self, maximum: int, announce: bool = False) -> None:
+        self._keeper.args[1] = maximum
+        try:
+            before = self._link.run("SEM_CONFIGURE", self._keeper.keys, [*self._keeper.args, "", self._keeper.channel])
+        except BackendDown:
+            return  # the scripts carry the cap: it seeds the state if Redis lost it
+        text = before.decode() if isinstance(before, bytes) else str(before)
+        if announce and text and int(text) != maximum:
+            logger.warning(
+                "ConcurrencyLimiter %r: the shared limiter on Redis allowed %s concurrent calls: it now allows %d, "
+                "on every host (the latest configuration wins)",
+                self.name,
+                text,
+                maximum,
+            )
+
+    @property
+    def backend(self) -> str:
+        """Where the state lives (the URL without its password)."""
+        return self._link.where
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._keeper.lease_s
+
+    @property
+    def backend_available(self) -> bool:
+        return not self._link.down
+
+    # ---- acquiring -------------------------------------------------------------------------------------
+
+    def _try(self, owner: str) -> tuple[bool, float]:
+        """One round trip: (leased, seconds until the earliest lease expires or -1)."""
+        keeper = self._keeper
+        reply = self._link.run("SEM_ACQUIRE", keeper.keys, [*keeper.args, owner, keeper.channel])
+        return int(reply[0]) == 1, int(reply[1]) / 1e6
+
+    def acquire(self, timeout: float | None = 120) -> bool:
+        """Takes a permit, waiting up to ``timeout`` seconds (``None``: forever, ``0``: no wait).
+        Woken by releases on any host; while Redis is unreachable the policy decides (``closed``:
+        wait for it until the timeout, then False). Raises LimiterClosed once closed."""
+        timeout_ns, deadline = _async.deadline(timeout)
+        keeper = self._keeper
+        owner = _owner_id()
+        started = time.monotonic()
+        while True:
+            if self.closed:
+                raise _core.LimiterClosed("the limiter is closed")
+            generation = keeper.bell.generation
+            try:
+                got, expiry_s = self._try(owner)
+            except BackendDown:
+                decided = self._during_outage(owner, timeout, deadline)
+                if decided is None:
+                    continue
+                return decided
+            if got:
+                keeper.hold(owner, REDIS)
+                return self._after_pause(started, deadline, timeout)
+            left_s = _left(deadline)
+            if timeout_ns == 0 or left_s <= 0:
+                return self._refused(timeout, timeout_ns)
+            if keeper.listen(min(left_s, FALLBACK_S)):
+                continue  # subscribed just now: a release may have come before, look again
+            self._waiting += 1
+            try:
+                keeper.bell.wait(generation, _bound(left_s, expiry_s))
+            finally:
+                self._waiting -= 1
+
+    def _after_pause(self, started: float, deadline: int, timeout: object) -> bool:
+        """Holding a permit, waits out this process's pause if it ends by the deadline, else
+        gives the permit back."""
+        go_in = self._pause_go_in()
+        if go_in > 0:
+            if go_in > _left(deadline):
+                self.release()
+                self._on_timeout(timeout)
+                return False
+            time.sleep(go_in)
+        self._waits.record(time.monotonic() - started)
+        return True
+
+    def _refused(self, timeout: object, timeout_ns: int) -> bool:
+        with contextlib.suppress(BackendDown):
+            self._link.run("SEM_REFUSED", self._keeper.keys, self._keeper.args)
+        if timeout_ns == 0:
+            self._denied += 1
+        else:
+            self._on_timeout(timeout)
+        return False
+
+    def _during_outage(self, owner: str, timeout: object, deadline: int) -> bool | None:
+        if self._policy == OPEN:
+            self._keeper.hold(owner, OPEN)
+            self._outage["admitted"] += 1
+            return True
+        if self._policy == LOCAL:
+            left = None if deadline >= _core.FOREVER_NS else _left(deadline)
+            if not super().acquire(left):
+                return False
+            self._keeper.hold(owner, LOCAL)
+            self._outage["admitted"] += 1
+            return True
+        left_s = _left(deadline)
+        if left_s <= 0:
+            self._outage["denied"] += 1
+            self._on_timeout(timeout)
+            return False
+        time.sleep(min(left_s, max(self._link.retry_in(), 0.001)))
+        return None
+
+    async def acquire_async(self, timeout: float | None = 120) -> bool:
+        """``acquire()`` for a coroutine: each try runs in the loop's default executor; between
+        tries it waits on the loop for a release. Cancellation-safe: a permit leased as it was
+        cancelled is released."""
+        timeout_ns, deadline = _async.deadline(timeout)
+        keeper = self._keeper
+        loop = asyncio.get_running_loop()
+        owner = _owner_id()
+        started = time.monotonic()
+        while True:
+            if self.closed:
+                raise _core.LimiterClosed("the limiter is closed")
+            generation = keeper.bell.generation
+            attempt = loop.run_in_executor(None, self._try, owner)
+            try:
+                got, expiry_s = await asyncio.shield(attempt)
+            except BackendDown:
+                if self._policy == LOCAL:
+                    left = None if deadline >= _core.FOREVER_NS else _left(deadline)
+                    if not await ConcurrencyLimiter.acquire_async(self, left):
+                        return False
+                    keeper.hold(owner, LOCAL)
+                    return True
+                if self._policy == OPEN or _left(deadline) <= 0:
+                    return self._during_outage(owner, timeout, deadline) is True
+                await asyncio.sleep(min(_left(deadline), max(self._link.retry_in(), 0.001)))
+                continue
+            except asyncio.CancelledError:
+                attempt.add_done_callback(lambda done: self._release_if_leased(done, owner))
+                raise
+            if got:
+                keeper.hold(owner, REDIS)
+                self._waits.record(time.monotonic() - started)
+                return True
+            left_s = _left(deadline)
+            if timeout_ns == 0 or left_s <= 0:
+                return self._refused(timeout, timeout_ns)
+            if not keeper.listening.is_set():
+                await loop.run_in_executor(None, keeper.listen, min(left_s, FALLBACK_S))
+                continue
+            future = keeper.bell.future(loop, generation)
+            self._waiting += 1
+            try:
+                await _async.wake_or_timer(loop, future, _core.monotonic_ns() + int(_bound(left_s, expiry_s) * 1e9))
+            except BaseException:
+                keeper.bell.forget(future, leaving=True)
+                raise
+            finally:
+                self._waiting -= 1
+            keeper.bell.forget(future)
+
+    def _release_if_leased(self, attempt: asyncio.Future[tuple[bool, float]], owner: str) -> None:
+        if not attempt.cancelled() and attempt.exception() is None and attempt.result()[0]:
+            self._keeper.hold(owner, REDIS)
+            self.release()
+
+    def __enter__(self) -> RedisConcurrencyLimiter:
+        if not self.acquire(120):
+            raise _core.LimiterTimeout(f"Concurrency limit timeout after 120s for {self.name}")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        self.release()
+        return False
+
+    def release(self) -> None:
+        """Gives a permit back (this thread's latest, else this process's oldest). A release
+        without a held permit is ignored, counted in ``over_release_count`` and logged once."""
+        taken = self._keeper.take()
+        if taken is None:
+            self._over_release += 1
+            if not self._over_logged:
+                self._over_logged = True
+                self._on_over_release()
+            return
+        owner, kind = taken
+        if kind == LOCAL:
+            super().release()
+        elif kind == REDIS:
+            try:
+                released = int(
+                    self._link.run("SEM_RELEASE", self._keeper.keys, [*self._keeper.args, owner, self._keeper.channel])
+                )
+            except BackendDown:
+                return  # the lease runs out by itself (no more renewals)
+            if not released:
+                logger.warning(
+                    "ConcurrencyLimiter %r: a permit's lease had expired before its release (a call longer than "
+                    "the lease while renewals failed, or a stalled process); it was already given back",
+                    self.name,
+                )
+
+    def set_max_concurrent(self, max_concurrent: int) -> int:
+        """Changes the shared cap (every host follows; waiters everywhere are woken when it rises).
+        Returns 0: the permits it frees go to whichever waiters try first."""
+        maximum = whole_number("max_concurrent", max_concurrent, maximum=MAX_CONCURRENT)
+        ConcurrencyLimiter.set_max_concurrent(self, max(1, math.floor(maximum * (self._fraction or 1.0))))
+        self._write_cap(maximum)
+        self._keeper.bell.ring_all()
+        return 0
+
+    def close(self) -> None:
+        """Refuses new acquires (LimiterClosed) and wakes this process's waiters; releases still
+        work. The keeper thread stops; leases still held then run out after the lease."""
+        super().close()
+        self._keeper.stop()
+
+    # ---- the shared state --------------------------------------------------------------------------------
+
+    def _shared(self) -> list[Any] | None:
+        try:
+            return list(self._link.run("SEM_STATS", self._keeper.keys, self._keeper.args))
+        except BackendDown:
+            return None
+
+    @property
+    def max_concurrent(self) -> int:
+        shared = self._shared()
+        return int(shared[1]) if shared is not None else int(self._keeper.args[1])
+
+    @property
+    def active_calls(self) -> int:
+        """Permits leased now, by every host (while Redis is unreachable: this process's)."""
+        shared = self._shared()
+        if shared is not None:
+            return int(shared[0])
+        with self._keeper.lock:
+            return len(self._keeper.held)
+
+    @property
+    def total_requests(self) -> int:
+        shared = self._shared()
+        return int(shared[2]) if shared is not None else self._outage["admitted"]
+
+    @property
+    def blocked_count(self) -> int:
+        shared = self._shared()
+        return int(shared[3]) if shared is not None else self._outage["denied"]
+
+    @property
+    def denied_count(self) -> int:
+        return self._denied
+
+    @property
+    def over_release_count(self) -> int:
+        return self._over_release
+
+    @property
+    def waiting(self) -> int:
+        """This process's callers waiting for a permit now."""
+        return self._waiting
+
+    def wait_quantile(self, q: float) -> float:
+        return self._waits.quantile(q)
+
+    def get_current_rpm(self) -> int:
+        """Releases by every host in the last 60 seconds."""
+        shared = self._shared()
+        return int(shared[4]) if shared is not None else super().get_current_rpm()
+
+    def get_stats(self) -> dict[str, Any]:
+        """The guide's four keys, read from Redis in one round trip (every host's calls). While
+        Redis is unreachable: this process's view, plus ``backend_error``."""
+        shared = self._shared()
+        if shared is None:
+            with self._keeper.lock:
+                held = len(self._keeper.held)
+            maximum = int(self._keeper.args[1])
+            return {
+                "max_concurrent": maximum,
+                "active_calls": held,
+                "total_requests": self._outage["admitted"],
+                "available_slots": max(0, maximum - held),
+                "backend_error": self._link.last_error,
+            }
+        held, maximum = int(shared[0]), int(shared[1])
+        return {
+            "max_concurrent": maximum,
+            "active_calls": held,
+            "total_requests": int(shared[2]),
+            "available_slots": max(0, maximum - held),
+        }
+
+    def metrics(self) -> dict[str, object]:
+        """``ConcurrencyLimiter.metrics()`` with the shared numbers, plus ``backend``,
+        ``backend_available``, ``backend_outages``, ``leases_expired`` (permits taken back from
+        clients that stopped renewing) and ``outage_admitted`` / ``outage_denied``."""
+        shared = self._shared()
+        return {
+            **super().metrics(),
+            "backend": self._link.where,
+            "backend_available": not self._link.down,
+            "backend_outages": self._link.outages,
+            "leases_expired": int(shared[5]) if shared is not None else None,
+            "outage_admitted": self._outage["admitted"],
+            "outage_denied": self._outage["denied"],
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"ConcurrencyLimiter(max_concurrent={int(self._keeper.args[1])}, name={self.name!r}, "
+            f"backend={self._link.where!r}, on_backend_error={self._policy!r})"
+        )
+
+
+def _left(deadline: int) -> float:
+    return float("inf") if deadline >= _core.FOREVER_NS else _async.seconds_until(deadline)
+
+
+def _bound(left_s: float, expiry_s: float) -> float:
+    """How long a waiter sleeps before looking again without a ring: at most FALLBACK_S, its
+    time left, or until the earliest lease expires (its permit is then free)."""
+    bound = min(left_s, FALLBACK_S)
+    if expiry_s >= 0:
+        bound = min(bound, expiry_s + 0.001)
+    return max(bound, 0.0)

@@ -1,0 +1,265 @@
+"""One limiter's link to Redis: the client, the scripts, and what happens while Redis is away.
+
+``rate_limit_backend: redis://host:port/db`` (``rediss://`` for TLS, ``redis+cluster://`` /
+``rediss+cluster://`` for a Redis Cluster), or a ``redis.Redis`` / ``redis.cluster.RedisCluster``
+client object, names the server. redis-py is the optional extra ``omnilimit[redis]``.
+
+**Outages.** A call that cannot reach Redis (refused, reset, timed out, a cluster without a
+master, a server still loading) opens an *outage*: one warning names it, and for the next
+``RETRY_S`` nobody tries Redis again (so a dead server costs a caller nothing); then one caller
+probes, and the first call that succeeds closes the outage with one info line (how long it
+lasted). What a limiter does meanwhile is its policy, ``rate_limit_on_backend_error``:
+
+- ``closed`` (default): callers wait for Redis up to their timeout, then are denied
+  (``acquire()`` returns False). Nothing goes past the shared limit, at the price of stalling.
+- ``open``: callers go at once, unlimited. For a limit that is a courtesy, not a contract.
+- ``local``: callers are limited by an in-process limiter at ``rate_limit_local_fraction`` of the
+  limit (1/number of hosts keeps the sum within the limit).
+
+Any other Redis error (a script error, a wrong password, a key of another type) is raised: it is
+a bug or a misconfiguration, and no policy hides it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import urllib.parse
+from typing import Any
+
+from omnilimit._log import logger
+from omnilimit.backends import redis_lua
+
+POLICIES = ("closed", "open", "local")
+RETRY_S = 0.5  # during an outage, the time between two probes of Redis
+IDLE_TTL_S = 24 * 3600  # a limiter's keys expire after this long without a write
+CONNECT_TIMEOUT_S = 1.0  # for clients made from a URL
+SOCKET_TIMEOUT_S = 2.0
+
+SCHEMES = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
+
+
+class BackendDown(Exception):
+    """Redis is unreachable (an outage is open); the limiter applies its policy."""
+
+
+def is_redis(backend: object) -> bool:
+    """Whether a ``backend`` argument asks for Redis: a URL with a Redis scheme, or a client."""
+    if isinstance(backend, str):
+        return backend.startswith(SCHEMES)
+    return _is_client(backend)
+
+
+def _is_client(value: object) -> bool:
+    module = type(value).__module__
+    return module.startswith("redis.") and hasattr(value, "register_script") and hasattr(value, "pubsub")
+
+
+def check_url(url: str) -> str:
+    """A Redis URL as the config accepts it; ValueError naming what is wrong."""
+    if not url.startswith(SCHEMES):
+        raise ValueError(f"a Redis backend URL starts with one of {', '.join(SCHEMES)}, got {url!r}")
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        raise ValueError(f"the Redis URL {redact(url)!r} names no host")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError(f"the Redis URL {redact(url)!r} has a bad port") from None
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"the Redis URL {redact(url)!r} names database {db!r}: it must be a number")
+    if db and "cluster" in parts.scheme and db != "0":
+        raise ValueError(f"a Redis Cluster has only database 0, got {redact(url)!r}")
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and reprs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _import_redis() -> Any:
+    try:
+        import redis
+    except ImportError:
+        raise ImportError(
+            "a Redis backend needs redis-py: pip install 'omnilimit[redis]' (or pip install redis)"
+        ) from None
+    return redis
+
+
+def client_for(backend: object) -> tuple[Any, str]:
+    """(a redis-py client, a description without secrets) for a URL or a client object."""
+    if not isinstance(backend, str):
+        if not _is_client(backend):
+            raise TypeError(f"backend must be a URL or a redis-py client (redis.Redis, RedisCluster), got {backend!r}")
+        if type(backend).__module__.startswith("redis.asyncio"):
+            raise TypeError(
+                "backend must be a synchronous redis-py client (redis.Redis or RedisCluster), not redis.asyncio"
+            )
+        return backend, f"a {type(backend).__name__} client"
+    redis = _import_redis()
+    url = check_url(backend)
+    options: dict[str, Any] = {
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        # One immediate retry on a fresh connection (a pooled connection the server closed, as on a
+        # restart); an outage then fails fast and the limiter's policy takes over.
+        "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 1),
+    }
+    if "+cluster://" in url:
+        from redis.cluster import RedisCluster
+
+        plain = url.replace("+cluster://", "://", 1)
+        return RedisCluster.from_url(plain, **options), redact(url)
+    return redis.Redis.from_url(url, **options), redact(url)
+
+
+def unreachable_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "Redis is not there" (an outage), as opposed to a bug."""
+    redis = _import_redis()
+    errors: list[type[BaseException]] = [
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.BusyLoadingError,
+        redis.exceptions.ClusterDownError,
+        redis.exceptions.TryAgainError,
+        redis.exceptions.MasterDownError,
+        ConnectionError,
+        TimeoutError,
+    ]
+    return tuple(errors)
+
+
+class RedisLink:
+    """The scripts of one limiter on one Redis, with its outage state. Thread-safe."""
+
+    def __init__(self, backend: object, what: str) -> None:
+        self.client, self.where = client_for(backend)
+        self._what = what  # "rate limiter 'openai'", for the logs
+        self._scripts = {
+            name: self.client.register_script(getattr(redis_lua, name))
+            for name in dir(redis_lua)
+            if name.isupper() and not name.startswith("_")
+        }
+        self._unreachable = unreachable_errors()
+        self._lock = threading.Lock()
+        self._down_since: float | None = None  # time.monotonic() when the outage began
+        self._retry_at = 0.0
+        self._last_error = ""
+        self.outages = 0
+        self.on_recovery: list[Any] = []  # callables run (outside the lock) when an outage closes
+
+    @property
+    def down(self) -> bool:
+        """Whether an outage is open."""
+        return self._down_since is not None
+
+    @property
+    def last_error(self) -> str:
+        return self._last_error
+
+    def retry_in(self) -> float:
+        """Seconds until the next probe of Redis may run (0.0 when up or due)."""
+        with self._lock:
+            if self._down_since is None:
+                return 0.0
+            return max(0.0, self._retry_at - time.monotonic())
+
+    def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Runs one script (one round trip). Raises BackendDown while an outage is open and it is
+        not this caller's turn to probe, or when the attempt fails to reach Redis."""
+        if self._down_since is not None:
+            with self._lock:
+                now = time.monotonic()
+                if self._down_since is not None:
+                    if now < self._retry_at:
+                        raise BackendDown(self._last_error)
+                    self._retry_at = now + RETRY_S  # this caller probes; the others wait for the next turn
+        try:
+            result = self._scripts[script](keys=keys, args=args)
+        except self._unreachable as error:
+            self._note_down(error)
+            raise BackendDown(self._last_error) from error
+        if self._down_since is not None:
+            self._note_up()
+        return result
+
+    def _note_down(self, error: BaseException) -> None:
+        with self._lock:
+            self._last_error = f"{type(error).__name__}: {error}"
+            self._retry_at = time.monotonic() + RETRY_S
+            if self._down_since is not None:
+                return
+            self._down_since = time.monotonic()
+            self.outages += 1
+        logger.warning(
+            "%s: Redis at %s is unreachable (%s); applying the backend-error policy until it returns",
+            self._what,
+            self.where,
+            self._last_error,
+        )
+
+    def _note_up(self) -> None:
+        with self._lock:
+            if self._down_since is None:
+                return
+            lasted = time.monotonic() - self._down_since
+            self._down_since = None
+        logger.info("%s: Redis at %s is back after %.1f s", self._what, self.where, lasted)
+        for callback in list(self.on_recovery):
+            callback()
+
+    def unreachable(self, error: BaseException) -> BackendDown:
+        """For a caller that met an unreachable error outside ``run`` (the subscriber thread)."""
+        self._note_down(error)
+        return BackendDown(self._last_error)
+
+    @property
+    def unreachable_types(self) -> tuple[type[BaseException], ...]:
+        return self._unreachable
+
+
+def keys_for(kind: str, name: str) -> list[str]:
+    """The keys of one limiter, hash-tagged by name (one Cluster slot): ``kind`` is ``rate`` (bucket,
+    stats, window) or ``sem`` (leases, config and counters, window, channel)."""
+    tag = f"omnilimit:{{{name}}}:{kind}"
+    if kind == "rate":
+        return [f"{tag}:bucket", f"{tag}:stats", f"{tag}:window"]
+    return [f"{tag}:leases", f"{tag}:state", f"{tag}:window", f"{tag}:released"]
+
+
+def check_lease(value: object) -> float:
+    """A lease in seconds: finite, >= 0.1. ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0.1:
+        raise ValueError(f"lease_seconds must be a finite number of seconds >= 0.1, got {value!r}")
+    return float(value)
+
+
+def check_policy(policy: object, local_fraction: object) -> tuple[str, float | None]:
+    """(policy, local fraction) checked: ValueError for an unknown policy, a fraction outside
+    (0, 1], a ``local`` policy without a fraction, or a fraction without the ``local`` policy."""
+    if policy not in POLICIES:
+        raise ValueError(f"on_backend_error must be one of {', '.join(POLICIES)}, got {policy!r}")
+    if local_fraction is None:
+        if policy == "local":
+            raise ValueError(
+                "on_backend_error 'local' needs local_fraction: the share of the limit this process may use "
+                "alone while Redis is unreachable (e.g. 1/number of hosts)"
+            )
+        return str(policy), None
+    if policy != "local":
+        raise ValueError(f"local_fraction applies only to on_backend_error 'local', not {policy!r}")
+    if isinstance(local_fraction, bool) or not isinstance(local_fraction, (int, float)):
+        raise ValueError(f"local_fraction must be a number in (0, 1], got {local_fraction!r}")
+    fraction = float(local_fraction)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"local_fraction must be in (0, 1], got {local_fraction!r}")
+    return "local", fraction

@@ -1,0 +1,288 @@
+"""The Lua scripts that keep a limiter's state inside Redis.
+
+Each decision is one script: Redis runs it atomically, so the read-modify-write of the state
+needs no lock and no retry loop, and a decision costs one round trip. Every script reads the
+server's clock (``TIME``), never a client's: hosts whose clocks disagree still share one budget.
+Times inside Redis are microseconds since the epoch as Lua numbers (doubles: exact to a fraction
+of a microsecond at today's dates, where nanoseconds would not fit 53 bits).
+
+All the keys of one limiter share a hash tag (``omnilimit:{NAME}:...``), so a Redis Cluster keeps
+them in one slot and a script may touch them together. Every write refreshes an idle expiry
+(ARGV ``ttl_s``): a limiter nobody uses leaves nothing behind.
+
+The token bucket is the GCRA of ``cpp/include/omnilimit/gcra.hpp``: the state is the theoretical
+arrival time ``tat`` of the next request; a request of cost c books ``tat + c * interval`` and may
+go at ``new_tat - burst * interval``. A booking in the future is returned as a wait: the caller
+sleeps exactly that long (reserve, then sleep: nobody polls), and callers are served in the order
+their bookings reached Redis. A booking whose wait exceeds the caller's ``max_wait`` is not made.
+"""
+
+from __future__ import annotations
+
+# Shared prologue: `now` (µs, the server's clock) and a writer of exact doubles (Lua's tostring
+# keeps 14 digits, too few for microseconds since the epoch).
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function exact(x) return string.format('%.17g', x) end
+"""
+
+# The rate limiter's bucket, its configuration and the counters of every host.
+# KEYS: 1 bucket hash {tat, interval, burst}, 2 stats hash {admitted, refused}, 3 window hash
+# {second -> admissions}. The configuration stored in the bucket wins over a client's (ARGV
+# interval_us / burst only seed a bucket that does not exist yet, or expired).
+_RATE_STATE = """
+local s = redis.call('HMGET', KEYS[1], 'tat', 'interval', 'burst')
+local interval = tonumber(s[2]) or tonumber(ARGV[1])
+local burst = tonumber(s[3]) or tonumber(ARGV[2])
+local tat = tonumber(s[1]) or now
+if tat < now then tat = now end
+local ttl = tonumber(ARGV[3])
+local function save(new_tat)
+  redis.call('HSET', KEYS[1], 'tat', exact(new_tat), 'interval', exact(interval), 'burst', burst)
+  redis.call('EXPIRE', KEYS[1], ttl)
+end
+"""
+
+# Counts an admission at second `at` in the window (admissions whose instant fell in the last 60
+# s are what every host's get_current_rpm() reads); trims the window once it holds > 62 seconds.
+_WINDOW = """
+local function count_in_window(at, n)
+  local second = math.floor(at / 1000000)
+  redis.call('HINCRBY', KEYS[3], second, n)
+  redis.call('EXPIRE', KEYS[3], 120)
+  if redis.call('HLEN', KEYS[3]) > 62 then
+    for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
+      if tonumber(field) < second - 61 then redis.call('HDEL', KEYS[3], field) end
+    end
+  end
+end
+local function window_count()
+  local total, second = 0, math.floor(now / 1000000)
+  local flat = redis.call('HGETALL', KEYS[3])
+  for i = 1, #flat, 2 do
+    local at = tonumber(flat[i])
+    if at > second - 60 and at <= second then total = total + tonumber(flat[i + 1]) end
+  end
+  return total
+end
+"""
+
+# ARGV: interval_us, burst, ttl_s, cost, max_wait_us (< 0: no limit).
+# Returns {1, wait_us, go_at_us} (booked: go in wait_us) or {0, wait_us} (the wait a booking would
+# have had exceeds max_wait_us: nothing booked, counted as refused).
+RATE_ACQUIRE = (
+    _NOW
+    + _RATE_STATE
+    + _WINDOW
+    + """
+local new_tat = tat + interval * tonumber(ARGV[4])
+local go_at = new_tat - burst * interval
+if go_at < now then go_at = now end
+local wait = go_at - now
+local max_wait = tonumber(ARGV[5])
+if max_wait >= 0 and wait > max_wait then
+  redis.call('HINCRBY', KEYS[2], 'refused', 1)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  return {0, math.ceil(wait)}
+end
+save(new_tat)
+redis.call('HINCRBY', KEYS[2], 'admitted', 1)
+redis.call('EXPIRE', KEYS[2], ttl)
+count_in_window(go_at, 1)
+return {1, math.ceil(wait), exact(go_at)}
+"""
+)
+
+# A booking given back before its instant (a caller interrupted while it slept): the bucket
+# moves back by its cost, never before now. ARGV: interval_us, burst, ttl_s, cost, go_at_us.
+# Returns 1 if refunded, 0 if its instant had already come (it was used).
+RATE_REFUND = (
+    _NOW
+    + _RATE_STATE
+    + _WINDOW
+    + """
+local go_at = tonumber(ARGV[5])
+if go_at <= now or not s[1] then return 0 end
+local back = tat - interval * tonumber(ARGV[4])
+if back < now then back = now end
+save(back)
+redis.call('HINCRBY', KEYS[2], 'admitted', -1)
+count_in_window(go_at, -1)
+return 1
+"""
+)
+
+# Sets the configuration every host follows (the latest wins), keeping what is owed converted to
+# the new pace. ARGV: interval_us, burst, ttl_s. Returns {previous interval_us, previous burst}
+# as strings ('' when the bucket did not exist).
+RATE_CONFIGURE = (
+    _NOW
+    + """
+local s = redis.call('HMGET', KEYS[1], 'tat', 'interval', 'burst')
+local new_interval, new_burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(s[1]) or now
+local old_interval = tonumber(s[2])
+if old_interval and tat > now then tat = now + (tat - now) * new_interval / old_interval end
+if tat < now then tat = now end
+redis.call('HSET', KEYS[1], 'tat', exact(tat), 'interval', exact(new_interval), 'burst', new_burst)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return {s[2] or '', s[3] or ''}
+"""
+)
+
+# Holds the bucket back for every host. ARGV: interval_us, burst, ttl_s, mode, value.
+# mode 'pause': nobody goes for value µs (a provider's 429), and then at the paced rate.
+# mode 'cap': at most value requests are available now (a provider's remaining budget).
+# Returns the µs until the next request may go.
+RATE_HOLD = (
+    _NOW
+    + _RATE_STATE
+    + """
+local value = tonumber(ARGV[5])
+local floor
+if ARGV[4] == 'pause' then
+  floor = now + value + (burst - 1) * interval
+else
+  if value > burst then value = burst end
+  floor = now + (burst - value) * interval
+end
+if floor > tat then tat = floor end
+save(tat)
+local go_at = tat + interval - burst * interval
+if go_at < now then go_at = now end
+return math.ceil(go_at - now)
+"""
+)
+
+# What every host's stats read. ARGV: interval_us, burst, ttl_s (unused: nothing is written).
+# Returns {tokens available now, interval_us, burst, admitted, refused, admissions in the last
+# 60 s, µs until a request arriving now would go}.
+RATE_STATS = (
+    _NOW
+    + _RATE_STATE
+    + _WINDOW
+    + """
+local available = math.floor((now + burst * interval - tat) / interval)
+if available > burst then available = burst end
+if available < 0 then available = 0 end
+local wait = tat + interval - burst * interval - now
+if wait < 0 then wait = 0 end
+local c = redis.call('HMGET', KEYS[2], 'admitted', 'refused')
+return {available, exact(interval), burst, tonumber(c[1]) or 0, tonumber(c[2]) or 0, window_count(),
+        math.ceil(wait)}
+"""
+)
+
+# The concurrency limiter: leased permits. KEYS: 1 leases (sorted set: owner id -> expiry µs),
+# 2 config and counters hash {max, admitted, refused, released, expired}, 3 window hash (releases
+# per second), 4 nothing (a slot for the channel name's key, so Cluster routes by it).
+# A lease past its expiry belongs to a client that died (or stalled past its lease): it is
+# removed before any decision, and its slot is free again.
+_LEASES = """
+local ttl = tonumber(ARGV[3])
+local function purge()
+  local gone = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  if gone > 0 then redis.call('HINCRBY', KEYS[2], 'expired', gone) end
+  return gone
+end
+local function maximum()
+  return tonumber(redis.call('HGET', KEYS[2], 'max')) or tonumber(ARGV[2])
+end
+local function touch()
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+"""
+
+# ARGV: lease_us, max (seeds a missing config), ttl_s, owner, channel.
+# Returns {1, 0} (leased) or {0, µs until the earliest lease expires, or -1 if none}.
+SEM_ACQUIRE = (
+    _NOW
+    + _LEASES
+    + """
+if purge() > 0 then redis.call('PUBLISH', ARGV[5], 'expired') end
+if redis.call('ZCARD', KEYS[1]) < maximum() then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[4])
+  redis.call('HINCRBY', KEYS[2], 'admitted', 1)
+  touch()
+  return {1, 0}
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if first[2] then return {0, math.ceil(tonumber(first[2]) - now)} end
+return {0, -1}
+"""
+)
+
+# ARGV: lease_us, max, ttl_s, owner, channel. Returns 1 if the owner's lease was released, 0 if
+# it held none (its lease had expired and was taken back).
+SEM_RELEASE = (
+    _NOW
+    + _LEASES
+    + _WINDOW
+    + """
+if redis.call('ZREM', KEYS[1], ARGV[4]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[2], 'released', 1)
+count_in_window(now, 1)
+touch()
+redis.call('PUBLISH', ARGV[5], 'released')
+return 1
+"""
+)
+
+# Extends the leases of the owners in ARGV[4..] by lease_us from now. A lease that is missing (a
+# Redis restarted without persistence, or one taken back while its client stalled) is put back:
+# the call it stands for is still running. ARGV: lease_us, max, ttl_s, owners...
+# Returns how many were missing.
+SEM_RENEW = (
+    _NOW
+    + _LEASES
+    + """
+local until_us = now + tonumber(ARGV[1])
+local missing = 0
+for i = 4, #ARGV do
+  missing = missing + redis.call('ZADD', KEYS[1], until_us, ARGV[i])
+end
+touch()
+return missing
+"""
+)
+
+# Sets the cap every host follows (the latest wins). ARGV: lease_us, max, ttl_s, owner (unused),
+# channel. Returns the previous cap ('' when none was stored).
+SEM_CONFIGURE = (
+    _NOW
+    + _LEASES
+    + """
+local before = redis.call('HGET', KEYS[2], 'max')
+redis.call('HSET', KEYS[2], 'max', ARGV[2])
+touch()
+if before and tonumber(before) < tonumber(ARGV[2]) then redis.call('PUBLISH', ARGV[5], 'raised') end
+return before or ''
+"""
+)
+
+# Counts a caller that gave up without a permit. ARGV: lease_us, max, ttl_s.
+SEM_REFUSED = (
+    _NOW
+    + _LEASES
+    + """
+redis.call('HINCRBY', KEYS[2], 'refused', 1)
+touch()
+return 1
+"""
+)
+
+# ARGV: lease_us, max, ttl_s. Returns {leases held now, max, admitted, refused, releases in the
+# last 60 s, leases that expired}.
+SEM_STATS = (
+    _NOW
+    + _LEASES
+    + _WINDOW
+    + """
+purge()
+local c = redis.call('HMGET', KEYS[2], 'admitted', 'refused', 'expired')
+return {redis.call('ZCARD', KEYS[1]), maximum(), tonumber(c[1]) or 0, tonumber(c[2]) or 0, window_count(),
+        tonumber(c[3]) or 0}
+"""
+)

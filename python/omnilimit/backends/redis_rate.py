@@ -1,0 +1,405 @@
+"""RedisRateLimiter: a RateLimiter whose bucket lives in Redis, shared by every process and host
+that names the same limiter on the same server.
+
+``RateLimiter(..., backend="redis://host:6379/0")`` (or a redis-py client) builds one. Each
+``acquire()`` is one round trip: a Lua script books the next instant on the server's clock
+(``redis_lua.RATE_ACQUIRE``) and returns the wait, which the caller sleeps here, on its own clock;
+a booking whose wait exceeds the caller's timeout is not made. The native core underneath is the
+in-process limiter of the ``local`` outage policy (at ``local_fraction`` of the limit); it also
+keeps this process's pause and counters for ``metrics()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from types import TracebackType
+from typing import Any, Literal
+
+from omnilimit import _async, _core
+from omnilimit._log import logger
+from omnilimit._validate import positive_rate, whole_number
+from omnilimit.backends.redis_link import IDLE_TTL_S, BackendDown, RedisLink, check_policy, keys_for
+from omnilimit.backends.redis_waits import WaitRecorder
+from omnilimit.rate import DEFAULT_BURST, RateLimiter
+from omnilimit.shared import name_for_key
+
+
+def _to_text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisRateLimiter(RateLimiter):
+    """A ``RateLimiter`` whose budget lives in Redis: every host naming the same
+    ``provider_name`` on the same server shares one GCRA bucket (the latest configuration
+    written wins, as with shared memory). Made by ``RateLimiter(..., backend=URL or client)``.
+
+    ``on_backend_error`` (``closed`` | ``open`` | ``local``) and ``local_fraction`` say what happens
+    while Redis is unreachable (``redis_link``). ``get_stats()`` and the counters read the shared
+    state: ``current_rpm`` counts the admissions of every host whose instant fell in the last 60 s
+    (``record_request()`` adds nothing to it: admissions are counted where they are decided, in
+    the same round trip). While Redis is unreachable, ``get_stats()`` shows this process's local
+    view with a ``backend_error`` key. Not with a token budget. Every method is thread-safe.
+    """
+
+    __slots__ = (
+        "_burst",
+        "_denied",
+        "_fraction",
+        "_keys",
+        "_link",
+        "_outage_admitted",
+        "_outage_denied",
+        "_pending_config",
+        "_policy",
+        "_sleeping",
+        "_state_lock",
+        "_waits",
+    )
+
+    def __init__(
+        self,
+        requests_per_minute: int | float = 60,
+        burst_size: int | None = None,
+        provider_name: str = "default",
+        *,
+        tokens_per_minute: int | float | None = None,
+        token_burst: int | None = None,
+        backend: object = None,
+        on_backend_error: str = "closed",
+        local_fraction: float | None = None,
+    ) -> None:
+        if tokens_per_minute is not None or token_burst is not None:
+            raise ValueError("a token budget cannot be shared through Redis yet: drop tokens_per_minute or the backend")
+        rpm = positive_rate("requests_per_minute", requests_per_minute)
+        burst = DEFAULT_BURST if burst_size is None else whole_number("burst_size", burst_size)
+        policy, fraction = check_policy(on_backend_error, local_fraction)
+        # The native core is the local fallback, at its fraction of the limit.
+        super().__init__(rpm * (fraction or 1.0), burst, provider_name)
+        self._rpm = requests_per_minute
+        self._burst = burst
+        self._policy = policy
+        self._fraction = fraction
+        self._keys = keys_for("rate", name_for_key(self.provider_name))
+        self._link = RedisLink(backend, f"RateLimiter {self.provider_name!r}")
+        self._state_lock = threading.Lock()
+        self._pending_config = False  # a configuration to write when Redis returns
+        self._sleeping = 0
+        self._denied = 0
+        self._outage_admitted = 0
+        self._outage_denied = 0
+        self._waits = WaitRecorder()
+        self._link.on_recovery.append(self._write_pending_config)
+        self._write_config(announce=True)
+
+    # ---- the shared configuration ---------------------------------------------------------------
+
+    def _args(self) -> list[Any]:
+        return [repr(60e6 / float(self._rpm)), self._burst, IDLE_TTL_S]
+
+    def _write_config(self, announce: bool = False) -> None:
+        try:
+            before = self._link.run("RATE_CONFIGURE", self._keys, self._args())
+        except BackendDown:
+            self._pending_config = True
+            return
+        self._pending_config = False
+        interval, burst = (_to_text(v) for v in before)
+        if announce and interval and (float(interval) != 60e6 / float(self._rpm) or int(burst) != self._burst):
+            logger.warning(
+                "RateLimiter %r: the shared limiter on Redis ran at %.6g RPM with burst %s: it now runs at "
+                "this limiter's %s RPM with burst %d, on every host (the latest configuration wins)",
+                self.provider_name,
+                60e6 / float(interval),
+                burst,
+                self._rpm,
+                self._burst,
+            )
+
+    def _write_pending_config(self) -> None:
+        if self._pending_config:
+            self._write_config()
+
+    @property
+    def backend(self) -> str:
+        """Where the state lives (the URL without its password)."""
+        return self._link.where
+
+    @property
+    def on_backend_error(self) -> str:
+        return self._policy
+
+    @property
+    def backend_available(self) -> bool:
+        """False while an outage is open (the policy applies)."""
+        return not self._link.down
+
+    # ---- acquiring ------------------------------------------------------------------------------
+
+    def acquire(self, timeout: float | None = 60, tokens: int = 0) -> bool:
+        """Takes a request from the shared bucket, waiting up to ``timeout`` seconds (``None``:
+        forever, ``0``: no wait). One round trip books the instant; a booking that would not come
+        within the timeout is not made (False, nothing taken). While Redis is unreachable, the
+        policy decides (``closed``: wait for it until the timeout, then False)."""
+        timeout_ns, deadline = _async.deadline(timeout)
+        _check_tokens(tokens)
+        started = time.monotonic()
+        while True:
+            try:
+                booked, wait_s, go_at = self._book(deadline)
+            except BackendDown:
+                decided = self._during_outage(timeout, deadline)
+                if decided is None:
+                    continue
+                return decided
+            if not booked:
+                return self._refused(timeout, timeout_ns)
+            if wait_s > 0:
+                self._sleep(wait_s, go_at)
+            self._waits.record(time.monotonic() - started)
+            return True
+
+    def _book(self, deadline: int) -> tuple[bool, float, str]:
+        max_wait_us = -1 if deadline >= _core.FOREVER_NS else max(0, (deadline - _core.monotonic_ns()) // 1000)
+        reply = self._link.run("RATE_ACQUIRE", self._keys, [*self._args(), 1, max_wait_us])
+        booked = int(reply[0]) == 1
+        return booked, int(reply[1]) / 1e6, _to_text(reply[2]) if booked else ""
+
+    def _sleep(self, wait_s: float, go_at: str) -> None:
+        with self._state_lock:
+            self._sleeping += 1
+        try:
+            time.sleep(wait_s)
+        except BaseException:  # interrupted (Ctrl-C): give the booking back if its time has not come
+            self._refund(go_at)
+            raise
+        finally:
+            with self._state_lock:
+                self._sleeping -= 1
+
+    def _refund(self, go_at: str) -> None:
+        with contextlib.suppress(BackendDown):  # if so, the booking stays: it delays the others one interval
+            self._link.run("RATE_REFUND", self._keys, [*self._args(), 1, go_at])
+
+    def _refused(self, timeout: object, timeout_ns: int) -> bool:
+        if timeout_ns == 0:
+            with self._state_lock:
+                self._denied += 1
+        else:
+            self._on_timeout(timeout)
+        return False
+
+    def _during_outage(self, timeout: object, deadline: int) -> bool | None:
+        """The policy's answer while Redis is unreachable: True/False, or None to try Redis again."""
+        if self._policy == "open":
+            with self._state_lock:
+                self._outage_admitted += 1
+            return True
+        if self._policy == "local":
+            left = None if deadline >= _core.FOREVER_NS else max(0.0, (deadline - _core.monotonic_ns()) / 1e9)
+            took = super().acquire(left)
+            if took:
+                with self._state_lock:
+                    self._outage_admitted += 1
+            return took
+        left_s = _async.seconds_until(deadline) if deadline < _core.FOREVER_NS else float("inf")
+        if left_s <= 0:
+            with self._state_lock:
+                self._outage_denied += 1
+            self._on_timeout(timeout)
+            return False
+        time.sleep(min(left_s, max(self._link.retry_in(), 0.001)))
+        return None
+
+    async def acquire_async(self, timeout: float | None = 60, tokens: int = 0) -> bool:
+        """``acquire()`` for a coroutine: the round trip runs in the loop's default executor and
+        the wait is the loop's timer. Cancelled while waiting, the booking is given back."""
+        timeout_ns, deadline = _async.deadline(timeout)
+        _check_tokens(tokens)
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        while True:
+            try:
+                booked, wait_s, go_at = await loop.run_in_executor(None, self._book, deadline)
+            except BackendDown:
+                if self._policy == "local":
+                    return await super().acquire_async(
+                        None if deadline >= _core.FOREVER_NS else _async.seconds_until(deadline)
+                    )
+                if self._policy == "open":
+                    return self._during_outage(timeout, deadline) is True
+                if _core.monotonic_ns() >= deadline:
+                    return self._during_outage(timeout, deadline) is True
+                await asyncio.sleep(min(_async.seconds_until(deadline), max(self._link.retry_in(), 0.001)))
+                continue
+            if not booked:
+                return self._refused(timeout, timeout_ns)
+            if wait_s > 0:
+                try:
+                    await asyncio.sleep(wait_s)
+                except BaseException:
+                    await asyncio.shield(loop.run_in_executor(None, self._refund, go_at))
+                    raise
+            self._waits.record(time.monotonic() - started)
+            return True
+
+    def __enter__(self) -> RedisRateLimiter:
+        if not self.acquire(60):
+            raise _core.LimiterTimeout(f"Rate limit timeout after 60s for {self.provider_name}")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        self.record_request()
+        return False
+
+    # ---- changes every host follows ---------------------------------------------------------------
+
+    def set_rate(self, requests_per_minute: int | float) -> None:
+        """Changes the shared rate (every host follows; what is owed is converted to the new
+        pace). While Redis is unreachable it is written when Redis returns."""
+        rpm = positive_rate("requests_per_minute", requests_per_minute)
+        RateLimiter.set_rate(self, rpm * (self._fraction or 1.0))  # the local fallback
+        self._rpm = requests_per_minute
+        self._write_config()
+
+    def set_burst(self, burst_size: int) -> None:
+        """Changes the shared burst (every host follows)."""
+        burst = whole_number("burst_size", burst_size)
+        RateLimiter.set_burst(self, burst)
+        self._burst = burst
+        self._write_config()
+
+    def limit_available(self, requests: int) -> None:
+        """Keeps at most ``requests`` available now, for every host (a provider's remaining budget)."""
+        super().limit_available(requests)  # checks it; caps the local fallback
+        with contextlib.suppress(BackendDown):  # if so, the local fallback is capped all the same
+            self._link.run("RATE_HOLD", self._keys, [*self._args(), "cap", requests])
+
+    def pause(self, seconds: float) -> float:
+        """Nobody, on any host, goes for ``seconds`` (a provider's 429); then requests resume at the
+        paced rate. Returns the seconds until this limiter may go again."""
+        local = super().pause(seconds)
+        try:
+            wait_us = self._link.run("RATE_HOLD", self._keys, [*self._args(), "pause", int(seconds * 1e6)])
+        except BackendDown:
+            return local
+        return max(local, int(wait_us) / 1e6)
+
+    # ---- the shared state ------------------------------------------------------------------------
+
+    def _shared(self) -> list[Any] | None:
+        try:
+            return list(self._link.run("RATE_STATS", self._keys, self._args()))
+        except BackendDown:
+            return None
+
+    @property
+    def rpm(self) -> int | float:
+        return self._rpm
+
+    @property
+    def interval_ns(self) -> int:
+        return int(60e9 / float(self._rpm))
+
+    @property
+    def burst(self) -> int:
+        return self._burst
+
+    @property
+    def total_requests(self) -> int:
+        """Admissions by every host (while Redis is unreachable: this process's during the outage)."""
+        shared = self._shared()
+        return int(shared[3]) if shared is not None else self._outage_admitted
+
+    @property
+    def blocked_count(self) -> int:
+        """Refusals by every host (while Redis is unreachable: this process's during the outage)."""
+        shared = self._shared()
+        return int(shared[4]) if shared is not None else self._outage_denied
+
+    @property
+    def denied_count(self) -> int:
+        """This process's ``acquire(timeout=0)`` refusals."""
+        return self._denied
+
+    @property
+    def waiting(self) -> int:
+        """This process's callers asleep on a booking now."""
+        return self._sleeping
+
+    def wait_quantile(self, q: float) -> float:
+        """The q-quantile of this process's latest admitted waits (seconds)."""
+        return self._waits.quantile(q)
+
+    def tokens_available(self, now_ns: int | None = None) -> int:
+        """Requests that could go at once now, for any host (``now_ns`` is ignored: Redis's clock decides)."""
+        shared = self._shared()
+        return int(shared[0]) if shared is not None else super().tokens_available()
+
+    def get_current_rpm(self) -> int:
+        """Admissions by every host in the last 60 seconds."""
+        shared = self._shared()
+        return int(shared[5]) if shared is not None else super().get_current_rpm()
+
+    def predicted_wait(self, tokens: int = 0) -> float:
+        shared = self._shared()
+        return int(shared[6]) / 1e6 if shared is not None else super().predicted_wait()
+
+    def get_stats(self) -> dict[str, object]:
+        """The guide's keys, read from Redis in one round trip (every host's numbers). While Redis
+        is unreachable: this process's local view, plus ``backend_error``."""
+        shared = self._shared()
+        if shared is None:
+            stats = super().get_stats()
+            stats["backend_error"] = self._link.last_error
+            return stats
+        current = int(shared[5])
+        rpm = 60e6 / float(_to_text(shared[1]))
+        shown: int | float = self._rpm if abs(rpm - float(self._rpm)) < 1e-9 * rpm else _plain(rpm)
+        return {
+            "provider": self.provider_name,
+            "rpm_limit": shown,
+            "current_rpm": current,
+            "tokens_available": int(shared[0]),
+            "total_requests": int(shared[3]),
+            "blocked_count": int(shared[4]),
+            "utilization": current / float(shown) * 100.0,
+        }
+
+    def metrics(self) -> dict[str, object]:
+        """``RateLimiter.metrics()``, shared where Redis holds it, plus ``backend``,
+        ``backend_available``, ``backend_outages`` and ``outage_admitted`` / ``outage_denied``
+        (this process's decisions taken by the policy)."""
+        return {
+            **super().metrics(),
+            "backend": self._link.where,
+            "backend_available": not self._link.down,
+            "backend_outages": self._link.outages,
+            "outage_admitted": self._outage_admitted,
+            "outage_denied": self._outage_denied,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"RateLimiter(requests_per_minute={self._rpm!r}, burst_size={self._burst}, "
+            f"provider_name={self.provider_name!r}, backend={self._link.where!r}, "
+            f"on_backend_error={self._policy!r})"
+        )
+
+
+def _check_tokens(tokens: object) -> None:
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= 2**62:
+        raise ValueError(f"tokens must be a whole number >= 0 (at most 2**62), got {tokens!r}")
+
+
+def _plain(rpm: float) -> int | float:
+    """Another host's rate as a user would write it: 1200, not 1200.0000000001."""
+    rounded = round(rpm, 6)
+    return int(rounded) if rounded.is_integer() else rounded

@@ -1,0 +1,499 @@
+"""The Redis backend (backend="redis://..."): one budget for every process and host naming the
+same limiter on one server. Against a real redis-server (tests/redis_server.py)."""
+
+import asyncio
+import logging
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import run_children, start_thread, wait_until
+
+from omnilimit import ConcurrencyLimiter, ConfigError, ProviderRateLimitManager, RateLimiter
+
+pytest.importorskip("redis")
+
+import redis
+
+# ---- the rate limiter: the GCRA script ----------------------------------------------------------
+
+
+def test_a_redis_url_makes_a_shared_rate_limiter_with_a_burst_then_pacing(redis_url, unique_name):
+    limiter = RateLimiter(60, burst_size=3, provider_name=unique_name, backend=redis_url)
+    assert isinstance(limiter, RateLimiter) and type(limiter).__name__ == "RedisRateLimiter"
+    assert [limiter.acquire(timeout=0) for _ in range(4)] == [True, True, True, False]
+    stats = limiter.get_stats()
+    assert stats["total_requests"] == 3 and stats["blocked_count"] == 1 and stats["current_rpm"] == 3
+    assert stats["tokens_available"] == 0 and stats["rpm_limit"] == 60
+    assert limiter.metrics()["denied"] == 1
+
+
+def test_two_limiters_of_one_name_share_one_bucket_and_the_latest_configuration_wins(redis_url, unique_name, caplog):
+    first = RateLimiter(60, provider_name=unique_name, backend=redis_url)
+    assert first.acquire(timeout=0)
+    second = RateLimiter(60, provider_name=unique_name, backend=redis_url)
+    assert second.acquire(timeout=0) is False  # the same bucket
+    with caplog.at_level(logging.WARNING, logger="omnilimit"):
+        RateLimiter(120, provider_name=unique_name, backend=redis_url)
+    assert "the latest configuration wins" in caplog.text
+    assert first.get_stats()["rpm_limit"] == 120  # every host reads the shared configuration
+
+
+def test_a_wait_is_booked_then_slept_and_a_timeout_too_short_takes_nothing(redis_url, unique_name):
+    limiter = RateLimiter(600, provider_name=unique_name, backend=redis_url)  # one every 100 ms
+    assert limiter.acquire(timeout=0)
+    started = time.monotonic()
+    assert limiter.acquire(timeout=0.05) is False  # its turn is ~100 ms away: refused at once
+    assert time.monotonic() - started < 0.05
+    assert limiter.acquire(timeout=1)
+    waited = time.monotonic() - started
+    assert 0.07 < waited < 0.5
+    assert limiter.get_stats()["total_requests"] == 2
+
+
+def test_keys_are_hash_tagged_and_expire(redis_url, unique_name):
+    limiter = RateLimiter(60, provider_name=unique_name, backend=redis_url)
+    limiter.acquire(timeout=0)
+    client = redis.Redis.from_url(redis_url)
+    keys = sorted(k.decode() for k in client.scan_iter(match=f"omnilimit:{{{unique_name}}}:*"))
+    assert keys, "no keys written"
+    for key in keys:
+        assert key.startswith(f"omnilimit:{{{unique_name}}}:rate:")
+        assert 0 < client.ttl(key) <= 24 * 3600
+
+
+def test_a_pause_holds_every_host(redis_url, unique_name):
+    one = RateLimiter(6000, provider_name=unique_name, backend=redis_url)
+    other = RateLimiter(6000, provider_name=unique_name, backend=redis_url)
+    assert one.on_rate_limited(retry_after=0.3) >= 0.29
+    started = time.monotonic()
+    assert other.acquire(timeout=0) is False
+    assert other.acquire(timeout=2)
+    assert time.monotonic() - started > 0.25
+
+
+def test_set_rate_moves_every_host(redis_url, unique_name):
+    one = RateLimiter(60, provider_name=unique_name, backend=redis_url)
+    other = RateLimiter(60, provider_name=unique_name, backend=redis_url)
+    assert one.acquire(timeout=0)
+    other.set_rate(6000)  # one every 10 ms now
+    assert one.acquire(timeout=0.5)
+    assert one.get_stats()["rpm_limit"] == 6000
+
+
+def test_a_cancelled_async_wait_gives_its_booking_back(redis_url, unique_name):
+    limiter = RateLimiter(60, provider_name=unique_name, backend=redis_url)  # one a second
+
+    async def main():
+        assert await limiter.acquire_async(timeout=0)
+        waiter = asyncio.ensure_future(limiter.acquire_async(timeout=5))
+        await asyncio.sleep(0.2)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        async with limiter:  # the refunded instant is the next one: about 1 s after the first
+            pass
+
+    started = time.monotonic()
+    asyncio.run(main())
+    assert time.monotonic() - started < 1.6  # not 2 s: the cancelled booking was given back
+    assert limiter.get_stats()["total_requests"] == 2
+
+
+def test_four_processes_share_3000_rpm_within_one_percent(redis_url, unique_name):
+    start = time.monotonic() + 1.5  # system-wide on Linux: one start for all
+    seconds = 6.0
+    stamps = run_children(
+        4,
+        """
+        import json, threading, time
+        from omnilimit import RateLimiter
+        limiter = RateLimiter(3000, provider_name="{name}", backend="{url}")
+        start, end = {start}, {start} + {seconds}
+        stamps, lock = [], threading.Lock()
+
+        def work():
+            while time.monotonic() < start:
+                time.sleep(0.001)
+            while True:
+                left = end - time.monotonic()
+                if left <= 0 or not limiter.acquire(timeout=left):
+                    return
+                now = time.monotonic()
+                if now >= end:
+                    return
+                with lock:
+                    stamps.append(now)
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        print(json.dumps(stamps))
+        """,
+        name=unique_name,
+        url=redis_url,
+        start=start,
+        seconds=seconds,
+    )
+    merged = sorted(s for child in stamps for s in child)
+    ideal = seconds * 3000 / 60  # 300 instants in the run (burst 1)
+    assert abs(len(merged) - ideal) <= 0.01 * ideal + 1, (len(merged), ideal)
+    assert all(child for child in stamps), "a process got nothing"
+    # No second holds more than its share (50) plus the burst.
+    j = 0
+    for i, t in enumerate(merged):
+        while merged[j] < t - 1.0:
+            j += 1
+        assert i - j + 1 <= 51
+
+
+# ---- the concurrency limiter: leases ------------------------------------------------------------
+
+
+def test_leased_permits_cap_and_release(redis_url, unique_name):
+    limiter = ConcurrencyLimiter(2, unique_name, backend=redis_url)
+    assert type(limiter).__name__ == "RedisConcurrencyLimiter" and isinstance(limiter, ConcurrencyLimiter)
+    assert limiter.acquire(timeout=0) and limiter.acquire(timeout=0)
+    assert limiter.acquire(timeout=0) is False
+    assert limiter.get_stats() == {"max_concurrent": 2, "active_calls": 2, "total_requests": 2, "available_slots": 0}
+    limiter.release()
+    assert limiter.get_stats()["active_calls"] == 1
+    limiter.release()
+    limiter.release()  # nothing held: ignored and counted, capacity stays 2
+    assert limiter.over_release_count == 1
+    assert limiter.get_stats()["available_slots"] == 2
+
+
+def test_only_the_owner_releases(redis_url, unique_name):
+    holder = ConcurrencyLimiter(1, unique_name, backend=redis_url)
+    stranger = ConcurrencyLimiter(1, unique_name, backend=redis_url)
+    assert holder.acquire(timeout=0)
+    stranger.release()  # holds nothing: cannot free the holder's permit
+    assert stranger.over_release_count == 1
+    assert stranger.acquire(timeout=0) is False
+    holder.release()
+    assert stranger.acquire(timeout=0)
+    stranger.release()
+
+
+def test_a_waiter_is_woken_by_a_release_in_another_process(redis_url, unique_name):
+    limiter = ConcurrencyLimiter(1, unique_name, backend=redis_url)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, time\nfrom omnilimit import ConcurrencyLimiter\n"
+            f"c = ConcurrencyLimiter(1, {unique_name!r}, backend={redis_url!r})\n"
+            f"assert c.acquire(timeout=5)\nprint('held', flush=True)\ntime.sleep(0.5)\nc.release()\n"
+            f"print('released', time.monotonic(), flush=True)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "held"
+        assert limiter.acquire(timeout=0) is False
+        assert limiter.acquire(timeout=10)
+        woken = time.monotonic()
+        released = float(child.stdout.readline().split()[1])
+        assert woken - released < 0.3  # woken by the release's message, not by a fallback look
+        limiter.release()
+    finally:
+        child.wait(10)
+
+
+def test_a_killed_clients_permits_come_back_after_the_lease(redis_url, unique_name):
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import os, time\nfrom omnilimit import ConcurrencyLimiter\n"
+            f"c = ConcurrencyLimiter(2, {unique_name!r}, backend={redis_url!r}, lease_seconds=1.0)\n"
+            f"assert c.acquire(timeout=5) and c.acquire(timeout=5)\nprint('held', flush=True)\ntime.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "held"
+        child.kill()
+        child.wait(10)
+        killed = time.monotonic()
+        limiter = ConcurrencyLimiter(2, unique_name, backend=redis_url, lease_seconds=1.0)
+        assert limiter.acquire(timeout=0) is False
+        assert limiter.acquire(timeout=5) and limiter.acquire(timeout=5)
+        assert time.monotonic() - killed < 2.5  # one lease (1 s), not a timeout
+        assert limiter.metrics()["leases_expired"] == 2
+    finally:
+        child.kill()
+
+
+def test_a_long_call_keeps_its_permit_past_the_lease(redis_url, unique_name):
+    holder = ConcurrencyLimiter(1, unique_name, backend=redis_url, lease_seconds=0.3)
+    other = ConcurrencyLimiter(1, unique_name, backend=redis_url, lease_seconds=0.3)
+    assert holder.acquire(timeout=0)
+    time.sleep(1.2)  # four leases long: renewed in the background
+    assert other.acquire(timeout=0) is False
+    holder.release()
+    assert other.acquire(timeout=1)
+    other.release()
+
+
+def test_four_processes_never_exceed_the_cap(redis_url, unique_name):
+    results = run_children(
+        4,
+        """
+        import json, threading, time
+        from omnilimit import ConcurrencyLimiter
+        limiter = ConcurrencyLimiter(3, "{name}", backend="{url}")
+        spans, lock = [], threading.Lock()
+
+        def work():
+            for _ in range(15):
+                assert limiter.acquire(timeout=30)
+                began = time.monotonic()
+                time.sleep(0.005)
+                ended = time.monotonic()
+                limiter.release()
+                with lock:
+                    spans.append((began, ended))
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        print(json.dumps(spans))
+        """,
+        name=unique_name,
+        url=redis_url,
+    )
+    events = sorted((t, kind) for child in results for began, ended in child for t, kind in ((began, 1), (ended, -1)))
+    inside = peak = 0
+    for _, kind in events:
+        inside += kind
+        peak = max(peak, inside)
+    assert sum(len(child) for child in results) == 4 * 4 * 15  # nothing lost
+    assert 1 <= peak <= 3
+    assert ConcurrencyLimiter(3, unique_name, backend=redis_url).get_stats()["active_calls"] == 0
+
+
+def test_many_threads_with_a_tiny_switch_interval(redis_url, unique_name, tiny_switch_interval):
+    limiter = ConcurrencyLimiter(4, unique_name, backend=redis_url)
+    inside = peak = done = 0
+    lock = threading.Lock()
+
+    def work():
+        nonlocal inside, peak, done
+        for _ in range(20):
+            with limiter:
+                with lock:
+                    inside += 1
+                    peak = max(peak, inside)
+                with lock:
+                    inside -= 1
+                    done += 1
+
+    threads = [start_thread(work) for _ in range(16)]
+    for thread in threads:
+        thread.join(60)
+    assert done == 16 * 20 and peak <= 4
+    assert limiter.get_stats()["active_calls"] == 0
+
+
+def test_async_waiters_share_the_permits(redis_url, unique_name):
+    limiter = ConcurrencyLimiter(2, unique_name, backend=redis_url)
+    inside = peak = 0
+
+    async def call():
+        nonlocal inside, peak
+        async with limiter:
+            inside += 1
+            peak = max(peak, inside)
+            await asyncio.sleep(0.01)
+            inside -= 1
+
+    async def main():
+        await asyncio.gather(*(call() for _ in range(12)))
+
+    asyncio.run(main())
+    assert peak == 2 and limiter.get_stats()["total_requests"] == 12
+    assert limiter.get_stats()["active_calls"] == 0
+
+
+# ---- outages --------------------------------------------------------------------------------------
+
+
+def test_closed_waits_for_redis_then_denies_and_recovers(redis_server, unique_name, caplog):
+    limiter = RateLimiter(6000, provider_name=unique_name, backend=redis_server.url)
+    assert limiter.acquire(timeout=0)
+    redis_server.stop()
+    with caplog.at_level(logging.INFO, logger="omnilimit"):
+        started = time.monotonic()
+        assert limiter.acquire(timeout=0.3) is False  # waited for Redis, then denied
+        assert 0.25 < time.monotonic() - started < 2.0
+        assert limiter.acquire(timeout=0.1) is False
+        assert limiter.backend_available is False and "backend_error" in limiter.get_stats()
+        redis_server.start()
+        assert limiter.acquire(timeout=3)  # the outage ends by itself
+        assert limiter.backend_available
+    assert caplog.text.count("is unreachable") == 1  # logged once per outage
+    assert "is back after" in caplog.text
+    assert limiter.metrics()["outage_denied"] == 2
+
+
+def test_open_admits_everyone_while_redis_is_away(redis_server, unique_name):
+    limiter = RateLimiter(60, provider_name=unique_name, backend=redis_server.url, on_backend_error="open")
+    assert limiter.acquire(timeout=0)
+    redis_server.stop()
+    started = time.monotonic()
+    assert all(limiter.acquire(timeout=0) for _ in range(20))
+    assert time.monotonic() - started < 1.5
+    redis_server.start()
+    wait_until(lambda: limiter.acquire(timeout=0) is False, timeout=5)  # limited by Redis again
+
+
+def test_local_limits_each_process_to_its_fraction(redis_server, unique_name):
+    limiter = RateLimiter(
+        600, provider_name=unique_name, backend=redis_server.url, on_backend_error="local", local_fraction=0.5
+    )
+    redis_server.stop()
+    started = time.monotonic()
+    admitted = 0
+    while time.monotonic() - started < 1.0:
+        admitted += limiter.acquire(timeout=max(0.0, 1.0 - (time.monotonic() - started)))
+    assert 3 <= admitted <= 7  # 300 RPM alone: one every 200 ms
+    redis_server.start()
+    wait_until(lambda: limiter.acquire(timeout=0) and limiter.backend_available, timeout=5)
+
+
+def test_concurrency_policies_and_leases_put_back_after_a_restart(redis_server, unique_name):
+    closed = ConcurrencyLimiter(2, unique_name, backend=redis_server.url, lease_seconds=0.6)
+    local = ConcurrencyLimiter(
+        4, unique_name + "-l", backend=redis_server.url, on_backend_error="local", local_fraction=0.5
+    )
+    opened = ConcurrencyLimiter(1, unique_name + "-o", backend=redis_server.url, on_backend_error="open")
+    assert closed.acquire(timeout=0) and closed.acquire(timeout=0)
+    redis_server.stop()
+    assert closed.acquire(timeout=0.2) is False
+    assert [local.acquire(timeout=0) for _ in range(3)] == [True, True, False]  # 2 of 4 alone
+    assert all(opened.acquire(timeout=0) for _ in range(3))
+    local.release()
+    local.release()
+    assert local.acquire(timeout=0)
+    local.release()
+    redis_server.start()  # without persistence: the held leases are gone ...
+    wait_until(lambda: "backend_error" not in closed.get_stats(), timeout=5)
+    # ... and the holder puts them back (its calls still run): nobody else gets a permit.
+    wait_until(lambda: closed.get_stats()["active_calls"] == 2, timeout=5)
+    assert ConcurrencyLimiter(2, unique_name, backend=redis_server.url).acquire(timeout=0) is False
+    closed.release()
+    closed.release()
+    assert closed.get_stats()["active_calls"] == 0
+
+
+def test_nothing_hangs_when_redis_stops_under_load(redis_server, unique_name):
+    limiter = ConcurrencyLimiter(2, unique_name, backend=redis_server.url)
+    results = []
+
+    def work():
+        for _ in range(30):
+            if limiter.acquire(timeout=0.5):
+                time.sleep(0.005)
+                limiter.release()
+                results.append(True)
+            else:
+                results.append(False)
+
+    threads = [start_thread(work) for _ in range(6)]
+    time.sleep(0.1)
+    redis_server.stop()
+    time.sleep(0.5)
+    redis_server.start()
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive()
+    assert len(results) == 180 and any(results)
+
+
+# ---- configuration --------------------------------------------------------------------------------
+
+
+def test_yaml_keys_build_redis_limiters(redis_url, unique_name):
+    config = {
+        "providers": {
+            "r": {
+                "name": "openai",
+                "rate_limit_rpm": 600,
+                "rate_limit_shared_key": unique_name,
+                "rate_limit_backend": redis_url,
+                "rate_limit_on_backend_error": "local",
+                "rate_limit_local_fraction": 0.25,
+            },
+            "c": {
+                "name": "openai",
+                "max_concurrent_calls": 5,
+                "rate_limit_shared_key": unique_name + "-c",
+                "rate_limit_backend": redis_url,
+                "rate_limit_lease_seconds": 10,
+            },
+        }
+    }
+    manager = ProviderRateLimitManager.from_config(config)
+    rate, conc = manager.limiter_for("r"), manager.limiter_for("c")
+    assert type(rate).__name__ == "RedisRateLimiter" and rate.on_backend_error == "local"
+    assert type(conc).__name__ == "RedisConcurrencyLimiter" and conc.lease_seconds == 10
+    assert (
+        rate.acquire(timeout=0) and RateLimiter(600, provider_name=unique_name, backend=redis_url).acquire(0) is False
+    )
+    with conc:
+        assert manager.get_all_stats()[unique_name + "-c"]["active_calls"] == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "key", "match"),
+    [
+        ({"rate_limit_on_backend_error": "closed"}, "rate_limit_on_backend_error", "applies only to a Redis"),
+        ({"rate_limit_backend": "redis://h/0", "rate_limit_on_backend_error": "fail"}, None, "must be one of"),
+        ({"rate_limit_backend": "redis://h/0", "rate_limit_on_backend_error": "local"}, None, "needs"),
+        (
+            {
+                "rate_limit_backend": "redis://h/0",
+                "rate_limit_on_backend_error": "local",
+                "rate_limit_local_fraction": 2,
+            },
+            None,
+            r"\(0, 1\]",
+        ),
+        ({"rate_limit_backend": "redis://h/0", "rate_limit_local_fraction": 0.5}, None, "applies only to"),
+        ({"rate_limit_backend": "redis://h/0", "rate_limit_lease_seconds": 0}, None, ">= 0.1"),
+        ({"rate_limit_backend": "redis+cluster://h/3"}, None, "only database 0"),
+    ],
+)
+def test_bad_redis_settings_are_config_errors(settings, key, match):
+    with pytest.raises(ConfigError, match=match):
+        ProviderRateLimitManager.from_config({"providers": {"p": {"rate_limit_rpm": 60, **settings}}})
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="only to a Redis"):
+        RateLimiter(60, on_backend_error="open")
+    with pytest.raises(ValueError, match="only to a Redis"):
+        ConcurrencyLimiter(2, lease_seconds=5)
+    with pytest.raises(ValueError, match="token budget"):
+        RateLimiter(60, tokens_per_minute=1000, backend="redis://127.0.0.1:1/0")
+    with pytest.raises(TypeError, match="synchronous"):
+        import redis.asyncio
+
+        RateLimiter(60, backend=redis.asyncio.Redis())
+
+
+def test_a_client_object_is_a_backend(redis_url, unique_name):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    limiter = RateLimiter(60, provider_name=unique_name, backend=client)
+    assert limiter.acquire(timeout=0) and limiter.acquire(timeout=0) is False
+    assert limiter.get_stats()["total_requests"] == 1
+    concurrency = ConcurrencyLimiter(1, unique_name, backend=client)
+    with concurrency:
+        assert concurrency.acquire(timeout=0) is False
+    assert concurrency.get_stats()["active_calls"] == 0
