@@ -46,9 +46,10 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, extra: list[str] | None = None) -> None:
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + (extra or []),
             cwd=self.dir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -73,3 +74,41 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisClusterOfThree:
+    """Three redis-server processes in cluster mode, no replicas, every slot covered."""
+
+    def __init__(self) -> None:
+        self.nodes = [RedisServer() for _ in range(3)]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            pytest.skip("redis-cli is not installed")
+        for node in self.nodes:
+            node.start(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            info = subprocess.run(
+                [cli, "-p", str(self.nodes[0].port), "cluster", "info"], capture_output=True, text=True
+            )
+            if "cluster_state:ok" in info.stdout:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the cluster did not become ready")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()

@@ -497,3 +497,29 @@ def test_a_client_object_is_a_backend(redis_url, unique_name):
     with concurrency:
         assert concurrency.acquire(timeout=0) is False
     assert concurrency.get_stats()["active_calls"] == 0
+
+
+def test_a_redis_cluster_url(unique_name):
+    from redis_server import RedisClusterOfThree
+
+    cluster = RedisClusterOfThree()
+    try:
+        cluster.start()
+        limiter = RateLimiter(60, provider_name=unique_name, backend=cluster.url)
+        assert limiter.acquire(timeout=0) and limiter.acquire(timeout=0) is False
+        assert limiter.get_stats()["total_requests"] == 1
+        holder = ConcurrencyLimiter(1, unique_name, backend=cluster.url)
+        waiter = ConcurrencyLimiter(1, unique_name, backend=cluster.url)
+        assert holder.acquire(timeout=0)
+        start_thread(lambda: (time.sleep(0.3), holder.release()))
+        started = time.monotonic()
+        assert waiter.acquire(timeout=5)  # woken through the cluster's pub/sub
+        assert time.monotonic() - started < 0.9
+        waiter.release()
+        client = redis.cluster.RedisCluster.from_url(cluster.url.replace("+cluster", ""))
+        slots = {
+            client.keyslot(key) for node_keys in [list(client.scan_iter(match="omnilimit:*"))] for key in node_keys
+        }
+        assert len(slots) == 1  # one limiter name, one slot (the hash tag)
+    finally:
+        cluster.close()
