@@ -7,6 +7,7 @@ environment variable set), where they fail: CI installs the server and must run 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -26,19 +27,32 @@ def require_binary() -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def free_port(bus: bool = False) -> int:
+    """A free loopback port; with ``bus``, one whose cluster bus port (port + 10000) is free too."""
+    while True:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", random.randrange(20000, 40000) if bus else 0))
+            except OSError:
+                continue
+            port = int(probe.getsockname()[1])
+        if not bus:
+            return port
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
 
 
 class RedisServer:
     """One redis-server process on 127.0.0.1:port, without persistence (a restart loses the data,
     as a crashed cache would)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, bus: bool = False) -> None:
         self.binary = require_binary()
-        self.port = port or free_port()
+        self.port = port or free_port(bus)
         self.dir = tempfile.mkdtemp(prefix="omnilimit-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -80,7 +94,7 @@ class RedisClusterOfThree:
     """Three redis-server processes in cluster mode, no replicas, every slot covered."""
 
     def __init__(self) -> None:
-        self.nodes = [RedisServer() for _ in range(3)]
+        self.nodes = [RedisServer(bus=True) for _ in range(3)]
 
     @property
     def url(self) -> str:
