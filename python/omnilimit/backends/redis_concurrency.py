@@ -8,11 +8,15 @@ channel. While a call runs, this process's keeper thread renews its leases every
 lease, so a long call keeps its permit and a client that dies (or hangs) gives its permits back
 one lease after its last renewal.
 
-A waiter does not poll: it sleeps on a ``Doorbell`` that the keeper thread rings for each message
-on the channel, and tries again when rung. A bounded fallback (at most ``FALLBACK_S``, or sooner
-when the earliest lease will expire) covers a message lost while the subscription reconnects.
-Waiters of one process are woken in arrival order; across hosts, the first to try after a release
-wins (no global order).
+Waiters stand in one line in Redis (a sorted set of tickets), across every host: the first
+``free`` of the line may take a permit and nobody else, so a newcomer cannot pass them and permits
+go in arrival order. A waiter does not poll: whenever permits may have come free (a release, a
+lease taken back, a raised cap, a waiter leaving), the script publishes the ids of the waiters now
+allowed to go, and the keeper thread of each process wakes exactly those of its own
+(``redis_wakeups``). A bounded fallback (at most ``FALLBACK_S``, or sooner when the earliest lease
+will expire) covers a message lost while the subscription reconnects; each look also refreshes
+the waiter's heartbeat, and a waiter whose process died leaves the line ``HEARTBEAT_S`` after its
+last look.
 """
 
 from __future__ import annotations
@@ -32,22 +36,24 @@ from typing import Any, Literal
 from omnilimit import _async, _core
 from omnilimit._log import logger
 from omnilimit._validate import label, whole_number
-from omnilimit.backends.redis_doorbell import Doorbell
 from omnilimit.backends.redis_link import (
     IDLE_TTL_S,
     RETRY_S,
     BackendDown,
     RedisLink,
+    channel_for,
     check_lease,
     check_policy,
     keys_for,
 )
 from omnilimit.backends.redis_waits import WaitRecorder
+from omnilimit.backends.redis_wakeups import Wakeups
 from omnilimit.concurrency import MAX_CONCURRENT, ConcurrencyLimiter
 from omnilimit.shared import name_for_key
 
 DEFAULT_LEASE_S = 30.0
 FALLBACK_S = 1.0  # the longest a waiter sleeps without looking at Redis again
+HEARTBEAT_S = 3.0  # a waiter that has not looked for this long leaves the line
 REDIS = "redis"  # where a held permit came from: a Redis lease ...
 LOCAL = "local"  # ... the local fallback (policy local) ...
 OPEN = "open"  # ... or nowhere (policy open)
@@ -56,7 +62,8 @@ _counter = itertools.count()
 
 
 def _owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{next(_counter)}:{os.urandom(4).hex()}"
+    host = socket.gethostname().replace(" ", "_")  # ids travel space-separated in messages
+    return f"{host}:{os.getpid()}:{next(_counter)}:{os.urandom(4).hex()}"
 
 
 class _Keeper:
@@ -68,8 +75,8 @@ class _Keeper:
         self.keys = keys
         self.channel = channel
         self.lease_s = lease_s
-        self.args = args  # [lease_us, max, ttl_s], the scripts' common arguments (max updated in place)
-        self.bell = Doorbell()
+        self.args = args  # [lease_us, max, ttl_s], the scripts' first arguments (max updated in place)
+        self.wakeups = Wakeups()
         self.lock = threading.Lock()
         self.held: dict[str, str] = {}  # owner id -> REDIS | LOCAL | OPEN, oldest first
         self.mine = threading.local()  # .owners: the ids this thread acquired, latest last
@@ -79,6 +86,10 @@ class _Keeper:
         self._stop = threading.Event()
         self._renew_now = False  # set by renew_soon()
         self._poke = threading.Event()  # wakes the thread when it has no subscription to wait on
+
+    def run(self, script: str, owner: str = "", *extra: Any) -> Any:
+        """One script of this limiter (one round trip); raises BackendDown."""
+        return self.link.run(script, self.keys, [*self.args, owner, self.channel, int(HEARTBEAT_S * 1e6), *extra])
 
     # ---- permits held ----------------------------------------------------------------------------
 
@@ -132,7 +143,7 @@ class _Keeper:
     def stop(self) -> None:
         self._stop.set()
         self._poke.set()
-        self.bell.ring_all()
+        self.wakeups.wake_all()
 
     def renew_soon(self) -> None:
         self._renew_now = True
@@ -147,7 +158,7 @@ class _Keeper:
         self._thread = None
         self._stop = threading.Event()
         self._poke = threading.Event()
-        self.bell = Doorbell()
+        self.wakeups = Wakeups()
 
     def _run(self) -> None:
         pubsub = None
@@ -174,7 +185,8 @@ class _Keeper:
                     if message["type"] == "subscribe":
                         self.listening.set()
                     elif message["type"] == "message":
-                        self.bell.ring(1)
+                        data = message["data"]
+                        self.wakeups.wake((data.decode() if isinstance(data, bytes) else str(data)).split())
             else:
                 self._poke.wait(timeout)
                 self._poke.clear()
@@ -194,7 +206,7 @@ class _Keeper:
             with contextlib.suppress(Exception):
                 pubsub.close()
         self.link.unreachable(error)
-        self.bell.ring_all()
+        self.wakeups.wake_all()
         self._stop.wait(RETRY_S)
 
     def _renew(self) -> None:
@@ -203,7 +215,7 @@ class _Keeper:
         missing = 0
         for start in range(0, len(owners), 500):
             try:
-                missing += int(self.link.run("SEM_RENEW", self.keys, [*self.args, *owners[start : start + 500]]))
+                missing += int(self.run("SEM_RENEW", "", *owners[start : start + 500]))
             except BackendDown:
                 return  # the leases run on; renewed at the next turn after Redis returns
         if missing:
@@ -267,8 +279,14 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
         self._policy = policy
         self._fraction = fraction
         self._link = RedisLink(backend, f"ConcurrencyLimiter {self.name!r}")
-        keys = keys_for("sem", name_for_key(self.name))
-        self._keeper = _Keeper(self._link, keys[:3], keys[3], lease_s, [int(lease_s * 1e6), maximum, IDLE_TTL_S])
+        key_name = name_for_key(self.name)
+        self._keeper = _Keeper(
+            self._link,
+            keys_for("sem", key_name),
+            channel_for(key_name),
+            lease_s,
+            [int(lease_s * 1e6), maximum, IDLE_TTL_S],
+        )
         _keepers.add(self._keeper)
         weakref.finalize(self, self._keeper.stop)
         self._link.on_recovery.append(self._keeper.renew_soon)
@@ -283,7 +301,7 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
     def _write_cap(self, maximum: int, announce: bool = False) -> None:
         self._keeper.args[1] = maximum
         try:
-            before = self._link.run("SEM_CONFIGURE", self._keeper.keys, [*self._keeper.args, "", self._keeper.channel])
+            before = self._keeper.run("SEM_CONFIGURE")
         except BackendDown:
             return  # the scripts carry the cap: it seeds the state if Redis lost it
         text = before.decode() if isinstance(before, bytes) else str(before)
@@ -311,44 +329,63 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
 
     # ---- acquiring -------------------------------------------------------------------------------------
 
-    def _try(self, owner: str) -> tuple[bool, float]:
-        """One round trip: (leased, seconds until the earliest lease expires or -1)."""
-        keeper = self._keeper
-        reply = self._link.run("SEM_ACQUIRE", keeper.keys, [*keeper.args, owner, keeper.channel])
+    def _try(self, owner: str, mode: str) -> tuple[bool, float]:
+        """One round trip: (leased, seconds until the earliest lease expires or -1). ``mode``
+        ``wait`` joins the line (or stays in it) when no permit is free for this caller."""
+        reply = self._keeper.run("SEM_ACQUIRE", owner, mode)
         return int(reply[0]) == 1, int(reply[1]) / 1e6
 
+    def _leave(self, owner: str, refused: bool) -> None:
+        """Leaves the line (if in it); ``refused`` counts a caller that gave up. If Redis is
+        unreachable, the heartbeat takes it out of the line."""
+        with contextlib.suppress(BackendDown):
+            self._keeper.run("SEM_LEAVE", owner, "1" if refused else "0")
+
     def acquire(self, timeout: float | None = 120) -> bool:
-        """Takes a permit, waiting up to ``timeout`` seconds (``None``: forever, ``0``: no wait).
-        Woken by releases on any host; while Redis is unreachable the policy decides (``closed``:
-        wait for it until the timeout, then False). Raises LimiterClosed once closed."""
+        """Takes a permit, waiting up to ``timeout`` seconds (``None``: forever, ``0``: no wait),
+        in one arrival order with every host's waiters. Woken when its turn comes; while Redis is
+        unreachable the policy decides (``closed``: wait for it until the timeout, then False).
+        Raises LimiterClosed once closed."""
         timeout_ns, deadline = _async.deadline(timeout)
         keeper = self._keeper
         owner = _owner_id()
         started = time.monotonic()
-        while True:
-            if self.closed:
-                raise _core.LimiterClosed("the limiter is closed")
-            generation = keeper.bell.generation
-            try:
-                got, expiry_s = self._try(owner)
-            except BackendDown:
-                decided = self._during_outage(owner, timeout, deadline)
-                if decided is None:
-                    continue
-                return decided
-            if got:
-                keeper.hold(owner, REDIS)
-                return self._after_pause(started, deadline, timeout)
-            left_s = _left(deadline)
-            if timeout_ns == 0 or left_s <= 0:
-                return self._refused(timeout, timeout_ns)
-            if keeper.listen(min(left_s, FALLBACK_S)):
-                continue  # subscribed just now: a release may have come before, look again
-            self._waiting += 1
-            try:
-                keeper.bell.wait(generation, _bound(left_s, expiry_s))
-            finally:
-                self._waiting -= 1
+        mode = "try" if timeout_ns == 0 else "wait"
+        waiter = keeper.wakeups.register(owner)
+        in_line = False
+        try:
+            while True:
+                if self.closed:
+                    raise _core.LimiterClosed("the limiter is closed")
+                waiter.before_try()
+                try:
+                    got, expiry_s = self._try(owner, mode)
+                except BackendDown:
+                    decided = self._during_outage(owner, timeout, deadline)
+                    if decided is None:
+                        continue
+                    return decided
+                if got:
+                    in_line = False
+                    keeper.hold(owner, REDIS)
+                    return self._after_pause(started, deadline, timeout)
+                in_line = mode == "wait"
+                left_s = _left(deadline)
+                if timeout_ns == 0 or left_s <= 0:
+                    return self._refused(owner, timeout, timeout_ns)
+                if keeper.listen(min(left_s, FALLBACK_S)):
+                    continue  # subscribed just now: its turn may have been announced before, look again
+                self._waiting += 1
+                try:
+                    waiter.wait(_bound(left_s, expiry_s))
+                finally:
+                    self._waiting -= 1
+        except BaseException:
+            if in_line:
+                self._leave(owner, refused=False)
+            raise
+        finally:
+            keeper.wakeups.unregister(owner)
 
     def _after_pause(self, started: float, deadline: int, timeout: object) -> bool:
         """Holding a permit, waits out this process's pause if it ends by the deadline, else
@@ -363,9 +400,8 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
         self._waits.record(time.monotonic() - started)
         return True
 
-    def _refused(self, timeout: object, timeout_ns: int) -> bool:
-        with contextlib.suppress(BackendDown):
-            self._link.run("SEM_REFUSED", self._keeper.keys, self._keeper.args)
+    def _refused(self, owner: str, timeout: object, timeout_ns: int) -> bool:
+        self._leave(owner, refused=True)
         if timeout_ns == 0:
             self._denied += 1
         else:
@@ -394,59 +430,73 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
 
     async def acquire_async(self, timeout: float | None = 120) -> bool:
         """``acquire()`` for a coroutine: each try runs in the loop's default executor; between
-        tries it waits on the loop for a release. Cancellation-safe: a permit leased as it was
-        cancelled is released."""
+        tries it waits on the loop for its turn. Cancellation-safe: it leaves the line, and a
+        permit leased as it was cancelled is released."""
         timeout_ns, deadline = _async.deadline(timeout)
         keeper = self._keeper
         loop = asyncio.get_running_loop()
         owner = _owner_id()
         started = time.monotonic()
-        while True:
-            if self.closed:
-                raise _core.LimiterClosed("the limiter is closed")
-            generation = keeper.bell.generation
-            attempt = loop.run_in_executor(None, self._try, owner)
-            try:
-                got, expiry_s = await asyncio.shield(attempt)
-            except BackendDown:
-                if self._policy == LOCAL:
-                    left = None if deadline >= _core.FOREVER_NS else _left(deadline)
-                    if not await ConcurrencyLimiter.acquire_async(self, left):
-                        return False
-                    keeper.hold(owner, LOCAL)
+        mode = "try" if timeout_ns == 0 else "wait"
+        waiter = keeper.wakeups.register(owner)
+        in_line = False
+        try:
+            while True:
+                if self.closed:
+                    raise _core.LimiterClosed("the limiter is closed")
+                waiter.before_try()
+                attempt = loop.run_in_executor(None, self._try, owner, mode)
+                try:
+                    got, expiry_s = await asyncio.shield(attempt)
+                except BackendDown:
+                    if self._policy == LOCAL:
+                        left = None if deadline >= _core.FOREVER_NS else _left(deadline)
+                        if not await ConcurrencyLimiter.acquire_async(self, left):
+                            return False
+                        keeper.hold(owner, LOCAL)
+                        return True
+                    if self._policy == OPEN or _left(deadline) <= 0:
+                        return self._during_outage(owner, timeout, deadline) is True
+                    await asyncio.sleep(min(_left(deadline), max(self._link.retry_in(), 0.001)))
+                    continue
+                except asyncio.CancelledError:
+                    attempt.add_done_callback(lambda done: self._give_back_if_leased(done, owner))
+                    raise
+                if got:
+                    in_line = False
+                    keeper.hold(owner, REDIS)
+                    self._waits.record(time.monotonic() - started)
                     return True
-                if self._policy == OPEN or _left(deadline) <= 0:
-                    return self._during_outage(owner, timeout, deadline) is True
-                await asyncio.sleep(min(_left(deadline), max(self._link.retry_in(), 0.001)))
-                continue
-            except asyncio.CancelledError:
-                attempt.add_done_callback(lambda done: self._release_if_leased(done, owner))
-                raise
-            if got:
-                keeper.hold(owner, REDIS)
-                self._waits.record(time.monotonic() - started)
-                return True
-            left_s = _left(deadline)
-            if timeout_ns == 0 or left_s <= 0:
-                return self._refused(timeout, timeout_ns)
-            if not keeper.listening.is_set():
-                await loop.run_in_executor(None, keeper.listen, min(left_s, FALLBACK_S))
-                continue
-            future = keeper.bell.future(loop, generation)
-            self._waiting += 1
-            try:
-                await _async.wake_or_timer(loop, future, _core.monotonic_ns() + int(_bound(left_s, expiry_s) * 1e9))
-            except BaseException:
-                keeper.bell.forget(future, leaving=True)
-                raise
-            finally:
-                self._waiting -= 1
-            keeper.bell.forget(future)
+                in_line = mode == "wait"
+                left_s = _left(deadline)
+                if timeout_ns == 0 or left_s <= 0:
+                    return await loop.run_in_executor(None, self._refused, owner, timeout, timeout_ns)
+                if not keeper.listening.is_set():
+                    await loop.run_in_executor(None, keeper.listen, min(left_s, FALLBACK_S))
+                    continue
+                future = waiter.future(loop)
+                self._waiting += 1
+                try:
+                    await _async.wake_or_timer(loop, future, _core.monotonic_ns() + int(_bound(left_s, expiry_s) * 1e9))
+                finally:
+                    self._waiting -= 1
+        except BaseException:
+            if in_line:
+                await asyncio.shield(loop.run_in_executor(None, self._leave, owner, False))
+            raise
+        finally:
+            keeper.wakeups.unregister(owner)
 
-    def _release_if_leased(self, attempt: asyncio.Future[tuple[bool, float]], owner: str) -> None:
-        if not attempt.cancelled() and attempt.exception() is None and attempt.result()[0]:
+    def _give_back_if_leased(self, attempt: asyncio.Future[tuple[bool, float]], owner: str) -> None:
+        """A try cancelled in flight: a permit it leased is released, a place it took in the line
+        is left."""
+        if attempt.cancelled() or attempt.exception() is not None:
+            return
+        if attempt.result()[0]:
             self._keeper.hold(owner, REDIS)
             self.release()
+        else:
+            self._leave(owner, refused=False)
 
     def __enter__(self) -> RedisConcurrencyLimiter:
         if not self.acquire(120):
@@ -477,9 +527,7 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
             super().release()
         elif kind == REDIS:
             try:
-                released = int(
-                    self._link.run("SEM_RELEASE", self._keeper.keys, [*self._keeper.args, owner, self._keeper.channel])
-                )
+                released = int(self._keeper.run("SEM_RELEASE", owner))
             except BackendDown:
                 return  # the lease runs out by itself (no more renewals)
             if not released:
@@ -495,7 +543,6 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
         maximum = whole_number("max_concurrent", max_concurrent, maximum=MAX_CONCURRENT)
         ConcurrencyLimiter.set_max_concurrent(self, max(1, math.floor(maximum * (self._fraction or 1.0))))
         self._write_cap(maximum)
-        self._keeper.bell.ring_all()
         return 0
 
     def close(self) -> None:
@@ -508,7 +555,7 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
 
     def _shared(self) -> list[Any] | None:
         try:
-            return list(self._link.run("SEM_STATS", self._keeper.keys, self._keeper.args))
+            return list(self._keeper.run("SEM_STATS"))
         except BackendDown:
             return None
 
@@ -583,7 +630,8 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
     def metrics(self) -> dict[str, object]:
         """``ConcurrencyLimiter.metrics()`` with the shared numbers, plus ``backend``,
         ``backend_available``, ``backend_outages``, ``leases_expired`` (permits taken back from
-        clients that stopped renewing) and ``outage_admitted`` / ``outage_denied``."""
+        clients that stopped renewing), ``waiting_everywhere`` (the line across every host; ``waiting``
+        is this process's) and ``outage_admitted`` / ``outage_denied``."""
         shared = self._shared()
         return {
             **super().metrics(),
@@ -591,6 +639,7 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
             "backend_available": not self._link.down,
             "backend_outages": self._link.outages,
             "leases_expired": int(shared[5]) if shared is not None else None,
+            "waiting_everywhere": int(shared[6]) if shared is not None else None,
             "outage_admitted": self._outage["admitted"],
             "outage_denied": self._outage["denied"],
         }

@@ -229,11 +229,17 @@ class RedisLink:
 
 def keys_for(kind: str, name: str) -> list[str]:
     """The keys of one limiter, hash-tagged by name (one Cluster slot): ``kind`` is ``rate`` (bucket,
-    stats, window) or ``sem`` (leases, config and counters, window, channel)."""
+    stats, window) or ``sem`` (leases, config and counters, window, line, heartbeats)."""
     tag = f"omnilimit:{{{name}}}:{kind}"
     if kind == "rate":
         return [f"{tag}:bucket", f"{tag}:stats", f"{tag}:window"]
-    return [f"{tag}:leases", f"{tag}:state", f"{tag}:window", f"{tag}:released"]
+    return [f"{tag}:leases", f"{tag}:state", f"{tag}:window", f"{tag}:line", f"{tag}:heartbeats"]
+
+
+def channel_for(name: str) -> str:
+    """The pub/sub channel of a concurrency limiter: its scripts publish there the ids of the
+    waiters that may go."""
+    return f"omnilimit:{{{name}}}:sem:go"
 
 
 def check_lease(value: object) -> float:

@@ -174,48 +174,87 @@ return {available, exact(interval), burst, tonumber(c[1]) or 0, tonumber(c[2]) o
 """
 )
 
-# The concurrency limiter: leased permits. KEYS: 1 leases (sorted set: owner id -> expiry µs),
-# 2 config and counters hash {max, admitted, refused, released, expired}, 3 window hash (releases
-# per second), 4 nothing (a slot for the channel name's key, so Cluster routes by it).
-# A lease past its expiry belongs to a client that died (or stalled past its lease): it is
-# removed before any decision, and its slot is free again.
+# The concurrency limiter: leased permits, and a line of waiters.
+# KEYS: 1 leases (sorted set: owner id -> expiry µs), 2 config and counters hash {max, ticket,
+# admitted, refused, released, expired}, 3 window hash (releases per second), 4 the line (sorted
+# set: waiter id -> ticket), 5 the line's heartbeats (sorted set: waiter id -> expiry µs).
+# ARGV (every script): 1 lease_us, 2 max (seeds a missing config), 3 ttl_s, 4 owner id,
+# 5 channel, 6 heartbeat_us; some scripts take more.
+#
+# A lease past its expiry belongs to a client that died (or stalled past its lease): it is removed
+# before any decision, and its permit is free again. A waiter in the line whose heartbeat expired
+# stopped looking (its process died): it leaves the line. The first `free` waiters of the line may
+# take a permit, and nobody else: a newcomer goes only when the line is shorter than the permits
+# free, so permits go in arrival order across every host. Whenever permits may have come free,
+# `announce` publishes the ids of the waiters now allowed to go, and their processes wake exactly
+# them.
 _LEASES = """
 local ttl = tonumber(ARGV[3])
-local function purge()
-  local gone = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  if gone > 0 then redis.call('HINCRBY', KEYS[2], 'expired', gone) end
-  return gone
-end
 local function maximum()
   return tonumber(redis.call('HGET', KEYS[2], 'max')) or tonumber(ARGV[2])
 end
+local function free()
+  return maximum() - redis.call('ZCARD', KEYS[1])
+end
 local function touch()
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
+  for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
+end
+local function announce()
+  local n = free()
+  if n <= 0 then return end
+  local heads = redis.call('ZRANGE', KEYS[4], 0, n - 1)
+  if #heads > 0 then redis.call('PUBLISH', ARGV[5], table.concat(heads, ' ')) end
+end
+local function leave(owner)
+  redis.call('ZREM', KEYS[5], owner)
+  return redis.call('ZREM', KEYS[4], owner)
+end
+-- Takes back expired leases and drops waiters that stopped looking; true if anything changed.
+local function purge()
+  local changed = false
+  local gone = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  if gone > 0 then
+    redis.call('HINCRBY', KEYS[2], 'expired', gone)
+    changed = true
+  end
+  local dead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 100)
+  for _, owner in ipairs(dead) do leave(owner) end
+  return changed or #dead > 0
 end
 """
 
-# ARGV: lease_us, max (seeds a missing config), ttl_s, owner, channel.
+# ARGV 7: 'wait' (join the line, or stay in it, when no permit is free for this caller) or 'try'.
 # Returns {1, 0} (leased) or {0, µs until the earliest lease expires, or -1 if none}.
 SEM_ACQUIRE = (
     _NOW
     + _LEASES
     + """
-if purge() > 0 then redis.call('PUBLISH', ARGV[5], 'expired') end
-if redis.call('ZCARD', KEYS[1]) < maximum() then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[4])
+local owner = ARGV[4]
+local changed = purge()
+local rank = redis.call('ZRANK', KEYS[4], owner)
+local ahead = rank or redis.call('ZCARD', KEYS[4])
+if ahead < free() then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), owner)
+  if rank then leave(owner) end
   redis.call('HINCRBY', KEYS[2], 'admitted', 1)
   touch()
+  if changed then announce() end
   return {1, 0}
 end
+if ARGV[7] == 'wait' then
+  if not rank then redis.call('ZADD', KEYS[4], redis.call('HINCRBY', KEYS[2], 'ticket', 1), owner) end
+  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[6]), owner)
+  touch()
+end
+if changed then announce() end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if first[2] then return {0, math.ceil(tonumber(first[2]) - now)} end
 return {0, -1}
 """
 )
 
-# ARGV: lease_us, max, ttl_s, owner, channel. Returns 1 if the owner's lease was released, 0 if
-# it held none (its lease had expired and was taken back).
+# Returns 1 if the owner's lease was released, 0 if it held none (its lease had expired and was
+# taken back).
 SEM_RELEASE = (
     _NOW
     + _LEASES
@@ -225,22 +264,35 @@ if redis.call('ZREM', KEYS[1], ARGV[4]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[2], 'released', 1)
 count_in_window(now, 1)
 touch()
-redis.call('PUBLISH', ARGV[5], 'released')
+announce()
 return 1
 """
 )
 
-# Extends the leases of the owners in ARGV[4..] by lease_us from now. A lease that is missing (a
+# A waiter leaves the line (it timed out, was cancelled, or its limiter closed). ARGV 7: 1 to
+# count it as refused. Returns 1 if it was in the line.
+SEM_LEAVE = (
+    _NOW
+    + _LEASES
+    + """
+local was = leave(ARGV[4])
+if ARGV[7] == '1' then redis.call('HINCRBY', KEYS[2], 'refused', 1) end
+touch()
+if was == 1 then announce() end
+return was
+"""
+)
+
+# Extends the leases of the owners in ARGV[7..] by lease_us from now. A lease that is missing (a
 # Redis restarted without persistence, or one taken back while its client stalled) is put back:
-# the call it stands for is still running. ARGV: lease_us, max, ttl_s, owners...
-# Returns how many were missing.
+# the call it stands for is still running. Returns how many were missing.
 SEM_RENEW = (
     _NOW
     + _LEASES
     + """
 local until_us = now + tonumber(ARGV[1])
 local missing = 0
-for i = 4, #ARGV do
+for i = 7, #ARGV do
   missing = missing + redis.call('ZADD', KEYS[1], until_us, ARGV[i])
 end
 touch()
@@ -248,8 +300,8 @@ return missing
 """
 )
 
-# Sets the cap every host follows (the latest wins). ARGV: lease_us, max, ttl_s, owner (unused),
-# channel. Returns the previous cap ('' when none was stored).
+# Sets the cap every host follows (the latest wins); a raised cap lets the next waiters go.
+# Returns the previous cap ('' when none was stored).
 SEM_CONFIGURE = (
     _NOW
     + _LEASES
@@ -257,32 +309,21 @@ SEM_CONFIGURE = (
 local before = redis.call('HGET', KEYS[2], 'max')
 redis.call('HSET', KEYS[2], 'max', ARGV[2])
 touch()
-if before and tonumber(before) < tonumber(ARGV[2]) then redis.call('PUBLISH', ARGV[5], 'raised') end
+announce()
 return before or ''
 """
 )
 
-# Counts a caller that gave up without a permit. ARGV: lease_us, max, ttl_s.
-SEM_REFUSED = (
-    _NOW
-    + _LEASES
-    + """
-redis.call('HINCRBY', KEYS[2], 'refused', 1)
-touch()
-return 1
-"""
-)
-
-# ARGV: lease_us, max, ttl_s. Returns {leases held now, max, admitted, refused, releases in the
-# last 60 s, leases that expired}.
+# Returns {leases held now, max, admitted, refused, releases in the last 60 s, leases that
+# expired, waiters in the line}.
 SEM_STATS = (
     _NOW
     + _LEASES
     + _WINDOW
     + """
-purge()
+if purge() then announce() end
 local c = redis.call('HMGET', KEYS[2], 'admitted', 'refused', 'expired')
 return {redis.call('ZCARD', KEYS[1]), maximum(), tonumber(c[1]) or 0, tonumber(c[2]) or 0, window_count(),
-        tonumber(c[3]) or 0}
+        tonumber(c[3]) or 0, redis.call('ZCARD', KEYS[4])}
 """
 )
