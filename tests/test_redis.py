@@ -2,9 +2,11 @@
 same limiter on one server. Against a real redis-server (tests/redis_server.py)."""
 
 import asyncio
+import json
 import logging
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -599,3 +601,73 @@ def test_a_dead_waiter_leaves_the_line(redis_url, unique_name):
         assert time.monotonic() - started < 3.0 + 2.5
     finally:
         child.kill()
+
+
+@pytest.mark.parametrize("policy", ["closed", "open", "local"])
+def test_four_processes_through_a_redis_restart(redis_server, unique_name, policy):
+    """4 processes x 4 threads on 1200 RPM (20/s) for 6 s; Redis is away from 2.0 s to 3.5 s."""
+    start = time.monotonic() + 1.5
+    seconds, down_at, up_at = 6.0, 2.0, 3.5
+    fraction = ", local_fraction=0.25" if policy == "local" else ""
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(
+                    f"""
+                    import json, threading, time
+                    from omnilimit import RateLimiter
+                    limiter = RateLimiter(1200, provider_name={unique_name!r}, backend={redis_server.url!r},
+                                          on_backend_error={policy!r}{fraction})
+                    start, end = {start}, {start} + {seconds}
+                    stamps, lock = [], threading.Lock()
+
+                    def work():
+                        while time.monotonic() < start:
+                            time.sleep(0.001)
+                        while True:
+                            left = end - time.monotonic()
+                            if left <= 0:
+                                return
+                            if limiter.acquire(timeout=min(left, 0.5)):
+                                with lock:
+                                    stamps.append(time.monotonic())
+
+                    threads = [threading.Thread(target=work) for _ in range(4)]
+                    for t in threads: t.start()
+                    for t in threads: t.join()
+                    print(json.dumps(stamps))
+                    """
+                ),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    time.sleep(max(0.0, start + down_at - time.monotonic()))
+    redis_server.stop()
+    time.sleep(max(0.0, start + up_at - time.monotonic()))
+    redis_server.start()
+    stamps = []
+    for child in children:
+        out, err = child.communicate(timeout=60)  # nothing hangs
+        assert child.returncode == 0 and "Traceback" not in err, err
+        stamps += json.loads(out)
+    outage = [t for t in stamps if start + down_at <= t < start + up_at]
+    # Each process finds Redis back at its next probe (at most RETRY_S = 0.5 s after the server
+    # answers); give that a margin on this loaded machine before counting.
+    after_from = up_at + 1.2
+    after = [t for t in stamps if start + after_from <= t < start + seconds]
+    booked_ahead = 16  # each thread may hold one instant booked before Redis went away
+    if policy == "closed":
+        assert len(outage) <= booked_ahead  # nothing decided while Redis was away
+        assert len(stamps) <= seconds * 20 + 2
+    elif policy == "local":
+        assert len(outage) <= booked_ahead + 4 * (1.5 * 5 + 1)  # each process alone at a quarter: 5/s
+        assert len(outage) >= 4 * 1.5 * 5 * 0.5
+    else:
+        assert len(outage) > 1.5 * 20 * 3  # unlimited while Redis was away
+    assert abs(len(after) - (seconds - after_from) * 20) <= 3  # shared again, at the limit
