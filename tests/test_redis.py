@@ -559,14 +559,18 @@ def test_waiters_of_several_processes_go_in_arrival_order(redis_url, unique_name
     assert [index for _, index in sorted(got)] == [0, 1, 2, 3]
 
 
+def _append_acquired(into, limiter):
+    into.append(limiter.acquire(timeout=10))
+
+
 def test_a_newcomer_does_not_pass_the_line(redis_url, unique_name):
     holder = ConcurrencyLimiter(1, unique_name, backend=redis_url)
     newcomer = ConcurrencyLimiter(1, unique_name, backend=redis_url)
     waiter = ConcurrencyLimiter(1, unique_name, backend=redis_url)
     for _ in range(10):
         assert holder.acquire(timeout=0)
-        done = []
-        thread = start_thread(lambda: done.append(waiter.acquire(timeout=10)))
+        done: list[bool] = []
+        thread = start_thread(_append_acquired, done, waiter)
         wait_until(lambda: holder.metrics()["waiting_everywhere"] == 1)
         holder.release()
         assert newcomer.acquire(timeout=0) is False  # the permit is the waiter's
