@@ -141,7 +141,7 @@ def test_bench_is_an_installed_command() -> None:
         [sys.executable, "-m", "omnilimit", "bench", "--help"], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert "--json" in done.stdout and "--plot" in done.stdout
+    assert "--json" in done.stdout and "--plot" in done.stdout and "--redis" in done.stdout
 
 
 # --- 8. asyncio ---------------------------------------------------------------------------------
@@ -465,19 +465,6 @@ def test_a_process_that_cannot_open_its_limiter_reports_why() -> None:
 # --- 10. Redis ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def bench_redis_url() -> str:
-    """The Redis server of section 10's tests: OMNILIMIT_TEST_REDIS_URL. Without it they are skipped,
-    except under CI (the CI environment variable set), where they fail: CI must run them."""
-    url = os.environ.get("OMNILIMIT_TEST_REDIS_URL")
-    if not url:
-        message = "OMNILIMIT_TEST_REDIS_URL names no Redis server for section 10"
-        if os.environ.get("CI"):
-            pytest.fail(message + ": CI must run the Redis tests")
-        pytest.skip(message)
-    return url
-
-
 def _our_keys(url: str) -> list[bytes]:
     """The keys a benchmark run in this process would make on the server (and must delete)."""
     import redis
@@ -493,16 +480,16 @@ def _our_keys(url: str) -> list[bytes]:
         client.close()
 
 
-def test_redis_smoke_run(bench_redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_redis_smoke_run(redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("pyrate_limiter")
     pytest.importorskip("limits")
     from importlib.metadata import version
 
     out = tmp_path / "bench.json"
-    assert cli(["bench", "--smoke", "--only", "redis", "--redis", bench_redis_url, "--json", str(out)]) == 0
+    assert cli(["bench", "--smoke", "--only", "redis", "--redis", redis_url, "--json", str(out)]) == 0
     data = json.loads(out.read_text(encoding="utf-8"))
     assert set(data["results"]) == {"redis"}
-    assert _our_keys(bench_redis_url) == []
+    assert _our_keys(redis_url) == []
     smoke = suite.SETTINGS["smoke"]
     rows = data["results"]["redis"]
     decisions = {(r["call"], r["impl"]): r for r in rows if r["part"] == "decision"}
@@ -525,7 +512,7 @@ def test_redis_smoke_run(bench_redis_url: str, tmp_path: Path, capsys: pytest.Ca
         assert row["round_trips"] >= 1 and row["commands"] >= row["round_trips"], impl
         assert row["min_ns"] > 0 and row["median_ns"] >= row["min_ns"] and row["decisions_per_s"] > 0, impl
         assert row["server_cpu_us"] >= 0 and row["cpu_us"] >= 0, impl
-        assert row["server"].startswith("Redis ") and bench_redis_url.split("@")[-1] in row["server"], impl
+        assert row["server"].startswith("Redis ") and redis_url.split("@")[-1] in row["server"], impl
     threads = [r for r in rows if r["part"] == "threads"]
     assert [(r["call"], r["impl"]) for r in threads] == list(decisions)
     for row in threads:
@@ -540,10 +527,10 @@ def test_redis_smoke_run(bench_redis_url: str, tmp_path: Path, capsys: pytest.Ca
     assert "round trips" in printed and "x one thread" in printed
 
 
-def test_redis_peers_admit_the_burst_then_refuse_and_leave_no_keys(bench_redis_url: str) -> None:
+def test_redis_peers_admit_the_burst_then_refuse_and_leave_no_keys(redis_url: str) -> None:
     pytest.importorskip("pyrate_limiter")
     pytest.importorskip("limits")
-    deciders, skipped = peers.redis_rate_deciders(60, 5, bench_redis_url)  # 5 at once, then one a second
+    deciders, skipped = peers.redis_rate_deciders(60, 5, redis_url)  # 5 at once, then one a second
     try:
         assert skipped == [] and len(deciders) == 4
         for decider in deciders:
@@ -551,11 +538,11 @@ def test_redis_peers_admit_the_burst_then_refuse_and_leave_no_keys(bench_redis_u
             assert (decider.decide_in_threads is not None) == decider.name.startswith("pyrate-limiter")
             first = (decider.decide_in_threads or decider.decide)()
             assert [first] + [decider.decide() for _ in range(6)] == [True] * 5 + [False] * 2, decider.name
-        assert _our_keys(bench_redis_url)
+        assert _our_keys(redis_url)
     finally:
         for decider in deciders:
             decider.close()
-    assert _our_keys(bench_redis_url) == []
+    assert _our_keys(redis_url) == []
 
 
 def test_redis_without_a_server_is_skipped_and_says_why() -> None:

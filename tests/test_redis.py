@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import run_children, start_thread, wait_until
 
-from omnilimit import ConcurrencyLimiter, ConfigError, ProviderRateLimitManager, RateLimiter
+from omnilimit import ConcurrencyLimiter, ConfigError, LimiterClosed, ProviderRateLimitManager, RateLimiter
 
 pytest.importorskip("redis")
 
@@ -675,3 +675,28 @@ def test_four_processes_through_a_redis_restart(redis_server, unique_name, polic
     else:
         assert len(outage) > 1.5 * 20 * 3  # unlimited while Redis was away
     assert abs(len(after) - (seconds - after_from) * 20) <= 3  # shared again, at the limit
+
+
+def test_close_wakes_the_waiters_and_refuses_newcomers(redis_url, unique_name):
+    limiter = ConcurrencyLimiter(1, unique_name, backend=redis_url)
+    assert limiter.acquire(timeout=0)
+    errors = []
+
+    def wait():
+        try:
+            limiter.acquire(timeout=30)
+        except LimiterClosed as error:
+            errors.append(error)
+
+    threads = [start_thread(wait) for _ in range(3)]
+    wait_until(lambda: limiter.waiting == 3)
+    assert limiter.metrics()["waiting_everywhere"] == 3
+    limiter.close()
+    for thread in threads:
+        thread.join(10)
+    assert len(errors) == 3 and limiter.waiting == 0
+    wait_until(lambda: limiter.metrics()["waiting_everywhere"] == 0)  # they left the line
+    with pytest.raises(LimiterClosed):
+        limiter.acquire(timeout=0)
+    limiter.release()  # releases still work
+    assert limiter.get_stats()["active_calls"] == 0

@@ -250,15 +250,12 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
     """
 
     __slots__ = (
-        "_denied",
+        "_counts",
         "_fraction",
         "_keeper",
         "_link",
-        "_outage",
         "_over_logged",
-        "_over_release",
         "_policy",
-        "_waiting",
         "_waits",
     )
 
@@ -290,13 +287,15 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
         _keepers.add(self._keeper)
         weakref.finalize(self, self._keeper.stop)
         self._link.on_recovery.append(self._keeper.renew_soon)
-        self._denied = 0
-        self._over_release = 0
+        # This process's counters: waiting, denied, over_release, outage_admitted, outage_denied.
+        self._counts = dict.fromkeys(("waiting", "denied", "over_release", "outage_admitted", "outage_denied"), 0)
         self._over_logged = False
-        self._outage = {"admitted": 0, "denied": 0}
-        self._waiting = 0
         self._waits = WaitRecorder()
         self._write_cap(maximum, announce=True)
+
+    def _bump(self, counter: str, delta: int = 1) -> None:
+        with self._keeper.lock:
+            self._counts[counter] += delta
 
     def _write_cap(self, maximum: int, announce: bool = False) -> None:
         self._keeper.args[1] = maximum
@@ -375,11 +374,11 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
                     return self._refused(owner, timeout, timeout_ns)
                 if keeper.listen(min(left_s, FALLBACK_S)):
                     continue  # subscribed just now: its turn may have been announced before, look again
-                self._waiting += 1
+                self._bump("waiting")
                 try:
                     waiter.wait(_bound(left_s, expiry_s))
                 finally:
-                    self._waiting -= 1
+                    self._bump("waiting", -1)
         except BaseException:
             if in_line:
                 self._leave(owner, refused=False)
@@ -403,7 +402,7 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
     def _refused(self, owner: str, timeout: object, timeout_ns: int) -> bool:
         self._leave(owner, refused=True)
         if timeout_ns == 0:
-            self._denied += 1
+            self._bump("denied")
         else:
             self._on_timeout(timeout)
         return False
@@ -411,18 +410,18 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
     def _during_outage(self, owner: str, timeout: object, deadline: int) -> bool | None:
         if self._policy == OPEN:
             self._keeper.hold(owner, OPEN)
-            self._outage["admitted"] += 1
+            self._bump("outage_admitted")
             return True
         if self._policy == LOCAL:
             left = None if deadline >= _core.FOREVER_NS else _left(deadline)
             if not super().acquire(left):
                 return False
             self._keeper.hold(owner, LOCAL)
-            self._outage["admitted"] += 1
+            self._bump("outage_admitted")
             return True
         left_s = _left(deadline)
         if left_s <= 0:
-            self._outage["denied"] += 1
+            self._bump("outage_denied")
             self._on_timeout(timeout)
             return False
         time.sleep(min(left_s, max(self._link.retry_in(), 0.001)))
@@ -475,11 +474,11 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
                     await loop.run_in_executor(None, keeper.listen, min(left_s, FALLBACK_S))
                     continue
                 future = waiter.future(loop)
-                self._waiting += 1
+                self._bump("waiting")
                 try:
                     await _async.wake_or_timer(loop, future, _core.monotonic_ns() + int(_bound(left_s, expiry_s) * 1e9))
                 finally:
-                    self._waiting -= 1
+                    self._bump("waiting", -1)
         except BaseException:
             if in_line:
                 await asyncio.shield(loop.run_in_executor(None, self._leave, owner, False))
@@ -517,7 +516,7 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
         without a held permit is ignored, counted in ``over_release_count`` and logged once."""
         taken = self._keeper.take()
         if taken is None:
-            self._over_release += 1
+            self._bump("over_release")
             if not self._over_logged:
                 self._over_logged = True
                 self._on_over_release()
@@ -576,25 +575,25 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
     @property
     def total_requests(self) -> int:
         shared = self._shared()
-        return int(shared[2]) if shared is not None else self._outage["admitted"]
+        return int(shared[2]) if shared is not None else self._counts["outage_admitted"]
 
     @property
     def blocked_count(self) -> int:
         shared = self._shared()
-        return int(shared[3]) if shared is not None else self._outage["denied"]
+        return int(shared[3]) if shared is not None else self._counts["outage_denied"]
 
     @property
     def denied_count(self) -> int:
-        return self._denied
+        return self._counts["denied"]
 
     @property
     def over_release_count(self) -> int:
-        return self._over_release
+        return self._counts["over_release"]
 
     @property
     def waiting(self) -> int:
         """This process's callers waiting for a permit now."""
-        return self._waiting
+        return self._counts["waiting"]
 
     def wait_quantile(self, q: float) -> float:
         return self._waits.quantile(q)
@@ -615,7 +614,7 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
             return {
                 "max_concurrent": maximum,
                 "active_calls": held,
-                "total_requests": self._outage["admitted"],
+                "total_requests": self._counts["outage_admitted"],
                 "available_slots": max(0, maximum - held),
                 "backend_error": self._link.last_error,
             }
@@ -640,8 +639,8 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
             "backend_outages": self._link.outages,
             "leases_expired": int(shared[5]) if shared is not None else None,
             "waiting_everywhere": int(shared[6]) if shared is not None else None,
-            "outage_admitted": self._outage["admitted"],
-            "outage_denied": self._outage["denied"],
+            "outage_admitted": self._counts["outage_admitted"],
+            "outage_denied": self._counts["outage_denied"],
         }
 
     def __repr__(self) -> str:

@@ -23,9 +23,11 @@ a bug or a misconfiguration, and no policy hides it.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 import urllib.parse
+import weakref
 from typing import Any
 
 from omnilimit._log import logger
@@ -138,6 +140,17 @@ def unreachable_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+_links: weakref.WeakSet[RedisLink] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for link in list(_links):
+        link._lock = threading.Lock()  # a thread of the parent may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class RedisLink:
     """The scripts of one limiter on one Redis, with its outage state. Thread-safe."""
 
@@ -156,6 +169,7 @@ class RedisLink:
         self._last_error = ""
         self.outages = 0
         self.on_recovery: list[Any] = []  # callables run (outside the lock) when an outage closes
+        _links.add(self)
 
     @property
     def down(self) -> bool:

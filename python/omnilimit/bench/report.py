@@ -1,6 +1,6 @@
 """``omnilimit bench``: run the suite, print omnilimit against every peer found, check the targets.
 
-    omnilimit bench [--full] [--only SECTION ...] [--json FILE] [--plot FILE.png]
+    omnilimit bench [--full] [--only SECTION ...] [--redis URL] [--json FILE] [--plot FILE.png]
 
 The targets are those of the project's benchmark issue; they are reported, met or not, with the
 figures of this run. Nothing here is asserted by the test suite: timings belong to this command.
@@ -23,9 +23,22 @@ from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 import omnilimit
+from omnilimit.backends.redis_link import SCHEMES, redact
 
 from .reference import ENV_VAR, load_reference
-from .suite import ASYNC_WITH, CONCURRENCY_PAIR, IN_PROCESS, RATE_DECISION, SECTIONS, SETTINGS, SHM, Impls, Settings
+from .suite import (
+    ASYNC_WITH,
+    CONCURRENCY_PAIR,
+    IN_PROCESS,
+    RATE_DECISION,
+    REDIS_ENV_VAR,
+    SECTIONS,
+    SETTINGS,
+    SHM,
+    Impls,
+    Settings,
+    redis_problem,
+)
 
 TITLES = {
     "uncontended": "1. Uncontended pair, one thread (ns per call)",
@@ -37,10 +50,11 @@ TITLES = {
     "wakeup": "6. Wake-up latency: release() to the waiter's acquire() returning",
     "asyncio": "8. asyncio: {tasks:,} tasks on one event loop",
     "shared": "9. Shared between processes",
+    "redis": "10. Redis: one budget across hosts",
 }
 
 
-PEER_DISTRIBUTIONS = ("pyrate-limiter", "limits", "token-bucket", "aiolimiter", "filelock")
+PEER_DISTRIBUTIONS = ("pyrate-limiter", "limits", "token-bucket", "aiolimiter", "filelock", "redis")
 
 
 def machine() -> str:
@@ -62,12 +76,25 @@ def _version(distribution: str) -> str:
 
 
 def run(
-    settings: Settings, sections: Iterable[str], command: str = "omnilimit bench", progress: TextIO | None = None
+    settings: Settings,
+    sections: Iterable[str],
+    command: str = "omnilimit bench",
+    progress: TextIO | None = None,
+    redis_url: str | None = None,
 ) -> dict[str, Any]:
-    """Every figure of one run, JSON-ready: info, settings, results by section, skipped peers, targets."""
+    """Every figure of one run, JSON-ready: info, settings, results by section, skipped peers, targets.
+
+    Section 10 (redis) runs against the server at `redis_url`; without one it is skipped, and says
+    why (on `progress`, and in the run's skipped list)."""
     reference, origin = load_reference()
     skipped = [] if reference is not None else [{"name": "reference (omnigen-usf 0.1.18)", "reason": origin}]
-    impls = Impls(reference, origin, skipped)
+    impls = Impls(reference, origin, skipped, redis_url)
+    sections = list(sections)
+    if "redis" in sections and (problem := redis_problem(redis_url)) is not None:
+        sections.remove("redis")
+        skipped.append({"name": TITLES["redis"], "reason": problem})
+        if progress is not None:
+            print(f"  skipping redis: {problem}", file=progress, flush=True)
     given = os.environ.get(ENV_VAR)
     info = {
         "command": f"{ENV_VAR}={shlex.quote(given)} {command}" if given else command,
@@ -491,6 +518,70 @@ def _print_shared(rows: list[dict[str, Any]], out: TextIO) -> None:
                 print(f"  note: {r['impl']} ({r['shared']}): {r['note']}", file=out)
 
 
+REDIS_DECISION_COLUMNS = [
+    ("call", "call"),
+    ("impl", "implementation"),
+    ("api", "api"),
+    ("decisions_per_s", "decisions/s"),
+    ("min_us", "min µs"),
+    ("median_us", "median"),
+    ("round_trips", "round trips"),
+    ("commands", "Redis commands"),
+    ("server_cpu_us", "Redis CPU µs"),
+    ("cpu_us", "CPU µs"),
+    ("vs_omnilimit", "x omnilimit"),
+]
+REDIS_THREADS_COLUMNS = [
+    ("call", "call"),
+    ("impl", "implementation"),
+    ("api", "api"),
+    ("decisions_per_s", "decisions/s"),
+    ("vs_one_thread", "x one thread"),
+    ("server_cpu_us", "Redis CPU µs"),
+    ("cpu_us", "CPU µs"),
+]
+
+
+def _print_redis(rows: list[dict[str, Any]], out: TextIO) -> None:
+    decisions = [r for r in rows if r["part"] == "decision"]
+    print(f"\n{TITLES['redis']}" + (f" ({decisions[0]['server']})" if decisions else ""), file=out)
+    if decisions:
+        first = decisions[0]
+        print(
+            f"  one thread, a limit no run exhausts: µs per decision (minimum and median of {first['repeats']} runs,"
+            " interleaved; decisions/s from the median);"
+            f" over {first['counted']:,} more, per decision: round trips (this thread's sends), the commands Redis"
+            " ran (a script's included), Redis's CPU and this process's",
+            file=out,
+        )
+        ours = _one({"x": decisions}, "x", impl="omnilimit", call=RATE_DECISION)
+        shown = [
+            {**r, "min_us": r["min_ns"] / 1e3, "median_us": r["median_ns"] / 1e3}
+            | {"vs_omnilimit": r["min_ns"] / ours["min_ns"] if ours else math.nan}
+            for r in decisions
+        ]
+        _table(shown, REDIS_DECISION_COLUMNS, out, left=3)
+        print("  Redis commands per decision:", file=out)
+        for r in decisions:
+            ran = ", ".join(f"{name} {_fmt(n)}" for name, n in r["commands_by_name"].items())
+            print(f"    {r['impl']} ({r['call']}): {ran}", file=out)
+    threads = [r for r in rows if r["part"] == "threads"]
+    if threads:
+        first = threads[0]
+        print(
+            f"  {first['threads']} threads share each limiter, counted for {first['seconds']:g} s after the"
+            f" warm-up; the trial of median throughput of {len(first['trials'])}; CPU of Redis and of this"
+            " process per decision",
+            file=out,
+        )
+        _table(threads, REDIS_THREADS_COLUMNS, out, left=3)
+    for r in rows:
+        errors = "; ".join(dict.fromkeys(r.get("errors", [])))[:300]
+        if r["refused"] or errors:
+            note = f"{r['refused']:,} refused" + (f"; {errors}" if errors else "")
+            print(f"  note: {r['impl']} ({r['call']}, {r['part']}): {note}", file=out)
+
+
 def print_report(data: dict[str, Any], out: TextIO | None = None) -> None:
     out = out or sys.stdout
     for key, value in data["info"].items():
@@ -501,6 +592,9 @@ def print_report(data: dict[str, Any], out: TextIO | None = None) -> None:
             continue
         if section == "shared":
             _print_shared(rows, out)
+            continue
+        if section == "redis":
+            _print_redis(rows, out)
             continue
         print(f"\n{TITLES[section]}", file=out)
         if section in RATIO_KEY:
@@ -559,6 +653,14 @@ def plot(data: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
+def _shown(arg: str) -> str:
+    """A command-line argument as the report shows it: a Redis URL without its password."""
+    option, equals, value = arg.partition("=")
+    if equals and option == "--redis":
+        return f"--redis={redact(value)}"
+    return redact(arg) if arg.startswith(SCHEMES) else arg
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="omnilimit bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="longer runs and more trials (a few minutes)")
@@ -566,18 +668,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", nargs="+", choices=list(SECTIONS), metavar="SECTION", help=f"run only these: {', '.join(SECTIONS)}"
     )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help=f"run section 10 (redis) against the Redis server at URL, e.g. redis://localhost:6379/0 (default:"
+        f" ${REDIS_ENV_VAR}; without either it is skipped); the run should be the server's only client",
+    )
     parser.add_argument("--json", metavar="FILE", help="write every figure to FILE as JSON")
     parser.add_argument(
         "--plot", metavar="FILE.png", help="draw throughput and p99 latency against threads (needs omnilimit[plot])"
     )
     args = parser.parse_args(argv)
     settings = SETTINGS["smoke" if args.smoke else "full" if args.full else "short"]
+    sections = args.only or list(SECTIONS)
     if args.plot:
         _pyplot()  # fail now, not after the run
         if args.only and "contention" not in args.only:
             parser.error("--plot draws the contention section: add contention to --only")
-    command = shlex.join(["omnilimit", "bench", *(sys.argv[1:] if argv is None else argv)])
-    data = run(settings, args.only or list(SECTIONS), command, progress=sys.stderr)
+    redis_url = args.redis or os.environ.get(REDIS_ENV_VAR) or None
+    if "redis" in sections and (redis_url or args.only):  # asked for: fail now, not after the run
+        problem = redis_problem(redis_url)
+        if problem is not None:
+            parser.error(f"section redis: {problem}")
+    command = shlex.join(["omnilimit", "bench", *map(_shown, sys.argv[1:] if argv is None else argv)])
+    if redis_url and not args.redis:
+        command = f"{REDIS_ENV_VAR}={shlex.quote(redact(redis_url))} {command}"
+    data = run(settings, sections, command, progress=sys.stderr, redis_url=redis_url)
     print_report(data)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
