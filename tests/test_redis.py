@@ -64,6 +64,20 @@ def test_keys_are_hash_tagged_and_expire(redis_url, unique_name):
     for key in keys:
         assert key.startswith(f"omnilimit:{{{unique_name}}}:rate:")
         assert 0 < client.ttl(key) <= 24 * 3600
+    # A concurrency limiter's keys, the line included, created at any moment of a second.
+    concurrency = ConcurrencyLimiter(1, unique_name, backend=redis_url)
+    for _ in range(3):
+        assert concurrency.acquire(timeout=0)
+        assert concurrency.acquire(timeout=0.05) is False  # a waiter joined the line, then left
+        start_thread(concurrency.acquire, 5)
+        wait_until(lambda: concurrency.metrics()["waiting_everywhere"] == 1)
+        all_keys = [k.decode() for k in client.scan_iter(match=f"omnilimit:{{{unique_name}}}:sem:*")]
+        assert {k.rsplit(":", 1)[1] for k in all_keys} >= {"leases", "state", "line", "heartbeats"}
+        assert all(0 < client.ttl(k) <= 24 * 3600 for k in all_keys), [(k, client.ttl(k)) for k in all_keys]
+        concurrency.release()
+        wait_until(lambda: concurrency.get_stats()["active_calls"] == 1)  # the waiter's turn
+        concurrency.release()
+        time.sleep(0.4)
 
 
 def test_a_pause_holds_every_host(redis_url, unique_name):

@@ -242,11 +242,11 @@ class RedisLink:
 
 
 def keys_for(kind: str, name: str) -> list[str]:
-    """The keys of one limiter, hash-tagged by name (one Cluster slot): ``kind`` is ``rate`` (bucket,
-    stats, window) or ``sem`` (leases, config and counters, window, line, heartbeats)."""
+    """The keys of one limiter, hash-tagged by name (one Cluster slot): ``kind`` is ``rate`` (bucket
+    and counters, window) or ``sem`` (leases, config and counters, window, line, heartbeats)."""
     tag = f"omnilimit:{{{name}}}:{kind}"
     if kind == "rate":
-        return [f"{tag}:bucket", f"{tag}:stats", f"{tag}:window"]
+        return [f"{tag}:bucket", f"{tag}:window"]
     return [f"{tag}:leases", f"{tag}:state", f"{tag}:window", f"{tag}:line", f"{tag}:heartbeats"]
 
 

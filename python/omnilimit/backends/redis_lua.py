@@ -7,8 +7,9 @@ Times inside Redis are microseconds since the epoch as Lua numbers (doubles: exa
 of a microsecond at today's dates, where nanoseconds would not fit 53 bits).
 
 All the keys of one limiter share a hash tag (``omnilimit:{NAME}:...``), so a Redis Cluster keeps
-them in one slot and a script may touch them together. Every write refreshes an idle expiry
-(ARGV ``ttl_s``): a limiter nobody uses leaves nothing behind.
+them in one slot and a script may touch them together. Each key gets an idle expiry (ARGV
+``ttl_s``) when it is created and again at the first write of every second (not at every write:
+each command costs server time on the hot path): a limiter nobody uses leaves nothing behind.
 
 The token bucket is the GCRA of ``cpp/include/omnilimit/gcra.hpp``: the state is the theoretical
 arrival time ``tat`` of the next request; a request of cost c books ``tat + c * interval`` and may
@@ -19,47 +20,32 @@ their bookings reached Redis. A booking whose wait exceeds the caller's ``max_wa
 
 from __future__ import annotations
 
-# Shared prologue: `now` (µs, the server's clock) and a writer of exact doubles (Lua's tostring
-# keeps 14 digits, too few for microseconds since the epoch).
+# Shared prologue: `now` (µs, the server's clock), `second`, and a writer of exact doubles (Lua's
+# tostring keeps 14 digits, too few for microseconds since the epoch).
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local second = tonumber(t[1])
 local function exact(x) return string.format('%.17g', x) end
 """
 
-# The rate limiter's bucket, its configuration and the counters of every host.
-# KEYS: 1 bucket hash {tat, interval, burst}, 2 stats hash {admitted, refused}, 3 window hash
-# {second -> admissions}. The configuration stored in the bucket wins over a client's (ARGV
-# interval_us / burst only seed a bucket that does not exist yet, or expired).
-_RATE_STATE = """
-local s = redis.call('HMGET', KEYS[1], 'tat', 'interval', 'burst')
-local interval = tonumber(s[2]) or tonumber(ARGV[1])
-local burst = tonumber(s[3]) or tonumber(ARGV[2])
-local tat = tonumber(s[1]) or now
-if tat < now then tat = now end
-local ttl = tonumber(ARGV[3])
-local function save(new_tat)
-  redis.call('HSET', KEYS[1], 'tat', exact(new_tat), 'interval', exact(interval), 'burst', burst)
-  redis.call('EXPIRE', KEYS[1], ttl)
-end
-"""
-
-# Counts an admission at second `at` in the window (admissions whose instant fell in the last 60
-# s are what every host's get_current_rpm() reads); trims the window once it holds > 62 seconds.
+# A window of counts per second (`key`: a hash, second -> count), for the "last 60 s" figures.
+# Its housekeeping (expiry, trimming to 62 seconds) runs at the first count of each second.
 _WINDOW = """
-local function count_in_window(at, n)
-  local second = math.floor(at / 1000000)
-  redis.call('HINCRBY', KEYS[3], second, n)
-  redis.call('EXPIRE', KEYS[3], 120)
-  if redis.call('HLEN', KEYS[3]) > 62 then
-    for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
-      if tonumber(field) < second - 61 then redis.call('HDEL', KEYS[3], field) end
+local function count_in_window(key, at, n)
+  local field = math.floor(at / 1000000)
+  if redis.call('HINCRBY', key, field, n) == n then
+    redis.call('EXPIRE', key, 120)
+    if redis.call('HLEN', key) > 62 then
+      for _, f in ipairs(redis.call('HKEYS', key)) do
+        if tonumber(f) < field - 61 then redis.call('HDEL', key, f) end
+      end
     end
   end
 end
-local function window_count()
-  local total, second = 0, math.floor(now / 1000000)
-  local flat = redis.call('HGETALL', KEYS[3])
+local function window_count(key)
+  local total = 0
+  local flat = redis.call('HGETALL', key)
   for i = 1, #flat, 2 do
     local at = tonumber(flat[i])
     if at > second - 60 and at <= second then total = total + tonumber(flat[i + 1]) end
@@ -68,7 +54,32 @@ local function window_count()
 end
 """
 
-# ARGV: interval_us, burst, ttl_s, cost, max_wait_us (< 0: no limit).
+# The rate limiter. KEYS: 1 the bucket hash {tat, interval, burst, admitted, refused, sec},
+# 2 the window of admissions (by the second of their instant). ARGV: 1 interval_us, 2 burst,
+# 3 ttl_s (the configuration in ARGV only seeds a bucket that does not exist yet, or expired:
+# the stored one wins).
+_RATE_STATE = """
+local s = redis.call('HMGET', KEYS[1], 'tat', 'interval', 'burst', 'sec')
+local interval = tonumber(s[2]) or tonumber(ARGV[1])
+local burst = tonumber(s[3]) or tonumber(ARGV[2])
+local tat = tonumber(s[1]) or now
+if tat < now then tat = now end
+local ttl = tonumber(ARGV[3])
+-- Writes the bucket: with the configuration when it had none, with the expiry once a second.
+local function save(new_tat)
+  if not s[2] then
+    redis.call('HSET', KEYS[1], 'tat', exact(new_tat), 'interval', exact(interval), 'burst', burst, 'sec', second)
+    redis.call('EXPIRE', KEYS[1], ttl)
+  elseif tonumber(s[4]) ~= second then
+    redis.call('HSET', KEYS[1], 'tat', exact(new_tat), 'sec', second)
+    redis.call('EXPIRE', KEYS[1], ttl)
+  else
+    redis.call('HSET', KEYS[1], 'tat', exact(new_tat))
+  end
+end
+"""
+
+# ARGV 4: cost, 5: max_wait_us (< 0: no limit).
 # Returns {1, wait_us, go_at_us} (booked: go in wait_us) or {0, wait_us} (the wait a booking would
 # have had exceeds max_wait_us: nothing booked, counted as refused).
 RATE_ACQUIRE = (
@@ -82,20 +93,18 @@ if go_at < now then go_at = now end
 local wait = go_at - now
 local max_wait = tonumber(ARGV[5])
 if max_wait >= 0 and wait > max_wait then
-  redis.call('HINCRBY', KEYS[2], 'refused', 1)
-  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('HINCRBY', KEYS[1], 'refused', 1)  -- a refusal implies a bucket, which has its expiry
   return {0, math.ceil(wait)}
 end
 save(new_tat)
-redis.call('HINCRBY', KEYS[2], 'admitted', 1)
-redis.call('EXPIRE', KEYS[2], ttl)
-count_in_window(go_at, 1)
+redis.call('HINCRBY', KEYS[1], 'admitted', 1)
+count_in_window(KEYS[2], go_at, 1)
 return {1, math.ceil(wait), exact(go_at)}
 """
 )
 
 # A booking given back before its instant (a caller interrupted while it slept): the bucket
-# moves back by its cost, never before now. ARGV: interval_us, burst, ttl_s, cost, go_at_us.
+# moves back by its cost, never before now. ARGV 4: cost, 5: go_at_us.
 # Returns 1 if refunded, 0 if its instant had already come (it was used).
 RATE_REFUND = (
     _NOW
@@ -107,15 +116,15 @@ if go_at <= now or not s[1] then return 0 end
 local back = tat - interval * tonumber(ARGV[4])
 if back < now then back = now end
 save(back)
-redis.call('HINCRBY', KEYS[2], 'admitted', -1)
-count_in_window(go_at, -1)
+redis.call('HINCRBY', KEYS[1], 'admitted', -1)
+count_in_window(KEYS[2], go_at, -1)
 return 1
 """
 )
 
 # Sets the configuration every host follows (the latest wins), keeping what is owed converted to
-# the new pace. ARGV: interval_us, burst, ttl_s. Returns {previous interval_us, previous burst}
-# as strings ('' when the bucket did not exist).
+# the new pace. Returns {previous interval_us, previous burst} as strings ('' when the bucket did
+# not exist).
 RATE_CONFIGURE = (
     _NOW
     + """
@@ -125,13 +134,13 @@ local tat = tonumber(s[1]) or now
 local old_interval = tonumber(s[2])
 if old_interval and tat > now then tat = now + (tat - now) * new_interval / old_interval end
 if tat < now then tat = now end
-redis.call('HSET', KEYS[1], 'tat', exact(tat), 'interval', exact(new_interval), 'burst', new_burst)
+redis.call('HSET', KEYS[1], 'tat', exact(tat), 'interval', exact(new_interval), 'burst', new_burst, 'sec', second)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return {s[2] or '', s[3] or ''}
 """
 )
 
-# Holds the bucket back for every host. ARGV: interval_us, burst, ttl_s, mode, value.
+# Holds the bucket back for every host. ARGV 4: mode, 5: value.
 # mode 'pause': nobody goes for value µs (a provider's 429), and then at the paced rate.
 # mode 'cap': at most value requests are available now (a provider's remaining budget).
 # Returns the µs until the next request may go.
@@ -155,7 +164,7 @@ return math.ceil(go_at - now)
 """
 )
 
-# What every host's stats read. ARGV: interval_us, burst, ttl_s (unused: nothing is written).
+# What every host's stats read (nothing is written).
 # Returns {tokens available now, interval_us, burst, admitted, refused, admissions in the last
 # 60 s, µs until a request arriving now would go}.
 RATE_STATS = (
@@ -168,14 +177,14 @@ if available > burst then available = burst end
 if available < 0 then available = 0 end
 local wait = tat + interval - burst * interval - now
 if wait < 0 then wait = 0 end
-local c = redis.call('HMGET', KEYS[2], 'admitted', 'refused')
-return {available, exact(interval), burst, tonumber(c[1]) or 0, tonumber(c[2]) or 0, window_count(),
+local c = redis.call('HMGET', KEYS[1], 'admitted', 'refused')
+return {available, exact(interval), burst, tonumber(c[1]) or 0, tonumber(c[2]) or 0, window_count(KEYS[2]),
         math.ceil(wait)}
 """
 )
 
 # The concurrency limiter: leased permits, and a line of waiters.
-# KEYS: 1 leases (sorted set: owner id -> expiry µs), 2 config and counters hash {max, ticket,
+# KEYS: 1 leases (sorted set: owner id -> expiry µs), 2 config and counters hash {max, sec, ticket,
 # admitted, refused, released, expired}, 3 window hash (releases per second), 4 the line (sorted
 # set: waiter id -> ticket), 5 the line's heartbeats (sorted set: waiter id -> expiry µs).
 # ARGV (every script): 1 lease_us, 2 max (seeds a missing config), 3 ttl_s, 4 owner id,
@@ -190,17 +199,21 @@ return {available, exact(interval), burst, tonumber(c[1]) or 0, tonumber(c[2]) o
 # them.
 _LEASES = """
 local ttl = tonumber(ARGV[3])
-local function maximum()
-  return tonumber(redis.call('HGET', KEYS[2], 'max')) or tonumber(ARGV[2])
-end
-local function free()
-  return maximum() - redis.call('ZCARD', KEYS[1])
-end
+local st = redis.call('HMGET', KEYS[2], 'max', 'sec')
+local max = tonumber(st[1]) or tonumber(ARGV[2])
+-- The idle expiry of every key, refreshed at the first write of each second.
 local function touch()
-  for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
+  if tonumber(st[2]) ~= second then
+    st[2] = second
+    redis.call('HSET', KEYS[2], 'sec', second)
+    for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
+  end
 end
+-- The expiry of a sorted set this call creates (a touch earlier in the second did not see it).
+local function created(key) redis.call('EXPIRE', key, ttl) end
+local function held() return redis.call('ZCARD', KEYS[1]) end
 local function announce()
-  local n = free()
+  local n = max - held()
   if n <= 0 then return end
   local heads = redis.call('ZRANGE', KEYS[4], 0, n - 1)
   if #heads > 0 then redis.call('PUBLISH', ARGV[5], table.concat(heads, ' ')) end
@@ -209,17 +222,21 @@ local function leave(owner)
   redis.call('ZREM', KEYS[5], owner)
   return redis.call('ZREM', KEYS[4], owner)
 end
--- Takes back expired leases and drops waiters that stopped looking; true if anything changed.
-local function purge()
+-- Takes back expired leases and drops waiters that stopped looking (looked for only when the line
+-- has `line` > 0 waiters); true if anything changed.
+local function purge(line)
   local changed = false
   local gone = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
   if gone > 0 then
     redis.call('HINCRBY', KEYS[2], 'expired', gone)
     changed = true
   end
-  local dead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 100)
-  for _, owner in ipairs(dead) do leave(owner) end
-  return changed or #dead > 0
+  if line > 0 then
+    local dead = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 100)
+    for _, owner in ipairs(dead) do leave(owner) end
+    if #dead > 0 then changed = true end
+  end
+  return changed
 end
 """
 
@@ -230,11 +247,16 @@ SEM_ACQUIRE = (
     + _LEASES
     + """
 local owner = ARGV[4]
-local changed = purge()
-local rank = redis.call('ZRANK', KEYS[4], owner)
-local ahead = rank or redis.call('ZCARD', KEYS[4])
-if ahead < free() then
+local line = redis.call('ZCARD', KEYS[4])
+local changed = purge(line)
+if changed and line > 0 then line = redis.call('ZCARD', KEYS[4]) end
+local rank = nil
+if line > 0 then rank = redis.call('ZRANK', KEYS[4], owner) end
+local ahead = rank or line
+local count = held()
+if ahead < max - count then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), owner)
+  if count == 0 then created(KEYS[1]) end
   if rank then leave(owner) end
   redis.call('HINCRBY', KEYS[2], 'admitted', 1)
   touch()
@@ -244,6 +266,10 @@ end
 if ARGV[7] == 'wait' then
   if not rank then redis.call('ZADD', KEYS[4], redis.call('HINCRBY', KEYS[2], 'ticket', 1), owner) end
   redis.call('ZADD', KEYS[5], now + tonumber(ARGV[6]), owner)
+  if line == 0 then
+    created(KEYS[4])
+    created(KEYS[5])
+  end
   touch()
 end
 if changed then announce() end
@@ -262,7 +288,7 @@ SEM_RELEASE = (
     + """
 if redis.call('ZREM', KEYS[1], ARGV[4]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[2], 'released', 1)
-count_in_window(now, 1)
+count_in_window(KEYS[3], now, 1)
 touch()
 announce()
 return 1
@@ -295,6 +321,7 @@ local missing = 0
 for i = 7, #ARGV do
   missing = missing + redis.call('ZADD', KEYS[1], until_us, ARGV[i])
 end
+if missing > 0 then created(KEYS[1]) end
 touch()
 return missing
 """
@@ -306,11 +333,12 @@ SEM_CONFIGURE = (
     _NOW
     + _LEASES
     + """
-local before = redis.call('HGET', KEYS[2], 'max')
 redis.call('HSET', KEYS[2], 'max', ARGV[2])
+max = tonumber(ARGV[2])
 touch()
+redis.call('EXPIRE', KEYS[2], ttl)
 announce()
-return before or ''
+return st[1] or ''
 """
 )
 
@@ -321,9 +349,9 @@ SEM_STATS = (
     + _LEASES
     + _WINDOW
     + """
-if purge() then announce() end
+if purge(redis.call('ZCARD', KEYS[4])) then announce() end
 local c = redis.call('HMGET', KEYS[2], 'admitted', 'refused', 'expired')
-return {redis.call('ZCARD', KEYS[1]), maximum(), tonumber(c[1]) or 0, tonumber(c[2]) or 0, window_count(),
-        tonumber(c[3]) or 0, redis.call('ZCARD', KEYS[4])}
+return {held(), max, tonumber(c[1]) or 0, tonumber(c[2]) or 0, window_count(KEYS[3]), tonumber(c[3]) or 0,
+        redis.call('ZCARD', KEYS[4])}
 """
 )
