@@ -351,6 +351,12 @@ def parse_config(config: object, source: str = "<config>") -> Config:
 
 def load_yaml(path: str | os.PathLike[str]) -> Config:
     """Reads and validates a YAML configuration file. Raises ConfigError (OSError if unreadable)."""
+    return parse_config(read_yaml(path), os.fspath(path))
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """The parsed YAML document of a configuration file, not yet validated. Raises ConfigError for
+    malformed YAML, a key given twice or an empty file (OSError if unreadable)."""
     source = os.fspath(path)
     with open(source, encoding="utf-8") as stream:
         text = stream.read()
@@ -365,7 +371,7 @@ def load_yaml(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(f"malformed YAML: {error}", source=source) from None
     if document is None:
         raise ConfigError("the file is empty: it needs a 'providers' section", source=source)
-    return parse_config(document, source)
+    return document
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
