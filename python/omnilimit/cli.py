@@ -8,6 +8,14 @@ import argparse
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="omnilimit", description="Rate and concurrency limiters for LLM API calls.")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "simulate",
+        add_help=False,
+        help="predict a run of a configuration against a simulated provider (seconds; simulate --help)",
+    )
+    commands.add_parser(
+        "check", add_help=False, help="validate a configuration and show its effective limiters (check --help)"
+    )
     commands.add_parser("demo", help="drive both limiters from a thread pool and print their stats (a few seconds)")
     commands.add_parser(
         "bench", add_help=False, help="measure omnilimit against the installed peers (about 45 s; bench --help)"
@@ -22,6 +30,14 @@ def main(argv: list[str] | None = None) -> int:
         from omnilimit.bench.report import main as bench
 
         return bench(rest)
+    if args.command == "simulate":
+        from omnilimit.simulate import main as simulate
+
+        return simulate(rest)
+    if args.command == "check":
+        from omnilimit.check import main as check
+
+        return check(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "demo":
