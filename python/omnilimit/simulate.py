@@ -373,12 +373,10 @@ def _report(
         else options.provider_concurrency * 60.0 / latency_s,
         "provider_tpm": None if options.provider_tpm is None else options.provider_tpm / max(1, options.tokens),
     }
-    if rate_limited:
-        refused_by = counts.refused_by
-        binding = "provider_" + max(refused_by, key=lambda limit: refused_by[limit])
-    else:
-        candidates = {**ceilings, **{k: v for k, v in provider_limits.items() if v is not None}}
-        binding = min(candidates, key=lambda name: candidates[name])
+    # What limits the run: the lowest ceiling. 429s with a client-side ceiling lowest are bursts
+    # above a slice's share (a cold start, latencies bunching), not a sustained excess.
+    candidates = {**ceilings, **{k: v for k, v in provider_limits.items() if v is not None}}
+    binding = min(candidates, key=lambda name: candidates[name])
     recommendation, little, workers_needed = _recommend(config, options, capacity, latency_s, workers)
     per_role = {
         role: {
@@ -512,7 +510,12 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"  acquire timeouts       {report['timeouts']}"
         + (f"; failed after {MAX_ATTEMPTS} attempts: {report['failed']}" if report["failed"] else "")
     )
-    lines.append(f"  binding constraint     {report['binding_constraint']}")
+    binding = report["binding_constraint"]
+    bursts = report["rate_limited_429"] and not binding.startswith("provider_")
+    lines.append(
+        f"  binding constraint     {binding}"
+        + (" (the 429s came from bursts above a 1-s slice's share)" if bursts else "")
+    )
     lines.append("")
     lines.append("  ceilings (requests/min): " + ", ".join(f"{k} {v:,.1f}" for k, v in report["ceilings_rpm"].items()))
     lines.append("")
