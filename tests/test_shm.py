@@ -44,8 +44,11 @@ def test_eight_processes_of_eight_threads_share_600_rpm(name):
             while (left := end - time.monotonic()) > 0:
                 if not limiter.acquire(timeout=left):
                     break
+                now = time.monotonic()
+                if now >= end:  # an instant on the run's end: outside [start, end), as the ideal counts
+                    break
                 with lock:
-                    stamps.append(time.monotonic())
+                    stamps.append(now)
 
         threads = [threading.Thread(target=work) for _ in range(8)]
         for t in threads:
@@ -60,7 +63,7 @@ def test_eight_processes_of_eight_threads_share_600_rpm(name):
     )
     stamps = sorted(t for child in stamps_per_child for t in child)
     # Burst 1, then one every 0.1 s: the instants in [start, start + 6 s) are 0, 0.1, ..., 5.9 s
-    # after the first admission (the one at 6.0 s falls at the end, where every timeout runs out).
+    # after the first admission (the one at 6.0 s falls on the end, and is not counted).
     ideal = 1 + int(seconds * 10 - 1e-9)
     print(f"[shm-600rpm] admitted={len(stamps)} ideal={ideal} per_process={[len(c) for c in stamps_per_child]}")
     assert abs(len(stamps) - ideal) <= 0.01 * ideal, (len(stamps), ideal)
@@ -68,7 +71,7 @@ def test_eight_processes_of_eight_threads_share_600_rpm(name):
     for i, first in enumerate(stamps):  # no 1-s window above the rate + 1
         assert bisect.bisect_right(stamps, first + 1.0) - i <= 11
     shared = RateLimiter(600, provider_name="shared", backend=f"shm://{name}")
-    assert shared.total_requests == len(stamps)  # the counters count every process
+    assert len(stamps) <= shared.total_requests <= len(stamps) + 8  # every process (+ one on the end each)
 
 
 def test_concurrent_creation_gives_one_segment(name):
