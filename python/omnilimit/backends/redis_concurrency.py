@@ -30,8 +30,7 @@ import socket
 import threading
 import time
 import weakref
-from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from omnilimit import _async, _core
 from omnilimit._log import logger
@@ -41,6 +40,7 @@ from omnilimit.backends.redis_link import (
     RETRY_S,
     BackendDown,
     RedisLink,
+    WithBlock,
     channel_for,
     check_lease,
     check_policy,
@@ -238,7 +238,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class RedisConcurrencyLimiter(ConcurrencyLimiter):
+class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
     """A ``ConcurrencyLimiter`` whose cap is shared through Redis: at most ``max_concurrent``
     calls in flight across every host naming the same ``name`` on the same server (the latest
     cap written wins). Made by ``ConcurrencyLimiter(..., backend=URL or client)``.
@@ -496,20 +496,6 @@ class RedisConcurrencyLimiter(ConcurrencyLimiter):
             self.release()
         else:
             self._leave(owner, refused=False)
-
-    def __enter__(self) -> RedisConcurrencyLimiter:
-        if not self.acquire(120):
-            raise _core.LimiterTimeout(f"Concurrency limit timeout after 120s for {self.name}")
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> Literal[False]:
-        self.release()
-        return False
 
     def release(self) -> None:
         """Gives a permit back (this thread's latest, else this process's oldest). A release

@@ -28,10 +28,13 @@ import threading
 import time
 import urllib.parse
 import weakref
-from typing import Any
+from types import TracebackType
+from typing import Any, Literal, TypeVar
 
 from omnilimit._log import logger
 from omnilimit.backends import redis_lua
+
+_Self = TypeVar("_Self")
 
 POLICIES = ("closed", "open", "local")
 RETRY_S = 0.5  # during an outage, the time between two probes of Redis
@@ -239,6 +242,31 @@ class RedisLink:
     @property
     def unreachable_types(self) -> tuple[type[BaseException], ...]:
         return self._unreachable
+
+
+class WithBlock:
+    """``with limiter:`` for a Redis limiter, whose ``acquire`` is Python's, not the native core's:
+    acquires with the default timeout (raising what ``_timeout_error()`` makes when nothing came)
+    and, on exit, does what ``async with`` does (``_async_release``: a release, or a recorded
+    request). Listed before the limiter class, so that it shadows the core's ``with``."""
+
+    __slots__ = ()
+
+    def __enter__(self: _Self) -> _Self:
+        limiter: Any = self
+        if not limiter.acquire():
+            raise limiter._timeout_error()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        limiter: Any = self
+        limiter._async_release()
+        return False
 
 
 def keys_for(kind: str, name: str) -> list[str]:

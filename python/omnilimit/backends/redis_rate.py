@@ -15,13 +15,12 @@ import asyncio
 import contextlib
 import threading
 import time
-from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from omnilimit import _async, _core
 from omnilimit._log import logger
 from omnilimit._validate import positive_rate, whole_number
-from omnilimit.backends.redis_link import IDLE_TTL_S, BackendDown, RedisLink, check_policy, keys_for
+from omnilimit.backends.redis_link import IDLE_TTL_S, BackendDown, RedisLink, WithBlock, check_policy, keys_for
 from omnilimit.backends.redis_waits import WaitRecorder
 from omnilimit.rate import DEFAULT_BURST, RateLimiter
 from omnilimit.shared import name_for_key
@@ -31,7 +30,7 @@ def _to_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class RedisRateLimiter(RateLimiter):
+class RedisRateLimiter(WithBlock, RateLimiter):
     """A ``RateLimiter`` whose budget lives in Redis: every host naming the same
     ``provider_name`` on the same server shares one GCRA bucket (the latest configuration
     written wins, as with shared memory). Made by ``RateLimiter(..., backend=URL or client)``.
@@ -244,20 +243,6 @@ class RedisRateLimiter(RateLimiter):
                     raise
             self._waits.record(time.monotonic() - started)
             return True
-
-    def __enter__(self) -> RedisRateLimiter:
-        if not self.acquire(60):
-            raise _core.LimiterTimeout(f"Rate limit timeout after 60s for {self.provider_name}")
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> Literal[False]:
-        self.record_request()
-        return False
 
     # ---- changes every host follows ---------------------------------------------------------------
 
