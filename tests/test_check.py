@@ -424,3 +424,15 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         check.main([])
     assert exited.value.code == 2
     assert "omnilimit check" in capsys.readouterr().err
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "omnilimit", "check", str(EXAMPLE_FILES[0]), "--json", "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None
+    reader.stdout.close()  # as `| head -0` would
+    _, err = reader.communicate(timeout=60)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err

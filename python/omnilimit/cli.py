@@ -6,6 +6,17 @@ import argparse
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `omnilimit ... | head`: the reader left; say nothing more
+        import os
+        import sys
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="omnilimit", description="Rate and concurrency limiters for LLM API calls.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
