@@ -717,3 +717,30 @@ def test_close_wakes_the_waiters_and_refuses_newcomers(redis_url, unique_name):
         limiter.acquire(timeout=0)
     limiter.release()  # releases still work
     assert limiter.get_stats()["active_calls"] == 0
+
+
+def test_a_forked_child_shares_the_limiter_but_not_the_parents_permits(redis_url, unique_name):
+    import multiprocessing
+
+    limiter = ConcurrencyLimiter(2, unique_name, backend=redis_url)
+    assert limiter.acquire(timeout=0)  # the parent's permit (its keeper thread renews it)
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+
+    def child():
+        limiter.release()  # the parent's permit is not the child's to give back
+        over = limiter.over_release_count
+        took = limiter.acquire(timeout=5)  # the second permit, through the child's own connection
+        active = limiter.get_stats()["active_calls"]
+        limiter.release()
+        results.put((over, took, active))
+
+    process = context.Process(target=child)
+    process.start()
+    over, took, active = results.get(timeout=30)
+    process.join(30)
+    assert process.exitcode == 0
+    assert over == 1 and took is True and active == 2
+    assert limiter.get_stats()["active_calls"] == 1  # the parent still holds its own
+    limiter.release()
+    assert limiter.get_stats()["active_calls"] == 0
