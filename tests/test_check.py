@@ -20,9 +20,9 @@ EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
 
 
 def run_check(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    """``python -m omnilimit.check ARGS`` in a child process."""
+    """``omnilimit check ARGS`` (``python -m omnilimit check``) in a child process."""
     return subprocess.run(
-        [sys.executable, "-m", "omnilimit.check", *map(str, args)],
+        [sys.executable, "-m", "omnilimit", "check", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=60,
