@@ -34,6 +34,7 @@ from omnilimit.config import (
     Config,
     LimiterPlan,
     RoleSettings,
+    file_error_message,
     parse_config,
     read_yaml,
 )
@@ -293,14 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         data = check_file(args.config)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"error: {args.config}: cannot read the file: {error.strerror or error}", file=sys.stderr)
-        return 2
-    except UnicodeDecodeError as error:
-        print(f"error: {args.config}: not UTF-8 text ({error.reason} at byte {error.start})", file=sys.stderr)
+    except (ConfigError, OSError, UnicodeDecodeError) as error:
+        print(f"error: {file_error_message(args.config, error)}", file=sys.stderr)
         return 2
     if args.json == "-":
         json.dump(data, sys.stdout, indent=2, ensure_ascii=False)

@@ -374,6 +374,16 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
     return document
 
 
+def file_error_message(path: str, error: BaseException) -> str:
+    """What a command says of a configuration file it could not use: a ConfigError as it is, an
+    unreadable file or one that is not UTF-8 with the path."""
+    if isinstance(error, UnicodeDecodeError):
+        return f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"
+    if isinstance(error, OSError):
+        return f"{path}: cannot read the file: {error.strerror or error}"
+    return str(error)
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one
     silently, which would drop a role's settings without a word)."""

@@ -45,7 +45,7 @@ import yaml
 from omnilimit._log import logger
 from omnilimit.combined import CombinedLimiter
 from omnilimit.concurrency import ConcurrencyLimiter
-from omnilimit.config import COMBINED, CONCURRENCY, RATE, Config, parse_config, read_yaml
+from omnilimit.config import COMBINED, CONCURRENCY, RATE, Config, file_error_message, parse_config, read_yaml
 from omnilimit.defaults import get_default_rate_limit
 from omnilimit.errors import ConfigError
 from omnilimit.manager import ProviderRateLimitManager
@@ -623,11 +623,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         document = read_yaml(args.config)
         report = simulate(document, args.config, options)
-    except ConfigError as error:
-        print(f"omnilimit simulate: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"omnilimit simulate: {args.config}: {error.strerror or error}", file=sys.stderr)
+    except (ConfigError, OSError, UnicodeDecodeError) as error:
+        print(f"omnilimit simulate: {file_error_message(args.config, error)}", file=sys.stderr)
         return 2
     except ValueError as error:
         parser.error(str(error))
