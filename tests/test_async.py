@@ -16,7 +16,6 @@ from omnilimit import (
     CombinedLimiter,
     ConcurrencyLimiter,
     LimiterClosed,
-    LimiterTimeout,
     ProviderRateLimitManager,
     RateLimiter,
 )
@@ -251,17 +250,21 @@ def test_timeouts_try_once_and_bad_values(caplog):
         async with limiter2:
             pass
         t1 = time.monotonic()
-        with pytest.raises(LimiterTimeout, match="slow"):
-            async with limiter2:  # its turn is beyond the default 60 s: refused at once
-                pass
-        return waited, time.monotonic() - t1
+        assert await limiter2.acquire_async(timeout=0.4) is False  # its turn is 120 s away
+        stood_by = time.monotonic() - t1
+        t2 = time.monotonic()
+        assert await limiter2.acquire_async(timeout=0.4, fail_fast=True) is False
+        return waited, stood_by, time.monotonic() - t2
 
     with caplog.at_level(logging.WARNING, logger="omnilimit"):
-        waited, refused_after = run(main2())
-    assert 0.1 <= waited <= 0.1 + SLACK and refused_after < 0.1
+        waited, stood_by, refused_after = run(main2())
+    assert 0.1 <= waited <= 0.1 + SLACK
+    assert 0.4 <= stood_by <= 0.4 + SLACK  # False once the timeout has passed, not at once
+    assert refused_after < 0.1  # the fail-fast form answers at once
     assert limiter.blocked_count == 2 and limiter.denied_count == 1
     assert "Concurrency limit timeout after 0.1s for busy" in caplog.text
-    assert limiter2.blocked_count == 1
+    assert "Rate limit timeout after 0.4s for slow" in caplog.text
+    assert limiter2.blocked_count == 2 and limiter2.denied_count == 1
 
 
 def test_close_wakes_async_waiters_with_limiter_closed():

@@ -43,13 +43,14 @@ def test_rate_counters_and_the_wait_distribution():
     limiter = RateLimiter(600, burst_size=2)  # one every 0.1 s
     assert limiter.acquire() and limiter.acquire()  # the burst: no wait
     assert limiter.acquire(timeout=0) is False  # denied
-    assert limiter.acquire(timeout=0.05) is False  # timed out (refused at once: 0.1 s needed)
+    assert limiter.acquire(timeout=0.05, fail_fast=True) is False  # denied too: 0.1 s needed
+    assert limiter.acquire(timeout=0.02) is False  # timed out (0.08 s still needed)
     for _ in range(3):
         assert limiter.acquire(timeout=1)  # each waits ~0.1 s
     m = limiter.metrics()
-    assert (m["admitted"], m["denied"], m["timed_out"]) == (5, 1, 1)
-    assert m["blocked_count"] == 2
-    assert m["wait_p50_s"] > 0.07  # 3 of 5 waited
+    assert (m["admitted"], m["denied"], m["timed_out"]) == (5, 2, 1)
+    assert m["blocked_count"] == 3
+    assert m["wait_p50_s"] > 0.06  # 3 of 5 waited (0.08 s, then 0.1 s each)
     assert 0.07 < m["wait_p99_s"] <= 0.1 * 1.25 + 0.05
     assert 0.0 < m["predicted_wait_s"] <= 0.1
     assert m["waiting"] == 0 and m["rate_limited"] == 0

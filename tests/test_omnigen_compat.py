@@ -252,6 +252,32 @@ def test_rpm_mode_pipeline_finishes_and_respects_the_rate(tmp_path, limiter_keys
 
 
 @pytest.mark.timeout(120)
+def test_more_workers_than_the_rate_can_serve_in_a_timeout_send_no_extra_calls(tmp_path):
+    """OmniGen's generators call ``acquire(timeout=120)``, ignore the result and call the provider.
+    With more workers than ``2 x rpm`` (here 16 workers at 6 RPM: 12 turns fit in 120 s), the
+    extra workers' acquires time out; if that happened at once they would call the provider in a
+    tight loop. omnilimit answers False only after the 120 s, so over the first 5 s the provider
+    sees the burst and the rate, nothing more (the reference's bound: the limit plus at most one
+    call per worker per timeout)."""
+    texts, workers, rpm, seconds = 48, 16, 6, 5.0
+    _write_input(tmp_path / "input.jsonl", texts)
+    with StubProvider(latency_s=0.02) as provider:
+        config = _pipeline_config(tmp_path, provider.base_url, texts, workers, {"rate_limit_rpm": rpm})
+        report = _run_child(
+            tmp_path, {"mode": "pipeline_for", "seconds": seconds, "config": config}, "the RPM-mode pipeline"
+        )
+        times = list(provider.request_times)
+
+    _assert_from_omnilimit(report, "RateLimiter")
+    assert report["limiter"]["rpm"] == rpm and report["limiter"]["burst_size"] == 1
+    allowed = 1 + rpm * seconds / 60  # the burst, then one request every 10 s
+    print(f"[omnigen {workers} workers at {rpm} RPM] {len(times)} requests in {seconds} s (allowed {allowed})")
+    assert 1 <= len(times) <= allowed
+    stats = report["stats"][report["limiter_name"]]
+    assert stats["total_requests"] == len(times) and stats["blocked_count"] == 0  # nobody gave up yet
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("order", ["imported_before", "not_imported"])
 def test_patch_rebinds_omnigen_names_to_omnilimit(tmp_path, order):
     """After patch_omnigen(), every omnigen module that binds one of the patched names binds
@@ -310,24 +336,44 @@ def _child_pipeline(spec: dict[str, Any]) -> dict[str, Any]:
     pipeline.run()
     elapsed = time.monotonic() - started
 
+    return {**_report_on(pipeline, patched), "elapsed_s": elapsed}
+
+
+def _report_on(pipeline: Any, patched: list[str]) -> dict[str, Any]:
+    """What omnigen's manager and limiter were, and the stats its progress display reads."""
     runner = pipeline.runner
     provider_config = runner.generator.provider_config
     # The very call omnigen's generator makes before each request: it returns the same limiter.
     limiter = runner.rate_limiter.get_limiter(
         provider_name=provider_config.get("name", "default"), provider_config=provider_config, role=ROLE
     )
-    limiter_name = getattr(limiter, "name", None) or getattr(limiter, "provider_name", None)
     return {
         "patched": list(patched),
         "manager_type": _qualname(runner.rate_limiter),
         "manager_is": _omnilimit_class_of(runner.rate_limiter),
         "limiter_type": _qualname(limiter),
         "limiter_is": _omnilimit_class_of(limiter),
-        "limiter_name": limiter_name,
+        "limiter_name": getattr(limiter, "name", None) or getattr(limiter, "provider_name", None),
         "limiter": {attr: getattr(limiter, attr, None) for attr in ("max_concurrent", "rpm", "burst_size")},
         "stats": runner.rate_limiter.get_all_stats(),
-        "elapsed_s": elapsed,
     }
+
+
+def _child_pipeline_for(spec: dict[str, Any]) -> dict[str, Any]:
+    """Runs the pipeline in a thread for ``spec["seconds"]`` only, then reports what omnigen's
+    limiter saw (the child then exits without waiting for the workers)."""
+    import threading
+
+    from omnigen.pipelines.text_enhancement.config import TextEnhancementConfig
+    from omnigen.pipelines.text_enhancement.pipeline import TextEnhancementPipeline
+
+    import omnilimit.compat
+
+    patched = omnilimit.compat.patch_omnigen()
+    pipeline = TextEnhancementPipeline(TextEnhancementConfig.from_dict(spec["config"]))
+    threading.Thread(target=pipeline.run, daemon=True).start()
+    time.sleep(spec["seconds"])
+    return _report_on(pipeline, patched)
 
 
 def _child_names(spec: dict[str, Any]) -> dict[str, Any]:
@@ -382,7 +428,8 @@ def _child_names(spec: dict[str, Any]) -> dict[str, Any]:
 def _child_main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     os.chdir(spec["workdir"])  # omnigen writes relative paths (workspaces/...) under the cwd
-    report = _child_pipeline(spec) if spec["mode"] == "pipeline" else _child_names(spec)
+    children = {"pipeline": _child_pipeline, "pipeline_for": _child_pipeline_for, "names": _child_names}
+    report = children[spec["mode"]](spec)
     Path(spec["report"]).write_text(json.dumps(report, default=repr))
 
 

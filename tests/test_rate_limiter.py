@@ -1,5 +1,6 @@
 """RateLimiter: the guide's API, burst default, the timeout contract, accuracy in real time."""
 
+import asyncio
 import itertools
 import logging
 import math
@@ -97,25 +98,36 @@ def test_waits_exactly_until_its_turn():
     assert 0.09 <= elapsed < 0.3
 
 
-def test_a_wait_that_cannot_fit_fails_at_once_and_is_logged(caplog):
+def test_a_turn_beyond_the_timeout_waits_the_timeout_out_books_nothing_and_is_logged(caplog):
     limiter = RateLimiter(requests_per_minute=60, burst_size=1, provider_name="openai_user_followup")
     assert limiter.acquire()
     caplog.set_level(logging.WARNING, logger="omnilimit")
     started = time.monotonic()
     assert limiter.acquire(timeout=0.5) is False  # the next token is a second away
-    assert time.monotonic() - started < 0.1
+    assert 0.5 <= time.monotonic() - started <= 0.5 + 0.1  # False only once the timeout has passed
     assert [r.getMessage() for r in caplog.records] == ["Rate limit timeout after 0.5s for openai_user_followup"]
-    assert limiter.blocked_count == 1
+    assert limiter.blocked_count == 1 and limiter.denied_count == 0
+    started = time.monotonic()
+    assert limiter.acquire(timeout=1)  # nothing was booked for the caller that gave up
+    assert time.monotonic() - started < 0.6  # the token due 1 s after the first, not a second one
 
 
-def test_a_failed_wait_takes_nothing():
+def test_fail_fast_answers_at_once_and_takes_nothing(caplog):
     limiter = RateLimiter(requests_per_minute=600, burst_size=1)
     assert limiter.acquire()
-    for _ in range(50):
-        assert limiter.acquire(timeout=0.01) is False
+    caplog.set_level(logging.DEBUG, logger="omnilimit")
     started = time.monotonic()
-    assert limiter.acquire(timeout=1)
+    for _ in range(50):
+        assert limiter.acquire(timeout=0.01, fail_fast=True) is False  # the turn is 0.1 s away
+    assert time.monotonic() - started < 0.1
+    assert limiter.denied_count == 50 and limiter.blocked_count == 50
+    assert caplog.records == []  # a refusal without a wait is not a timeout
+    assert 0.05 < limiter.predicted_wait() <= 0.1  # the wait it would have faced
+    started = time.monotonic()
+    assert limiter.acquire(timeout=1, fail_fast=True)  # within reach: it books and sleeps
     assert time.monotonic() - started < 0.2  # still the next token, not the 51st
+    with pytest.raises(ValueError, match="fail_fast"):
+        limiter.acquire(fail_fast="yes")
 
 
 def test_timeout_zero_tries_once_and_logs_nothing(caplog):
@@ -134,16 +146,46 @@ def test_bad_timeouts_raise_value_error(timeout):
         RateLimiter(60).acquire(timeout=timeout)
 
 
-def test_context_manager_records_the_request_and_raises_on_timeout():
+def test_context_manager_records_the_request():
     limiter = RateLimiter(requests_per_minute=0.5, burst_size=1)  # one token per two minutes
     with limiter as entered:
         assert entered is limiter
     assert limiter.get_current_rpm() == 1
-    # The next token is 120 s away: more than the default 60 s timeout.
-    with pytest.raises(LimiterTimeout, match="Rate limit timeout after 60s"), limiter:
-        pass
     assert isinstance(LimiterTimeout("x"), TimeoutError)
-    assert limiter.get_current_rpm() == 1
+
+
+def test_with_blocks_wait_out_the_default_timeout_then_raise():
+    # The guide's 60 s, for real: the next token is 120 s away, so `with limiter:` and
+    # `async with limiter:` (from another thread, at the same time) each wait 60 s, then raise.
+    limiter = RateLimiter(requests_per_minute=0.5, burst_size=1, provider_name="slow")
+    assert limiter.acquire()
+    outcomes = {}
+
+    def sync_block():
+        started = time.monotonic()
+        try:
+            with limiter:
+                outcomes["sync"] = "entered"
+        except LimiterTimeout as error:
+            outcomes["sync"] = (str(error), time.monotonic() - started)
+
+    async def async_block():
+        started = time.monotonic()
+        try:
+            async with limiter:
+                return "entered"
+        except LimiterTimeout as error:
+            return str(error), time.monotonic() - started
+
+    thread = threading.Thread(target=sync_block)
+    thread.start()
+    outcomes["async"] = asyncio.run(async_block())
+    thread.join(10)
+    for kind in ("sync", "async"):
+        message, waited = outcomes[kind]
+        assert message == "Rate limit timeout after 60s for slow"
+        assert 60.0 <= waited <= 61.0
+    assert limiter.get_current_rpm() == 0 and limiter.blocked_count == 2  # no block was entered, none recorded
 
 
 def test_get_stats_does_not_wait_for_a_sleeping_waiter():

@@ -185,18 +185,25 @@ def test_a_faster_token_rate_moves_the_queued_callers_up():
     assert limiter.waiting == 0
 
 
-def test_a_slower_token_rate_refuses_at_once_the_callers_it_pushes_past_their_timeout():
+def test_a_slower_token_rate_sets_the_callers_it_pushes_past_their_timeout_standing_by():
     limiter = RateLimiter(6000, tokens_per_minute=600, token_burst=10)
     assert limiter.acquire(timeout=0, tokens=10)
     thread, out = _waiter(limiter, 3, tokens=10)  # 1 s away, within the timeout
     wait_until(lambda: limiter.waiting == 1)
     time.sleep(0.1)
-    limiter.set_tokens_per_minute(60)  # one token a second: ~9 s away now
+    limiter.set_tokens_per_minute(60)  # one token a second: ~9 s away now, beyond its timeout
+    time.sleep(0.3)
+    assert out == [] and limiter.waiting == 1  # standing by, holding nothing of either budget
+    assert limiter.token_budget_available() <= 1 and limiter.tokens_available() == 1
+    limiter.set_tokens_per_minute(600)  # within reach again (~0.8 s away): it queues, and goes
     thread.join(10)
     [(ok, at)] = out
-    assert ok is False and at < 0.1 + SLACK  # known at once, not at the timeout
-    assert limiter.waiting == 0 and limiter.token_budget_available() <= 1  # 9 of 10 still owed
-    assert limiter.acquire(timeout=0) is True  # it took no request
+    assert ok is True and at < 2.0  # at its turn, well before its 3-s timeout
+    thread, out = _waiter(limiter, 0.5, tokens=10)  # now 1 s away: beyond the timeout throughout
+    thread.join(10)
+    [(ok, at)] = out
+    assert ok is False and 0.5 <= at <= 0.5 + SLACK  # False at its timeout, not before
+    assert limiter.waiting == 0 and limiter.acquire(timeout=0) is True  # it took no request
 
 
 def test_burst_and_token_budget_changes():

@@ -47,12 +47,16 @@ def test_a_wait_is_booked_then_slept_and_a_timeout_too_short_takes_nothing(redis
     limiter = RateLimiter(600, provider_name=unique_name, backend=redis_url)  # one every 100 ms
     assert limiter.acquire(timeout=0)
     started = time.monotonic()
-    assert limiter.acquire(timeout=0.05) is False  # its turn is ~100 ms away: refused at once
-    assert time.monotonic() - started < 0.05
-    assert limiter.acquire(timeout=1)
+    assert limiter.acquire(timeout=0.02, fail_fast=True) is False  # its turn is ~100 ms away
+    assert time.monotonic() - started < 0.02  # the fail-fast form answers at once
+    assert limiter.acquire(timeout=0.04) is False  # stands by, then False once the timeout passed
+    assert 0.04 <= time.monotonic() - started < 0.1
+    assert limiter.acquire(timeout=1)  # nothing was booked for those: the turn ~100 ms after the first
     waited = time.monotonic() - started
-    assert 0.07 < waited < 0.5
-    assert limiter.get_stats()["total_requests"] == 2
+    assert 0.07 < waited < 0.3
+    stats = limiter.get_stats()
+    assert stats["total_requests"] == 2 and stats["blocked_count"] == 2  # each refusal counted once
+    assert limiter.denied_count == 1
 
 
 def test_keys_are_hash_tagged_and_expire(redis_url, unique_name):

@@ -14,7 +14,7 @@ import uuid
 import pytest
 from conftest import run_children, wait_until
 
-from omnilimit import ConcurrencyLimiter, RateLimiter, SharedStateError, remove_shared
+from omnilimit import ConcurrencyLimiter, LimiterClosed, RateLimiter, SharedStateError, remove_shared
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="this machine has no /dev/shm")
 
@@ -321,12 +321,29 @@ def test_what_a_shared_concurrency_limiter_does_not_do_yet(name):
     assert limiter.shared_name == name
     with pytest.raises(ValueError, match="coroutines"):
         asyncio.run(limiter.acquire_async())
-    with pytest.raises(ValueError, match="cannot be closed"):
-        limiter.close()
     with pytest.raises(SharedStateError, match="another kind"):
         RateLimiter(600, backend=f"shm://{name}")
     limiter.release()  # holds none: counted, never capacity
     assert limiter.over_release_count == 1 and limiter.active_calls == 0
+
+
+def test_close_closes_a_shared_limiter_in_this_process_only(name):
+    mine = ConcurrencyLimiter(1, name="n", backend=f"shm://{name}")
+    assert mine.acquire(timeout=0)
+    mine.close()
+    with pytest.raises(LimiterClosed):
+        mine.acquire(timeout=0)
+    mine.release()  # a holder may still release
+    [took] = run_children(
+        1,
+        """
+        import json
+        from omnilimit import ConcurrencyLimiter
+        print(json.dumps(ConcurrencyLimiter(1, name="n", backend="shm://{name}").acquire(timeout=1)))
+        """,
+        name=name,
+    )
+    assert took is True  # another process: open, and the slot released after close() is free
 
 
 # ------------------------------------------------------------------------------------------------

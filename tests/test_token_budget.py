@@ -55,17 +55,21 @@ def test_a_reservation_takes_the_request_and_its_tokens_together():
 def test_not_enough_tokens_in_time_takes_no_request_either():
     limiter = budget()
     assert limiter.acquire(timeout=0, tokens=1000)  # the token budget is empty now
-    ok, waited = _timed(lambda: limiter.acquire(timeout=0.2, tokens=500))  # needs 0.5 s
-    assert ok is False and waited < 0.1  # refused at once: the wait was known not to fit
+    ok, waited = _timed(lambda: limiter.acquire(timeout=0.2, tokens=500, fail_fast=True))  # needs 0.5 s
+    assert ok is False and waited < 0.05  # the fail-fast form answers at once
     assert limiter.tokens_available() == 99  # the request bucket lost nothing
-    assert limiter.token_budget_available() == 0
+    assert limiter.token_budget_available() <= 50
+    ok, waited = _timed(lambda: limiter.acquire(timeout=0.2, tokens=500))
+    assert ok is False and 0.2 <= waited <= 0.2 + SLACK  # stood by for its timeout, holding nothing
+    assert limiter.token_budget_available() <= 300  # what refilled meanwhile, nothing more
+    assert limiter.acquire(timeout=1, tokens=500)  # its turn came ~0.5 s after the first call
 
 
 def test_no_request_in_time_takes_no_tokens_either():
     limiter = RateLimiter(60, burst_size=1, tokens_per_minute=60_000, token_burst=1000)  # one request a second
     assert limiter.acquire(timeout=0, tokens=10)
     assert limiter.acquire(timeout=0.2, tokens=10) is False  # the request would come in 1 s
-    assert limiter.token_budget_available() == 990  # the tokens stayed
+    assert limiter.token_budget_available() >= 990  # the tokens stayed
 
 
 def test_a_call_larger_than_the_token_burst_waits_in_proportion_and_is_never_refused_forever():

@@ -77,7 +77,9 @@ AsyncWait::~AsyncWait() {
   if (semaphore != nullptr && semaphore->cancel(slot) && !slot_claimed) semaphore->release();
   ticket.reset();  // leaves the token queue (nothing is committed before a ticket's turn)
   if (schedule != nullptr) schedule->stop_listening(listener);
-  if (bucket != nullptr) bucket->refund(reservation, now_ns());  // a reservation never slept out
+  if (standby != nullptr) standby->stop_listening(standby_listener);
+  // A reservation never slept out goes back; the callers standing by may use it.
+  if (bucket != nullptr && bucket->refund(reservation, now_ns()) && standby != nullptr) standby->notify();
   stop_counting();
 }
 

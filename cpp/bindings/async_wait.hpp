@@ -33,6 +33,7 @@
 #include "omnilimit/gcra.hpp"
 #include "omnilimit/schedule.hpp"
 #include "omnilimit/semaphore.hpp"
+#include "omnilimit/standby.hpp"
 #include "omnilimit/waker.hpp"
 
 namespace omnilimit::bindings {
@@ -63,8 +64,9 @@ class LoopNotifier {
   std::vector<std::shared_ptr<AsyncWait>> ready_;  // guarded by mutex_
 };
 
-// One coroutine's wait: for a semaphore slot, for a token-budget ticket, or on a rate
-// reservation (a timer; nothing to wake).
+// One coroutine's wait: for a semaphore slot, for a token-budget ticket, on a rate reservation
+// (a timer, and rate changes), or standing by (its deadline, and changes of the limiter's
+// prospects).
 class AsyncWait final : public Waker, public std::enable_shared_from_this<AsyncWait> {
  public:
   explicit AsyncWait(std::shared_ptr<LoopNotifier> notifier) : notifier_(std::move(notifier)) {}
@@ -107,6 +109,11 @@ class AsyncWait final : public Waker, public std::enable_shared_from_this<AsyncW
   Reservation reservation;
   std::uint64_t epoch = 0;
   Nanos ready_ns = 0;
+
+  // Standing by (a turn beyond the deadline, a pause): woken by every change of the limiter's
+  // prospects as a listener of its Standby.
+  Standby* standby = nullptr;
+  Standby::Listener standby_listener{this};
 
  private:
   std::shared_ptr<LoopNotifier> notifier_;

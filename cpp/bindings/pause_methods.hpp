@@ -1,4 +1,5 @@
-// pause(), paused_for and pauses: the same on both limiter kinds (see omnilimit/pause.hpp).
+// pause(), paused_for and pauses; the metrics counters; the stand-by methods: the same on both
+// limiter kinds (see omnilimit/pause.hpp and omnilimit/standby.hpp).
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -9,6 +10,8 @@
 #include "common.hpp"
 #include "omnilimit/clock.hpp"
 #include "omnilimit/pause.hpp"
+#include "omnilimit/standby.hpp"
+#include "wait.hpp"
 
 namespace omnilimit::bindings {
 
@@ -77,15 +80,48 @@ void add_metric_methods(pybind11::class_<Core>& cls) {
           "denied_count", [](const Core& core) { return core.denied.load(std::memory_order_relaxed); },
           "acquire(timeout=0) calls refused (part of blocked_count).")
       .def(
-          "_async_refused",
-          [](py::object self, py::object timeout) {
+          "_refused",
+          [](py::object self, py::object timeout, bool denied) {
             Core& core = self.cast<Core&>();
             Nanos timeout_ns = 0;
             if (!parse_timeout(timeout.ptr(), &timeout_ns)) throw py::error_already_set();
-            if (timeout_ns == 0) core.denied.fetch_add(1, std::memory_order_relaxed);
-            if (!report_timeout(self.ptr(), core.blocked, timeout_ns, timeout.ptr())) throw py::error_already_set();
+            denied = denied || timeout_ns == 0;
+            if (denied) core.denied.fetch_add(1, std::memory_order_relaxed);
+            if (!report_timeout(self.ptr(), core.blocked, denied ? 0 : timeout_ns, timeout.ptr())) {
+              throw py::error_already_set();
+            }
           },
-          py::arg("timeout"), "Counts (and logs) a coroutine's acquire that got nothing, as acquire() does.");
+          py::arg("timeout"), py::arg("denied") = false,
+          "Counts (and logs) an acquire made in Python (a coroutine's, a CombinedLimiter's) that got\n"
+          "nothing, as acquire() does. `denied`: refused without waiting (the fail-fast form): counted\n"
+          "as a denial, not logged.");
+}
+
+// For limiters whose waits are written in Python (the Redis limiters): the core's Standby
+// (`Standby standby` and `std::atomic<bool> closed` in `Core`) from Python. A waiter reads
+// _standby_generation() before it looks at the budget, then _stand_by(generation, until_ns);
+// whoever changes the budget calls _notify_standing(); close() wakes everyone.
+template <class Core>
+void add_standby_methods(pybind11::class_<Core>& cls) {
+  namespace py = pybind11;
+  cls.def(
+         "_standby_generation",
+         [](const Core& core) { return core.standby.generation(); },
+         "The stand-by generation, to read before looking at the budget.")
+      .def(
+          "_stand_by",
+          [](Core& core, std::uint32_t seen, Nanos until_ns) {
+            const Standby::Watch watch(core.standby);
+            const WaitResult result = stand_by(watch, seen, until_ns);
+            if (result == WaitResult::interrupted) throw py::error_already_set();
+            return result == WaitResult::done || core.closed.load();
+          },
+          py::arg("seen"), py::arg("until_ns"),
+          "Sleeps (GIL released) until the stand-by generation moves from `seen` or close() (True),\n"
+          "or the clock reaches `until_ns` (False). KeyboardInterrupt is raised from the main thread.")
+      .def(
+          "_notify_standing", [](Core& core) { core.standby.notify(); },
+          "Wakes every caller standing by (the budget changed in a way that may bring their turn).");
 }
 
 }  // namespace omnilimit::bindings

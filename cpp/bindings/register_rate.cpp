@@ -28,6 +28,7 @@
 #include "omnilimit/pause.hpp"
 #include "omnilimit/schedule.hpp"
 #include "omnilimit/shm_segment.hpp"
+#include "omnilimit/standby.hpp"
 #include "omnilimit/window.hpp"
 #include "pause_methods.hpp"
 #include "wait.hpp"
@@ -35,7 +36,8 @@
 namespace omnilimit::bindings {
 namespace {
 
-PyObject* tokens_keyword = nullptr;  // interned "tokens"
+PyObject* tokens_keyword = nullptr;     // interned "tokens"
+PyObject* fail_fast_keyword = nullptr;  // interned "fail_fast"
 std::atomic<std::uint64_t> last_rate_id{0};
 
 // What the processes sharing a rate limiter share: the payload of its segment
@@ -49,13 +51,15 @@ struct RateShared {
   std::atomic<std::int64_t> blocked{0};
   std::atomic<std::int64_t> denied{0};  // acquire(timeout=0) refused
   WaitHistogram waits;                  // how long the callers that had to wait waited
+  alignas(64) StandbyWords standby;     // callers whose turn lies past their deadline (standby.hpp)
 };
 constexpr std::uint32_t kRateSegmentKind = 1;
+constexpr std::uint64_t kRateLayout = 2;  // the segment's layout fingerprint: 2 added `standby`
 
 // The segment of a shared rate limiter: opened, or created with fresh words for this rate.
 std::unique_ptr<SharedSegment> open_rate_segment(const std::string& name, Nanos interval_ns, std::int64_t burst) {
   if (name.empty()) return nullptr;
-  return std::make_unique<SharedSegment>(name, kRateSegmentKind, sizeof(RateShared), 0, [&](void* at) {
+  return std::make_unique<SharedSegment>(name, kRateSegmentKind, sizeof(RateShared), kRateLayout, [&](void* at) {
     auto* shared = new (at) RateShared();
     Gcra::init_words(shared->bucket, interval_ns, burst);
   });
@@ -98,12 +102,24 @@ struct RateCore final : ForkAware {
                                           token_burst);
       async_reservation = py::reinterpret_steal<py::object>(PyContextVar_New("omnilimit.reservation", nullptr));
       if (!async_reservation) throw py::error_already_set();
+      // Every re-plan of the queue may bring a turn closer for a caller standing by outside it.
+      dual->on_replan([](void* standby) noexcept { static_cast<Standby*>(standby)->notify(); }, &standby);
     }
   }
   void reinit_after_fork() noexcept override {
     bucket.reinit_after_fork();  // a shared bucket is left alone: the other processes use it
     if (dual) dual->reinit_after_fork();
     schedule.reinit_after_fork();
+    standby.reinit_after_fork(segment != nullptr);
+  }
+  // Wakes every waiter of this process (thread or coroutine: asleep on an instant, queued,
+  // standing by or paused) with LimiterClosed; later acquires raise it. Other processes sharing
+  // the segment are not closed.
+  void close() {
+    closed.store(true);
+    if (dual) dual->close();
+    schedule.close();
+    standby.notify();
   }
 
   // The request bucket: the lone Gcra, or the request half of the DualBucket.
@@ -127,6 +143,8 @@ struct RateCore final : ForkAware {
   py::object async_reservation;
   Pause& pause;
   Schedule schedule;  // where this process's sleepers wait; set_rate() moves their instants
+  Standby standby{shared.standby, segment != nullptr};  // where callers wait whose turn is out of reach
+  std::atomic<bool> closed{false};                       // close() was called (in this process)
   RequestWindow& recorded;
   RequestWindow tokens_used;  // tokens recorded in the last minute: the current TPM
   std::atomic<std::int64_t>& total_acquired;
@@ -185,14 +203,6 @@ class LatestReservations {
 };
 thread_local LatestReservations latest_reservations;
 
-// Sleeps (GIL released) until `until_ns`: a pause's end, which no rate change moves.
-WaitResult sleep_without_gil(Nanos until_ns) {
-  return wait_without_gil(until_ns, [until_ns](Nanos step_until_ns) {
-    sleep_until_ns(step_until_ns);
-    return step_until_ns >= until_ns;
-  });
-}
-
 // A sleeper that wakes more than this after its instant (and more than one interval) has missed
 // its turn: it books again instead of going. Going would spend a slot from the past, and a busy
 // event loop or an overloaded machine wakes many sleepers late at once: together they would
@@ -205,19 +215,29 @@ bool missed_turn(const Gcra& bucket, Nanos ready_ns, Nanos now) {
   return now - ready_ns > std::max(bucket.interval_ns(), kLateToleranceNs);
 }
 
-// A request (no token budget) from the lone Gcra: one reservation, then the sleep until its
-// instant, which rate changes move (Schedule). `again`: book again (a rate change overlapped the
-// booking, the sleeper lost track of the changes, or it woke too late: see kLateToleranceNs).
-Outcome take_from_gcra(RateCore& core, Nanos now, Nanos deadline_ns, std::optional<Sleeping>& sleeping, bool* again) {
+Outcome closed_error() {
+  PyErr_SetString(limiter_closed_error, "the limiter is closed");
+  return Outcome::error;
+}
+
+// How one look at the budget ended.
+enum class Turn {
+  went,             // admitted (at once, or after sleeping until its instant)
+  again,            // look again at once (a rate change overlapped the booking, the sleeper lost
+                    // track of the changes, or it woke too late: see kLateToleranceNs)
+  beyond_deadline,  // the turn lies past the deadline (or the deadline came): nothing is held
+  error,            // KeyboardInterrupt or LimiterClosed, set
+};
+
+// A request (no token budget) from the lone Gcra: one reservation if its instant comes by the
+// deadline, then the sleep until that instant, which rate changes move (Schedule).
+Turn take_from_gcra(RateCore& core, Nanos now, Nanos deadline_ns, std::optional<Sleeping>& sleeping) {
   const Nanos max_wait_ns = deadline_ns == kForever ? kForever : std::max<Nanos>(deadline_ns - now, 0);
   std::uint64_t epoch = core.schedule.epoch();
   const Reservation r = core.bucket.reserve(1, max_wait_ns, now);
-  if (!r.admitted) return Outcome::timed_out;
-  if (r.wait_ns == 0) return Outcome::acquired;
-  if (!core.schedule.stable(epoch)) {  // the slot is spent; book again at the new pace
-    *again = true;
-    return Outcome::acquired;
-  }
+  if (!r.admitted) return Turn::beyond_deadline;
+  if (r.wait_ns == 0) return Turn::went;
+  if (!core.schedule.stable(epoch)) return Turn::again;  // the slot is spent; book again at the new pace
   Nanos ready_ns = r.ready_at_ns;
   Schedule::Woke woke = Schedule::Woke::deadline;
   if (!sleeping) sleeping.emplace(core);
@@ -225,21 +245,26 @@ Outcome take_from_gcra(RateCore& core, Nanos now, Nanos deadline_ns, std::option
     woke = core.schedule.wait(ready_ns, epoch, until_ns);
     return woke != Schedule::Woke::deadline;
   });
-  if (result != WaitResult::done) {
-    // KeyboardInterrupt, or a slower rate moved the instant past the timeout: give the slot
-    // back if still possible.
-    core.bucket.refund(r, now_ns());
-    return result == WaitResult::interrupted ? Outcome::error : Outcome::timed_out;
+  if (result != WaitResult::done || woke == Schedule::Woke::closed) {
+    // KeyboardInterrupt, close(), or the deadline came first (a slower rate moved the instant
+    // past it): give the slot back if still possible (the callers standing by may use it).
+    if (core.bucket.refund(r, now_ns())) core.standby.notify();
+    if (result == WaitResult::interrupted) return Turn::error;
+    if (woke == Schedule::Woke::closed) {
+      closed_error();
+      return Turn::error;
+    }
+    return Turn::beyond_deadline;
   }
-  *again = woke == Schedule::Woke::lost || missed_turn(core.bucket, ready_ns, now_ns());
-  return Outcome::acquired;
+  if (woke == Schedule::Woke::lost || missed_turn(core.bucket, ready_ns, now_ns())) return Turn::again;
+  return Turn::went;
 }
 
-// A request and `tokens` from the DualBucket: admitted at once, or queued until the head of the
-// queue (see dual_bucket.hpp).
-Outcome take_from_queue(RateCore& core, std::int64_t tokens, Nanos now, Nanos deadline_ns,
-                        std::optional<Sleeping>& sleeping) {
-  DualBucket::Ticket ticket(*core.dual, tokens, deadline_ns);
+// A request and `tokens` from the DualBucket: admitted at once, or queued (or standing by) until
+// its turn or its deadline (see dual_bucket.hpp).
+Turn take_from_queue(RateCore& core, std::int64_t tokens, Nanos now, Nanos deadline_ns, bool fail_fast,
+                     std::optional<Sleeping>& sleeping) {
+  DualBucket::Ticket ticket(*core.dual, tokens, deadline_ns, nullptr, !fail_fast);
   DualBucket::Status status = core.dual->arrive(ticket, now);
   if (status == DualBucket::Status::queued) {
     if (!sleeping) sleeping.emplace(core);
@@ -247,45 +272,95 @@ Outcome take_from_queue(RateCore& core, std::int64_t tokens, Nanos now, Nanos de
       status = core.dual->wait(ticket, until_ns);
       return status != DualBucket::Status::queued;
     });
-    if (result == WaitResult::interrupted) return Outcome::error;  // ~Ticket leaves the queue
+    if (result == WaitResult::interrupted) return Turn::error;  // ~Ticket leaves the queue
   }
-  return status == DualBucket::Status::admitted ? Outcome::acquired : Outcome::timed_out;
+  switch (status) {
+    case DualBucket::Status::admitted: return Turn::went;
+    case DualBucket::Status::closed:
+      closed_error();
+      return Turn::error;
+    default: return Turn::beyond_deadline;  // refused, or still queued at the deadline (~Ticket leaves)
+  }
 }
 
-// acquire(): a pause first, then the request (and `tokens`, with a budget). Nothing is taken
-// when the wait would not fit in the timeout.
-Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens) {
+// acquire(): a pause first, then the request (and `tokens`, with a budget). The timeout contract:
+// True as soon as the caller may go; False only once the timeout has passed. A caller whose turn
+// (or a pause's end) lies beyond its deadline books nothing and stands by, woken by any change
+// that may bring its turn within reach (see standby.hpp), until its deadline. `fail_fast`: such a
+// caller gets False at once instead (x/time/rate's rule); `timeout` 0 tries once.
+Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens, bool fail_fast) {
+  if (core.closed.load(std::memory_order_relaxed)) return closed_error();
   Nanos now = now_ns();
   const Nanos started_ns = now;
   const Nanos deadline_ns = saturating_add(now, timeout_ns);
-  std::optional<Sleeping> sleeping;  // engaged at the first wait
+  std::optional<Sleeping> sleeping;      // engaged at the first wait
+  std::optional<Standby::Watch> watch;  // engaged at the first stand-by
   for (;;) {
+    // Read before this look at the budget: a change made after it ends the stand-by below.
+    const std::uint32_t seen = watch ? watch->generation() : 0;
+    Nanos stand_until = 0;  // 0: no stand-by after this look
     if (core.pause.maybe_active()) {
       if (const Nanos end = core.pause.end_ns(now)) {
         // Paused: nothing is admitted before the end (plus this caller's jitter). Reserve only
         // then, so the callers released by the pause are spaced at the pace from its end.
         const Nanos go_at = core.pause.release_time(end);
-        if (go_at > deadline_ns) return Outcome::timed_out;
-        if (!sleeping) sleeping.emplace(core);
-        if (sleep_without_gil(go_at) == WaitResult::interrupted) return Outcome::error;
-        now = now_ns();
-        continue;
+        if (go_at > deadline_ns && (fail_fast || now >= deadline_ns)) return Outcome::timed_out;
+        stand_until = std::min(go_at, deadline_ns);
       }
     }
-    bool again = false;
-    const Outcome outcome = core.dual ? take_from_queue(core, tokens, now, deadline_ns, sleeping)
-                                      : take_from_gcra(core, now, deadline_ns, sleeping, &again);
-    if (outcome != Outcome::acquired) return outcome;
+    if (stand_until == 0) {
+      const Turn turn = core.dual ? take_from_queue(core, tokens, now, deadline_ns, fail_fast, sleeping)
+                                  : take_from_gcra(core, now, deadline_ns, sleeping);
+      if (turn == Turn::error) return Outcome::error;
+      now = now_ns();
+      if (turn == Turn::went) {
+        // A pause declared while this caller slept voids its slot (the provider wants nothing
+        // before the pause's end): wait for the end and reserve again.
+        if (!core.pause.maybe_active() || core.pause.end_ns(now) == 0) break;
+        continue;
+      }
+      if (turn == Turn::again) continue;
+      if (fail_fast || now >= deadline_ns) return Outcome::timed_out;
+      stand_until = deadline_ns;
+    }
+    if (!watch) {  // registered from now on: look once more before sleeping
+      watch.emplace(core.standby);
+      continue;
+    }
+    if (!sleeping) sleeping.emplace(core);
+    if (stand_by(*watch, seen, stand_until) == WaitResult::interrupted) return Outcome::error;
+    if (core.closed.load()) return closed_error();
     now = now_ns();
-    if (again) continue;
-    // A pause declared while this caller slept voids its slot (the provider wants nothing
-    // before the pause's end): wait for the end and reserve again.
-    if (!core.pause.maybe_active() || core.pause.end_ns(now) == 0) break;
   }
   if (core.dual) latest_reservations.remember(core.id, tokens);
   if (sleeping) core.waits.record(now - started_ns);
   core.total_acquired.fetch_add(1, std::memory_order_relaxed);
   return Outcome::acquired;
+}
+
+// For CombinedLimiter, which must not hold its concurrency slot while its rate turn is out of
+// reach: stands by (GIL released) until a caller for `tokens` arriving now would have its turn by
+// `deadline_ns` (true), or the deadline passes (false). Books nothing. Raises LimiterClosed.
+bool wait_for_turn_within(RateCore& core, std::int64_t tokens, Nanos deadline_ns) {
+  if (tokens < 0) throw py::value_error("token counts must be >= 0");
+  Standby::Watch watch(core.standby);
+  std::optional<Sleeping> sleeping;
+  for (;;) {
+    const std::uint32_t seen = watch.generation();
+    if (core.closed.load()) {
+      closed_error();
+      throw py::error_already_set();
+    }
+    const Nanos now = now_ns();
+    Nanos wait = core.dual ? core.dual->predicted_wait(tokens, now) : core.bucket.wait_for(1, now);
+    if (const Nanos end = core.pause.end_ns(now)) wait = std::max(wait, end - now);
+    if (wait <= deadline_ns - std::min(deadline_ns, now)) return true;
+    if (now >= deadline_ns) return false;
+    // Time alone brings no turn closer (a pause's end and the bucket's instants are fixed): only
+    // a change does.
+    if (!sleeping) sleeping.emplace(core);
+    if (stand_by(watch, seen, deadline_ns) == WaitResult::interrupted) throw py::error_already_set();
+  }
 }
 
 // `tokens`: a whole number >= 0 (not a bool). Returns false with ValueError set otherwise.
@@ -303,33 +378,56 @@ bool parse_tokens(PyObject* value, std::int64_t* tokens) {
   return false;
 }
 
+// A keyword flag: True or False (a bool; 0 and 1 too). Returns false with ValueError set otherwise.
+bool parse_flag(const char* name, PyObject* value, bool* flag) {
+  if (value == Py_True || value == Py_False) {
+    *flag = value == Py_True;
+    return true;
+  }
+  if (PyLong_CheckExact(value)) {
+    const long n = PyLong_AsLong(value);
+    if (n == 0 || n == 1) {
+      *flag = n == 1;
+      return true;
+    }
+    PyErr_Clear();
+  }
+  PyErr_Format(PyExc_ValueError, "%s must be True or False, got %R", name, value);
+  return false;
+}
+
 struct Rate {
   using Core = RateCore;
   static constexpr Nanos kDefaultTimeoutNs = 60 * kNanosPerSecond;
   static inline PyObject* default_timeout = nullptr;
-  static Outcome take(RateCore& core, Nanos timeout_ns) { return take_request(core, timeout_ns, 0); }
+  static Outcome take(RateCore& core, Nanos timeout_ns) { return take_request(core, timeout_ns, 0, false); }
 };
 
-// acquire(timeout=60, tokens=0) -> bool
+// acquire(timeout=60, tokens=0, fail_fast=False) -> bool
 PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   return guarded([&]() -> PyObject* {
-    PyObject* names[2] = {timeout_keyword, tokens_keyword};
-    PyObject* values[2] = {nullptr, nullptr};
-    if (!parse_optional_args("acquire", names, 2, args, nargs, kwnames, values)) return nullptr;
+    PyObject* names[3] = {timeout_keyword, tokens_keyword, fail_fast_keyword};
+    PyObject* values[3] = {nullptr, nullptr, nullptr};
+    if (!parse_optional_args("acquire", names, 3, args, nargs, kwnames, values)) return nullptr;
     Nanos timeout_ns = Rate::kDefaultTimeoutNs;
     if (values[0] != nullptr && !parse_timeout(values[0], &timeout_ns)) return nullptr;
     std::int64_t tokens = 0;
     if (values[1] != nullptr && !parse_tokens(values[1], &tokens)) return nullptr;
+    bool fail_fast = false;
+    if (values[2] != nullptr && !parse_flag("fail_fast", values[2], &fail_fast)) return nullptr;
     RateCore* core = self_ptr<RateCore>(self);
     if (core == nullptr) return nullptr;
-    switch (take_request(*core, timeout_ns, tokens)) {
+    switch (take_request(*core, timeout_ns, tokens, fail_fast)) {
       case Outcome::acquired: Py_RETURN_TRUE;
       case Outcome::error: return nullptr;
       case Outcome::timed_out: break;
     }
-    if (timeout_ns == 0) core->denied.fetch_add(1, std::memory_order_relaxed);
+    // A refusal without a wait (a try, or the fail-fast form) is a denial, not a timeout: counted,
+    // never logged.
+    const bool denied = timeout_ns == 0 || fail_fast;
+    if (denied) core->denied.fetch_add(1, std::memory_order_relaxed);
     PyObject* shown = values[0] != nullptr ? values[0] : Rate::default_timeout;
-    if (!report_timeout(self, core->blocked, timeout_ns, shown)) return nullptr;
+    if (!report_timeout(self, core->blocked, denied ? 0 : timeout_ns, shown)) return nullptr;
     Py_RETURN_FALSE;
   });
 }
@@ -387,11 +485,14 @@ PyObject* fast_exit(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
 
 PyMethodDef fast_methods[] = {
     fast_method("acquire", fast_acquire,
-                "acquire($self, /, timeout=60, tokens=0)\n--\n\n"
+                "acquire($self, /, timeout=60, tokens=0, fail_fast=False)\n--\n\n"
                 "Takes a request (and `tokens` of the token budget, at the same instant, when there is\n"
                 "one), sleeping until its reserved instant if need be. `timeout` is in seconds (None:\n"
-                "forever; 0: try once); a wait that would not fit fails at once and commits nothing.\n"
-                "Returns True or False. Raises ValueError for a bad timeout or token count."),
+                "forever; 0: try once). Returns True as soon as the caller may go, False once `timeout`\n"
+                "has passed; a caller whose turn lies beyond its timeout books nothing and stands by,\n"
+                "going if a change brings its turn within reach. `fail_fast=True`: False at once, booking\n"
+                "nothing, when the turn lies beyond the timeout. Raises LimiterClosed after close(),\n"
+                "ValueError for a bad timeout, token count or flag."),
     fast_method("record_request", fast_record_request,
                 "record_request($self, /, tokens=None)\n--\n\n"
                 "Records a request made (it counts in get_current_rpm()). `tokens`: what it really used;\n"
@@ -409,11 +510,20 @@ void count_async_acquired(RateCore& core, Nanos started_ns) {
   core.total_acquired.fetch_add(1, std::memory_order_relaxed);
 }
 
+void raise_if_closed(const RateCore& core) {
+  if (core.closed.load()) {
+    closed_error();
+    throw py::error_already_set();
+  }
+}
+
 // No token budget: books the next instant if it comes by `deadline_ns`. Returns the seconds to
-// sleep on the loop's timer (0.0: acquired now, counted), or None when it would not fit.
+// sleep on the loop's timer (0.0: acquired now, counted), or None when it would not fit (nothing
+// booked: the coroutine stands by). Raises LimiterClosed.
 py::object async_reserve(py::object self, AsyncWait& w, Nanos deadline_ns) {
   RateCore& core = self.cast<RateCore&>();
   if (core.dual) throw std::logic_error("a limiter with a token budget queues tickets");
+  raise_if_closed(core);
   for (;;) {
     const Nanos now = now_ns();
     const Nanos max_wait_ns = deadline_ns == kForever ? kForever : std::max<Nanos>(deadline_ns - now, 0);
@@ -433,10 +543,13 @@ py::object async_reserve(py::object self, AsyncWait& w, Nanos deadline_ns) {
     w.started_ns = now;
     w.count_waiting(core.sleeping);
     w.schedule = &core.schedule;
+    w.standby = &core.standby;  // a refund (the waiter dropped early) wakes the callers standing by
     core.schedule.listen(w.listener);
     return py::float_(static_cast<double>(r.wait_ns) / 1e9);
   }
 }
+
+void async_refund(RateCore& core, AsyncWait& w);
 
 // After the timer, or a rate change's wake-up: the reservation's instant moved through the rate
 // changes made meanwhile.
@@ -445,6 +558,10 @@ py::object async_reserve(py::object self, AsyncWait& w, Nanos deadline_ns) {
 // (book again; the slot is spent).
 double async_reserve_check(RateCore& core, AsyncWait& w) {
   if (w.bucket != &core.bucket) throw std::logic_error("this AsyncWait holds no reservation here");
+  if (core.closed.load()) {
+    async_refund(core, w);
+    raise_if_closed(core);
+  }
   if (!core.schedule.follow(w.ready_ns, w.epoch)) {
     core.schedule.stop_listening(w.listener);
     w.bucket = nullptr;  // the slot is spent
@@ -465,22 +582,34 @@ double async_reserve_check(RateCore& core, AsyncWait& w) {
   return 0.0;
 }
 
-// A coroutine gives up before its instant: the reservation goes back if still possible.
+// A coroutine gives up before its instant: the reservation goes back if still possible (and the
+// callers standing by hear of it).
 void async_refund(RateCore& core, AsyncWait& w) {
   if (w.bucket != &core.bucket) return;
   core.schedule.stop_listening(w.listener);
-  core.bucket.refund(w.reservation, now_ns());
+  if (core.bucket.refund(w.reservation, now_ns())) core.standby.notify();
   w.bucket = nullptr;
   w.stop_counting();
 }
 
+// A coroutine begins standing by (its turn, or a pause's end, lies beyond its deadline): every
+// change of the limiter's prospects wakes it, and it counts as waiting. Raises LimiterClosed.
+void async_stand_by(RateCore& core, AsyncWait& w) {
+  raise_if_closed(core);
+  w.standby = &core.standby;
+  core.standby.listen(w.standby_listener);
+  w.count_waiting(core.sleeping);
+}
+
 // With a token budget: a ticket for one request and `tokens`. 0: admitted now (counted), 1:
-// queued (wake-ups come through the waiter), 2: refused (its turn would not come by the deadline).
-int async_ticket(py::object self, AsyncWait& w, std::int64_t tokens, Nanos deadline_ns) {
+// queued or standing by (wake-ups come through the waiter), 2: refused (its turn would not come
+// by the deadline, and it may not stand by: `fail_fast`, or no time left). Raises LimiterClosed.
+int async_ticket(py::object self, AsyncWait& w, std::int64_t tokens, Nanos deadline_ns, bool fail_fast) {
   RateCore& core = self.cast<RateCore&>();
   if (!core.dual) throw std::logic_error("a limiter without a token budget books reservations");
   if (w.ticket) throw std::logic_error("this AsyncWait was already used");
-  w.ticket.emplace(*core.dual, tokens, deadline_ns, &w);
+  raise_if_closed(core);
+  w.ticket.emplace(*core.dual, tokens, deadline_ns, &w, !fail_fast);
   w.tokens = tokens;
   w.owner = self;
   const Nanos now = now_ns();
@@ -489,6 +618,9 @@ int async_ticket(py::object self, AsyncWait& w, std::int64_t tokens, Nanos deadl
       count_async_acquired(core, 0);
       return 0;
     case DualBucket::Status::refused:
+      return 2;
+    case DualBucket::Status::closed:
+      raise_if_closed(core);
       return 2;
     case DualBucket::Status::queued:
       break;
@@ -512,6 +644,10 @@ py::tuple async_ticket_poll(RateCore& core, AsyncWait& w) {
     case DualBucket::Status::refused:
       w.stop_counting();
       return py::make_tuple(2, py::none());
+    case DualBucket::Status::closed:
+      w.stop_counting();
+      raise_if_closed(core);
+      return py::make_tuple(2, py::none());
     case DualBucket::Status::queued:
       break;
   }
@@ -529,7 +665,10 @@ std::int64_t check_tokens(std::int64_t n) {
 void register_rate_core(py::module_& m) {
   Rate::default_timeout = PyLong_FromLong(60);
   tokens_keyword = PyUnicode_InternFromString("tokens");
-  if (Rate::default_timeout == nullptr || tokens_keyword == nullptr) throw py::error_already_set();
+  fail_fast_keyword = PyUnicode_InternFromString("fail_fast");
+  if (Rate::default_timeout == nullptr || tokens_keyword == nullptr || fail_fast_keyword == nullptr) {
+    throw py::error_already_set();
+  }
 
   py::class_<RateCore> cls(m, "RateCore", R"doc(
 The native part of RateLimiter: a GCRA token bucket, an optional token budget reserved together
@@ -597,13 +736,20 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
                c.bucket.set_interval(interval, now);
                return old;
              });
+             c.standby.notify();  // the callers standing by look again (in every process)
            },
            py::arg("requests_per_minute"),
            "Changes the rate now, keeping what is owed (converted to the new pace). Sleeping waiters\n"
-           "move with it: a faster rate wakes them sooner, at once if their turn has come.")
+           "move with it: a faster rate wakes them sooner, at once if their turn has come; callers\n"
+           "standing by look again.")
       .def("set_burst",
            [](RateCore& c, std::int64_t burst) {
-             if (c.dual) c.dual->set_request_burst(burst); else c.bucket.set_burst(burst);
+             if (c.dual) {
+               c.dual->set_request_burst(burst);
+             } else {
+               c.bucket.set_burst(burst);
+               c.standby.notify();
+             }
            },
            py::arg("burst"),
            "Changes the burst now. With a token budget the queued callers are re-planned; without\n"
@@ -659,7 +805,17 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
   cls.def("_async_reserve", &async_reserve, py::arg("waiter"), py::arg("deadline_ns"))
       .def("_async_reserve_check", &async_reserve_check, py::arg("waiter"))
       .def("_async_refund", &async_refund, py::arg("waiter"))
-      .def("_async_ticket", &async_ticket, py::arg("waiter"), py::arg("tokens"), py::arg("deadline_ns"))
+      .def("_async_stand_by", &async_stand_by, py::arg("waiter"),
+           "A coroutine stands by: every change of the limiter's prospects (a refund, a new rate or\n"
+           "burst, a re-planned queue, close()) wakes `waiter`. Raises LimiterClosed.")
+      .def("_async_stand_by_end",
+           [](RateCore& core, AsyncWait& w) {
+             core.standby.stop_listening(w.standby_listener);
+             if (w.bucket == nullptr && !w.ticket) w.stop_counting();  // a booking made meanwhile stays counted
+           },
+           py::arg("waiter"), "Ends the stand-by of `waiter`.")
+      .def("_async_ticket", &async_ticket, py::arg("waiter"), py::arg("tokens"), py::arg("deadline_ns"),
+           py::arg("fail_fast") = false)
       .def("_async_ticket_poll", &async_ticket_poll, py::arg("waiter"))
       .def("_async_ticket_leave",
            [](RateCore& core, AsyncWait& w) {
@@ -667,11 +823,32 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
              w.stop_counting();
            },
            py::arg("waiter"))
+      .def(
+          "_turn_within",
+          [](RateCore& core, std::int64_t tokens, Nanos deadline_ns) {
+            raise_if_closed(core);
+            const Nanos now = now_ns();
+            Nanos wait = core.dual ? core.dual->predicted_wait(check_tokens(tokens), now) : core.bucket.wait_for(1, now);
+            if (const Nanos end = core.pause.end_ns(now)) wait = std::max(wait, end - now);
+            return wait <= deadline_ns - std::min(deadline_ns, now);
+          },
+          py::arg("tokens"), py::arg("deadline_ns"),
+          "True when a caller for `tokens` arriving now would have its turn by `deadline_ns` (books\n"
+          "nothing). Raises LimiterClosed.")
+      .def("_wait_for_turn_within", &wait_for_turn_within, py::arg("tokens"), py::arg("deadline_ns"),
+           "Stands by (GIL released) until a caller for `tokens` arriving now would have its turn by\n"
+           "`deadline_ns` (True), or that deadline passes (False). Books nothing. Raises LimiterClosed.")
+      .def("close", &RateCore::close,
+           "Wakes every waiter of this process (threads and coroutines) with LimiterClosed; later\n"
+           "acquires raise it. A limiter shared with other processes stays open in those.")
+      .def_property_readonly("closed", [](const RateCore& c) { return c.closed.load(); },
+                             "True once close() was called.")
       .def_property_readonly(
           "_async_reservation", [](const RateCore& c) { return c.async_reservation; },
           "With a token budget: the ContextVar of the current task's latest unsettled reservation.");
   add_pause_methods(cls, [](RateCore& core, Nanos end) { core.hold_until(end); });
   add_metric_methods(cls);
+  add_standby_methods(cls);
   add_fast_methods(cls, fast_methods);
 }
 

@@ -14,6 +14,7 @@
 #include "omnilimit/semaphore.hpp"
 #include "omnilimit/shm_segment.hpp"
 #include "omnilimit/shm_semaphore.hpp"
+#include "omnilimit/standby.hpp"
 #include "omnilimit/window.hpp"
 #include "wait.hpp"
 
@@ -72,6 +73,14 @@ struct ConcurrencyCore final : ForkAware {
   void reinit_after_fork() noexcept override {
     semaphore.reinit_after_fork();
     if (shared_semaphore) shared_semaphore->reinit_after_fork();
+    standby.reinit_after_fork(false);
+  }
+  // Wakes every waiter of this process (queued, or waiting out a pause) with LimiterClosed; later
+  // acquires raise it; holders may still release. Other processes sharing the segment stay open.
+  void close() {
+    closed.store(true);
+    if (shared_semaphore) shared_semaphore->wake_all(); else semaphore.close();
+    standby.notify();
   }
 
   // The semaphore's figures, whichever it is.
@@ -109,6 +118,11 @@ struct ConcurrencyCore final : ForkAware {
   WaitHistogram& waits;
   std::atomic<bool> over_release_reported{false};
   std::int64_t max_before = 0;  // an existing segment's max on opening, when it differed
+  // Callers waiting out a pause (or their timeout, when the pause outlasts it) sleep here, so that
+  // close() wakes them. This process's alone: a pause never shortens, so only close() wakes them.
+  StandbyWords standby_words;
+  Standby standby{standby_words, false};
+  std::atomic<bool> closed{false};
 };
 
 // A release() that answers a failed acquire. OmniGen's generators call acquire(timeout=120),
@@ -192,26 +206,48 @@ struct Concurrency {
       return outcome;
     }
     const Nanos go_at = core.pause.release_time(end);
+    const Nanos deadline_ns = saturating_add(started_ns, timeout_ns);
+    Standby::Watch watch(core.standby);
     WaitResult result = WaitResult::deadline;
-    if (go_at <= saturating_add(started_ns, timeout_ns)) {
-      result = wait_without_gil(go_at, [go_at](Nanos until_ns) {
-        sleep_until_ns(until_ns);
-        return until_ns >= go_at;
-      });
-      if (result == WaitResult::done) {
+    if (go_at <= deadline_ns) {
+      result = sleep_unless_closed(core, watch, go_at);
+      if (result == WaitResult::deadline) {  // the pause's end came
         core.waits.record(now_ns() - started_ns);
         return outcome;
       }
     }
+    // The pause outlasts the timeout, KeyboardInterrupt, or close(): pass the slot on. Then, unless
+    // interrupted or closed, wait out the timeout holding nothing (a pause never shortens), so
+    // that a caller that ignores the answer does not call the provider during the pause.
     core.total_acquired.fetch_sub(1, std::memory_order_relaxed);
-    core.give_back();  // the pause outlasts the timeout, or KeyboardInterrupt: pass it on
-    return result == WaitResult::interrupted ? Outcome::error : Outcome::timed_out;
+    core.give_back();
+    if (result == WaitResult::deadline) result = sleep_unless_closed(core, watch, deadline_ns);
+    if (result == WaitResult::interrupted) return Outcome::error;
+    if (core.closed.load()) return closed_error();
+    return Outcome::timed_out;
+  }
+
+  // Sleeps (GIL released) until `until_ns` (deadline), KeyboardInterrupt (interrupted) or close()
+  // (done).
+  static WaitResult sleep_unless_closed(ConcurrencyCore& core, const Standby::Watch& watch, Nanos until_ns) {
+    for (;;) {
+      const std::uint32_t seen = watch.generation();
+      if (core.closed.load()) return WaitResult::done;
+      const WaitResult result = stand_by(watch, seen, until_ns);
+      if (result != WaitResult::done) return result;
+    }
+  }
+
+  static Outcome closed_error() {
+    PyErr_SetString(limiter_closed_error, "the limiter is closed");
+    return Outcome::error;
   }
 
   // A slot of a semaphore shared between processes: taken at once, or queued in the segment and
   // woken by the releasing process's futex wake.
   static Outcome queue_for_shared_slot(ConcurrencyCore& core, Nanos timeout_ns, Nanos& started_ns) {
     SharedSemaphore& semaphore = *core.shared_semaphore;
+    if (core.closed.load(std::memory_order_relaxed)) return closed_error();
     if (timeout_ns == 0) {
       if (!semaphore.try_acquire()) return Outcome::timed_out;
       core.total_acquired.fetch_add(1, std::memory_order_relaxed);
@@ -222,11 +258,12 @@ struct Concurrency {
       started_ns = now_ns();
       const Nanos deadline_ns = saturating_add(started_ns, timeout_ns);
       const WaitResult result = wait_without_gil(deadline_ns, [&](Nanos until_ns) {
-        return semaphore.wait(entry, until_ns);
+        return semaphore.wait(entry, until_ns, &core.closed) || core.closed.load();
       });
-      if (result == WaitResult::interrupted) {
+      if (result == WaitResult::interrupted || core.closed.load()) {
+        // KeyboardInterrupt, or close(): leave the queue, passing on a slot granted meanwhile.
         if (semaphore.cancel(entry)) semaphore.release();
-        return Outcome::error;
+        return result == WaitResult::interrupted ? Outcome::error : closed_error();
       }
       if (result == WaitResult::deadline) {
         if (!semaphore.cancel(entry)) return Outcome::timed_out;  // (a slot at the last moment is kept)
@@ -433,15 +470,10 @@ released only while a caller waits.)doc");
             return c.max_before == 0 ? py::object(py::none()) : py::object(py::int_(c.max_before));
           },
           "For a shared limiter that opened an existing segment with another max: that max.")
-      .def("close",
-           [](ConcurrencyCore& c) {
-             if (c.shared_semaphore) {
-               throw std::invalid_argument(
-                   "a concurrency limiter shared between processes cannot be closed (remove its segment instead)");
-             }
-             c.semaphore.close();
-           },
-           "Wakes every waiter with LimiterClosed; later acquires raise it. Holders may still release.")
+      .def("close", &ConcurrencyCore::close,
+           "Wakes every waiter of this process (threads and coroutines) with LimiterClosed; later\n"
+           "acquires raise it. Holders may still release. A limiter shared with other processes\n"
+           "stays open in those.")
       .def_property_readonly("max_concurrent", [](const ConcurrencyCore& c) { return c.max_slots(); })
       .def("set_max_concurrent",
            [](ConcurrencyCore& c, std::int64_t n) {
@@ -454,7 +486,21 @@ released only while a caller waits.)doc");
                              "Slots held now.")
       .def_property_readonly("waiting", [](const ConcurrencyCore& c) { return c.queued(); },
                              "Callers queued for a slot now.")
-      .def_property_readonly("closed", [](const ConcurrencyCore& c) { return c.semaphore.closed(); })
+      .def_property_readonly("closed", [](const ConcurrencyCore& c) { return c.closed.load(); },
+                             "True once close() was called.")
+      .def("_async_stand_by",
+           [](ConcurrencyCore& core, AsyncWait& w) {
+             if (core.closed.load()) {
+               PyErr_SetString(limiter_closed_error, "the limiter is closed");
+               throw py::error_already_set();
+             }
+             w.standby = &core.standby;
+             core.standby.listen(w.standby_listener);
+           },
+           py::arg("waiter"), "A coroutine waits out a pause or its timeout: close() wakes `waiter`.")
+      .def("_async_stand_by_end",
+           [](ConcurrencyCore& core, AsyncWait& w) { core.standby.stop_listening(w.standby_listener); },
+           py::arg("waiter"))
       .def_property_readonly("total_requests",
                              [](const ConcurrencyCore& c) { return c.total_acquired.load(std::memory_order_relaxed); },
                              "Successful acquires since creation.")
@@ -482,7 +528,7 @@ released only while a caller waits.)doc");
            "True once a slot was handed to the queued `waiter`, False while it waits. Raises LimiterClosed.")
       .def("_async_cancel", &async_cancel, py::arg("waiter"),
            "Takes `waiter` out of the queue; True when a slot had been handed to it (it holds it now).")
-      .def("_async_give_back",
+      .def("_give_back",
            [](ConcurrencyCore& core) {
              // A slot taken for a coroutine that does not use it (a pause outlasts its timeout, or it
              // was cancelled): passed on without counting as a call, as acquire() does.
@@ -493,7 +539,7 @@ released only while a caller waits.)doc");
              }
              core.give_back();
            },
-           "Passes on a slot acquire_async took and will not use (not counted as a call).")
+           "Passes on a slot this thread (or coroutine) took and will not use (not counted as a call).")
       .def("_async_try", [](ConcurrencyCore& core) {
              if (!core.local_semaphore().try_acquire_fast()) return false;
              count_async_acquired(core, 0);
@@ -501,6 +547,7 @@ released only while a caller waits.)doc");
            }, "acquire_async(timeout=0): a free slot now, or nothing.");
   add_pause_methods(cls, [](ConcurrencyCore&, Nanos) {});
   add_metric_methods(cls);
+  add_standby_methods(cls);
   add_fast_methods(cls, fast_methods);
 }
 

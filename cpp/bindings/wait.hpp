@@ -17,6 +17,7 @@
 #include <exception>
 
 #include "omnilimit/clock.hpp"
+#include "omnilimit/standby.hpp"
 
 namespace omnilimit::bindings {
 
@@ -51,6 +52,12 @@ WaitResult wait_without_gil(Nanos deadline_ns, Step&& step) {
     if (check_signals && PyErr_CheckSignals() != 0) return WaitResult::interrupted;
     if (until >= deadline_ns) return WaitResult::deadline;
   }
+}
+
+// Stands by (GIL released) until the stand-by generation moves from `seen` (done: something
+// changed, look again) or the clock reaches `until_ns` (deadline).
+inline WaitResult stand_by(const Standby::Watch& watch, std::uint32_t seen, Nanos until_ns) {
+  return wait_without_gil(until_ns, [&](Nanos step_until_ns) { return watch.wait(seen, step_until_ns); });
 }
 
 }  // namespace omnilimit::bindings

@@ -83,6 +83,22 @@ async def wake_or_timer(loop: asyncio.AbstractEventLoop, future: asyncio.Future[
             handle.cancel()
 
 
+async def stand_by(limiter: Any, until_ns: int) -> None:
+    """Waits until the core's clock reaches `until_ns`, or something changes the limiter's
+    prospects (a refund, a new rate, a re-planned queue, ``close()``): the caller looks again
+    either way. Raises LimiterClosed when the limiter is (or gets) closed."""
+    loop = asyncio.get_running_loop()
+    waiter = _core.AsyncWait(notifier(loop))
+    waiter.future = future = loop.create_future()
+    limiter._async_stand_by(waiter)  # raises LimiterClosed
+    try:
+        await wake_or_timer(loop, future, until_ns)
+    finally:
+        limiter._async_stand_by_end(waiter)
+    if limiter.closed:
+        raise _core.LimiterClosed("the limiter is closed")
+
+
 async def sleep_until(at_ns: int) -> None:
     """Sleeps on the loop's timer until the core's clock reaches `at_ns` (never earlier: the
     loop may fire a timer up to its clock resolution early, so look again)."""

@@ -56,3 +56,19 @@ def label(name: str, value: object, *, allow_empty: bool = True) -> str:
     if not isinstance(value, str) or (not allow_empty and not value):
         raise InvalidValue(name, "must be a string" if allow_empty else "must be a non-empty string", value)
     return value
+
+
+def flag(name: str, value: object) -> bool:
+    """A keyword flag: True or False (0 and 1 too, as the native ``acquire`` reads it)."""
+    if value is True or value is False:
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    raise InvalidValue(name, "must be True or False", value)
+
+
+def token_count(value: object) -> int:
+    """``tokens`` for an acquire: a whole number in [0, MAX_COUNT] (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise ValueError(f"tokens must be a whole number >= 0 (at most 2**62), got {value!r}")
+    return value

@@ -2,18 +2,21 @@
 
 The guide's precedence (concurrency wins, the RPM is ignored) stays the default; a role opts in
 with ``rate_limit_mode: combined``. ``acquire()`` is all-or-nothing: it takes a concurrency slot
-first (waiting in FIFO order), then books its request (and tokens) on the rate limiter with what
-is left of the timeout; if the booking cannot come in time, the slot is given back at once, so a
-caller that times out holds nothing of any dimension.
+first (waiting in FIFO order), then books its request (and tokens) on the rate limiter if that
+turn comes within what is left of the timeout. If it does not, the slot is passed on at once (a
+slot is never held for a rate turn out of reach) and the caller stands by on the rate limiter,
+holding nothing, until a change brings its turn within reach (then it queues for a slot again)
+or its timeout passes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-import time
 from types import TracebackType
 
 from omnilimit import _async, _core
+from omnilimit._validate import flag, token_count
 from omnilimit.backoff import Headers
 from omnilimit.concurrency import ConcurrencyLimiter
 from omnilimit.rate import RateLimiter
@@ -23,12 +26,15 @@ class CombinedLimiter(_async.AsyncLimiting):
     """At most ``max_concurrent`` calls in flight, ``requests_per_minute`` requests per minute
     and, with ``tokens_per_minute``, that many tokens per minute, all at once.
 
-    ``acquire(timeout=120, tokens=0) -> bool`` and ``release(tokens=None)`` (which records the
-    request, settles its tokens when given, and frees the slot); ``with limiter:`` raises
-    ``LimiterTimeout`` when nothing came in time. ``on_rate_limited`` / ``on_response`` pause both
-    parts. ``get_stats()`` merges the two guide dictionaries (so code that looks for
-    ``max_concurrent`` treats it as a concurrency limiter). Coroutines: ``await
-    acquire_async(timeout=120, tokens=0)``, ``async with limiter:``, ``@limiter.limit``.
+    ``acquire(timeout=120, tokens=0, fail_fast=False) -> bool`` (True as soon as every part is
+    had, False only once ``timeout`` has passed; ``fail_fast=True`` answers False at once when the
+    rate turn lies beyond the timeout) and ``release(tokens=None)`` (which records the request,
+    settles its tokens when given, and frees the slot); ``with limiter:`` raises
+    ``LimiterTimeout`` when nothing came in time. ``close()`` closes both parts.
+    ``on_rate_limited`` / ``on_response`` pause both parts. ``get_stats()`` merges the two guide
+    dictionaries (so code that looks for ``max_concurrent`` treats it as a concurrency limiter).
+    Coroutines: ``await acquire_async(timeout=120, tokens=0)``, ``async with limiter:``,
+    ``@limiter.limit``.
     """
 
     __slots__ = ("_held", "concurrency", "name", "rate")
@@ -54,42 +60,83 @@ class CombinedLimiter(_async.AsyncLimiting):
         self.name = name
         self._held = threading.local()  # slots this thread holds: a release() without one is ignored
 
-    def acquire(self, timeout: float | None = 120, tokens: int = 0) -> bool:
+    def acquire(self, timeout: float | None = 120, tokens: int = 0, fail_fast: bool = False) -> bool:
         """Takes a slot, then the request and its tokens, within `timeout` seconds in all (None:
-        forever; 0: try once). False when any part cannot be had in time; then nothing is held."""
-        started = time.monotonic()
-        if not self.concurrency.acquire(timeout=timeout):
-            return False
-        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
-        try:
-            booked = self.rate.acquire(timeout=left, tokens=tokens)
-        except BaseException:  # KeyboardInterrupt during the rate wait: give the slot back
-            self.concurrency.release()
-            raise
-        return self._booked(booked)
+        forever; 0: try once). False once the timeout has passed without every part; then nothing
+        is held. Raises LimiterClosed, ValueError for a bad timeout, token count or flag."""
+        _, deadline = _async.deadline(timeout)
+        token_count(tokens)
+        fail_fast = flag("fail_fast", fail_fast)
+        while True:
+            if not self.concurrency.acquire(timeout=_left(deadline)):
+                return False  # counted and logged by the concurrency part
+            try:
+                if self.rate._turn_within(tokens, deadline) and self.rate.acquire(
+                    timeout=_left(deadline), tokens=tokens, fail_fast=True
+                ):
+                    return self._took()
+            except BaseException:  # KeyboardInterrupt or LimiterClosed during the rate wait
+                self.concurrency._give_back()
+                raise
+            self.concurrency._give_back()  # never hold a slot for a rate turn out of reach
+            if fail_fast or not self.rate._wait_for_turn_within(tokens, deadline):
+                self.rate._refused(timeout, fail_fast)
+                return False
 
-    async def acquire_async(self, timeout: float | None = 120, tokens: int = 0) -> bool:
+    async def acquire_async(self, timeout: float | None = 120, tokens: int = 0, fail_fast: bool = False) -> bool:
         """``acquire()`` for a coroutine, on the same slots and budget: a slot, then the request
         and its tokens, within `timeout` in all; nothing is held when any part fails or the
         coroutine is cancelled."""
         _, deadline = _async.deadline(timeout)
-        if not await self.concurrency.acquire_async(timeout=timeout):
-            return False
-        left = None if deadline >= _core.FOREVER_NS else _async.seconds_until(deadline)
-        try:
-            booked = await self.rate.acquire_async(timeout=left, tokens=tokens)
-        except BaseException:  # cancelled during the rate wait: give the slot back
-            self.concurrency.release()
-            raise
-        return self._booked(booked)
+        token_count(tokens)
+        fail_fast = flag("fail_fast", fail_fast)
+        while True:
+            if not await self.concurrency.acquire_async(timeout=_left(deadline)):
+                return False
+            try:
+                if self.rate._turn_within(tokens, deadline) and await self.rate.acquire_async(
+                    timeout=_left(deadline), tokens=tokens, fail_fast=True
+                ):
+                    return self._took()
+            except BaseException:  # cancelled or closed during the rate wait: give the slot back
+                self.concurrency._give_back()
+                raise
+            self.concurrency._give_back()
+            if fail_fast or not await self._turn_within_async(tokens, deadline):
+                self.rate._refused(timeout, fail_fast)
+                return False
 
-    def _booked(self, booked: bool) -> bool:
-        """After the rate part: counts the slot as this thread's, or gives it back."""
-        if not booked:
-            self.concurrency.release()
-            return False
+    async def _turn_within_async(self, tokens: int, deadline: int) -> bool:
+        """Stands by on the rate part until a caller for `tokens` would have its turn by
+        `deadline` (True) or the deadline passes (False)."""
+        loop = asyncio.get_running_loop()
+        waiter = _core.AsyncWait(_async.notifier(loop))
+        self.rate._async_stand_by(waiter)
+        try:
+            while True:
+                waiter.future = future = loop.create_future()
+                if self.rate._turn_within(tokens, deadline):
+                    return True
+                if _core.monotonic_ns() >= deadline:
+                    return False
+                await _async.wake_or_timer(loop, future, deadline)
+        finally:
+            self.rate._async_stand_by_end(waiter)
+
+    def _took(self) -> bool:
+        """Both parts are had: the slot is this thread's to release."""
         self._held.count = getattr(self._held, "count", 0) + 1
         return True
+
+    def close(self) -> None:
+        """Closes both parts: every waiter (thread or coroutine) is woken with LimiterClosed, and
+        later acquires raise it. Holders may still release."""
+        self.concurrency.close()
+        self.rate.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.concurrency.closed or self.rate.closed)
 
     def _async_release(self) -> None:
         self.release()
@@ -164,6 +211,12 @@ class CombinedLimiter(_async.AsyncLimiting):
         return self.concurrency.active_calls
 
     @property
+    def waiting(self) -> int:
+        """Callers waiting now: queued for a slot, or waiting on the rate part (asleep on their
+        instant, queued for tokens, or standing by)."""
+        return int(self.concurrency.waiting + self.rate.waiting)
+
+    @property
     def over_release_count(self) -> int:
         return self.concurrency.over_release_count
 
@@ -189,3 +242,8 @@ class CombinedLimiter(_async.AsyncLimiting):
             f"CombinedLimiter(max_concurrent={self.max_concurrent}, requests_per_minute={self.rate.rpm!r}"
             f"{budget}, name={self.name!r})"
         )
+
+
+def _left(deadline: int) -> float | None:
+    """The seconds left until `deadline` on the core's clock (None: no deadline)."""
+    return None if deadline >= _core.FOREVER_NS else _async.seconds_until(deadline)

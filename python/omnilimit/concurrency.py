@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from omnilimit import _async, _core
-from omnilimit._log import logger
+from omnilimit._log import TimeoutWarnings, logger, shown_timeout
 from omnilimit._validate import label, whole_number
 from omnilimit.backends.redis_link import is_redis
 from omnilimit.backoff import ProviderFeedback, _common_metrics
@@ -19,14 +19,16 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
 
     ``acquire(timeout=120) -> bool`` takes a slot, waiting up to ``timeout`` seconds (``None``
     waits forever, ``0`` tries once); ``release()`` frees it. Waiters are served in arrival order.
-    ``with limiter:`` acquires with the default timeout (raising ``LimiterTimeout`` when none came)
-    and releases on exit.
+    It returns True as soon as a slot is had, False only once ``timeout`` has passed (a pause that
+    outlasts the timeout is waited out holding nothing). ``with limiter:`` acquires with the
+    default timeout (raising ``LimiterTimeout`` when none came) and releases on exit. ``close()``
+    wakes every waiter with ``LimiterClosed``.
 
     ``backend="shm"`` (or ``"shm://NAME"``; the name defaults to ``name``) keeps the slots in a
     shared-memory segment: every process that opens the same name shares the cap, waiters in
     other processes are woken by a futex, and the slots of a process that dies holding them are
     taken back (within half a second when someone waits). Coroutines cannot wait on a shared
-    limiter yet, and it cannot be closed.
+    limiter yet; ``close()`` closes it in this process only.
 
     ``backend="redis://host:6379/0"`` (``rediss://``, ``redis+cluster://``, or a redis-py client)
     makes a ``RedisConcurrencyLimiter``: the cap holds across every host naming the same ``name``
@@ -44,7 +46,7 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
     once: capacity never exceeds ``max_concurrent``.
     """
 
-    __slots__ = ("name",)
+    __slots__ = ("_timeouts", "name")
 
     def __new__(cls, *args: object, **kwargs: object) -> ConcurrencyLimiter:
         if cls is ConcurrencyLimiter and is_redis(kwargs.get("backend")):
@@ -69,6 +71,7 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
         checked_name = label("name", name)
         super().__init__(maximum, shared_name(backend, default=checked_name) or "")
         self.name = checked_name
+        self._timeouts = TimeoutWarnings()
         if self._shared_max_before is not None:
             logger.warning(
                 "ConcurrencyLimiter %r: the shared segment %r allowed %d concurrent calls: it now allows %d, in "
@@ -92,7 +95,7 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
         elif self.closed:
             raise _core.LimiterClosed("the limiter is closed")
         elif timeout_ns == 0 or not await self._queue_async(deadline):
-            self._async_refused(timeout)
+            self._refused(timeout)
             return False
         return await self._after_pause_async(deadline, timeout)
 
@@ -111,26 +114,30 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
             return True
         except BaseException:  # cancelled (or closed): leave, passing on a slot handed over meanwhile
             if self._async_cancel(waiter):
-                self._async_give_back()
+                self._give_back()
             raise
 
     async def _after_pause_async(self, deadline: int, timeout: object) -> bool:
         """Holding a slot (and so its place in line), waits out a pause in effect, if its end
-        comes by the deadline; otherwise passes the slot on."""
+        comes by the deadline; otherwise passes the slot on and waits out the timeout holding
+        nothing (a pause never shortens). Raises LimiterClosed if closed meanwhile."""
         go_in = self._pause_go_in()
         if go_in <= 0:
             return True
         go_at = _core.monotonic_ns() + int(go_in * 1e9)
-        if go_at > deadline:
-            self._async_give_back()
-            self._async_refused(timeout)
-            return False
         try:
-            await _async.sleep_until(go_at)
+            if go_at <= deadline:
+                while _core.monotonic_ns() < go_at:
+                    await _async.stand_by(self, go_at)
+                return True
         except BaseException:
-            self._async_give_back()
+            self._give_back()
             raise
-        return True
+        self._give_back()
+        while _core.monotonic_ns() < deadline:
+            await _async.stand_by(self, deadline)
+        self._refused(timeout)
+        return False
 
     def _async_release(self) -> None:
         self.release()
@@ -188,8 +195,8 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
 
     # Hooks called by the core.
     def _on_timeout(self, timeout: object) -> str:
-        message = f"Concurrency limit timeout after {timeout}s for {self.name}"
-        logger.warning(message)
+        message = f"Concurrency limit timeout after {shown_timeout(timeout)}s for {self.name}"
+        self._timeouts.warn(message)
         return message
 
     def _on_over_release(self) -> None:

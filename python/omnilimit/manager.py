@@ -73,6 +73,7 @@ class ProviderRateLimitManager:
         self._by_call: dict[tuple[Any, ...], Limiter] = {}  # get_limiter()'s arguments -> limiter
         self._role_keys: dict[str, str] = {}
         self._lock = threading.Lock()  # creation only; held for dictionary work, never while waiting
+        self._closed = False
         self.config: Config | None = None
 
     # ---- building from a configuration ---------------------------------------------------------
@@ -231,6 +232,20 @@ class ProviderRateLimitManager:
         """A copy of ``{key: limiter}``."""
         return self._snapshot()
 
+    def close(self) -> None:
+        """Closes every limiter of the manager (``limiter.close()``: every waiter, thread or
+        coroutine, gets LimiterClosed), and those it builds from now on: after Ctrl-C, a worker
+        that reaches a role for the first time stops too."""
+        with self._lock:
+            self._closed = True
+            limiters = [entry.limiter for entry in self._entries.values()]
+        for limiter in limiters:
+            limiter.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     # ---- internals ----------------------------------------------------------------------------
 
     def _snapshot(self) -> dict[str, Limiter]:
@@ -336,6 +351,8 @@ class ProviderRateLimitManager:
             backend_options=tuple(sorted(settings.backend_options.items())),
         )
         self._entries[key] = entry
+        if self._closed:
+            limiter.close()
         return entry
 
     def _remember_call(self, call: tuple[Any, ...], limiter: Limiter) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from omnilimit import _async, _core
-from omnilimit._log import logger
-from omnilimit._validate import MAX_COUNT, label, positive_rate, whole_number
+from omnilimit._log import TimeoutWarnings, logger, shown_timeout
+from omnilimit._validate import MAX_COUNT, flag, label, positive_rate, token_count, whole_number
 from omnilimit.backends.redis_link import is_redis
 from omnilimit.backoff import ProviderFeedback, _common_metrics
 from omnilimit.feedback import RateLimitInfo
@@ -27,11 +27,16 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
     """At most ``requests_per_minute`` requests per minute, with bursts of ``burst_size``.
 
     The bucket is one atomic word (GCRA): ``acquire(timeout=60) -> bool`` reserves the next free
-    instant and sleeps exactly until it (no polling), so waiters go in arrival order; a wait that
-    would exceed ``timeout`` fails at once and takes nothing. ``None`` waits forever, ``0`` tries
-    once. ``record_request()`` records a request made, which ``get_current_rpm()`` counts over the
-    last 60 seconds. ``with limiter:`` acquires with the default timeout (raising
-    ``LimiterTimeout``) and records the request on exit.
+    instant and sleeps exactly until it (no polling), so waiters go in arrival order. It returns
+    True as soon as the caller may go and False only once ``timeout`` has passed: a caller whose
+    turn lies beyond its timeout books nothing and stands by, going if a change brings its turn
+    within reach (a reservation given back, a faster rate), so code that ignores the answer or
+    retries in a loop never spins. ``None`` waits forever, ``0`` tries once; ``fail_fast=True``
+    answers False at once, booking nothing, when the turn lies beyond the timeout
+    (``predicted_wait()`` tells how far it is). ``record_request()`` records a request made, which
+    ``get_current_rpm()`` counts over the last 60 seconds. ``with limiter:`` acquires with the
+    default timeout (raising ``LimiterTimeout``) and records the request on exit. ``close()``
+    wakes every waiter with ``LimiterClosed``.
 
     Coroutines share the same budget and order: ``await acquire_async(timeout=60, tokens=0)``,
     ``async with limiter:``, ``@limiter.limit``; they sleep on their event loop's timer.
@@ -53,7 +58,7 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
     blocks.
     """
 
-    __slots__ = ("_rpm", "_tpm", "provider_name")
+    __slots__ = ("_rpm", "_timeouts", "_tpm", "provider_name")
 
     def __new__(cls, *args: object, **kwargs: object) -> RateLimiter:
         if cls is RateLimiter and is_redis(kwargs.get("backend")):
@@ -87,6 +92,7 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
         )
         super().__init__(rpm, burst, tpm, tokens_at_once, shm_name or "")
         self.provider_name = label("provider_name", provider_name)
+        self._timeouts = TimeoutWarnings()
         if self._shared_limits_before is not None:
             was_rpm, was_burst = self._shared_limits_before
             logger.warning(
@@ -160,31 +166,36 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
         """Changes the token burst now; the queued callers are re-planned."""
         super().set_token_burst(whole_number("token_burst", token_burst))
 
-    async def acquire_async(self, timeout: float | None = 60, tokens: int = 0) -> bool:
+    async def acquire_async(self, timeout: float | None = 60, tokens: int = 0, fail_fast: bool = False) -> bool:
         """``acquire()`` for a coroutine: takes a request (and ``tokens``, with a budget), waiting
         on the running event loop's timer (never blocking it) up to ``timeout`` seconds, in one
-        order with threads and other loops. False, with nothing taken, when the turn would not
-        come in time. Cancellation-safe: a reservation whose time has not come is refunded, a
-        queued ticket leaves the queue. ``record_request(tokens=used)`` in the same task settles
-        the reservation. Raises ValueError for a bad timeout or token count."""
+        order with threads and other loops. The same contract: True as soon as the caller may go,
+        False once ``timeout`` has passed (at once with ``fail_fast=True`` when the turn lies beyond
+        it), nothing taken then. Cancellation-safe: a reservation whose time has not come is
+        refunded, a queued ticket leaves the queue. ``record_request(tokens=used)`` in the same task
+        settles the reservation. Raises LimiterClosed, ValueError for a bad timeout, token count
+        or flag."""
         _, deadline = _async.deadline(timeout)
-        if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= 2**62:
-            raise ValueError(f"tokens must be a whole number >= 0 (at most 2**62), got {tokens!r}")
+        token_count(tokens)
+        fail_fast = flag("fail_fast", fail_fast)
+        if self.closed:
+            raise _core.LimiterClosed("the limiter is closed")
         while True:
             go_in = self._pause_go_in()
             if go_in > 0:  # paused: book only at the end (plus this caller's jitter)
-                go_at = _core.monotonic_ns() + int(go_in * 1e9)
-                if go_at > deadline:
+                now = _core.monotonic_ns()
+                go_at = now + int(go_in * 1e9)
+                if go_at > deadline and (fail_fast or now >= deadline):
                     break
-                await _async.sleep_until(go_at)
+                await _async.stand_by(self, min(go_at, deadline))
                 continue
             took: bool | None
             if self.has_token_budget:
-                took = await self._ticket_async(tokens, deadline)
+                took = await self._ticket_async(tokens, deadline, fail_fast)
             else:
-                took = await self._reserve_async(deadline)
+                took = await self._reserve_async(deadline, fail_fast)
             if took is None:
-                continue  # the rate changed too often to follow: book again
+                continue  # book again (the rate changed too often to follow, or the loop ran late)
             if not took:
                 break
             if self._pause_go_in() > 0:
@@ -192,36 +203,51 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
             if self.has_token_budget:
                 self._async_reservation.set(tokens)
             return True
-        self._async_refused(timeout)
+        self._refused(timeout, fail_fast)
         return False
 
-    async def _reserve_async(self, deadline: int) -> bool | None:
+    async def _reserve_async(self, deadline: int, fail_fast: bool) -> bool | None:
+        """One booking: True once its instant came, False at the deadline (or at once, failing
+        fast), None to book again."""
         loop = asyncio.get_running_loop()
         waiter = _core.AsyncWait(_async.notifier(loop))
-        waiter.future = future = loop.create_future()
-        delay = self._async_reserve(waiter, deadline)
-        if delay is None:
-            return False
+        standing_by = False
         try:
-            while delay > 0:  # until the instant, or a rate change (which may bring it closer)
-                await _async.wake_or_timer(loop, future, _core.monotonic_ns() + int(delay * 1e9))
+            while True:  # a turn beyond the deadline books nothing: stand by until a change or the deadline
+                waiter.future = future = loop.create_future()
+                delay = self._async_reserve(waiter, deadline)
+                if delay is not None:
+                    break
+                if fail_fast or _core.monotonic_ns() >= deadline:
+                    return False
+                if not standing_by:  # registered from now on: look once more before waiting
+                    self._async_stand_by(waiter)
+                    standing_by = True
+                    continue
+                await _async.wake_or_timer(loop, future, deadline)
+        finally:
+            if standing_by:
+                self._async_stand_by_end(waiter)
+        try:
+            while delay > 0:  # until the instant, or a rate change (which may move it either way)
+                await _async.wake_or_timer(loop, future, min(deadline, _core.monotonic_ns() + int(delay * 1e9)))
                 waiter.future = future = loop.create_future()
                 delay = self._async_reserve_check(waiter)
-                if delay > 0 and _core.monotonic_ns() + int(delay * 1e9) > deadline:
-                    self._async_refund(waiter)  # a slower rate moved the instant past the timeout
+                if delay > 0 and _core.monotonic_ns() >= deadline:
+                    self._async_refund(waiter)  # a slower rate moved the instant past the deadline
                     return False
         except BaseException:
             self._async_refund(waiter)
             raise
         return None if delay < 0 else True
 
-    async def _ticket_async(self, tokens: int, deadline: int) -> bool:
+    async def _ticket_async(self, tokens: int, deadline: int, fail_fast: bool) -> bool:
         loop = asyncio.get_running_loop()
         waiter = _core.AsyncWait(_async.notifier(loop))
         waiter.future = future = loop.create_future()
-        status = self._async_ticket(waiter, tokens, deadline)
+        status = self._async_ticket(waiter, tokens, deadline, fail_fast)
         try:
-            while status == 1:
+            while status == 1:  # queued, or standing by: woken by every re-plan
                 status, wake_in = self._async_ticket_poll(waiter)
                 if status != 1:
                     break
@@ -319,8 +345,8 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
 
     # Hook called by the core.
     def _on_timeout(self, timeout: object) -> str:
-        message = f"Rate limit timeout after {timeout}s for {self.provider_name}"
-        logger.warning(message)
+        message = f"Rate limit timeout after {shown_timeout(timeout)}s for {self.provider_name}"
+        self._timeouts.warn(message)
         return message
 
 

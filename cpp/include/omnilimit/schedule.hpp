@@ -19,6 +19,9 @@
 // one wait) cannot map its instant and is told so (lost); the caller then books again, and its
 // old slot is simply spent (the limiter errs on the side of admitting less).
 //
+// Closing. close() wakes every sleeper and listener; wait() then answers `closed`, and the caller
+// gives its reservation back (if it still can) and leaves.
+//
 // Thread-safety: every member is safe from any thread. Sleepers hold the mutex only while
 // checking; nobody sleeps holding it.
 #pragma once
@@ -39,41 +42,20 @@ namespace omnilimit {
 
 class Schedule {
  public:
-  enum class Woke { ready, deadline, lost };
+  enum class Woke { ready, deadline, lost, closed };
 
   // A sleeper that does not sleep here (a coroutine on its loop's timer) but wants to hear of
   // changes: linked while it sleeps, woken through its Waker by every change, after which it
   // moves its instant with follow().
-  class Listener {
-   public:
-    explicit Listener(Waker* waker) : waker_(waker) {}
-    Listener(const Listener&) = delete;
-    Listener& operator=(const Listener&) = delete;
-
-   private:
-    friend class Schedule;
-    Waker* const waker_;
-    Listener* prev_ = nullptr;
-    Listener* next_ = nullptr;
-    bool linked_ = false;
-  };
+  using Listener = WakerList::Entry;
 
   void listen(Listener& l) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (l.linked_) return;
-    l.prev_ = nullptr;
-    l.next_ = listeners_;
-    if (listeners_ != nullptr) listeners_->prev_ = &l;
-    listeners_ = &l;
-    l.linked_ = true;
+    listeners_.link(l);
   }
   void stop_listening(Listener& l) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!l.linked_) return;
-    if (l.prev_ != nullptr) l.prev_->next_ = l.next_; else listeners_ = l.next_;
-    if (l.next_ != nullptr) l.next_->prev_ = l.prev_;
-    l.prev_ = l.next_ = nullptr;
-    l.linked_ = false;
+    listeners_.unlink(l);
   }
 
   // The schedule a booking made now belongs to: an even sequence number (waits out a change
@@ -89,10 +71,11 @@ class Schedule {
   bool stable(std::uint64_t epoch) const noexcept { return sequence_.load(std::memory_order_acquire) == epoch; }
 
   // Sleeps until `ready_ns` (moved by rate changes since `epoch`; both are updated), or until
-  // `until_ns`, whichever comes first.
+  // `until_ns`, whichever comes first, or until close().
   Woke wait(Nanos& ready_ns, std::uint64_t& epoch, Nanos until_ns) {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
+      if (closed_) return Woke::closed;
       if (epoch != sequence_.load(std::memory_order_relaxed) && !catch_up(ready_ns, epoch)) return Woke::lost;
       const Nanos now = now_ns();
       if (now >= ready_ns) return Woke::ready;
@@ -121,7 +104,17 @@ class Schedule {
       const std::uint64_t next = seq + 2;
       changes_[(next / 2) % kKept] = Change{next, at_ns, old_interval, new_interval};
       sequence_.store(next, std::memory_order_seq_cst);
-      for (Listener* l = listeners_; l != nullptr; l = l->next_) l->waker_->wake();
+      listeners_.wake_all();
+    }
+    cv_.notify_all();
+  }
+
+  // Wakes every sleeper (wait() answers `closed`) and listener, for good.
+  void close() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      closed_ = true;
+      listeners_.wake_all();
     }
     cv_.notify_all();
   }
@@ -130,7 +123,7 @@ class Schedule {
   void reinit_after_fork() noexcept {
     new (&mutex_) std::mutex();
     new (&cv_) std::condition_variable();
-    listeners_ = nullptr;
+    listeners_.forget_all();
   }
 
   static Nanos map(Nanos ready_ns, Nanos at_ns, Nanos old_interval, Nanos new_interval) noexcept {
@@ -165,7 +158,8 @@ class Schedule {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::atomic<std::uint64_t> sequence_{0};  // even; odd while a change is under way
-  Listener* listeners_ = nullptr;             // guarded by mutex_
+  WakerList listeners_;                       // guarded by mutex_
+  bool closed_ = false;                       // guarded by mutex_
   Change changes_[kKept];                     // guarded by mutex_
 };
 

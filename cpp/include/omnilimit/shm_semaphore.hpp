@@ -177,12 +177,14 @@ class SharedSemaphore {
     return false;
   }
 
-  // Sleeps until entry `i` is granted a slot (true) or `until_ns` passes (false: still queued).
-  // Wakes every kReclaimCheckNs to take back the slots of holders that died.
-  bool wait(int i, Nanos until_ns) {
+  // Sleeps until entry `i` is granted a slot (true) or `until_ns` passes, or `stop` is set and
+  // wake_all() called (false: still queued). Wakes every kReclaimCheckNs to take back the slots
+  // of holders that died.
+  bool wait(int i, Nanos until_ns, const std::atomic<bool>* stop = nullptr) {
     WaiterEntry& w = s_.waiters[i];
     for (;;) {
       if (w.state.load(std::memory_order_acquire) == kGranted) return true;
+      if (stop != nullptr && stop->load()) return false;
       const Nanos now = now_ns();
       if (now >= until_ns) return false;
       const Nanos slice = std::min(until_ns - now, kReclaimCheckNs);
@@ -194,6 +196,14 @@ class SharedSemaphore {
         Locked lock(*this);
         reclaim_dead();
       }
+    }
+  }
+
+  // Wakes every queued caller of every process (a spurious wake-up for all but those whose stop
+  // flag is set: this process's close()). Takes no lock.
+  void wake_all() noexcept {
+    for (WaiterEntry& w : s_.waiters) {
+      syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&w.state), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
     }
   }
 

@@ -45,6 +45,7 @@ from omnilimit.backends.redis_link import (
     check_lease,
     check_policy,
     keys_for,
+    sleep_until,
 )
 from omnilimit.backends.redis_waits import WaitRecorder
 from omnilimit.backends.redis_wakeups import Wakeups
@@ -367,11 +368,11 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
                 if got:
                     in_line = False
                     keeper.hold(owner, REDIS)
-                    return self._after_pause(started, deadline, timeout)
+                    return self._pause_after_lease(started, deadline, timeout)
                 in_line = mode == "wait"
                 left_s = _left(deadline)
                 if timeout_ns == 0 or left_s <= 0:
-                    return self._refused(owner, timeout, timeout_ns)
+                    return self._give_up(owner, timeout, timeout_ns)
                 if keeper.listen(min(left_s, FALLBACK_S)):
                     continue  # subscribed just now: its turn may have been announced before, look again
                 self._bump("waiting")
@@ -386,20 +387,51 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
         finally:
             keeper.wakeups.unregister(owner)
 
-    def _after_pause(self, started: float, deadline: int, timeout: object) -> bool:
-        """Holding a permit, waits out this process's pause if it ends by the deadline, else
-        gives the permit back."""
+    def _pause_after_lease(self, started: float, deadline: int, timeout: object) -> bool:
+        """Holding a permit, waits out this process's pause if it ends by the deadline; else
+        gives the permit back and waits out the timeout holding nothing (a pause never shortens).
+        close() or Ctrl-C gives the permit back and raises."""
         go_in = self._pause_go_in()
         if go_in > 0:
-            if go_in > _left(deadline):
+            go_at = _core.monotonic_ns() + int(go_in * 1e9)
+            outlasts = go_at > deadline
+            try:
+                if not outlasts:
+                    sleep_until(self, go_at)
+            except BaseException:
                 self.release()
+                raise
+            if outlasts:
+                self.release()
+                sleep_until(self, deadline)
                 self._on_timeout(timeout)
                 return False
-            time.sleep(go_in)
         self._waits.record(time.monotonic() - started)
         return True
 
-    def _refused(self, owner: str, timeout: object, timeout_ns: int) -> bool:
+    async def _pause_after_lease_async(self, started: float, deadline: int, timeout: object) -> bool:
+        """``_pause_after_lease`` for a coroutine, on the loop's timer."""
+        go_in = self._pause_go_in()
+        if go_in > 0:
+            loop = asyncio.get_running_loop()
+            go_at = _core.monotonic_ns() + int(go_in * 1e9)
+            outlasts = go_at > deadline
+            try:
+                while not outlasts and _core.monotonic_ns() < go_at:
+                    await _async.stand_by(self, go_at)
+            except BaseException:
+                await asyncio.shield(loop.run_in_executor(None, self.release))
+                raise
+            if outlasts:
+                await loop.run_in_executor(None, self.release)
+                while _core.monotonic_ns() < deadline:
+                    await _async.stand_by(self, deadline)
+                self._on_timeout(timeout)
+                return False
+        self._waits.record(time.monotonic() - started)
+        return True
+
+    def _give_up(self, owner: str, timeout: object, timeout_ns: int) -> bool:
         self._leave(owner, refused=True)
         if timeout_ns == 0:
             self._bump("denied")
@@ -424,7 +456,7 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
             self._bump("outage_denied")
             self._on_timeout(timeout)
             return False
-        time.sleep(min(left_s, max(self._link.retry_in(), 0.001)))
+        sleep_until(self, _core.monotonic_ns() + int(min(left_s, max(self._link.retry_in(), 0.001)) * 1e9))
         return None
 
     async def acquire_async(self, timeout: float | None = 120) -> bool:
@@ -456,7 +488,8 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
                         return True
                     if self._policy == OPEN or _left(deadline) <= 0:
                         return self._during_outage(owner, timeout, deadline) is True
-                    await asyncio.sleep(min(_left(deadline), max(self._link.retry_in(), 0.001)))
+                    retry_s = min(_left(deadline), max(self._link.retry_in(), 0.001))
+                    await _async.stand_by(self, _core.monotonic_ns() + int(retry_s * 1e9))
                     continue
                 except asyncio.CancelledError:
                     attempt.add_done_callback(lambda done: self._give_back_if_leased(done, owner))
@@ -464,12 +497,11 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
                 if got:
                     in_line = False
                     keeper.hold(owner, REDIS)
-                    self._waits.record(time.monotonic() - started)
-                    return True
+                    return await self._pause_after_lease_async(started, deadline, timeout)
                 in_line = mode == "wait"
                 left_s = _left(deadline)
                 if timeout_ns == 0 or left_s <= 0:
-                    return await loop.run_in_executor(None, self._refused, owner, timeout, timeout_ns)
+                    return await loop.run_in_executor(None, self._give_up, owner, timeout, timeout_ns)
                 if not keeper.listening.is_set():
                     await loop.run_in_executor(None, keeper.listen, min(left_s, FALLBACK_S))
                     continue

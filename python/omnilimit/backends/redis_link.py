@@ -31,6 +31,7 @@ import weakref
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
+from omnilimit import _core
 from omnilimit._log import logger
 from omnilimit.backends import redis_lua
 
@@ -269,6 +270,17 @@ class WithBlock:
         return False
 
 
+def sleep_until(limiter: Any, until_ns: int) -> None:
+    """Sleeps (GIL released) until the core's clock reaches `until_ns`, in the limiter's native
+    stand-by, so that ``close()`` (LimiterClosed) and Ctrl-C end it."""
+    while _core.monotonic_ns() < until_ns:
+        if limiter.closed:
+            raise _core.LimiterClosed("the limiter is closed")
+        limiter._stand_by(limiter._standby_generation(), until_ns)
+    if limiter.closed:
+        raise _core.LimiterClosed("the limiter is closed")
+
+
 def keys_for(kind: str, name: str) -> list[str]:
     """The keys of one limiter, hash-tagged by name (one Cluster slot): ``kind`` is ``rate`` (bucket
     and counters, window) or ``sem`` (leases, config and counters, window, line, heartbeats)."""
@@ -278,10 +290,11 @@ def keys_for(kind: str, name: str) -> list[str]:
     return [f"{tag}:leases", f"{tag}:state", f"{tag}:window", f"{tag}:line", f"{tag}:heartbeats"]
 
 
-def channel_for(name: str) -> str:
-    """The pub/sub channel of a concurrency limiter: its scripts publish there the ids of the
-    waiters that may go."""
-    return f"omnilimit:{{{name}}}:sem:go"
+def channel_for(name: str, kind: str = "sem") -> str:
+    """The pub/sub channel of a limiter: a concurrency limiter's (``sem``) scripts publish there
+    the ids of the waiters that may go; a rate limiter's (``rate``), that its budget changed in a
+    way that may bring a turn closer (a refund, a new configuration)."""
+    return f"omnilimit:{{{name}}}:sem:go" if kind == "sem" else f"omnilimit:{{{name}}}:rate:changed"
 
 
 def check_lease(value: object) -> float:

@@ -15,7 +15,10 @@ The token bucket is the GCRA of ``cpp/include/omnilimit/gcra.hpp``: the state is
 arrival time ``tat`` of the next request; a request of cost c books ``tat + c * interval`` and may
 go at ``new_tat - burst * interval``. A booking in the future is returned as a wait: the caller
 sleeps exactly that long (reserve, then sleep: nobody polls), and callers are served in the order
-their bookings reached Redis. A booking whose wait exceeds the caller's ``max_wait`` is not made.
+their bookings reached Redis. A booking whose wait exceeds the caller's ``max_wait`` is not made:
+the caller stands by, and the scripts that may bring its turn closer (a refund, a new
+configuration) publish on the limiter's ``changed`` channel, which wakes the callers standing by
+on every host.
 """
 
 from __future__ import annotations
@@ -79,9 +82,10 @@ local function save(new_tat)
 end
 """
 
-# ARGV 4: cost, 5: max_wait_us (< 0: no limit).
+# ARGV 4: cost, 5: max_wait_us (< 0: no limit), 6: '1' to count a refusal ('0' for a caller that
+# stands by and will look again: it is counted once, at its last look).
 # Returns {1, wait_us, go_at_us} (booked: go in wait_us) or {0, wait_us} (the wait a booking would
-# have had exceeds max_wait_us: nothing booked, counted as refused).
+# have had exceeds max_wait_us: nothing booked).
 RATE_ACQUIRE = (
     _NOW
     + _RATE_STATE
@@ -93,7 +97,9 @@ if go_at < now then go_at = now end
 local wait = go_at - now
 local max_wait = tonumber(ARGV[5])
 if max_wait >= 0 and wait > max_wait then
-  redis.call('HINCRBY', KEYS[1], 'refused', 1)  -- a refusal implies a bucket, which has its expiry
+  if ARGV[6] == '1' then
+    redis.call('HINCRBY', KEYS[1], 'refused', 1)  -- a refusal implies a bucket, which has its expiry
+  end
   return {0, math.ceil(wait)}
 end
 save(new_tat)
@@ -104,7 +110,8 @@ return {1, math.ceil(wait), exact(go_at)}
 )
 
 # A booking given back before its instant (a caller interrupted while it slept): the bucket
-# moves back by its cost, never before now. ARGV 4: cost, 5: go_at_us.
+# moves back by its cost, never before now, and the callers standing by hear of it. ARGV 4: cost,
+# 5: go_at_us, 6: the `changed` channel.
 # Returns 1 if refunded, 0 if its instant had already come (it was used).
 RATE_REFUND = (
     _NOW
@@ -118,13 +125,14 @@ if back < now then back = now end
 save(back)
 redis.call('HINCRBY', KEYS[1], 'admitted', -1)
 count_in_window(KEYS[2], go_at, -1)
+redis.call('PUBLISH', ARGV[6], 'refund')
 return 1
 """
 )
 
 # Sets the configuration every host follows (the latest wins), keeping what is owed converted to
-# the new pace. Returns {previous interval_us, previous burst} as strings ('' when the bucket did
-# not exist).
+# the new pace; a change is published on the `changed` channel (ARGV 4). Returns {previous
+# interval_us, previous burst} as strings ('' when the bucket did not exist).
 RATE_CONFIGURE = (
     _NOW
     + """
@@ -136,6 +144,9 @@ if old_interval and tat > now then tat = now + (tat - now) * new_interval / old_
 if tat < now then tat = now end
 redis.call('HSET', KEYS[1], 'tat', exact(tat), 'interval', exact(new_interval), 'burst', new_burst, 'sec', second)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+if s[2] and (tonumber(s[2]) ~= new_interval or tonumber(s[3]) ~= new_burst) then
+  redis.call('PUBLISH', ARGV[4], 'configure')
+end
 return {s[2] or '', s[3] or ''}
 """
 )

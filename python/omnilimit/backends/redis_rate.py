@@ -3,10 +3,12 @@ that names the same limiter on the same server.
 
 ``RateLimiter(..., backend="redis://host:6379/0")`` (or a redis-py client) builds one. Each
 ``acquire()`` is one round trip: a Lua script books the next instant on the server's clock
-(``redis_lua.RATE_ACQUIRE``) and returns the wait, which the caller sleeps here, on its own clock;
-a booking whose wait exceeds the caller's timeout is not made. The native core underneath is the
-in-process limiter of the ``local`` outage policy (at ``local_fraction`` of the limit); it also
-keeps this process's pause and counters for ``metrics()``.
+(``redis_lua.RATE_ACQUIRE``) and returns the wait, which the caller sleeps here, on its own clock.
+A booking whose wait exceeds the caller's timeout is not made: the caller stands by in the native
+core's ``Standby`` until its deadline, woken by this process's changes and, through the
+limiter's ``changed`` channel (``redis_changes``), by every host's; then it looks again. The
+native core underneath is also the in-process limiter of the ``local`` outage policy (at
+``local_fraction`` of the limit), and keeps this process's pause and counters for ``metrics()``.
 """
 
 from __future__ import annotations
@@ -15,12 +17,23 @@ import asyncio
 import contextlib
 import threading
 import time
+import weakref
 from typing import Any
 
 from omnilimit import _async, _core
 from omnilimit._log import logger
-from omnilimit._validate import positive_rate, whole_number
-from omnilimit.backends.redis_link import IDLE_TTL_S, BackendDown, RedisLink, WithBlock, check_policy, keys_for
+from omnilimit._validate import flag, positive_rate, token_count, whole_number
+from omnilimit.backends.redis_changes import ChangeFeed
+from omnilimit.backends.redis_link import (
+    IDLE_TTL_S,
+    BackendDown,
+    RedisLink,
+    WithBlock,
+    channel_for,
+    check_policy,
+    keys_for,
+    sleep_until,
+)
 from omnilimit.backends.redis_waits import WaitRecorder
 from omnilimit.rate import DEFAULT_BURST, RateLimiter
 from omnilimit.shared import name_for_key
@@ -45,7 +58,9 @@ class RedisRateLimiter(WithBlock, RateLimiter):
 
     __slots__ = (
         "_burst",
+        "_channel",
         "_denied",
+        "_feed",
         "_fraction",
         "_keys",
         "_link",
@@ -81,8 +96,13 @@ class RedisRateLimiter(WithBlock, RateLimiter):
         self._burst = burst
         self._policy = policy
         self._fraction = fraction
-        self._keys = keys_for("rate", name_for_key(self.provider_name))
+        key_name = name_for_key(self.provider_name)
+        self._keys = keys_for("rate", key_name)
+        self._channel = channel_for(key_name, "rate")
         self._link = RedisLink(backend, f"RateLimiter {self.provider_name!r}")
+        me = weakref.ref(self)
+        self._feed = ChangeFeed(self._link, self._channel, lambda: _notify(me))
+        weakref.finalize(self, self._feed.stop)
         self._state_lock = threading.Lock()
         self._pending_config = False  # a configuration to write when Redis returns
         self._sleeping = 0
@@ -100,7 +120,7 @@ class RedisRateLimiter(WithBlock, RateLimiter):
 
     def _write_config(self, announce: bool = False) -> None:
         try:
-            before = self._link.run("RATE_CONFIGURE", self._keys, self._args())
+            before = self._link.run("RATE_CONFIGURE", self._keys, [*self._args(), self._channel])
         except BackendDown:
             self._pending_config = True
             return
@@ -137,53 +157,72 @@ class RedisRateLimiter(WithBlock, RateLimiter):
 
     # ---- acquiring ------------------------------------------------------------------------------
 
-    def acquire(self, timeout: float | None = 60, tokens: int = 0) -> bool:
+    def acquire(self, timeout: float | None = 60, tokens: int = 0, fail_fast: bool = False) -> bool:
         """Takes a request from the shared bucket, waiting up to ``timeout`` seconds (``None``:
-        forever, ``0``: no wait). One round trip books the instant; a booking that would not come
-        within the timeout is not made (False, nothing taken). While Redis is unreachable, the
-        policy decides (``closed``: wait for it until the timeout, then False)."""
+        forever, ``0``: no wait). One round trip books the instant. True as soon as the caller may
+        go; False once ``timeout`` has passed: a turn beyond it books nothing, and the caller
+        stands by until a change on any host brings it within reach, or until the timeout
+        (``fail_fast=True``: False at once instead). While Redis is unreachable, the policy
+        decides (``closed``: wait for it until the timeout, then False). Raises LimiterClosed."""
         timeout_ns, deadline = _async.deadline(timeout)
-        _check_tokens(tokens)
+        token_count(tokens)
+        fail_fast = flag("fail_fast", fail_fast)
         started = time.monotonic()
         while True:
+            if self.closed:
+                raise _core.LimiterClosed("the limiter is closed")
+            seen = self._standby_generation()  # before the look: a change after it ends the stand-by
+            last_look = fail_fast or _core.monotonic_ns() >= deadline
             try:
-                booked, wait_s, go_at = self._book(deadline)
+                booked, wait_s, go_at = self._book(deadline, last_look)
             except BackendDown:
                 decided = self._during_outage(timeout, deadline)
                 if decided is None:
                     continue
                 return decided
-            if not booked:
-                return self._refused(timeout, timeout_ns)
-            if wait_s > 0:
-                self._sleep(wait_s, go_at)
-            self._waits.record(time.monotonic() - started)
-            return True
+            if booked:
+                if wait_s > 0:
+                    self._sleep(wait_s, go_at)
+                self._waits.record(time.monotonic() - started)
+                return True
+            if last_look:
+                return self._give_up(timeout, timeout_ns, fail_fast)
+            if self._feed.listen(min(_left(deadline), 1.0)):
+                continue  # subscribed just now: a change may have been published before, look again
+            self._count_waiting(1)
+            try:
+                self._stand_by(seen, deadline)
+            finally:
+                self._count_waiting(-1)
 
-    def _book(self, deadline: int) -> tuple[bool, float, str]:
+    def _book(self, deadline: int, count_refusal: bool = True) -> tuple[bool, float, str]:
         max_wait_us = -1 if deadline >= _core.FOREVER_NS else max(0, (deadline - _core.monotonic_ns()) // 1000)
-        reply = self._link.run("RATE_ACQUIRE", self._keys, [*self._args(), 1, max_wait_us])
+        reply = self._link.run("RATE_ACQUIRE", self._keys, [*self._args(), 1, max_wait_us, int(count_refusal)])
         booked = int(reply[0]) == 1
         return booked, int(reply[1]) / 1e6, _to_text(reply[2]) if booked else ""
 
-    def _sleep(self, wait_s: float, go_at: str) -> None:
+    def _count_waiting(self, delta: int) -> None:
         with self._state_lock:
-            self._sleeping += 1
+            self._sleeping += delta
+
+    def _sleep(self, wait_s: float, go_at: str) -> None:
+        """Sleeps until a booked instant; close() or Ctrl-C gives the booking back and raises."""
+        self._count_waiting(1)
         try:
-            time.sleep(wait_s)
-        except BaseException:  # interrupted (Ctrl-C): give the booking back if its time has not come
+            sleep_until(self, _core.monotonic_ns() + int(wait_s * 1e9))
+        except BaseException:  # interrupted or closed: give the booking back if its time has not come
             self._refund(go_at)
             raise
         finally:
-            with self._state_lock:
-                self._sleeping -= 1
+            self._count_waiting(-1)
 
     def _refund(self, go_at: str) -> None:
         with contextlib.suppress(BackendDown):  # if so, the booking stays: it delays the others one interval
-            self._link.run("RATE_REFUND", self._keys, [*self._args(), 1, go_at])
+            self._link.run("RATE_REFUND", self._keys, [*self._args(), 1, go_at, self._channel])
+        self._notify_standing()  # this process's callers standing by look again at once
 
-    def _refused(self, timeout: object, timeout_ns: int) -> bool:
-        if timeout_ns == 0:
+    def _give_up(self, timeout: object, timeout_ns: int, denied: bool = False) -> bool:
+        if timeout_ns == 0 or denied:
             with self._state_lock:
                 self._denied += 1
         else:
@@ -197,52 +236,95 @@ class RedisRateLimiter(WithBlock, RateLimiter):
                 self._outage_admitted += 1
             return True
         if self._policy == "local":
-            left = None if deadline >= _core.FOREVER_NS else max(0.0, (deadline - _core.monotonic_ns()) / 1e9)
-            took = super().acquire(left)
+            took = super().acquire(_left(deadline) if deadline < _core.FOREVER_NS else None)
             if took:
                 with self._state_lock:
                     self._outage_admitted += 1
             return took
-        left_s = _async.seconds_until(deadline) if deadline < _core.FOREVER_NS else float("inf")
-        if left_s <= 0:
+        if _core.monotonic_ns() >= deadline:
             with self._state_lock:
                 self._outage_denied += 1
             self._on_timeout(timeout)
             return False
-        time.sleep(min(left_s, max(self._link.retry_in(), 0.001)))
+        retry_at = _core.monotonic_ns() + int(max(self._link.retry_in(), 0.001) * 1e9)
+        self._stand_by(self._standby_generation(), min(deadline, retry_at))  # close() wakes it
         return None
 
-    async def acquire_async(self, timeout: float | None = 60, tokens: int = 0) -> bool:
+    async def acquire_async(self, timeout: float | None = 60, tokens: int = 0, fail_fast: bool = False) -> bool:
         """``acquire()`` for a coroutine: the round trip runs in the loop's default executor and
-        the wait is the loop's timer. Cancelled while waiting, the booking is given back."""
+        the waits are the loop's timer. The same contract; cancelled while waiting, the booking is
+        given back."""
         timeout_ns, deadline = _async.deadline(timeout)
-        _check_tokens(tokens)
+        token_count(tokens)
+        fail_fast = flag("fail_fast", fail_fast)
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        while True:
-            try:
-                booked, wait_s, go_at = await loop.run_in_executor(None, self._book, deadline)
-            except BackendDown:
-                if self._policy == "local":
-                    return await super().acquire_async(
-                        None if deadline >= _core.FOREVER_NS else _async.seconds_until(deadline)
-                    )
-                if self._policy == "open":
-                    return self._during_outage(timeout, deadline) is True
-                if _core.monotonic_ns() >= deadline:
-                    return self._during_outage(timeout, deadline) is True
-                await asyncio.sleep(min(_async.seconds_until(deadline), max(self._link.retry_in(), 0.001)))
-                continue
-            if not booked:
-                return self._refused(timeout, timeout_ns)
-            if wait_s > 0:
+        waiter: _core.AsyncWait | None = None  # set while standing by
+        try:
+            while True:
+                if self.closed:
+                    raise _core.LimiterClosed("the limiter is closed")
+                future = None
+                if waiter is not None:
+                    waiter.future = future = loop.create_future()  # before the look
+                last_look = fail_fast or _core.monotonic_ns() >= deadline
                 try:
-                    await asyncio.sleep(wait_s)
-                except BaseException:
-                    await asyncio.shield(loop.run_in_executor(None, self._refund, go_at))
-                    raise
-            self._waits.record(time.monotonic() - started)
-            return True
+                    booked, wait_s, go_at = await loop.run_in_executor(None, self._book, deadline, last_look)
+                except BackendDown:
+                    if self._policy == "local":
+                        took = await RateLimiter.acquire_async(
+                            self, None if deadline >= _core.FOREVER_NS else _left(deadline)
+                        )
+                        if took:
+                            with self._state_lock:
+                                self._outage_admitted += 1
+                        return took
+                    if self._policy == "open" or _core.monotonic_ns() >= deadline:
+                        return self._during_outage(timeout, deadline) is True
+                    retry_s = max(self._link.retry_in(), 0.001)
+                    await _async.stand_by(self, min(deadline, _core.monotonic_ns() + int(retry_s * 1e9)))
+                    continue
+                if booked:
+                    if wait_s > 0:
+                        await self._sleep_async(loop, wait_s, go_at)
+                    self._waits.record(time.monotonic() - started)
+                    return True
+                if last_look:
+                    return self._give_up(timeout, timeout_ns, fail_fast)
+                if not self._feed.listening.is_set():
+                    await loop.run_in_executor(None, self._feed.listen, min(_left(deadline), 1.0))
+                    continue
+                if waiter is None or future is None:  # registered from now on: look again first
+                    waiter = _core.AsyncWait(_async.notifier(loop))
+                    self._async_stand_by(waiter)
+                    continue
+                self._count_waiting(1)
+                try:
+                    await _async.wake_or_timer(loop, future, deadline)
+                finally:
+                    self._count_waiting(-1)
+        finally:
+            if waiter is not None:
+                self._async_stand_by_end(waiter)
+
+    async def _sleep_async(self, loop: asyncio.AbstractEventLoop, wait_s: float, go_at: str) -> None:
+        until = _core.monotonic_ns() + int(wait_s * 1e9)
+        self._count_waiting(1)
+        try:
+            while _core.monotonic_ns() < until:
+                await _async.stand_by(self, until)  # raises LimiterClosed
+        except BaseException:  # cancelled or closed: give the booking back
+            await asyncio.shield(loop.run_in_executor(None, self._refund, go_at))
+            raise
+        finally:
+            self._count_waiting(-1)
+
+    def close(self) -> None:
+        """Wakes every caller of this process (asleep on a booking, standing by, or waiting out an
+        outage) with LimiterClosed, giving their bookings back; later acquires raise it. Other
+        processes and hosts sharing the limiter stay open."""
+        super().close()
+        self._feed.stop()
 
     # ---- changes every host follows ---------------------------------------------------------------
 
@@ -379,12 +461,19 @@ class RedisRateLimiter(WithBlock, RateLimiter):
         )
 
 
-def _check_tokens(tokens: object) -> None:
-    if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= 2**62:
-        raise ValueError(f"tokens must be a whole number >= 0 (at most 2**62), got {tokens!r}")
-
-
 def _plain(rpm: float) -> int | float:
     """Another host's rate as a user would write it: 1200, not 1200.0000000001."""
     rounded = round(rpm, 6)
     return int(rounded) if rounded.is_integer() else rounded
+
+
+def _left(deadline: int) -> float:
+    """Seconds until `deadline` on the core's clock (inf: none)."""
+    return float("inf") if deadline >= _core.FOREVER_NS else _async.seconds_until(deadline)
+
+
+def _notify(limiter: weakref.ref[RedisRateLimiter]) -> None:
+    """The feed heard of a change: the limiter's callers standing by look again."""
+    found = limiter()
+    if found is not None:
+        found._notify_standing()
