@@ -291,6 +291,10 @@ Turn take_from_queue(RateCore& core, std::int64_t tokens, Nanos now, Nanos deadl
 Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens, bool fail_fast) {
   if (core.closed.load(std::memory_order_relaxed)) return closed_error();
   Nanos now = now_ns();
+  if (!core.dual && !core.pause.maybe_active() && core.bucket.try_acquire(1, now)) {
+    core.total_acquired.fetch_add(1, std::memory_order_relaxed);  // the uncontended path: one CAS
+    return Outcome::acquired;
+  }
   const Nanos started_ns = now;
   const Nanos deadline_ns = saturating_add(now, timeout_ns);
   std::optional<Sleeping> sleeping;      // engaged at the first wait
