@@ -49,7 +49,7 @@ struct RateShared {
   RequestWindow recorded;  // record_request() calls in the last minute: the current RPM
   alignas(64) std::atomic<std::int64_t> total_acquired{0};
   std::atomic<std::int64_t> blocked{0};
-  std::atomic<std::int64_t> denied{0};  // acquire(timeout=0) refused
+  std::atomic<std::int64_t> denied{0};  // refused without a wait: timeout=0, or fail_fast
   WaitHistogram waits;                  // how long the callers that had to wait waited
   alignas(64) StandbyWords standby;     // callers whose turn lies past their deadline (standby.hpp)
 };

@@ -17,7 +17,8 @@
 // caller must sleep. Each reservation pushes TAT on by n*T, so callers are served in the order
 // their reservations landed, and each sleeps exactly until its turn: no polling, no wake-up storm.
 // reserve() commits only when the wait fits in `max_wait`; a caller that would time out takes
-// nothing and learns so at once.
+// nothing and learns so at once (the limiter then lets it stand by until its deadline, in case a
+// change brings its turn within reach: standby.hpp).
 //
 // Time. Instants are steady_clock ns (clock.hpp). Every operation has a form that takes `now`
 // explicitly, so tests can run the algorithm over fixed instants. A stale or backwards `now`
