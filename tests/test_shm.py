@@ -5,9 +5,11 @@ import asyncio
 import bisect
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 
@@ -27,7 +29,7 @@ def name():
 
 
 def test_eight_processes_of_eight_threads_share_600_rpm(name):
-    start = time.monotonic() + 1.0  # time.monotonic() is system-wide on Linux: one start for all
+    start = time.monotonic() + 2.0  # time.monotonic() is system-wide on Linux: one start for all (after slow imports)
     seconds = 6.0
     stamps_per_child = run_children(
         8,
@@ -75,7 +77,7 @@ def test_eight_processes_of_eight_threads_share_600_rpm(name):
 
 
 def test_concurrent_creation_gives_one_segment(name):
-    start = time.monotonic() + 0.5
+    start = time.monotonic() + 2.0  # after every child has imported omnilimit
     results = run_children(
         8,
         """
@@ -83,14 +85,14 @@ def test_concurrent_creation_gives_one_segment(name):
         from omnilimit import RateLimiter
         while time.monotonic() < {start}:
             pass
-        limiter = RateLimiter(60, burst_size=8, provider_name="c", backend="shm://{name}")
+        limiter = RateLimiter(1, burst_size=8, provider_name="c", backend="shm://{name}")  # no refill in a minute
         print(json.dumps(limiter.acquire(timeout=0)))
         """,
         name=name,
         start=start,
     )
     assert results == [True] * 8  # the burst of 8 was shared, and nobody started a second bucket
-    limiter = RateLimiter(60, burst_size=8, provider_name="c", backend=f"shm://{name}")
+    limiter = RateLimiter(1, burst_size=8, provider_name="c", backend=f"shm://{name}")
     assert limiter.total_requests == 8 and limiter.acquire(timeout=0) is False
 
 
@@ -437,3 +439,81 @@ def test_a_process_killed_while_changing_the_rate_does_not_wedge_the_others(name
         assert limiter.interval_ns == 20_000_000
         (owner,) = struct.unpack_from("<q", segment, 64 + 32)
         assert owner == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# A peer stopped (SIGSTOP) while it holds the segment's mutex
+
+HOLD_THE_MUTEX = """
+import ctypes, mmap, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+with open("/dev/shm/omnilimit.{name}", "r+b") as f:
+    segment = mmap.mmap(f.fileno(), 0)
+mutex = ctypes.c_void_p(ctypes.addressof(ctypes.c_char.from_buffer(segment, 64)))  # after the 64-byte header
+assert libc.pthread_mutex_lock(mutex) == 0
+print("locked", flush=True)
+os.kill(os.getpid(), signal.SIGSTOP)  # a debugger, py-spy, docker pause, the cgroup freezer
+"""
+
+
+def _stopped(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0] == "T"
+
+
+def test_a_peer_stopped_holding_the_mutex_costs_a_caller_its_timeout_at_most(name):
+    limiter = ConcurrencyLimiter(1, name="n", backend=f"shm://{name}")
+    peer = subprocess.Popen([sys.executable, "-c", HOLD_THE_MUTEX.format(name=name)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert peer.stdout.readline().strip() == "locked"
+        wait_until(lambda: _stopped(peer.pid))
+        ticks = []
+        ticker = threading.Thread(target=lambda: [ticks.append(time.sleep(0.005)) for _ in range(100)])
+        ticker.start()
+        started = time.monotonic()
+        assert limiter.acquire(timeout=0.5) is False
+        waited = time.monotonic() - started
+        assert 0.5 <= waited <= 0.7  # the timeout is honoured
+        assert len(ticks) >= 50  # the other threads ran meanwhile (the GIL was released)
+        started = time.monotonic()
+        assert limiter.acquire(timeout=0) is False  # a try answers at once
+        stats = limiter.get_stats()  # never blocks
+        assert time.monotonic() - started < 0.05 and stats["active_calls"] == 0
+        assert limiter.blocked_count == 2
+        ticker.join()
+
+        waiter = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(
+                    f"""
+                    import time
+                    from omnilimit import ConcurrencyLimiter
+                    limiter = ConcurrencyLimiter(1, name="n", backend="shm://{name}")
+                    print("waiting", flush=True)
+                    try:
+                        limiter.acquire(timeout=None)
+                    except KeyboardInterrupt:
+                        print("interrupted", flush=True)
+                    """
+                ),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert waiter.stdout.readline().strip() == "waiting"
+        time.sleep(0.5)
+        interrupted_at = time.monotonic()
+        waiter.send_signal(signal.SIGINT)  # Ctrl-C works, whatever the peer does
+        out, err = waiter.communicate(timeout=5)
+        assert time.monotonic() - interrupted_at < 0.5, err
+        assert "interrupted" in out, err
+    finally:
+        peer.send_signal(signal.SIGCONT)
+        peer.kill()  # it dies holding the mutex: the robust mutex hands it on
+        peer.wait()
+    assert limiter.acquire(timeout=1) is True
+    limiter.release()
+    assert limiter.active_calls == 0

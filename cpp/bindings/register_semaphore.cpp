@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "acquire_methods.hpp"
@@ -22,6 +23,24 @@ namespace omnilimit::bindings {
 namespace {
 
 std::atomic<std::uint64_t> last_limiter_id{0};
+
+// Runs `op(lock_until) -> std::optional<T>`, a SharedSemaphore call that takes the segment's
+// mutex and answers nullopt when it could not have it by `lock_until`: first one try with the GIL
+// held (the uncontended case), then with the GIL released, until `deadline_ns` (kForever: as long
+// as it takes), with KeyboardInterrupt between slices. A peer stopped while it holds the mutex
+// thus costs a caller its own deadline at most: other threads run, Ctrl-C works. Returns nullopt
+// once the deadline has passed; throws error_already_set when interrupted.
+template <class T, class Op>
+std::optional<T> with_segment_lock(Nanos deadline_ns, Op&& op) {
+  std::optional<T> result = op(SharedSemaphore::kTryLock);
+  if (result || deadline_ns <= now_ns()) return result;
+  const WaitResult waited = wait_without_gil(deadline_ns, [&](Nanos until_ns) {
+    result = op(until_ns);
+    return result.has_value();
+  });
+  if (waited == WaitResult::interrupted) throw py::error_already_set();
+  return result;
+}
 
 // What the processes sharing a concurrency limiter share besides the semaphore (and what an
 // in-process limiter keeps for itself): lock-free atomics, built in place.
@@ -43,7 +62,8 @@ constexpr std::uint32_t kConcurrencySegmentKind = 2;
 
 std::unique_ptr<SharedSegment> open_concurrency_segment(const std::string& name, std::int64_t max_concurrent) {
   if (name.empty()) return nullptr;
-  return std::make_unique<SharedSegment>(name, kConcurrencySegmentKind, sizeof(ConcurrencySegment), 0, [&](void* at) {
+  return std::make_unique<SharedSegment>(name, kConcurrencySegmentKind, sizeof(ConcurrencySegment),
+                                         SharedSemaphore::kLayout, [&](void* at) {
                                            auto* shared = new (at) ConcurrencySegment();
                                            SharedSemaphore::init(shared->semaphore, max_concurrent);
                                          });
@@ -67,7 +87,7 @@ struct ConcurrencyCore final : ForkAware {
         waits(counters.waits) {
     if (segment && !segment->created() && shared_semaphore->max_slots() != max_concurrent) {
       max_before = shared_semaphore->max_slots();  // the latest configuration wins (logged by Python)
-      shared_semaphore->set_max(max_concurrent);
+      set_max(max_concurrent);
     }
   }
   void reinit_after_fork() noexcept override {
@@ -90,10 +110,21 @@ struct ConcurrencyCore final : ForkAware {
   std::int64_t over_releases() const {
     return shared_semaphore ? shared_semaphore->over_release_count() : semaphore.over_release_count();
   }
-  // Gives a slot back (to the next waiter). False when none was held (counted).
+  // Gives a slot back (to the next waiter). False when none was held (counted). With the GIL held
+  // (released while it waits for a shared segment's mutex).
   bool give_back() {
-    if (shared_semaphore) return shared_semaphore->release();
-    return semaphore.release() == Semaphore::Released::ok;
+    if (!shared_semaphore) return semaphore.release() == Semaphore::Released::ok;
+    const auto released = with_segment_lock<SharedSemaphore::Released>(kForever, [&](Nanos until_ns) {
+      const SharedSemaphore::Released r = shared_semaphore->release(until_ns);
+      return r == SharedSemaphore::Released::busy ? std::nullopt : std::optional<SharedSemaphore::Released>(r);
+    });
+    return released == SharedSemaphore::Released::ok;
+  }
+  // Changes the cap (returns how many waiters got a slot). With the GIL held, as give_back().
+  std::int64_t set_max(std::int64_t max_concurrent) {
+    if (!shared_semaphore) return semaphore.set_max(max_concurrent);
+    return *with_segment_lock<std::int64_t>(
+        kForever, [&](Nanos until_ns) { return shared_semaphore->set_max(max_concurrent, until_ns); });
   }
   // Coroutines wait only on an in-process semaphore (a futex cannot wake an event loop).
   Semaphore& local_semaphore() {
@@ -254,15 +285,22 @@ struct Concurrency {
       return Outcome::acquired;
     }
     int entry = -1;
-    if (semaphore.enqueue(&entry) == SharedSemaphore::Enqueued::queued) {
-      started_ns = now_ns();
-      const Nanos deadline_ns = saturating_add(started_ns, timeout_ns);
+    const Nanos arrived_ns = now_ns();
+    const Nanos deadline_ns = saturating_add(arrived_ns, timeout_ns);
+    const std::optional<SharedSemaphore::Enqueued> where =
+        with_segment_lock<SharedSemaphore::Enqueued>(deadline_ns, [&](Nanos until_ns) {
+          const SharedSemaphore::Enqueued e = semaphore.enqueue(&entry, until_ns);
+          return e == SharedSemaphore::Enqueued::busy ? std::nullopt : std::optional<SharedSemaphore::Enqueued>(e);
+        });
+    if (!where) return Outcome::timed_out;  // the mutex was held (by a stopped peer?) past the deadline
+    if (*where == SharedSemaphore::Enqueued::queued) {
+      started_ns = arrived_ns;
       const WaitResult result = wait_without_gil(deadline_ns, [&](Nanos until_ns) {
         return semaphore.wait(entry, until_ns, &core.closed) || core.closed.load();
       });
       if (result == WaitResult::interrupted || core.closed.load()) {
         // KeyboardInterrupt, or close(): leave the queue, passing on a slot granted meanwhile.
-        if (semaphore.cancel(entry)) semaphore.release();
+        if (semaphore.cancel(entry)) core.give_back();
         return result == WaitResult::interrupted ? Outcome::error : closed_error();
       }
       if (result == WaitResult::deadline) {
@@ -477,7 +515,7 @@ released only while a caller waits.)doc");
       .def_property_readonly("max_concurrent", [](const ConcurrencyCore& c) { return c.max_slots(); })
       .def("set_max_concurrent",
            [](ConcurrencyCore& c, std::int64_t n) {
-             return c.shared_semaphore ? c.shared_semaphore->set_max(n) : c.semaphore.set_max(n);
+             return c.set_max(n);
            },
            py::arg("max_concurrent"),
            "Changes the limit now. More slots go at once to the oldest waiters (returns how many got\n"

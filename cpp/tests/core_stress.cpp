@@ -1441,6 +1441,76 @@ void shared_semaphore_threads() {
   CHECK(!sem.release() && sem.over_release_count() == 1, "a release without a slot was not refused and counted");
 }
 
+// A peer stops while it holds the segment's mutex (here: this thread takes it and keeps it for
+// 300 ms). Meanwhile 8 threads keep calling: enqueue with a deadline answers busy by that
+// deadline, try_acquire answers no at once, a queued caller leaves (cancel) and a granted one
+// claims without the mutex, and nobody waits longer than its deadline. Once the mutex is
+// released, everyone gets through and the figures settle.
+void shared_semaphore_stopped_holder() {
+  auto state = std::make_unique<SharedSemaphore::State>();
+  SharedSemaphore::init(*state, 2);
+  SharedSemaphore sem(*state);
+  constexpr Nanos kHeldFor = 300 * kMs;
+  constexpr Nanos kDeadline = 20 * kMs;
+  int queued_entry = -1;
+  CHECK(sem.enqueue(&queued_entry) == SharedSemaphore::Enqueued::acquired, "first slot");
+  CHECK(sem.enqueue(&queued_entry) == SharedSemaphore::Enqueued::acquired, "second slot");
+  CHECK(sem.enqueue(&queued_entry) == SharedSemaphore::Enqueued::queued, "a third caller queues");
+  std::atomic<long> busy{0}, late{0}, got{0};
+  std::atomic<bool> held{false}, stop{false};
+  StartGate gate;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      Rng rng(900 + static_cast<std::uint64_t>(t));
+      gate.wait();
+      while (!stop.load()) {
+        const Nanos started = now_ns();
+        int entry = -1;
+        const bool tried = rng.below(2) == 0;
+        bool acquired = false;
+        if (tried) {
+          acquired = sem.try_acquire();
+        } else {
+          const SharedSemaphore::Enqueued e = sem.enqueue(&entry, started + kDeadline);
+          if (e == SharedSemaphore::Enqueued::busy) busy.fetch_add(1);
+          acquired = e == SharedSemaphore::Enqueued::acquired;
+          if (e == SharedSemaphore::Enqueued::queued) {
+            acquired = sem.wait(entry, started + kDeadline) ? (sem.claim(entry), true) : sem.cancel(entry);
+          }
+        }
+        const Nanos took = now_ns() - started;
+        if (held.load() && took > kDeadline + 15 * kMs) late.fetch_add(1);
+        if (acquired) {
+          got.fetch_add(1);
+          CHECK(sem.release(), "a holder's release was refused");
+        }
+      }
+    });
+  }
+  gate.open();
+  sleep_for_ns(20 * kMs);
+  CHECK(pthread_mutex_lock(&sem.mutex_for_tests()) == 0, "the test could not take the mutex");
+  held.store(true);
+  const long got_before = got.load();
+  sleep_for_ns(kHeldFor);
+  const long got_while_held = got.load() - got_before;
+  held.store(false);
+  pthread_mutex_unlock(&sem.mutex_for_tests());
+  CHECK(!sem.cancel(queued_entry), "the queued third caller left (no slot was free to grant it)");
+  CHECK(sem.release() && sem.release(), "the first two slots");  // now the threads get through
+  sleep_for_ns(50 * kMs);
+  stop.store(true);
+  join_all(threads);
+  std::printf("    while the mutex was held for %.0f ms: %ld calls answered busy, %ld late, %ld slots got; %ld in all\n",
+              seconds(kHeldFor) * 1000, busy.load(), late.load(), got_while_held, got.load());
+  CHECK(busy.load() > 0, "no call met the held mutex");
+  CHECK(late.load() == 0, late.load(), " calls waited past their deadline for the mutex");
+  CHECK(got_while_held == 0, "a slot was had while the mutex was held");
+  CHECK(got.load() > got_before, "nobody got through after the mutex was released");
+  CHECK(sem.held() == 0 && sem.waiting() == 0, "held ", sem.held(), ", waiting ", sem.waiting(), " at the end");
+}
+
 // 16 threads hold slots for random short times (and some wait with deadlines) while this thread
 // keeps changing max between 1 and 6: never more holders than the largest max set, nobody left
 // waiting with a slot free at the end, and the count settles to zero.
@@ -2426,6 +2496,7 @@ int main() {
       {"semaphore: over-release", semaphore_over_release},
       {"semaphore: set_max while 16 threads come and go", semaphore_set_max_under_load},
       {"shared semaphore: 16 threads on the futex queue while max changes", shared_semaphore_threads},
+      {"shared semaphore: a peer holds the mutex (stopped): deadlines hold", shared_semaphore_stopped_holder},
       {"gcra: 16 threads, fixed interval and burst", gcra_fixed_config},
       {"gcra: 16 threads while set_interval/set_burst run", gcra_reconfigured},
       {"gcra: debt bound while the interval flips 10x", gcra_rate_changes},
