@@ -88,6 +88,12 @@ bool parse_optional_arg(const char* method, PyObject* interned_name,
   return parse_optional_args(method, &interned_name, 1, args, nargs, kwnames, value);
 }
 
+// numpy.bool_ (numpy.bool in numpy 2) is a number to Python but a flag to its user: refused, as bool is.
+bool is_numpy_bool(PyObject* value) {
+  const char* name = Py_TYPE(value)->tp_name;
+  return std::strcmp(name, "numpy.bool_") == 0 || std::strcmp(name, "numpy.bool") == 0;
+}
+
 bool parse_timeout(PyObject* timeout, Nanos* timeout_ns) {
   if (timeout == Py_None) {
     *timeout_ns = kForever;
@@ -102,7 +108,7 @@ bool parse_timeout(PyObject* timeout, Nanos* timeout_ns) {
       PyErr_Clear();  // an int too large for a double
       seconds = PyObject_RichCompareBool(timeout, py::int_(0).ptr(), Py_GT) == 1 ? HUGE_VAL : -1.0;
     }
-  } else if (PyBool_Check(timeout) ||
+  } else if (PyBool_Check(timeout) || is_numpy_bool(timeout) ||
              !(PyLong_Check(timeout) || PyFloat_Check(timeout) || PyNumber_Check(timeout))) {
     PyErr_Format(PyExc_ValueError,
                  "timeout must be None or a number of seconds >= 0, got %R", timeout);

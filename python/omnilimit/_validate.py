@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import numbers
 
+from omnilimit._shown import shown
+
 # A count that the core keeps in 64 bits with room to spare for arithmetic.
 MAX_COUNT = 2**62
 
@@ -17,7 +19,7 @@ class InvalidValue(ValueError):
         self.name = name
         self.requirement = requirement
         self.value = value
-        super().__init__(f"{name} {requirement}, got {value!r}")
+        super().__init__(f"{name} {requirement}, got {shown(value)}")
 
 
 def whole_number(name: str, value: object, *, maximum: int = MAX_COUNT) -> int:
@@ -29,7 +31,7 @@ def whole_number(name: str, value: object, *, maximum: int = MAX_COUNT) -> int:
     if isinstance(value, numbers.Integral):
         count = int(value)
     else:
-        as_float = float(value)
+        as_float = _as_float(value)
         if not math.isfinite(as_float) or not as_float.is_integer():
             raise InvalidValue(name, requirement, value)
         count = int(as_float)
@@ -45,10 +47,19 @@ def positive_rate(name: str, value: object) -> float:
     requirement = "must be a finite number > 0"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidValue(name, requirement, value)
-    rate = float(value)
+    rate = _as_float(value)
     if not math.isfinite(rate) or rate <= 0.0:
         raise InvalidValue(name, requirement, value)
     return rate
+
+
+def _as_float(value: numbers.Real) -> float:
+    """``float(value)``, or infinity for a number too large for a float (``2**2000``,
+    ``Fraction(10**400, 1)``), which every check then refuses by name."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf  # type: ignore[operator]
 
 
 def label(name: str, value: object, *, allow_empty: bool = True) -> str:
@@ -70,5 +81,5 @@ def flag(name: str, value: object) -> bool:
 def token_count(value: object) -> int:
     """``tokens`` for an acquire: a whole number in [0, MAX_COUNT] (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
-        raise ValueError(f"tokens must be a whole number >= 0 (at most 2**62), got {value!r}")
+        raise ValueError(f"tokens must be a whole number >= 0 (at most 2**62), got {shown(value)}")
     return value

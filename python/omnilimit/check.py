@@ -25,7 +25,8 @@ import textwrap
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from omnilimit.backends.redis_link import is_redis, redact
+from omnilimit._shown import printable, redact
+from omnilimit.backends.redis_link import is_redis
 from omnilimit.config import (
     COMBINED,
     CONCURRENCY,
@@ -195,6 +196,7 @@ def print_report(data: dict[str, Any], out: TextIO | None = None) -> None:
     """Prints ``describe``'s data: a summary line, the table of limiters, the ignored keys, the
     parallel workers and the warnings."""
     out = out or sys.stdout
+    data = _printable(data)  # names from the file, escaped: a newline in a key cannot forge a line
     limiters = data["limiters"]
     roles = sum(len(limiter["roles"]) for limiter in limiters)
     print(
@@ -213,6 +215,27 @@ def print_report(data: dict[str, Any], out: TextIO | None = None) -> None:
         print(f"warning: {warning}", file=out)
     if not data["warnings"]:
         print("no warnings", file=out)
+
+
+def _printable(value: Any) -> Any:
+    """``value`` (describe()'s data) with every string made safe for one line of a terminal."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {key: _printable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_printable(item) for item in value]
+    return value
+
+
+def _json_text(data: dict[str, Any]) -> str:
+    """The data as JSON text; names that UTF-8 cannot carry (a lone surrogate) as ``\\u`` escapes."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(data, indent=2)
+    return text + "\n"
 
 
 def _count(n: int, noun: str) -> str:
@@ -298,15 +321,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {file_error_message(args.config, error)}", file=sys.stderr)
         return 2
     if args.json == "-":
-        json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        sys.stdout.write(_json_text(data))
         return 0
     print_report(data)
     if args.json:
         try:
             with open(args.json, "w", encoding="utf-8") as out:
-                json.dump(data, out, indent=2, ensure_ascii=False)
-                out.write("\n")
+                out.write(_json_text(data))
         except OSError as error:
             print(f"error: {args.json}: cannot write the JSON: {error.strerror or error}", file=sys.stderr)
             return 2

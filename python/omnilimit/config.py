@@ -29,6 +29,7 @@ Rules (the README repeats them):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from omnilimit._shown import printable, redact, shown
 from omnilimit._validate import InvalidValue, label, positive_rate, whole_number
 from omnilimit.backends.redis_link import check_lease, check_policy, is_redis
 from omnilimit.concurrency import MAX_CONCURRENT
@@ -63,9 +65,17 @@ LIMITER_KEYS = (
 REDIS_ONLY_KEYS = ("rate_limit_on_backend_error", "rate_limit_local_fraction", "rate_limit_lease_seconds")
 
 
-@dataclass(frozen=True)
+def _redacted_repr(self: Any) -> str:
+    """The dataclass repr of a settings object, without the passwords of Redis URLs in it."""
+    fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
+    return redact(f"{type(self).__name__}({fields})")
+
+
+@dataclass(frozen=True, repr=False)
 class RoleSettings:
     """One role's limiter settings, validated. ``rate_limit_rpm`` is kept as given."""
+
+    __repr__ = _redacted_repr
 
     role: str | None
     provider: str
@@ -156,9 +166,11 @@ class RoleSettings:
         return f"auto-detected {self.limit} RPM{tpm}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LimiterPlan:
     """One limiter to build: its key, kind, limit and the roles that share it."""
+
+    __repr__ = _redacted_repr
 
     key: str
     kind: str
@@ -170,10 +182,12 @@ class LimiterPlan:
     backend_options: tuple[tuple[str, Any], ...] = ()  # RoleSettings.backend_options, as items
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Config:
     """A validated configuration: every role's settings, the limiters they make, and the
     guide's best-practice warnings (already worded; the manager logs them)."""
+
+    __repr__ = _redacted_repr
 
     source: str
     roles: Mapping[str, RoleSettings]
@@ -200,7 +214,9 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
     if provider_config is None:
         provider_config = {}
     if not isinstance(provider_config, Mapping):
-        raise ConfigError(f"must be a mapping of provider settings, got {provider_config!r}", source=source, role=role)
+        raise ConfigError(
+            f"must be a mapping of provider settings, got {shown(provider_config)}", source=source, role=role
+        )
 
     def checked(key: str, check: Any, *args: Any, **kwargs: Any) -> Any:
         value = provider_config.get(key)
@@ -209,26 +225,28 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
         try:
             return check(key, value, *args, **kwargs)
         except InvalidValue as error:
-            raise ConfigError(f"{error.requirement}, got {value!r}", source=source, role=role, key=key) from None
+            raise ConfigError(f"{error.requirement}, got {shown(value)}", source=source, role=role, key=key) from None
 
     try:
         provider_name = label("name", provider, allow_empty=False)
     except InvalidValue as error:
-        raise ConfigError(f"{error.requirement}, got {provider!r}", source=source, role=role, key="name") from None
+        raise ConfigError(f"{error.requirement}, got {shown(provider)}", source=source, role=role, key="name") from None
     max_concurrent = checked("max_concurrent_calls", whole_number, maximum=MAX_CONCURRENT)
     rpm = checked("rate_limit_rpm", positive_rate)
     tpm = checked("rate_limit_tpm", positive_rate)
     mode = provider_config.get("rate_limit_mode")
     if mode is not None and mode not in MODES:
         raise ConfigError(
-            f"must be one of {', '.join(MODES)}, got {mode!r}", source=source, role=role, key="rate_limit_mode"
+            f"must be one of {', '.join(MODES)}, got {shown(mode)}", source=source, role=role, key="rate_limit_mode"
         )
     backend = provider_config.get("rate_limit_backend")
     if backend is not None:
         try:
             backend = check_backend(backend)
         except ValueError as error:
-            raise ConfigError(f"{error}, got {backend!r}", source=source, role=role, key="rate_limit_backend") from None
+            raise ConfigError(
+                f"{error}, got {shown(backend)}", source=source, role=role, key="rate_limit_backend"
+            ) from None
         if backend == "memory":
             backend = None
     redis_options = _redis_options(provider_config, backend, source=source, role=role)
@@ -272,7 +290,7 @@ def _redis_options(
     if backend is None or not is_redis(backend):
         key = next(iter(given))
         raise ConfigError(
-            f"applies only to a Redis rate_limit_backend (redis://...), got backend {backend or 'memory'!r}",
+            f"applies only to a Redis rate_limit_backend (redis://...), got backend {shown(backend or 'memory')}",
             source=source,
             role=role,
             key=key,
@@ -314,12 +332,15 @@ def parse_config(config: object, source: str = "<config>") -> Config:
         raise ConfigError("'providers' is missing: it maps each role to its provider settings", source=source)
     if not isinstance(providers, Mapping) or not providers:
         raise ConfigError(
-            f"'providers' must be a non-empty mapping of roles to provider settings, got {providers!r}", source=source
+            f"'providers' must be a non-empty mapping of roles to provider settings, got {shown(providers)}",
+            source=source,
         )
     roles: dict[str, RoleSettings] = {}
     for role, provider_config in providers.items():
         if not isinstance(role, str) or not role:
-            raise ConfigError(f"role names must be non-empty strings, got {role!r}", source=source, key="providers")
+            raise ConfigError(
+                f"role names must be non-empty strings, got {shown(role)}", source=source, key="providers"
+            )
         name = provider_config.get("name") if isinstance(provider_config, Mapping) else None
         roles[role] = role_settings(DEFAULT_PROVIDER if name is None else name, provider_config, role, source=source)
 
@@ -354,21 +375,40 @@ def load_yaml(path: str | os.PathLike[str]) -> Config:
     return parse_config(read_yaml(path), os.fspath(path))
 
 
+MAX_FILE_BYTES = 1 << 20  # a configuration file is a few KB; a larger one is refused, never read whole
+MAX_ALIASES = 100  # alias references (*name) in one document
+MAX_DEPTH = 32  # levels of nesting
+
+
 def read_yaml(path: str | os.PathLike[str]) -> Any:
     """The parsed YAML document of a configuration file, not yet validated. Raises ConfigError for
-    malformed YAML, a key given twice or an empty file (OSError if unreadable)."""
+    a file that is too large, not UTF-8, malformed, bounded badly (more than ``MAX_ALIASES``
+    aliases or ``MAX_DEPTH`` levels: a file written to exhaust memory or the stack), with a key
+    given twice, or empty; OSError only when it cannot be read. The whole file is parsed within a
+    second and a few MB whatever it holds."""
     source = os.fspath(path)
-    with open(source, encoding="utf-8") as stream:
-        text = stream.read()
+    with open(source, "rb") as stream:
+        data = stream.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"the file is larger than {MAX_FILE_BYTES:,} bytes: not a configuration", source=source)
     try:
-        document = yaml.load(text, Loader=_UniqueKeyLoader)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"not UTF-8 text ({error.reason} at byte {error.start})", source=source) from None
+    try:
+        document = yaml.load(text, Loader=_ConfigLoader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = error.problem or error.context or "malformed YAML"
-        raise ConfigError(f"{where}{problem}", source=source) from None
+        raise ConfigError(f"{where}{printable(problem)}", source=source) from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"malformed YAML: {error}", source=source) from None
+        raise ConfigError(f"malformed YAML: {printable(str(error))[:300]}", source=source) from None
+    except Exception as error:  # a value the YAML constructors cannot make (huge numbers, bad floats...)
+        detail = printable(str(error))[:200]
+        raise ConfigError(
+            f"malformed YAML: a value cannot be read ({type(error).__name__}: {detail})", source=source
+        ) from None
     if document is None:
         raise ConfigError("the file is empty: it needs a 'providers' section", source=source)
     return document
@@ -384,13 +424,42 @@ def file_error_message(path: str, error: BaseException) -> str:
     return str(error)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one
-    silently, which would drop a role's settings without a word)."""
+class _ConfigLoader(yaml.SafeLoader):
+    """A SafeLoader for configuration files: it refuses a key given twice in one mapping (PyYAML
+    keeps the last one silently, which would drop a role's settings without a word), accepts merge
+    keys (``<<: *defaults``) as ``yaml.safe_load`` does, and stops a document with more than
+    ``MAX_ALIASES`` aliases or ``MAX_DEPTH`` levels of nesting (an alias bomb, or nesting deep
+    enough to exhaust the stack) at the place it goes wrong."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_ALIASES} aliases (*name) in one file", self._mark()
+                )
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep", self._mark())
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _mark(self) -> yaml.Mark:
+        """Where the next event starts in the file."""
+        return self.peek_event().start_mark  # type: ignore[no-untyped-call, no-any-return]
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # merged keys may be overridden: not duplicates
+                continue
             key = self.construct_object(key_node, deep=deep)
             try:
                 duplicate = key in seen
@@ -398,7 +467,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 break
             if duplicate:
                 raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {shown(key)}",
+                    key_node.start_mark,
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -408,7 +480,7 @@ def _parallel_workers(generation: object, source: str) -> int | None:
     if generation is None:
         return None
     if not isinstance(generation, Mapping):
-        raise ConfigError(f"'generation' must be a mapping, got {generation!r}", source=source)
+        raise ConfigError(f"'generation' must be a mapping, got {shown(generation)}", source=source)
     value = generation.get("parallel_workers")
     if value is None:
         return None
@@ -416,7 +488,7 @@ def _parallel_workers(generation: object, source: str) -> int | None:
         return whole_number("parallel_workers", value)
     except InvalidValue as error:
         raise ConfigError(
-            f"{error.requirement}, got {value!r}", source=source, key="generation.parallel_workers"
+            f"{error.requirement}, got {shown(value)}", source=source, key="generation.parallel_workers"
         ) from None
 
 
@@ -439,7 +511,8 @@ def _plan(key: str, group: list[RoleSettings], source: str, warnings: list[str])
     backends = {(s.backend, tuple(sorted(s.backend_options.items()))) for s in group}
     if len(backends) > 1:
         values = ", ".join(
-            f"{s.role}: {s.backend or 'memory'}" + "".join(f" {k}={v}" for k, v in sorted(s.backend_options.items()))
+            f"{s.role}: {redact(s.backend or 'memory')}"
+            + "".join(f" {k}={v}" for k, v in sorted(s.backend_options.items()))
             for s in group
         )
         raise ConfigError(

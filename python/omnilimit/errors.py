@@ -7,6 +7,7 @@ raises them from its fast paths) and re-exported here.
 from __future__ import annotations
 
 from omnilimit._core import LimiterClosed, LimiterTimeout, SharedStateError
+from omnilimit._shown import printable
 
 __all__ = ["ConfigError", "LimiterClosed", "LimiterTimeout", "SharedStateError"]
 
@@ -21,11 +22,11 @@ class ConfigError(ValueError):
         self.source = source
         self.role = role
         self.key = key
-        where = source
+        where = printable(source)  # a file's own names may hold newlines or lone surrogates
         if role is not None:
-            where += f": providers.{role}"
+            where += f": providers.{printable(str(role))}"
             if key is not None:
-                where += f".{key}"
+                where += f".{printable(str(key))}"
         elif key is not None:
-            where += f": {key}"
-        super().__init__(f"{where}: {message}")
+            where += f": {printable(str(key))}"
+        super().__init__(f"{where}: {printable(message)}")

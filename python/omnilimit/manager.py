@@ -12,7 +12,8 @@ from typing import Any, TypeVar, Union
 
 from omnilimit import _async
 from omnilimit._log import logger
-from omnilimit.backends.redis_link import is_redis, redact
+from omnilimit._shown import redact
+from omnilimit.backends.redis_link import is_redis
 from omnilimit.backoff import Headers
 from omnilimit.combined import CombinedLimiter
 from omnilimit.concurrency import ConcurrencyLimiter

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+from omnilimit._shown import shown
 from omnilimit.backends.redis_link import SCHEMES, check_url
 
 _VALID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
@@ -18,12 +19,14 @@ def shared_name(backend: object, default: str) -> str | None:
     if backend is None or backend == "memory":
         return None
     if not isinstance(backend, str):
-        raise ValueError(f"backend must be 'memory', 'shm', 'shm://NAME' or a Redis URL or client, got {backend!r}")
+        raise ValueError(
+            f"backend must be 'memory', 'shm', 'shm://NAME' or a Redis URL or client, got {shown(backend)}"
+        )
     if backend == "shm":
         return default
     if backend.startswith("shm://") and len(backend) > len("shm://"):
         return backend[len("shm://") :]
-    raise ValueError(f"backend must be 'memory', 'shm', 'shm://NAME' or a Redis URL or client, got {backend!r}")
+    raise ValueError(f"backend must be 'memory', 'shm', 'shm://NAME' or a Redis URL or client, got {shown(backend)}")
 
 
 def valid_name(name: str) -> bool:

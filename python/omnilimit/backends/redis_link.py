@@ -33,6 +33,7 @@ from typing import Any, Literal, TypeVar
 
 from omnilimit import _core
 from omnilimit._log import logger
+from omnilimit._shown import redact, shown
 from omnilimit.backends import redis_lua
 
 _Self = TypeVar("_Self")
@@ -65,30 +66,23 @@ def _is_client(value: object) -> bool:
 def check_url(url: str) -> str:
     """A Redis URL as the config accepts it; ValueError naming what is wrong."""
     if not url.startswith(SCHEMES):
-        raise ValueError(f"a Redis backend URL starts with one of {', '.join(SCHEMES)}, got {url!r}")
-    parts = urllib.parse.urlsplit(url)
+        raise ValueError(f"a Redis backend URL starts with one of {', '.join(SCHEMES)}, got {shown(url)}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        raise ValueError(f"the Redis URL {shown(url)} is malformed") from None
     if not parts.hostname:
-        raise ValueError(f"the Redis URL {redact(url)!r} names no host")
+        raise ValueError(f"the Redis URL {shown(url)} names no host")
     try:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
-        raise ValueError(f"the Redis URL {redact(url)!r} has a bad port") from None
+        raise ValueError(f"the Redis URL {shown(url)} has a bad port") from None
     db = parts.path.lstrip("/")
     if db and not db.isdigit():
-        raise ValueError(f"the Redis URL {redact(url)!r} names database {db!r}: it must be a number")
+        raise ValueError(f"the Redis URL {shown(url)} names database {shown(db)}: it must be a number")
     if db and "cluster" in parts.scheme and db != "0":
-        raise ValueError(f"a Redis Cluster has only database 0, got {redact(url)!r}")
+        raise ValueError(f"a Redis Cluster has only database 0, got {shown(url)}")
     return url
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs and reprs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _import_redis() -> Any:
@@ -105,7 +99,9 @@ def client_for(backend: object) -> tuple[Any, str]:
     """(a redis-py client, a description without secrets) for a URL or a client object."""
     if not isinstance(backend, str):
         if not _is_client(backend):
-            raise TypeError(f"backend must be a URL or a redis-py client (redis.Redis, RedisCluster), got {backend!r}")
+            raise TypeError(
+                f"backend must be a URL or a redis-py client (redis.Redis, RedisCluster), got {shown(backend)}"
+            )
         if type(backend).__module__.startswith("redis.asyncio"):
             raise TypeError(
                 "backend must be a synchronous redis-py client (redis.Redis or RedisCluster), not redis.asyncio"
@@ -300,7 +296,7 @@ def channel_for(name: str, kind: str = "sem") -> str:
 def check_lease(value: object) -> float:
     """A lease in seconds: finite, >= 0.1. ValueError otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0.1:
-        raise ValueError(f"lease_seconds must be a finite number of seconds >= 0.1, got {value!r}")
+        raise ValueError(f"lease_seconds must be a finite number of seconds >= 0.1, got {shown(value)}")
     return float(value)
 
 
@@ -308,7 +304,7 @@ def check_policy(policy: object, local_fraction: object) -> tuple[str, float | N
     """(policy, local fraction) checked: ValueError for an unknown policy, a fraction outside
     (0, 1], a ``local`` policy without a fraction, or a fraction without the ``local`` policy."""
     if policy not in POLICIES:
-        raise ValueError(f"on_backend_error must be one of {', '.join(POLICIES)}, got {policy!r}")
+        raise ValueError(f"on_backend_error must be one of {', '.join(POLICIES)}, got {shown(policy)}")
     if local_fraction is None:
         if policy == "local":
             raise ValueError(
@@ -317,10 +313,10 @@ def check_policy(policy: object, local_fraction: object) -> tuple[str, float | N
             )
         return str(policy), None
     if policy != "local":
-        raise ValueError(f"local_fraction applies only to on_backend_error 'local', not {policy!r}")
+        raise ValueError(f"local_fraction applies only to on_backend_error 'local', not {shown(policy)}")
     if isinstance(local_fraction, bool) or not isinstance(local_fraction, (int, float)):
-        raise ValueError(f"local_fraction must be a number in (0, 1], got {local_fraction!r}")
+        raise ValueError(f"local_fraction must be a number in (0, 1], got {shown(local_fraction)}")
     fraction = float(local_fraction)
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"local_fraction must be in (0, 1], got {local_fraction!r}")
+        raise ValueError(f"local_fraction must be in (0, 1], got {shown(local_fraction)}")
     return "local", fraction

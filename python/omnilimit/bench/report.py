@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 import omnilimit
-from omnilimit.backends.redis_link import SCHEMES, redact
+from omnilimit._shown import redact
+from omnilimit.backends.redis_link import SCHEMES
 
 from .reference import ENV_VAR, load_reference
 from .suite import (

@@ -43,7 +43,8 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 import omnilimit
-from omnilimit.backends.redis_link import keys_for, redact
+from omnilimit._shown import redact
+from omnilimit.backends.redis_link import keys_for
 from omnilimit.shared import name_for_key
 
 from . import peers
