@@ -748,3 +748,28 @@ def test_a_forked_child_shares_the_limiter_but_not_the_parents_permits(redis_url
     assert limiter.get_stats()["active_calls"] == 1  # the parent still holds its own
     limiter.release()
     assert limiter.get_stats()["active_calls"] == 0
+
+
+def test_a_password_in_the_url_never_shows(caplog):
+    from redis_server import free_port
+
+    secret = "hunter2"
+    url = f"redis://:{secret}@127.0.0.1:{free_port()}/0?password={secret}"  # nobody listens there
+    with caplog.at_level(logging.INFO, logger="omnilimit"):
+        rate = RateLimiter(60, provider_name="secret", backend=url, on_backend_error="open")
+        slots = ConcurrencyLimiter(2, name="secret", backend=url, on_backend_error="open")
+        assert rate.acquire(timeout=0) and slots.acquire(timeout=0)  # the outage policy: open
+        slots.release()
+    shown = [repr(rate), repr(slots), str(rate.metrics()), str(slots.metrics()), rate.backend, caplog.text]
+    assert "unreachable" in caplog.text  # the outage was logged, with the redacted URL
+    assert all(secret not in text for text in shown), shown
+    assert "***" in rate.backend
+
+
+@pytest.mark.parametrize("rpm", [3e-302, 1e-300, 1e-12])
+def test_a_rate_too_slow_for_a_double_admits_one_then_nothing_as_in_process(redis_url, unique_name, rpm):
+    limiter = RateLimiter(rpm, provider_name=unique_name, backend=redis_url)
+    local = RateLimiter(rpm)
+    assert [limiter.acquire(timeout=0) for _ in range(3)] == [local.acquire(timeout=0) for _ in range(3)]
+    assert [local.acquire(timeout=0) for _ in range(2)] == [False, False]
+    assert limiter.acquire(timeout=0.05) is False and limiter.get_stats()["total_requests"] == 1

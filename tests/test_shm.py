@@ -517,3 +517,22 @@ def test_a_peer_stopped_holding_the_mutex_costs_a_caller_its_timeout_at_most(nam
     assert limiter.acquire(timeout=1) is True
     limiter.release()
     assert limiter.active_calls == 0
+
+
+def test_a_refused_constructor_changes_nothing_shared(name, caplog):
+    first = RateLimiter(600, provider_name="r", backend=f"shm://{name}")
+    with pytest.raises(ValueError, match="token budget"):
+        RateLimiter(1, burst_size=3, provider_name="r", backend=f"shm://{name}", tokens_per_minute=1000)
+    with caplog.at_level(logging.WARNING, logger="omnilimit"):
+        again = RateLimiter(600, provider_name="r", backend=f"shm://{name}")
+    assert caplog.records == []  # the segment still runs at 600 RPM, burst 1: nothing to announce
+    assert first.interval_ns == again.interval_ns == 100_000_000 and first.burst == 1
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: RateLimiter(60, provider_name="", backend="shm"), lambda: ConcurrencyLimiter(1, name="", backend="shm")],
+)
+def test_shm_with_an_empty_name_is_refused_not_in_process(make):
+    with pytest.raises(ValueError, match="empty"):
+        make()

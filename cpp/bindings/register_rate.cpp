@@ -56,9 +56,15 @@ struct RateShared {
 constexpr std::uint32_t kRateSegmentKind = 1;
 constexpr std::uint64_t kRateLayout = 2;  // the segment's layout fingerprint: 2 added `standby`
 
-// The segment of a shared rate limiter: opened, or created with fresh words for this rate.
-std::unique_ptr<SharedSegment> open_rate_segment(const std::string& name, Nanos interval_ns, std::int64_t burst) {
+// The segment of a shared rate limiter: opened, or created with fresh words for this rate. A
+// limiter refused for its configuration opens nothing (opening an existing segment applies the
+// limits to every process).
+std::unique_ptr<SharedSegment> open_rate_segment(const std::string& name, Nanos interval_ns, std::int64_t burst,
+                                                 double tokens_per_minute) {
   if (name.empty()) return nullptr;
+  if (tokens_per_minute != 0.0) {
+    throw std::invalid_argument("a limiter with a token budget cannot be shared between processes yet");
+  }
   return std::make_unique<SharedSegment>(name, kRateSegmentKind, sizeof(RateShared), kRateLayout, [&](void* at) {
     auto* shared = new (at) RateShared();
     Gcra::init_words(shared->bucket, interval_ns, burst);
@@ -75,7 +81,7 @@ std::unique_ptr<RateShared> local_rate_state(bool shared, Nanos interval_ns, std
 struct RateCore final : ForkAware {
   RateCore(double requests_per_minute, std::int64_t burst, double tokens_per_minute, std::int64_t token_burst,
            const std::string& shm_name)
-      : segment(open_rate_segment(shm_name, Gcra::interval_for(requests_per_minute, 60.0), burst)),
+      : segment(open_rate_segment(shm_name, Gcra::interval_for(requests_per_minute, 60.0), burst, tokens_per_minute)),
         local(local_rate_state(segment != nullptr, Gcra::interval_for(requests_per_minute, 60.0), burst)),
         shared(segment ? *static_cast<RateShared*>(segment->payload()) : *local),
         bucket(shared.bucket),
@@ -97,7 +103,6 @@ struct RateCore final : ForkAware {
       }
     }
     if (tokens_per_minute > 0.0) {
-      if (segment) throw std::invalid_argument("a limiter with a token budget cannot be shared between processes yet");
       dual = std::make_unique<DualBucket>(bucket.interval_ns(), burst, Gcra::interval_for(tokens_per_minute, 60.0),
                                           token_burst);
       async_reservation = py::reinterpret_steal<py::object>(PyContextVar_New("omnilimit.reservation", nullptr));

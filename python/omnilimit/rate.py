@@ -90,8 +90,11 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
         tokens_at_once = (
             (DEFAULT_BURST if token_burst is None else whole_number("token_burst", token_burst)) if tpm else 1
         )
+        checked_name = label("provider_name", provider_name)
+        if shm_name and tpm:  # refused before the segment is opened: a refused limiter changes nothing shared
+            raise ValueError("a limiter with a token budget cannot be shared between processes yet")
         super().__init__(rpm, burst, tpm, tokens_at_once, shm_name or "")
-        self.provider_name = label("provider_name", provider_name)
+        self.provider_name = checked_name
         self._timeouts = TimeoutWarnings()
         if self._shared_limits_before is not None:
             was_rpm, was_burst = self._shared_limits_before

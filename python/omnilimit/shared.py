@@ -23,6 +23,11 @@ def shared_name(backend: object, default: str) -> str | None:
             f"backend must be 'memory', 'shm', 'shm://NAME' or a Redis URL or client, got {shown(backend)}"
         )
     if backend == "shm":
+        if not default:  # an empty name would mean "in-process": each process alone, silently
+            raise ValueError(
+                "backend 'shm' names the segment after the limiter, whose name is empty: give it a name, or use "
+                "backend='shm://NAME'"
+            )
         return default
     if backend.startswith("shm://") and len(backend) > len("shm://"):
         return backend[len("shm://") :]

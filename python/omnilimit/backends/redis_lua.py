@@ -96,6 +96,9 @@ local go_at = new_tat - burst * interval
 if go_at < now then go_at = now end
 local wait = go_at - now
 local max_wait = tonumber(ARGV[5])
+if wait ~= wait or new_tat ~= new_tat or new_tat == math.huge then  -- not a number: fail closed
+  return {0, 9007199254740992}
+end
 if max_wait >= 0 and wait > max_wait then
   if ARGV[6] == '1' then
     redis.call('HINCRBY', KEYS[1], 'refused', 1)  -- a refusal implies a bucket, which has its expiry

@@ -116,7 +116,7 @@ class RedisRateLimiter(WithBlock, RateLimiter):
     # ---- the shared configuration ---------------------------------------------------------------
 
     def _args(self) -> list[Any]:
-        return [repr(60e6 / float(self._rpm)), self._burst, IDLE_TTL_S]
+        return [repr(_interval_us(self._rpm)), self._burst, IDLE_TTL_S]
 
     def _write_config(self, announce: bool = False) -> None:
         try:
@@ -126,7 +126,7 @@ class RedisRateLimiter(WithBlock, RateLimiter):
             return
         self._pending_config = False
         interval, burst = (_to_text(v) for v in before)
-        if announce and interval and (float(interval) != 60e6 / float(self._rpm) or int(burst) != self._burst):
+        if announce and interval and (float(interval) != _interval_us(self._rpm) or int(burst) != self._burst):
             logger.warning(
                 "RateLimiter %r: the shared limiter on Redis ran at %.6g RPM with burst %s: it now runs at "
                 "this limiter's %s RPM with burst %d, on every host (the latest configuration wins)",
@@ -373,7 +373,7 @@ class RedisRateLimiter(WithBlock, RateLimiter):
 
     @property
     def interval_ns(self) -> int:
-        return int(60e9 / float(self._rpm))
+        return int(_interval_us(self._rpm) * 1000)
 
     @property
     def burst(self) -> int:
@@ -428,8 +428,9 @@ class RedisRateLimiter(WithBlock, RateLimiter):
             stats["backend_error"] = self._link.last_error
             return stats
         current = int(shared[5])
-        rpm = 60e6 / float(_to_text(shared[1]))
-        shown: int | float = self._rpm if abs(rpm - float(self._rpm)) < 1e-9 * rpm else _plain(rpm)
+        interval = float(_to_text(shared[1]))
+        mine = _interval_us(self._rpm)
+        shown: int | float = self._rpm if abs(interval - mine) <= 1e-9 * mine else _plain(60e6 / interval)
         return {
             "provider": self.provider_name,
             "rpm_limit": shown,
@@ -463,8 +464,20 @@ class RedisRateLimiter(WithBlock, RateLimiter):
 
 def _plain(rpm: float) -> int | float:
     """Another host's rate as a user would write it: 1200, not 1200.0000000001."""
-    rounded = round(rpm, 6)
+    rounded = float(f"{rpm:.9g}")
     return int(rounded) if rounded.is_integer() else rounded
+
+
+# About 142 years. Times in Redis are µs since the epoch as doubles, exact below 2**53 (until the year
+# 2255); now + the interval must stay below it too (until the year 2112 with this cap).
+MAX_INTERVAL_US = 2.0**52
+
+
+def _interval_us(rpm: float) -> float:
+    """The µs between two requests at `rpm`, at most ``MAX_INTERVAL_US`` (never inf: a rate so slow
+    admits one request and then, in practice, nothing, as the in-process limiter does)."""
+    interval = 60e6 / float(rpm)
+    return interval if interval < MAX_INTERVAL_US else MAX_INTERVAL_US
 
 
 def _left(deadline: int) -> float:
