@@ -120,7 +120,7 @@ def test_a_segment_that_does_not_fit_is_refused_with_a_way_out(name):
     with pytest.raises(SharedStateError, match=f"another kind.*omnilimit shm remove {name}"):
         ConcurrencyLimiter(3, backend=f"shm://{name}")
     foreign = f"{name}-foreign"
-    with open(f"/dev/shm/omnilimit.{foreign}", "wb") as f:
+    with open(os.open(f"/dev/shm/omnilimit.{foreign}", os.O_CREAT | os.O_WRONLY, 0o600), "wb") as f:
         f.write(b"\0" * 4096)
     try:
         with pytest.raises(SharedStateError, match="not an omnilimit segment"):
@@ -128,7 +128,7 @@ def test_a_segment_that_does_not_fit_is_refused_with_a_way_out(name):
     finally:
         remove_shared(foreign)
     truncated = f"{name}-truncated"
-    with open(f"/dev/shm/omnilimit.{truncated}", "wb") as f:
+    with open(os.open(f"/dev/shm/omnilimit.{truncated}", os.O_CREAT | os.O_WRONLY, 0o600), "wb") as f:
         f.write(b"OMNI")
     try:
         with pytest.raises(SharedStateError, match="truncated"):
@@ -536,3 +536,41 @@ def test_a_refused_constructor_changes_nothing_shared(name, caplog):
 def test_shm_with_an_empty_name_is_refused_not_in_process(make):
     with pytest.raises(ValueError, match="empty"):
         make()
+
+
+def test_another_users_segment_or_other_permissions_are_refused_saying_whose(name):
+    RateLimiter(600, provider_name="a", backend=f"shm://{name}")
+    path = f"/dev/shm/omnilimit.{name}"
+    os.chmod(path, 0o666)  # what another user's, or a careless, segment looks like
+    with pytest.raises(SharedStateError, match="mode 0666.*not used"):
+        RateLimiter(600, provider_name="a", backend=f"shm://{name}")
+    os.chmod(path, 0o600)
+    if os.geteuid() == 0:  # root can make a file another user's
+        os.chown(path, 65534, 65534)
+        with pytest.raises(SharedStateError, match=r"belongs to user .*uid 65534.*have its owner remove it"):
+            ConcurrencyLimiter(2, name="a", backend=f"shm://{name}")
+    old = os.umask(0o277)  # a umask that would leave our own segments unreadable: the mode is set anyway
+    try:
+        RateLimiter(600, provider_name="b", backend=f"shm://{name}-umask")
+        assert os.stat(f"/dev/shm/omnilimit.{name}-umask").st_mode & 0o7777 == 0o600
+    finally:
+        os.umask(old)
+        remove_shared(f"{name}-umask")
+
+
+def test_the_prefix_of_segment_names_can_be_chosen(name, tmp_path):
+    env = dict(os.environ, OMNILIMIT_SHM_PREFIX="mine.")
+    script = f"from omnilimit import RateLimiter; RateLimiter(60, backend='shm://{name}'); print('made')"
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.stdout.strip() == "made", done.stderr
+    try:
+        assert os.path.exists(f"/dev/shm/mine.{name}") and not os.path.exists(f"/dev/shm/omnilimit.{name}")
+        listed = subprocess.run(
+            [sys.executable, "-m", "omnilimit", "shm", "list"], env=env, capture_output=True, text=True
+        )
+        assert name in listed.stdout
+    finally:
+        os.unlink(f"/dev/shm/mine.{name}")
+    env["OMNILIMIT_SHM_PREFIX"] = "../etc/"
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and "OMNILIMIT_SHM_PREFIX" in done.stderr

@@ -208,6 +208,8 @@ PYBIND11_MODULE(_core, m) {
         "Removes the shared-memory segment of the shared limiter `name` (False if there was none).\n"
         "Processes that use it keep their mapping; the next one to open the name starts afresh.");
 
+  m.def("_shm_prefix", &omnilimit::SharedSegment::prefix,
+        "The prefix of shared limiters' segments in /dev/shm ($OMNILIMIT_SHM_PREFIX, or 'omnilimit.').");
   m.attr("FOREVER_NS") = omnilimit::kForever;
   m.def("monotonic_ns", &omnilimit::now_ns,
         "Now on the core's clock (steady_clock, the clock of time.monotonic_ns()), in ns.");

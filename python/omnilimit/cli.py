@@ -64,16 +64,20 @@ def _main(argv: list[str] | None) -> int:
 def _shm(args: argparse.Namespace) -> int:
     import os
 
-    from omnilimit import remove_shared
+    from omnilimit import _core, remove_shared
+    from omnilimit._shown import printable
 
     if args.shm_command == "list":
+        prefix = _core._shm_prefix()
         try:
-            entries = sorted(name for name in os.listdir("/dev/shm") if name.startswith("omnilimit."))
+            entries = sorted(name for name in os.listdir("/dev/shm") if name.startswith(prefix))
         except FileNotFoundError:
             print("no /dev/shm on this machine")
             return 1
         for entry in entries:
-            print(f"{entry[len('omnilimit.') :]}\t{os.stat(os.path.join('/dev/shm', entry)).st_size} bytes")
+            info = os.stat(os.path.join("/dev/shm", entry))
+            mine = "" if info.st_uid == os.geteuid() else f"\tanother user's (uid {info.st_uid}): not used"
+            print(f"{printable(entry[len(prefix) :])}\t{info.st_size} bytes{mine}")
         return 0
     status = 0
     for name in args.names:

@@ -15,13 +15,20 @@
 // died before finishing leaves a segment that never becomes ready: openers report it, with the
 // way to remove it, instead of waiting forever.
 //
-// Permissions. 0600 unless the caller asks otherwise: only the same user shares the budget.
+// Permissions. 0600 unless the caller asks otherwise (whatever the umask): only the same user
+// shares the budget. A segment found at our name that another user owns, or whose permissions
+// differ from what we create, is refused (SegmentMismatch, saying whose it is): another user could
+// otherwise pause our limiter, or a file squatting the name would be used as ours.
+// OMNILIMIT_SHM_PREFIX (default `omnilimit.`) chooses the names' prefix, so a user can move away
+// from a squatted name without an administrator (/dev/shm is sticky: only its owner can remove
+// another user's file).
 //
 // Removal. remove(name) unlinks the name; processes that have it mapped keep using their mapping,
 // and the next open creates a fresh segment. `omnilimit shm remove NAME` calls it.
 #pragma once
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -29,6 +36,8 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <stdexcept>
@@ -75,7 +84,18 @@ class SharedSegment {
     }
     return true;
   }
-  static std::string path_of(const std::string& name) { return "/omnilimit." + name; }
+  // The prefix of every segment's name in /dev/shm: $OMNILIMIT_SHM_PREFIX, or `omnilimit.`.
+  static std::string prefix() {
+    const char* chosen = std::getenv("OMNILIMIT_SHM_PREFIX");
+    if (chosen == nullptr || *chosen == '\0') return "omnilimit.";
+    const std::string text(chosen);
+    if (text.size() > 40 || !valid_name(text)) {
+      throw std::invalid_argument("OMNILIMIT_SHM_PREFIX must be 1-40 characters from A-Z a-z 0-9 . _ - (not "
+                                  "starting with a dot), got '" + text + "'");
+    }
+    return text;
+  }
+  static std::string path_of(const std::string& name) { return "/" + prefix() + name; }
 
   // Opens the segment `name`, creating it (and building its payload with `build(payload)`) if it
   // does not exist. `kind`, `payload_size` and `fingerprint` must match an existing segment.
@@ -83,7 +103,7 @@ class SharedSegment {
   // no /dev/shm, no space, no permission).
   SharedSegment(const std::string& name, std::uint32_t kind, std::size_t payload_size, std::uint64_t fingerprint,
                 const std::function<void(void*)>& build, mode_t mode = 0600)
-      : name_(name), size_(sizeof(Header) + payload_size) {
+      : name_(name), mode_(mode), size_(sizeof(Header) + payload_size) {
     if (!valid_name(name)) {
       throw std::invalid_argument("a shared limiter's name must be 1-200 characters from A-Z a-z 0-9 . _ - "
                                   "(not starting with a dot), got '" + name + "'");
@@ -133,7 +153,10 @@ class SharedSegment {
     std::string hint;
     if (err == ENOENT || err == ENOSYS) hint = " (is /dev/shm mounted?)";
     if (err == ENOSPC) hint = " (/dev/shm is full)";
-    if (err == EACCES) hint = " (it belongs to another user, or its permissions do not allow this one)";
+    if (err == EACCES) {
+      hint = " (it belongs to another user, or its permissions do not allow this one: choose another name, "
+             "backend='shm://NAME', or prefix, OMNILIMIT_SHM_PREFIX)";
+    }
     throw std::system_error(err, std::generic_category(),
                             std::string("cannot ") + what + " shared memory segment /dev/shm" + path + hint);
   }
@@ -141,7 +164,8 @@ class SharedSegment {
   void create(int fd, std::uint32_t kind, std::size_t payload_size, std::uint64_t fingerprint,
               const std::function<void(void*)>& build) {
     const std::string path = path_of(name_);
-    const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(size_));
+    int err = ::fchmod(fd, mode_) == 0 ? 0 : errno;  // exactly the mode asked for, whatever the umask
+    if (err == 0) err = ::posix_fallocate(fd, 0, static_cast<off_t>(size_));
     if (err != 0) {
       ::close(fd);
       ::shm_unlink(path.c_str());
@@ -171,6 +195,16 @@ class SharedSegment {
     // The creator may not have sized it yet: wait for it, within the deadline.
     const Nanos deadline = saturating_add(now_ns(), kReadyWaitNs);
     struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      ::close(fd);
+      fail("inspect", path_of(name_));
+    }
+    if (st.st_uid != ::geteuid() || (st.st_mode & 07777) != mode_) {
+      ::close(fd);
+      throw SegmentMismatch(shown + " " + owner_of(st) + ": it is not this user's segment as omnilimit makes them (" +
+                            "owned by this user, mode 0" + octal(mode_) + "), so it is not used; choose another name " +
+                            "(backend='shm://NAME') or prefix (OMNILIMIT_SHM_PREFIX), or have its owner remove it");
+    }
     for (;;) {
       if (::fstat(fd, &st) != 0) {
         ::close(fd);
@@ -212,6 +246,22 @@ class SharedSegment {
     }
   }
 
+  static std::string octal(mode_t mode) {
+    char text[8];
+    std::snprintf(text, sizeof text, "%o", static_cast<unsigned>(mode & 07777));
+    return text;
+  }
+  // "belongs to user alice (uid 1001), mode 0666" / "has mode 0666"
+  static std::string owner_of(const struct stat& st) {
+    std::string who;
+    if (st.st_uid != ::geteuid()) {
+      std::string user = "uid " + std::to_string(st.st_uid);
+      if (const passwd* pw = ::getpwuid(st.st_uid)) user = std::string(pw->pw_name) + " (" + user + ")";
+      who = "belongs to user " + user + ", ";
+    }
+    return who + (who.empty() ? "has mode 0" : "mode 0") + octal(st.st_mode);
+  }
+
   void map(int fd) {
     if (base_ != nullptr) ::munmap(base_, mapped_);
     void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -227,6 +277,7 @@ class SharedSegment {
   }
 
   std::string name_;
+  mode_t mode_ = 0600;
   std::size_t size_;
   std::size_t mapped_ = 0;
   void* base_ = nullptr;
