@@ -542,7 +542,7 @@ def test_another_users_segment_or_other_permissions_are_refused_saying_whose(nam
     RateLimiter(600, provider_name="a", backend=f"shm://{name}")
     path = f"/dev/shm/omnilimit.{name}"
     os.chmod(path, 0o666)  # what another user's, or a careless, segment looks like
-    with pytest.raises(SharedStateError, match="mode 0666.*not used"):
+    with pytest.raises(SharedStateError, match=r"mode 0666.*not used"):
         RateLimiter(600, provider_name="a", backend=f"shm://{name}")
     os.chmod(path, 0o600)
     if os.geteuid() == 0:  # root can make a file another user's
