@@ -773,3 +773,28 @@ def test_a_rate_too_slow_for_a_double_admits_one_then_nothing_as_in_process(redi
     assert [limiter.acquire(timeout=0) for _ in range(3)] == [local.acquire(timeout=0) for _ in range(3)]
     assert [local.acquire(timeout=0) for _ in range(2)] == [False, False]
     assert limiter.acquire(timeout=0.05) is False and limiter.get_stats()["total_requests"] == 1
+
+
+@pytest.mark.parametrize("policy", ["closed", "open", "local"])
+def test_a_hung_redis_costs_a_caller_a_fraction_of_a_second_and_opens_an_outage(redis_server, unique_name, policy):
+    import signal
+
+    options = {"on_backend_error": policy}
+    if policy == "local":
+        options["local_fraction"] = 1.0
+    limiter = RateLimiter(600, provider_name=unique_name, backend=redis_server.url, **options)
+    assert limiter.acquire(timeout=0)
+    redis_server.process.send_signal(signal.SIGSTOP)  # hangs instead of refusing
+    try:
+        started = time.monotonic()
+        limiter.acquire(timeout=0.2)
+        first = time.monotonic() - started
+        assert first < 0.2 + 0.35  # the socket timeout (0.25 s), not 4 s
+        assert limiter.backend_available is False  # a timed-out round trip opened an outage
+        started = time.monotonic()
+        answers = [limiter.acquire(timeout=0) for _ in range(5)]
+        assert time.monotonic() - started < 0.3  # the policy answers while Redis hangs
+        assert answers == {"closed": [False] * 5, "open": [True] * 5, "local": answers}[policy]
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    wait_until(lambda: limiter.acquire(timeout=0.5) is not None and limiter.backend_available, timeout=5)

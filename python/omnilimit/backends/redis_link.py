@@ -41,8 +41,11 @@ _Self = TypeVar("_Self")
 POLICIES = ("closed", "open", "local")
 RETRY_S = 0.5  # during an outage, the time between two probes of Redis
 IDLE_TTL_S = 24 * 3600  # a limiter's keys expire after this long without a write
-CONNECT_TIMEOUT_S = 1.0  # for clients made from a URL
-SOCKET_TIMEOUT_S = 2.0
+# For clients made from a URL. A round trip on loopback or a LAN takes well under a millisecond; a
+# server that takes longer than this is hung (stopped, swapping, a long script): the call counts as
+# an outage, and the policy answers the callers until a probe gets through.
+CONNECT_TIMEOUT_S = 0.25
+SOCKET_TIMEOUT_S = 0.25
 
 SCHEMES = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
 
@@ -113,8 +116,9 @@ def client_for(backend: object) -> tuple[Any, str]:
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "socket_timeout": SOCKET_TIMEOUT_S,
         # One immediate retry on a fresh connection (a pooled connection the server closed, as on a
-        # restart); an outage then fails fast and the limiter's policy takes over.
-        "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 1),
+        # restart), not after a timeout (a hung server would cost a caller twice): an outage then
+        # fails fast and the limiter's policy takes over.
+        "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
     }
     if "+cluster://" in url:
         from redis.cluster import RedisCluster
