@@ -1,10 +1,12 @@
 """A blocked acquire stays interruptible (SIGINT), and a forked child's limiters work."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 
@@ -202,3 +204,27 @@ def test_forked_child_gets_working_limiters_while_parent_threads_hold_and_wait()
     waiter.join(5)
     churner.join(5)
     assert concurrency.active_calls == 2 and concurrency.waiting == 0
+
+
+def test_a_forked_child_counts_none_of_the_parents_sleepers():
+    limiter = RateLimiter(60, provider_name="fork")  # one a second
+    assert limiter.acquire(timeout=0)
+    sleepers = [threading.Thread(target=limiter.acquire, args=(10,)) for _ in range(3)]
+    for thread in sleepers:
+        thread.start()
+    wait_until(lambda: limiter.waiting == 3)  # booked 1, 2 and 3 s ahead
+    assert limiter.predicted_wait() > 3.5
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's threads are not here
+        m = limiter.metrics()
+        os.write(write, json.dumps([limiter.waiting, m["waiting"], m["predicted_wait_s"]]).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        waiting, metric_waiting, predicted = json.loads(f.read())
+    os.waitpid(pid, 0)
+    assert waiting == 0 and metric_waiting == 0
+    assert predicted <= 1.0  # the turn after the parent's first admission, not after its sleepers
+    for thread in sleepers:
+        thread.join(10)

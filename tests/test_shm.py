@@ -574,3 +574,34 @@ def test_the_prefix_of_segment_names_can_be_chosen(name, tmp_path):
     env["OMNILIMIT_SHM_PREFIX"] = "../etc/"
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert done.returncode != 0 and "OMNILIMIT_SHM_PREFIX" in done.stderr
+
+
+def test_a_config_change_left_half_done_by_a_process_whose_pid_was_reused_is_recovered(name):
+    # A process died in the middle of set_rate (the sequence word odd, the lock word naming it);
+    # its pid now belongs to another, live process. Readers must see that the owner is gone
+    # (another start time) and end the change, not spin forever.
+    import mmap
+    import struct
+
+    RateLimiter(600, provider_name="r", backend=f"shm://{name}")
+    with open(f"/proc/{os.getpid()}/stat") as f:
+        my_start = int(f.read().rpartition(")")[2].split()[19])
+    impostor = ((my_start + 1) << 22) | os.getpid()  # this pid, another start time: a reused pid
+    with open(f"/dev/shm/omnilimit.{name}", "r+b") as f, mmap.mmap(f.fileno(), 0) as segment:
+        sequence = struct.unpack_from("<Q", segment, 64 + 24)[0]
+        struct.pack_into("<Qq", segment, 64 + 24, sequence + 1, impostor)  # odd: a change under way
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from omnilimit import RateLimiter\n"
+            f"limiter = RateLimiter(600, provider_name='r', backend='shm://{name}')\n"
+            f"print(limiter.acquire(timeout=1))\n"
+            f"limiter.set_rate(1200)\n"
+            f"print(limiter.acquire(timeout=1))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.stdout.split() == ["True", "True"], done.stderr

@@ -80,6 +80,7 @@ AsyncWait::~AsyncWait() {
   if (standby != nullptr) standby->stop_listening(standby_listener);
   // A reservation never slept out goes back; the callers standing by may use it.
   if (bucket != nullptr && bucket->refund(reservation, now_ns()) && standby != nullptr) standby->notify();
+  end_booking();
   stop_counting();
 }
 

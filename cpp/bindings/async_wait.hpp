@@ -86,6 +86,16 @@ class AsyncWait final : public Waker, public std::enable_shared_from_this<AsyncW
     if (counted_ != nullptr) counted_->fetch_sub(1, std::memory_order_relaxed);
     counted_ = nullptr;
   }
+  // Counts this waiter's rate reservation in a limiter's "booked" counter until end_booking().
+  void count_booking(std::atomic<std::int64_t>& counter) noexcept {
+    if (booked_ != nullptr) return;
+    booked_ = &counter;
+    counter.fetch_add(1, std::memory_order_relaxed);
+  }
+  void end_booking() noexcept {
+    if (booked_ != nullptr) booked_->fetch_sub(1, std::memory_order_relaxed);
+    booked_ = nullptr;
+  }
 
   py::object future;  // what the drain resolves; set by the coroutine before each look
   py::object owner;   // the limiter, while this may be in its queue
@@ -118,6 +128,7 @@ class AsyncWait final : public Waker, public std::enable_shared_from_this<AsyncW
  private:
   std::shared_ptr<LoopNotifier> notifier_;
   std::atomic<std::int64_t>* counted_ = nullptr;  // in `owner`, which outlives this
+  std::atomic<std::int64_t>* booked_ = nullptr;   // likewise
 };
 
 // Registers LoopNotifier and AsyncWait in the module.

@@ -54,7 +54,7 @@ struct RateShared {
   alignas(64) StandbyWords standby;     // callers whose turn lies past their deadline (standby.hpp)
 };
 constexpr std::uint32_t kRateSegmentKind = 1;
-constexpr std::uint64_t kRateLayout = 2;  // the segment's layout fingerprint: 2 added `standby`
+constexpr std::uint64_t kRateLayout = 3;  // the layout fingerprint: 2 added `standby`, 3 a ProcessWord owner
 
 // The segment of a shared rate limiter: opened, or created with fresh words for this rate. A
 // limiter refused for its configuration opens nothing (opening an existing segment applies the
@@ -116,6 +116,17 @@ struct RateCore final : ForkAware {
     if (dual) dual->reinit_after_fork();
     schedule.reinit_after_fork();
     standby.reinit_after_fork(segment != nullptr);
+    // The parent's waiters are not the child's: they count in neither `waiting` nor the child's
+    // budget. An in-process bucket gives back the instants they had booked (a shared one is the
+    // parent's too: its sleepers still go there).
+    const std::int64_t parents_bookings = booked.exchange(0, std::memory_order_relaxed);
+    sleeping.store(0, std::memory_order_relaxed);
+    if (!segment && !dual && parents_bookings > 0) {
+      try {
+        bucket.give_back(parents_bookings, now_ns());
+      } catch (...) {  // (it cannot throw for a count >= 1; nothing may escape a fork handler)
+      }
+    }
   }
   // Wakes every waiter of this process (thread or coroutine: asleep on an instant, queued,
   // standing by or paused) with LimiterClosed; later acquires raise it. Other processes sharing
@@ -156,16 +167,17 @@ struct RateCore final : ForkAware {
   std::atomic<std::int64_t>& blocked;
   std::atomic<std::int64_t>& denied;
   std::atomic<std::int64_t> sleeping{0};  // this process's callers waiting for their instant or a pause's end
+  std::atomic<std::int64_t> booked{0};    // of those, the ones asleep on a booked instant (a lone Gcra)
   WaitHistogram& waits;
 };
 
-// Counts a caller in RateCore::sleeping for as long as it lives.
-class Sleeping {
+// Counts something in an atomic for as long as it lives.
+class Counted {
  public:
-  explicit Sleeping(RateCore& core) : count_(core.sleeping) { count_.fetch_add(1, std::memory_order_relaxed); }
-  ~Sleeping() { count_.fetch_sub(1, std::memory_order_relaxed); }
-  Sleeping(const Sleeping&) = delete;
-  Sleeping& operator=(const Sleeping&) = delete;
+  explicit Counted(std::atomic<std::int64_t>& count) : count_(count) { count_.fetch_add(1, std::memory_order_relaxed); }
+  ~Counted() { count_.fetch_sub(1, std::memory_order_relaxed); }
+  Counted(const Counted&) = delete;
+  Counted& operator=(const Counted&) = delete;
 
  private:
   std::atomic<std::int64_t>& count_;
@@ -236,7 +248,7 @@ enum class Turn {
 
 // A request (no token budget) from the lone Gcra: one reservation if its instant comes by the
 // deadline, then the sleep until that instant, which rate changes move (Schedule).
-Turn take_from_gcra(RateCore& core, Nanos now, Nanos deadline_ns, std::optional<Sleeping>& sleeping) {
+Turn take_from_gcra(RateCore& core, Nanos now, Nanos deadline_ns, std::optional<Counted>& sleeping) {
   const Nanos max_wait_ns = deadline_ns == kForever ? kForever : std::max<Nanos>(deadline_ns - now, 0);
   std::uint64_t epoch = core.schedule.epoch();
   const Reservation r = core.bucket.reserve(1, max_wait_ns, now);
@@ -245,7 +257,8 @@ Turn take_from_gcra(RateCore& core, Nanos now, Nanos deadline_ns, std::optional<
   if (!core.schedule.stable(epoch)) return Turn::again;  // the slot is spent; book again at the new pace
   Nanos ready_ns = r.ready_at_ns;
   Schedule::Woke woke = Schedule::Woke::deadline;
-  if (!sleeping) sleeping.emplace(core);
+  if (!sleeping) sleeping.emplace(core.sleeping);
+  const Counted booked(core.booked);
   const WaitResult result = wait_without_gil(deadline_ns, [&](Nanos until_ns) {
     woke = core.schedule.wait(ready_ns, epoch, until_ns);
     return woke != Schedule::Woke::deadline;
@@ -268,11 +281,11 @@ Turn take_from_gcra(RateCore& core, Nanos now, Nanos deadline_ns, std::optional<
 // A request and `tokens` from the DualBucket: admitted at once, or queued (or standing by) until
 // its turn or its deadline (see dual_bucket.hpp).
 Turn take_from_queue(RateCore& core, std::int64_t tokens, Nanos now, Nanos deadline_ns, bool fail_fast,
-                     std::optional<Sleeping>& sleeping) {
+                     std::optional<Counted>& sleeping) {
   DualBucket::Ticket ticket(*core.dual, tokens, deadline_ns, nullptr, !fail_fast);
   DualBucket::Status status = core.dual->arrive(ticket, now);
   if (status == DualBucket::Status::queued) {
-    if (!sleeping) sleeping.emplace(core);
+    if (!sleeping) sleeping.emplace(core.sleeping);
     const WaitResult result = wait_without_gil(deadline_ns, [&](Nanos until_ns) {
       status = core.dual->wait(ticket, until_ns);
       return status != DualBucket::Status::queued;
@@ -302,7 +315,7 @@ Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens, bool
   }
   const Nanos started_ns = now;
   const Nanos deadline_ns = saturating_add(now, timeout_ns);
-  std::optional<Sleeping> sleeping;      // engaged at the first wait
+  std::optional<Counted> sleeping;      // engaged at the first wait
   std::optional<Standby::Watch> watch;  // engaged at the first stand-by
   for (;;) {
     // Read before this look at the budget: a change made after it ends the stand-by below.
@@ -336,7 +349,7 @@ Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens, bool
       watch.emplace(core.standby);
       continue;
     }
-    if (!sleeping) sleeping.emplace(core);
+    if (!sleeping) sleeping.emplace(core.sleeping);
     if (stand_by(*watch, seen, stand_until) == WaitResult::interrupted) return Outcome::error;
     if (core.closed.load()) return closed_error();
     now = now_ns();
@@ -353,7 +366,7 @@ Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens, bool
 bool wait_for_turn_within(RateCore& core, std::int64_t tokens, Nanos deadline_ns) {
   if (tokens < 0) throw py::value_error("token counts must be >= 0");
   Standby::Watch watch(core.standby);
-  std::optional<Sleeping> sleeping;
+  std::optional<Counted> sleeping;
   for (;;) {
     const std::uint32_t seen = watch.generation();
     if (core.closed.load()) {
@@ -367,7 +380,7 @@ bool wait_for_turn_within(RateCore& core, std::int64_t tokens, Nanos deadline_ns
     if (now >= deadline_ns) return false;
     // Time alone brings no turn closer (a pause's end and the bucket's instants are fixed): only
     // a change does.
-    if (!sleeping) sleeping.emplace(core);
+    if (!sleeping) sleeping.emplace(core.sleeping);
     if (stand_by(watch, seen, deadline_ns) == WaitResult::interrupted) throw py::error_already_set();
   }
 }
@@ -551,6 +564,7 @@ py::object async_reserve(py::object self, AsyncWait& w, Nanos deadline_ns) {
     w.owner = self;
     w.started_ns = now;
     w.count_waiting(core.sleeping);
+    w.count_booking(core.booked);
     w.schedule = &core.schedule;
     w.standby = &core.standby;  // a refund (the waiter dropped early) wakes the callers standing by
     core.schedule.listen(w.listener);
@@ -574,6 +588,7 @@ double async_reserve_check(RateCore& core, AsyncWait& w) {
   if (!core.schedule.follow(w.ready_ns, w.epoch)) {
     core.schedule.stop_listening(w.listener);
     w.bucket = nullptr;  // the slot is spent
+    w.end_booking();
     w.stop_counting();
     return -1.0;
   }
@@ -582,11 +597,13 @@ double async_reserve_check(RateCore& core, AsyncWait& w) {
   core.schedule.stop_listening(w.listener);
   if (missed_turn(core.bucket, w.ready_ns, now)) {  // the loop ran late: book again (see above)
     w.bucket = nullptr;
+    w.end_booking();
     w.stop_counting();
     return -1.0;
   }
   count_async_acquired(core, w.started_ns);
   w.bucket = nullptr;
+  w.end_booking();
   w.stop_counting();
   return 0.0;
 }
@@ -598,6 +615,7 @@ void async_refund(RateCore& core, AsyncWait& w) {
   core.schedule.stop_listening(w.listener);
   if (core.bucket.refund(w.reservation, now_ns())) core.standby.notify();
   w.bucket = nullptr;
+  w.end_booking();
   w.stop_counting();
 }
 

@@ -60,6 +60,7 @@
 #include <thread>
 
 #include "omnilimit/clock.hpp"
+#include "omnilimit/process.hpp"
 
 #if !defined(__SIZEOF_INT128__)
 #error "omnilimit's core needs a compiler with a 128-bit integer type (GCC or Clang on a 64-bit target)"
@@ -118,7 +119,8 @@ struct GcraState {
 // The words of one bucket. In an in-process Gcra they are members; in a shared-memory segment
 // every process that maps the segment shares them, and so one bucket: every member is a lock-free
 // 64-bit atomic (checked below), which on Linux is also address-free, so it works at whatever
-// address each process maps it. config_owner holds the pid of the process changing T or B.
+// address each process maps it. config_owner holds the process changing T or B, as a ProcessWord
+// (pid and start time: a holder that died is told from a newer process given its pid).
 struct GcraWords {
   alignas(64) std::atomic<Nanos> tat_ns{0};
   std::atomic<Nanos> interval_ns{1};
@@ -129,11 +131,6 @@ struct GcraWords {
 static_assert(std::atomic<Nanos>::is_always_lock_free && std::atomic<std::uint64_t>::is_always_lock_free,
               "a bucket shared between processes needs lock-free 64-bit atomics");
 
-inline std::int64_t current_pid() noexcept { return static_cast<std::int64_t>(::getpid()); }
-// False only when no process `pid` exists (kill(pid, 0) fails with ESRCH).
-inline bool process_alive(std::int64_t pid) noexcept {
-  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH;
-}
 
 class Gcra {
  public:
@@ -419,7 +416,7 @@ class Gcra {
   class ConfigLock {
    public:
     explicit ConfigLock(GcraWords& w) : w_(w) {
-      const std::int64_t me = current_pid();
+      const std::int64_t me = ProcessWord::mine();
       for (std::uint32_t spins = 0;; ++spins) {
         std::int64_t owner = 0;
         if (w_.config_owner.compare_exchange_weak(owner, me, std::memory_order_acquire, std::memory_order_relaxed)) {
@@ -436,12 +433,14 @@ class Gcra {
     // For a reader stuck on an odd sequence: if the writer's process is gone, end its change.
     static void recover(GcraWords& w) {
       const std::int64_t owner = w.config_owner.load(std::memory_order_acquire);
-      if (owner != 0 && take_over_from_dead(w, owner, current_pid())) w.config_owner.store(0, std::memory_order_release);
+      if (owner != 0 && take_over_from_dead(w, owner, ProcessWord::mine())) {
+        w.config_owner.store(0, std::memory_order_release);
+      }
     }
 
    private:
     static bool take_over_from_dead(GcraWords& w, std::int64_t owner, std::int64_t me) {
-      if (owner == 0 || owner == me || process_alive(owner)) return false;
+      if (owner == 0 || owner == me || !ProcessWord::gone(owner)) return false;
       if (!w.config_owner.compare_exchange_strong(owner, me, std::memory_order_acquire)) return false;
       const std::uint64_t sequence = w.config_sequence.load();
       if (sequence & 1U) w.config_sequence.fetch_add(1);

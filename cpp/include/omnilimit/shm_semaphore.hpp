@@ -51,34 +51,9 @@
 #include <system_error>
 
 #include "omnilimit/clock.hpp"
-#include "omnilimit/gcra.hpp"  // process_alive, current_pid
+#include "omnilimit/process.hpp"
 
 namespace omnilimit {
-
-// The start time of process `pid` (clock ticks since boot, /proc/PID/stat field 22), or -1 if it
-// does not exist.
-inline std::int64_t process_start_time(std::int64_t pid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%lld/stat", static_cast<long long>(pid));
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  char buf[1024];
-  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return -1;
-  buf[n] = '\0';
-  const char* p = std::strrchr(buf, ')');  // the command name may hold spaces and parentheses
-  if (p == nullptr) return -1;
-  // After ") " come fields 3..: state, ppid, ..., starttime is field 22, i.e. the 20th after ')'.
-  int field = 2;
-  for (++p; *p != '\0'; ++p) {
-    if (*p == ' ') {
-      ++field;
-      if (field == 22) return std::strtoll(p + 1, nullptr, 10);
-    }
-  }
-  return -1;
-}
 
 class SharedSemaphore {
  public:
@@ -331,11 +306,7 @@ class SharedSemaphore {
     bool owned_ = false;
   };
 
-  static bool alive(std::int64_t pid, std::int64_t start_time) {
-    if (!process_alive(pid)) return false;
-    const std::int64_t now_start = process_start_time(pid);
-    return now_start < 0 ? true : now_start == start_time;  // no /proc: trust kill()
-  }
+  static bool alive(std::int64_t pid, std::int64_t start_time) { return same_process_alive(pid, start_time); }
 
   // With the mutex held: a slot is free and nobody waits for one.
   bool free_now() const noexcept { return s_.queued.load() == 0 && s_.held.load() < s_.max_slots.load(); }
