@@ -290,6 +290,20 @@ def test_closing_a_manager_closes_its_limiters_and_those_it_builds_afterwards():
 # ---- The callers that exist ------------------------------------------------------------------------
 
 
+def _load(limiter, worker, count, seconds):
+    """Runs `count` threads of `worker` for `seconds`, then closes the limiter, which ends them
+    (LimiterClosed); returns the CPU time the process used meanwhile."""
+    cpu_before = time.process_time()
+    threads = [start_thread(worker) for _ in range(count)]
+    time.sleep(seconds)
+    cpu = time.process_time() - cpu_before
+    limiter.close()
+    for thread in threads:
+        thread.join(5)
+    assert all(not thread.is_alive() for thread in threads)
+    return cpu
+
+
 @pytest.mark.parametrize(("rpm", "workers"), [(3, 10), (60, 200)])
 def test_callers_that_ignore_the_answer_stay_within_the_limit(rpm, workers):
     # OmniGen's generators (and the guide's RPM snippet): acquire(timeout=120), ignore the result,
@@ -311,55 +325,41 @@ def test_callers_that_ignore_the_answer_stay_within_the_limit(rpm, workers):
         except LimiterClosed:
             pass
 
-    threads = [start_thread(generator) for _ in range(workers)]
-    time.sleep(seconds)
-    in_window = sum(1 for at in list(calls) if at < seconds)
-    limiter.close()
-    for thread in threads:
-        thread.join(5)
+    _load(limiter, generator, workers, seconds)
+    in_window = sum(1 for at in calls if at < seconds)
     allowed = 1 + rpm * seconds / 60  # the burst, then the rate
     print(f"[ignore-the-result] rpm={rpm} workers={workers}: {in_window} calls in {seconds} s (allowed {allowed})")
     assert 1 <= in_window <= allowed
-    assert all(not thread.is_alive() for thread in threads)
 
 
 def test_a_retry_loop_costs_no_cpu_and_writes_a_handful_of_warnings(caplog):
     # 64 threads retrying `while not lim.acquire(timeout=5): pass`, for 3 s; then the same with a
     # timeout counted down to a deadline, which times out all the time.
     limiter = RateLimiter(600, provider_name="retried")
-    stop = threading.Event()
     admitted = []
 
-    def retry_loop(timeout_of):
+    def retry_loop():
         try:
-            while not stop.is_set():
-                while not limiter.acquire(timeout=timeout_of()):
+            while True:
+                while not limiter.acquire(timeout=5):
                     pass
                 admitted.append(time.monotonic())
         except LimiterClosed:
             pass
 
     caplog.set_level(logging.WARNING, logger="omnilimit")
-    cpu_before = time.process_time()
-    threads = [start_thread(retry_loop, lambda: 5) for _ in range(64)]
-    time.sleep(3)
-    cpu = time.process_time() - cpu_before
-    stop.set()
-    limiter.close()
-    for thread in threads:
-        thread.join(5)
+    cpu = _load(limiter, retry_loop, 64, 3)
     print(f"[retry loop] 64 threads, 3 s: {len(admitted)} admitted, CPU {cpu:.3f} s, {len(caplog.records)} warnings")
     assert cpu < 0.6
     assert 25 <= len(admitted) <= 32  # 10 a second
     assert len(caplog.records) <= 2
 
     limiter = RateLimiter(600, provider_name="countdown")
-    stop.clear()
     caplog.clear()
 
     def countdown_loop():  # a budget of 0.7 s per call, the timeout counted down to its deadline
         try:
-            while not stop.is_set():
+            while True:
                 deadline = time.monotonic() + 0.7
                 while (left := deadline - time.monotonic()) > 0:
                     if limiter.acquire(timeout=left):
@@ -367,14 +367,7 @@ def test_a_retry_loop_costs_no_cpu_and_writes_a_handful_of_warnings(caplog):
         except LimiterClosed:
             pass
 
-    cpu_before = time.process_time()
-    threads = [start_thread(countdown_loop) for _ in range(64)]
-    time.sleep(3)
-    cpu = time.process_time() - cpu_before
-    stop.set()
-    limiter.close()
-    for thread in threads:
-        thread.join(5)
+    cpu = _load(limiter, countdown_loop, 64, 3)
     messages = [record.getMessage() for record in caplog.records]
     print(f"[countdown] {limiter.blocked_count} timed out, CPU {cpu:.3f} s, {len(messages)} warnings: {messages}")
     assert limiter.blocked_count > 64  # they did time out, many times
