@@ -143,6 +143,19 @@ struct RateCore final : ForkAware {
   void hold_until(Nanos end) {
     if (dual) dual->hold_until(end); else bucket.hold_until(end);
   }
+  // How long after `now` a caller arriving then for `tokens` would wait: behind the queue or the
+  // bucket's bookings, and a pause in effect. Books nothing.
+  Nanos wait_for_turn(std::int64_t tokens, Nanos now) {
+    if (tokens < 0) throw std::invalid_argument("token counts must be >= 0");
+    Nanos wait = dual ? dual->predicted_wait(tokens, now) : bucket.wait_for(1, now);
+    if (const Nanos end = pause.end_ns(now)) wait = std::max(wait, end - now);
+    return wait;
+  }
+  // Whether that caller's turn comes by `deadline_ns`.
+  bool turn_within(std::int64_t tokens, Nanos deadline_ns) {
+    const Nanos now = now_ns();
+    return wait_for_turn(tokens, now) <= deadline_ns - std::min(deadline_ns, now);
+  }
   void limit_available(std::int64_t n, Nanos now) {
     if (dual) dual->limit_available_requests(n, now); else bucket.limit_available(n, now);
   }
@@ -364,7 +377,6 @@ Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens, bool
 // reach: stands by (GIL released) until a caller for `tokens` arriving now would have its turn by
 // `deadline_ns` (true), or the deadline passes (false). Books nothing. Raises LimiterClosed.
 bool wait_for_turn_within(RateCore& core, std::int64_t tokens, Nanos deadline_ns) {
-  if (tokens < 0) throw py::value_error("token counts must be >= 0");
   Standby::Watch watch(core.standby);
   std::optional<Counted> sleeping;
   for (;;) {
@@ -373,11 +385,8 @@ bool wait_for_turn_within(RateCore& core, std::int64_t tokens, Nanos deadline_ns
       closed_error();
       throw py::error_already_set();
     }
-    const Nanos now = now_ns();
-    Nanos wait = core.dual ? core.dual->predicted_wait(tokens, now) : core.bucket.wait_for(1, now);
-    if (const Nanos end = core.pause.end_ns(now)) wait = std::max(wait, end - now);
-    if (wait <= deadline_ns - std::min(deadline_ns, now)) return true;
-    if (now >= deadline_ns) return false;
+    if (core.turn_within(tokens, deadline_ns)) return true;
+    if (now_ns() >= deadline_ns) return false;
     // Time alone brings no turn closer (a pause's end and the bucket's instants are fixed): only
     // a change does.
     if (!sleeping) sleeping.emplace(core.sleeping);
@@ -822,12 +831,7 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
          "waiting", [](const RateCore& c) { return c.sleeping.load(std::memory_order_relaxed); },
          "Callers waiting now for their instant (or a pause's end).")
       .def("predicted_wait",
-           [](RateCore& c, std::int64_t tokens) {
-             const Nanos now = now_ns();
-             Nanos wait = c.dual ? c.dual->predicted_wait(check_tokens(tokens), now) : c.bucket.wait_for(1, now);
-             if (const Nanos end = c.pause.end_ns(now)) wait = std::max(wait, end - now);
-             return static_cast<double>(wait) / 1e9;
-           },
+           [](RateCore& c, std::int64_t tokens) { return static_cast<double>(c.wait_for_turn(tokens, now_ns())) / 1e9; },
            py::arg("tokens") = 0, "Seconds a caller arriving now would wait (for `tokens` too).");
   cls.def("_async_reserve", &async_reserve, py::arg("waiter"), py::arg("deadline_ns"))
       .def("_async_reserve_check", &async_reserve_check, py::arg("waiter"))
@@ -854,10 +858,7 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
           "_turn_within",
           [](RateCore& core, std::int64_t tokens, Nanos deadline_ns) {
             raise_if_closed(core);
-            const Nanos now = now_ns();
-            Nanos wait = core.dual ? core.dual->predicted_wait(check_tokens(tokens), now) : core.bucket.wait_for(1, now);
-            if (const Nanos end = core.pause.end_ns(now)) wait = std::max(wait, end - now);
-            return wait <= deadline_ns - std::min(deadline_ns, now);
+            return core.turn_within(tokens, deadline_ns);
           },
           py::arg("tokens"), py::arg("deadline_ns"),
           "True when a caller for `tokens` arriving now would have its turn by `deadline_ns` (books\n"
