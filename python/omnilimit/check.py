@@ -40,7 +40,6 @@ from omnilimit.config import (
     read_yaml,
 )
 from omnilimit.errors import ConfigError
-from omnilimit.rate import DEFAULT_BURST
 
 WIDTH = 100  # the table's target width; a long limiter key or URL can make it wider (neither is cut)
 LIMIT_WIDTH = 26  # the limit column wraps beyond this
@@ -70,10 +69,11 @@ def describe(config: Config, document: Mapping[str, Any]) -> dict[str, Any]:
     ``document`` is the parsed YAML ``config`` was made from; it supplies the keys the limiters
     ignore (the names only). Returns ``{"source", "limiters", "parallel_workers", "warnings"}``;
     each limiter is ``{"key", "kind", "limit", "max_concurrent", "rpm", "rpm_auto_detected",
-    "tpm", "burst", "backend", "backend_options", "roles", "ignored", "text"}``: ``limit`` is the
+    "tpm", "burst", "token_burst", "backend", "backend_options", "roles", "ignored", "text"}``: ``limit`` is the
     concurrency cap of a concurrency or combined limiter and the RPM of a rate limiter,
     ``rpm_auto_detected`` the provider and model whose default RPM it is (None: set), ``burst``
-    the rate limiter's (None for a concurrency limiter), ``ignored`` a list of ``{"role", "key",
+    the rate limiter's (None for a concurrency limiter), ``token_burst`` its token burst (None
+    without a token budget), ``ignored`` a list of ``{"role", "key",
     "reason"}`` and ``text`` the limit as the table shows it."""
     providers = document.get("providers")
     raw: Mapping[Any, Any] = providers if isinstance(providers, Mapping) else {}
@@ -103,7 +103,8 @@ def _limiter(plan: LimiterPlan, providers: Mapping[Any, Any]) -> dict[str, Any]:
         "rpm": rpm,
         "rpm_auto_detected": auto,
         "tpm": plan.tpm,
-        "burst": None if plan.kind == CONCURRENCY else DEFAULT_BURST,
+        "burst": plan.burst,
+        "token_burst": plan.token_burst,
         "backend": backend,
         "backend_options": dict(plan.backend_options),
         "roles": [str(settings.role) for settings in plan.roles],
@@ -169,9 +170,14 @@ def ignored_keys(settings: RoleSettings, mapping: Mapping[Any, Any], plan: Limit
 
 def _why_ignored(key: str, settings: RoleSettings, plan: LimiterPlan) -> str | None:
     """Why the limiter setting ``key`` of a role does not reach its limiter (None: it does)."""
-    if (key == "rate_limit_rpm" and settings.rpm_ignored) or (key == "rate_limit_tpm" and settings.tpm_ignored):
+    if key in settings.ignored:
         return PRECEDENCE
-    given = {"rate_limit_rpm": settings.rate_limit_rpm, "rate_limit_tpm": settings.rate_limit_tpm}
+    given = {
+        "rate_limit_rpm": settings.rate_limit_rpm,
+        "rate_limit_tpm": settings.rate_limit_tpm,
+        "rate_limit_burst": settings.burst,
+        "rate_limit_token_burst": settings.token_burst,
+    }
     if given.get(key) is not None and settings.kind == RATE and plan.kind != RATE:
         # _plan: a shared concurrency limiter has no rate; a combined one takes its rate from the combined roles
         return f"the shared limiter '{plan.key}' is a {plan.kind} limiter, set by the roles with max_concurrent_calls"
@@ -248,8 +254,10 @@ def _print_table(limiters: list[dict[str, Any]], out: TextIO) -> None:
     for limiter in limiters:
         limit = _limit_cell(limiter)
         backend = [limiter["backend"], *(f"{k}={_value(v)}" for k, v in limiter["backend_options"].items())]
-        burst = "-" if limiter["burst"] is None else str(limiter["burst"])
-        rows.append([[limiter["key"]], [limiter["kind"]], limit, [burst], backend, [", ".join(limiter["roles"])]])
+        burst = ["-" if limiter["burst"] is None else str(limiter["burst"])]
+        if limiter["token_burst"] is not None:
+            burst.append(f"{limiter['token_burst']} tokens")
+        rows.append([[limiter["key"]], [limiter["kind"]], limit, burst, backend, [", ".join(limiter["roles"])]])
     widths = [max(len(heading), *(len(line) for row in rows for line in row[i])) for i, heading in enumerate(HEADINGS)]
     fixed = 2 + sum(widths[:-1]) + 2 * (len(HEADINGS) - 1)
     roles_width = max(MIN_ROLES_WIDTH, WIDTH - fixed)

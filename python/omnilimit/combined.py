@@ -191,6 +191,12 @@ class CombinedLimiter(_async.AsyncLimiting):
     def set_rate(self, requests_per_minute: int | float) -> None:
         self.rate.set_rate(requests_per_minute)
 
+    def set_burst(self, burst_size: int) -> None:
+        self.rate.set_burst(burst_size)
+
+    def set_token_burst(self, token_burst: int) -> None:
+        self.rate.set_token_burst(token_burst)
+
     def set_tokens_per_minute(self, tokens_per_minute: int | float) -> None:
         self.rate.set_tokens_per_minute(tokens_per_minute)
 

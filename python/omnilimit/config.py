@@ -8,6 +8,7 @@ The file OmniGen users already have::
         model: gpt-4o-mini
         max_concurrent_calls: 50     # a concurrency limiter...
         rate_limit_rpm: 500          # ...or an RPM limiter (ignored when both are set)
+        rate_limit_burst: 5          # requests that may go at once (default 1: strict pacing)
         rate_limit_shared_key: acct  # roles with the same key share one limiter
         api_key: ...                 # every other key is the provider's, not the limiter's
     generation:
@@ -16,13 +17,20 @@ The file OmniGen users already have::
 Rules (the README repeats them):
 
 - A key whose value is ``null`` counts as not set.
+- ``${VAR}`` in a value the limiter reads (``name``, ``model``, the limiter keys,
+  ``generation.parallel_workers``) is replaced by the environment variable ``VAR``, as OmniGen's
+  loader does; an unset variable is a ConfigError naming it. A value that is one ``${VAR}`` and
+  expands to a number (``rate_limit_rpm: ${RPM}``) counts as that number.
+- A key in the limiter's namespace (``rate_limit_*``, ``max_concurrent*``) that is not one of
+  ``LIMITER_KEYS`` is a ConfigError naming the closest known key: a typo never leaves a limit
+  unset. Every other key is the provider client's.
 - The limiter key is ``rate_limit_shared_key`` when set, else ``provider[_model][_role]`` with
   ``/`` and ``:`` in the model replaced by ``_``.
 - ``max_concurrent_calls`` takes precedence over ``rate_limit_rpm``; an RPM limiter without
   ``rate_limit_rpm`` gets the auto-detected limit (defaults.py).
 - Roles that share a key but set different limits share one limiter with the smallest of them
-  (a concurrency limit, if any role sets one, else the smallest RPM), with one warning naming the
-  key and the values.
+  (a concurrency limit, if any role sets one, else the smallest RPM; the smallest burst), with one
+  warning naming the key and the values.
 - Bad values raise ConfigError naming the file, the role and the key: nothing falls back to a
   default silently.
 """
@@ -30,7 +38,9 @@ Rules (the README repeats them):
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +53,7 @@ from omnilimit.backends.redis_link import check_lease, check_policy, is_redis
 from omnilimit.concurrency import MAX_CONCURRENT
 from omnilimit.defaults import get_default_rate_limit
 from omnilimit.errors import ConfigError
+from omnilimit.rate import DEFAULT_BURST
 from omnilimit.shared import check_backend
 
 CONCURRENCY = "concurrency"
@@ -55,6 +66,8 @@ LIMITER_KEYS = (
     "max_concurrent_calls",
     "rate_limit_rpm",
     "rate_limit_tpm",
+    "rate_limit_burst",
+    "rate_limit_token_burst",
     "rate_limit_shared_key",
     "rate_limit_mode",
     "rate_limit_backend",
@@ -63,6 +76,20 @@ LIMITER_KEYS = (
     "rate_limit_lease_seconds",
 )
 REDIS_ONLY_KEYS = ("rate_limit_on_backend_error", "rate_limit_local_fraction", "rate_limit_lease_seconds")
+LIMITER_NAMESPACE = ("rate_limit_", "max_concurrent")  # a key starting so is the limiter's: never a client's
+NUMERIC_KEYS = (
+    "max_concurrent_calls",
+    "rate_limit_rpm",
+    "rate_limit_tpm",
+    "rate_limit_burst",
+    "rate_limit_token_burst",
+    "rate_limit_local_fraction",
+    "rate_limit_lease_seconds",
+    "generation.parallel_workers",
+)
+NAMING_KEYS = ("name", "model")  # read by the limiter (its key, the auto-detected RPM), not limits
+TYPO_EDITS = 2  # a key this close to a limiter key, outside its namespace, is a typo of it too
+EXPANDED_KEYS = (*NAMING_KEYS, *LIMITER_KEYS)  # the values ${VAR} is expanded in (the limiter reads them)
 
 
 def _redacted_repr(self: Any) -> str:
@@ -89,6 +116,8 @@ class RoleSettings:
     on_backend_error: str | None = None  # rate_limit_on_backend_error (Redis only; None: closed)
     local_fraction: float | None = None  # rate_limit_local_fraction (Redis, policy local)
     lease_seconds: float | None = None  # rate_limit_lease_seconds (Redis concurrency; None: 30)
+    burst: int | None = None  # rate_limit_burst (None: DEFAULT_BURST)
+    token_burst: int | None = None  # rate_limit_token_burst (None: DEFAULT_BURST; needs rate_limit_tpm)
 
     @property
     def backend_options(self) -> dict[str, Any]:
@@ -125,12 +154,24 @@ class RoleSettings:
         return self.rpm
 
     @property
-    def rpm_ignored(self) -> bool:
-        return self.kind == CONCURRENCY and self.rate_limit_rpm is not None
+    def ignored(self) -> dict[str, int | float]:
+        """The rate settings of this role that ``max_concurrent_calls`` overrides: ``{key: value}``."""
+        if self.kind != CONCURRENCY:
+            return {}
+        given = {
+            "rate_limit_rpm": self.rate_limit_rpm,
+            "rate_limit_tpm": self.rate_limit_tpm,
+            "rate_limit_burst": self.burst,
+            "rate_limit_token_burst": self.token_burst,
+        }
+        return {key: value for key, value in given.items() if value is not None}
 
     @property
-    def tpm_ignored(self) -> bool:
-        return self.kind == CONCURRENCY and self.rate_limit_tpm is not None
+    def bursts(self) -> tuple[int, int | None]:
+        """The burst and token burst this role's limiter gets (token burst None: no token budget)."""
+        burst = DEFAULT_BURST if self.burst is None else self.burst
+        token_burst = DEFAULT_BURST if self.token_burst is None else self.token_burst
+        return burst, (token_burst if self.tpm is not None else None)
 
     @property
     def tpm(self) -> int | float | None:
@@ -145,6 +186,8 @@ class RoleSettings:
             "max_concurrent_calls": self.max_concurrent_calls,
             "rate_limit_rpm": self.rate_limit_rpm,
             "rate_limit_tpm": self.rate_limit_tpm,
+            "rate_limit_burst": self.burst,
+            "rate_limit_token_burst": self.token_burst,
             "rate_limit_shared_key": self.shared_key,
             "rate_limit_mode": None if self.mode == "precedence" else self.mode,
             "rate_limit_backend": self.backend,
@@ -155,12 +198,15 @@ class RoleSettings:
 
     def describe(self) -> str:
         """The setting that decides this role's limiter, e.g. ``max_concurrent_calls 50``."""
-        if self.kind == COMBINED:
-            tpm = f" and rate_limit_tpm {self.rate_limit_tpm}" if self.rate_limit_tpm is not None else ""
-            return f"combined: max_concurrent_calls {self.max_concurrent_calls} and {self.rpm} RPM{tpm}"
         if self.kind == CONCURRENCY:
             return f"max_concurrent_calls {self.max_concurrent_calls}"
         tpm = f" and rate_limit_tpm {self.rate_limit_tpm}" if self.rate_limit_tpm is not None else ""
+        if self.burst is not None:
+            tpm += f", burst {self.burst}"
+        if self.token_burst is not None:
+            tpm += f", token burst {self.token_burst}"
+        if self.kind == COMBINED:
+            return f"combined: max_concurrent_calls {self.max_concurrent_calls} and {self.rpm} RPM{tpm}"
         if self.rate_limit_rpm is not None:
             return f"rate_limit_rpm {self.rate_limit_rpm}{tpm}"
         return f"auto-detected {self.limit} RPM{tpm}"
@@ -180,6 +226,8 @@ class LimiterPlan:
     rpm: int | float | None = None  # the RPM of a combined limiter (its `limit` is the concurrency cap)
     backend: str | None = None  # None: in-process; "shm" / "shm://NAME" / a Redis URL: shared
     backend_options: tuple[tuple[str, Any], ...] = ()  # RoleSettings.backend_options, as items
+    burst: int | None = None  # a rate or combined limiter's burst (None: a concurrency limiter)
+    token_burst: int | None = None  # its token burst (None: no token budget)
 
 
 @dataclass(frozen=True, repr=False)
@@ -231,9 +279,16 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
         provider_name = label("name", provider, allow_empty=False)
     except InvalidValue as error:
         raise ConfigError(f"{error.requirement}, got {shown(provider)}", source=source, role=role, key="name") from None
+    _refuse_unknown_keys(provider_config, source=source, role=role)
     max_concurrent = checked("max_concurrent_calls", whole_number, maximum=MAX_CONCURRENT)
     rpm = checked("rate_limit_rpm", positive_rate)
     tpm = checked("rate_limit_tpm", positive_rate)
+    burst = checked("rate_limit_burst", whole_number)
+    token_burst = checked("rate_limit_token_burst", whole_number)
+    if token_burst is not None and tpm is None:
+        raise ConfigError(
+            "needs rate_limit_tpm (a token budget) to apply to", source=source, role=role, key="rate_limit_token_burst"
+        )
     mode = provider_config.get("rate_limit_mode")
     if mode is not None and mode not in MODES:
         raise ConfigError(
@@ -260,6 +315,8 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
         rate_limit_tpm=None if tpm is None else provider_config["rate_limit_tpm"],
         mode="precedence" if mode is None else mode,
         backend=backend,
+        burst=burst,
+        token_burst=token_burst,
         **redis_options,
     )
     if backend is not None and settings.kind == COMBINED:
@@ -277,6 +334,112 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
             key="rate_limit_backend",
         )
     return settings
+
+
+def _refuse_unknown_keys(provider_config: Mapping[Any, Any], *, source: str, role: str | None) -> None:
+    """A key the limiter does not know, in its namespace (``rate_limit_rmp``) or within
+    ``TYPO_EDITS`` edits of one of its keys (``max_concurent_calls``), is a typo: a ConfigError
+    naming the closest known key, never a limit left unset."""
+    for key in provider_config:
+        if not isinstance(key, str) or key in LIMITER_KEYS or key in NAMING_KEYS:
+            continue
+        if key.startswith(LIMITER_NAMESPACE) or _near_a_limiter_key(key):
+            closest = closest_key(key, LIMITER_KEYS)
+            raise ConfigError(
+                f"is not a limiter setting: did you mean {closest!r}? (keys starting with rate_limit_ or "
+                f"max_concurrent are the limiter's; its keys are {', '.join(LIMITER_KEYS)})",
+                source=source,
+                role=role,
+                key=key,
+            )
+
+
+def _bigrams(text: str) -> frozenset[str]:
+    return frozenset(text[i : i + 2] for i in range(len(text) - 1))
+
+
+_KNOWN_BIGRAMS = [(name, _bigrams(name)) for name in LIMITER_KEYS]
+
+
+def _near_a_limiter_key(key: str) -> bool:
+    """Whether ``key`` is within ``TYPO_EDITS`` edits of a limiter key. An edit changes at most
+    two of a word's bigrams, so a key sharing fewer than ``len(bigrams) - 2 * TYPO_EDITS`` of a
+    limiter key's bigrams is not near it: a file of many client keys costs set intersections, not
+    an edit distance each."""
+    if not 12 <= len(key) <= 30:
+        return False
+    grams = _bigrams(key)
+    return any(
+        abs(len(key) - len(name)) <= TYPO_EDITS
+        and len(grams & known) >= len(known) - 2 * TYPO_EDITS
+        and _edits(key, name) <= TYPO_EDITS
+        for name, known in _KNOWN_BIGRAMS
+    )
+
+
+def closest_key(key: str, known: tuple[str, ...]) -> str:
+    """The known key nearest to ``key``: fewest edits, then the most characters in common."""
+    return min(known, key=lambda name: (_edits(key, name), -difflib.SequenceMatcher(None, key, name).ratio()))
+
+
+def _edits(a: str, b: str) -> int:
+    """The edits that turn ``a`` into ``b``: insertions, deletions, substitutions and swaps of two
+    neighbours (optimal string alignment distance)."""
+    if len(a) > 200:  # a key this long is far from every limiter key; no quadratic work on it
+        return len(a)
+    rows = [list(range(len(b) + 1))]
+    for i, x in enumerate(a, 1):
+        row = [i] + [0] * len(b)
+        for j, y in enumerate(b, 1):
+            row[j] = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (x != y))
+            if i > 1 and j > 1 and x == b[j - 2] and a[i - 2] == y:
+                row[j] = min(row[j], rows[-2][j - 2] + 1)
+        rows.append(row)
+    return rows[-1][-1]
+
+
+_VARIABLE = re.compile(r"\$\{([^}]+)\}")  # ${VAR}, as OmniGen's loader finds it
+
+
+def expand_environment(value: object, *, source: str, role: str | None, key: str) -> object:
+    """``value`` with each ``${VAR}`` replaced by the environment variable VAR, as OmniGen's loader
+    does (non-strings are returned as they are). A value that is one ``${VAR}`` and expands to a
+    YAML number is that number. Raises ConfigError naming a variable that is not set (OmniGen
+    would keep the text, and name a different limiter, segment or Redis key than the user meant)."""
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        found = os.environ.get(name)
+        if found is None:
+            raise ConfigError(
+                f"the environment variable {name!r} is not set (${{{name}}} in {shown(value)})",
+                source=source,
+                role=role,
+                key=key,
+            )
+        return found
+
+    expanded = _VARIABLE.sub(replace, value)
+    if key in NUMERIC_KEYS and _VARIABLE.fullmatch(value):
+        try:
+            number = yaml.safe_load(expanded)
+        except yaml.YAMLError:
+            return expanded
+        if isinstance(number, (int, float)) and not isinstance(number, bool):
+            return number
+    return expanded
+
+
+def _expanded(provider_config: object, *, source: str, role: str | None) -> object:
+    """A role's provider settings with ``${VAR}`` expanded in the values the limiter reads."""
+    if not isinstance(provider_config, Mapping):
+        return provider_config
+    return {
+        key: expand_environment(value, source=source, role=role, key=key) if key in EXPANDED_KEYS else value
+        for key, value in provider_config.items()
+    }
 
 
 def _redis_options(
@@ -336,27 +499,20 @@ def parse_config(config: object, source: str = "<config>") -> Config:
             source=source,
         )
     roles: dict[str, RoleSettings] = {}
-    for role, provider_config in providers.items():
+    for role, given in providers.items():
         if not isinstance(role, str) or not role:
             raise ConfigError(
                 f"role names must be non-empty strings, got {shown(role)}", source=source, key="providers"
             )
+        provider_config = _expanded(given, source=source, role=role)
         name = provider_config.get("name") if isinstance(provider_config, Mapping) else None
         roles[role] = role_settings(DEFAULT_PROVIDER if name is None else name, provider_config, role, source=source)
 
     parallel_workers = _parallel_workers(config.get("generation"), source)
     warnings: list[str] = []
     for settings in roles.values():
-        if settings.rpm_ignored:
-            warnings.append(
-                f"{source}: providers.{settings.role}: rate_limit_rpm {settings.rate_limit_rpm} is ignored: "
-                f"max_concurrent_calls {settings.max_concurrent_calls} takes precedence (set one of them)"
-            )
-        if settings.tpm_ignored:
-            warnings.append(
-                f"{source}: providers.{settings.role}: rate_limit_tpm {settings.rate_limit_tpm} is ignored: "
-                f"max_concurrent_calls {settings.max_concurrent_calls} takes precedence"
-            )
+        if settings.ignored:
+            warnings.append(f"{source}: providers.{settings.role}: {ignored_text(settings)}")
     limiters = {key: _plan(key, group, source, warnings) for key, group in _group_by_key(roles).items()}
     for plan in limiters.values():
         if plan.kind == CONCURRENCY and parallel_workers is not None and plan.limit < parallel_workers:
@@ -367,6 +523,16 @@ def parse_config(config: object, source: str = "<config>") -> Config:
             )
     return Config(
         source=source, roles=roles, limiters=limiters, parallel_workers=parallel_workers, warnings=tuple(warnings)
+    )
+
+
+def ignored_text(settings: RoleSettings) -> str:
+    """``rate_limit_rpm 500 is ignored: max_concurrent_calls 50 takes precedence (...)``."""
+    ignored = [f"{key} {value}" for key, value in settings.ignored.items()]
+    verb = " are" if len(ignored) > 1 else " is"
+    return (
+        " and ".join(ignored) + f"{verb} ignored: max_concurrent_calls {settings.max_concurrent_calls} takes "
+        "precedence (set rate_limit_mode: combined to enforce both)"
     )
 
 
@@ -398,10 +564,7 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
     try:
         document = yaml.load(text, Loader=_ConfigLoader)
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = error.problem or error.context or "malformed YAML"
-        raise ConfigError(f"{where}{printable(problem)}", source=source) from None
+        raise ConfigError(yaml_error_text(error), source=source) from None
     except yaml.YAMLError as error:
         raise ConfigError(f"malformed YAML: {printable(str(error))[:300]}", source=source) from None
     except Exception as error:  # a value the YAML constructors cannot make (huge numbers, bad floats...)
@@ -412,6 +575,24 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
     if document is None:
         raise ConfigError("the file is empty: it needs a 'providers' section", source=source)
     return document
+
+
+def yaml_error_text(error: yaml.MarkedYAMLError) -> str:
+    """Where PyYAML found the problem and, when it knows, where the construct it was reading
+    starts: ``line 6, column 1: found unexpected end of stream, while scanning a quoted scalar that
+    starts at line 4, column 12`` (an unclosed quote is found at the end of the file, but is where
+    it was opened)."""
+
+    def at(mark: yaml.Mark | None) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+    found, started = at(error.problem_mark), at(error.context_mark)
+    text = printable(error.problem or "malformed YAML")
+    if error.context:
+        text += f", {printable(error.context)}"
+        if started and started != found:
+            text += f" that starts at {started}"
+    return f"{found}: {text}" if found else text
 
 
 def file_error_message(path: str, error: BaseException) -> str:
@@ -481,7 +662,9 @@ def _parallel_workers(generation: object, source: str) -> int | None:
         return None
     if not isinstance(generation, Mapping):
         raise ConfigError(f"'generation' must be a mapping, got {shown(generation)}", source=source)
-    value = generation.get("parallel_workers")
+    value = expand_environment(
+        generation.get("parallel_workers"), source=source, role=None, key="generation.parallel_workers"
+    )
     if value is None:
         return None
     try:
@@ -508,6 +691,10 @@ def _plan(key: str, group: list[RoleSettings], source: str, warnings: list[str])
     budgets = [s.tpm for s in (combined or deciding) if s.tpm is not None]
     tpm = min(budgets) if budgets and kind != CONCURRENCY else None
     rpm = min(s.rpm for s in combined) if combined else None
+    rated = combined or deciding  # the roles whose rate settings the limiter takes
+    burst = min(s.bursts[0] for s in rated) if kind != CONCURRENCY else None
+    token_bursts = [s.bursts[1] for s in rated if s.bursts[1] is not None]
+    token_burst = min(token_bursts) if token_bursts and tpm is not None else None
     backends = {(s.backend, tuple(sorted(s.backend_options.items()))) for s in group}
     if len(backends) > 1:
         values = ", ".join(
@@ -520,20 +707,31 @@ def _plan(key: str, group: list[RoleSettings], source: str, warnings: list[str])
             f"lives in one place",
             source=source,
         )
-    if len({(s.kind, s.limit, s.tpm) for s in group}) > 1:
+    if len({(s.kind, s.limit, s.tpm, s.bursts if s.kind != CONCURRENCY else None) for s in group}) > 1:
         values = ", ".join(f"{s.role}: {s.describe()}" for s in group)
         chosen = {
             CONCURRENCY: f"max_concurrent_calls {limit}",
             COMBINED: f"combined: max_concurrent_calls {limit} and {rpm} RPM",
         }.get(kind, f"{limit} RPM")
         chosen += f" and {tpm} TPM" if tpm is not None else ""
+        chosen += f", burst {burst}" if burst is not None else ""
+        chosen += f", token burst {token_burst}" if token_burst is not None else ""
         warnings.append(
             f"{source}: roles sharing limiter '{key}' set different limits ({values}): "
             f"the shared limiter uses {chosen} (concurrency wins, then the smallest)"
         )
     backend, options = next(iter(backends))
     return LimiterPlan(
-        key=key, kind=kind, limit=limit, roles=tuple(group), tpm=tpm, rpm=rpm, backend=backend, backend_options=options
+        key=key,
+        kind=kind,
+        limit=limit,
+        roles=tuple(group),
+        tpm=tpm,
+        rpm=rpm,
+        backend=backend,
+        backend_options=options,
+        burst=burst,
+        token_burst=token_burst,
     )
 
 

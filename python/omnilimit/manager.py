@@ -22,12 +22,14 @@ from omnilimit.config import (
     CONCURRENCY,
     DEFAULT_PROVIDER,
     Config,
+    LimiterPlan,
     RoleSettings,
+    ignored_text,
     load_yaml,
     parse_config,
     role_settings,
 )
-from omnilimit.rate import RateLimiter
+from omnilimit.rate import DEFAULT_BURST, RateLimiter
 from omnilimit.shared import name_for_key
 
 Limiter = Union[ConcurrencyLimiter, RateLimiter, CombinedLimiter]
@@ -44,6 +46,7 @@ class _Entry:
     limit: int | float
     tpm: int | float | None = None
     rpm: int | float | None = None  # a combined limiter's RPM (its `limit` is the concurrency cap)
+    bursts: tuple[int | None, int | None] = (None, None)  # burst and token burst (None: none)
     backend: str | None = None  # rate_limit_backend (None: in-process)
     backend_options: tuple[tuple[str, Any], ...] = ()  # the Redis outage policy and lease
     rpm_ignored_logged: bool = False
@@ -99,7 +102,7 @@ class ProviderRateLimitManager:
             logger.warning(warning)
         for plan in config.limiters.values():
             first = plan.roles[0]
-            entry = manager._create(plan.key, plan.kind, plan.limit, first, plan.tpm, plan.rpm)
+            entry = manager._create(plan.key, plan.kind, plan.limit, first, plan.tpm, plan.rpm, _bursts(plan))
             entry.rpm_ignored_logged = True  # already in the configuration's warnings
             entry.mismatch_logged = True
             for settings in plan.roles:
@@ -126,7 +129,9 @@ class ProviderRateLimitManager:
             for plan in parsed.limiters.values():
                 old = self._entries.get(plan.key)
                 if old is None:
-                    entry = self._create(plan.key, plan.kind, plan.limit, plan.roles[0], plan.tpm, plan.rpm)
+                    entry = self._create(
+                        plan.key, plan.kind, plan.limit, plan.roles[0], plan.tpm, plan.rpm, _bursts(plan)
+                    )
                     changes.append(f"{plan.key}: new limiter, {_describe(entry)}")
                 elif (
                     old.kind != plan.kind
@@ -137,12 +142,14 @@ class ProviderRateLimitManager:
                         plan.backend_options,
                     )
                 ):
-                    entry = self._create(plan.key, plan.kind, plan.limit, plan.roles[0], plan.tpm, plan.rpm)
+                    entry = self._create(
+                        plan.key, plan.kind, plan.limit, plan.roles[0], plan.tpm, plan.rpm, _bursts(plan)
+                    )
                     changes.append(f"{plan.key}: replaced, {_describe(old)} -> {_describe(entry)}")
                 else:
                     entry = old
                     before = _describe(old)
-                    _change_in_place(old, plan.limit, plan.tpm, plan.rpm)
+                    _change_in_place(old, plan.limit, plan.tpm, plan.rpm, _bursts(plan))
                     if _describe(old) != before:
                         changes.append(f"{plan.key}: {before} -> {_describe(old)}")
                 entry.roles = [settings.role for settings in plan.roles]
@@ -260,13 +267,20 @@ class ProviderRateLimitManager:
             entry = self._entries.get(settings.key)
             if entry is None:
                 entry = self._create(
-                    settings.key, settings.kind, settings.limit, settings, settings.tpm, _rpm_of(settings)
+                    settings.key,
+                    settings.kind,
+                    settings.limit,
+                    settings,
+                    settings.tpm,
+                    _rpm_of(settings),
+                    _bursts_of(settings),
                 )
-            elif (settings.kind, settings.limit, settings.tpm, _rpm_of(settings)) != (
+            elif (settings.kind, settings.limit, settings.tpm, _rpm_of(settings), _bursts_of(settings)) != (
                 entry.kind,
                 entry.limit,
                 entry.tpm,
                 entry.rpm,
+                entry.bursts,
             ) and (not entry.mismatch_logged):
                 entry.mismatch_logged = True
                 logger.warning(
@@ -277,23 +291,9 @@ class ProviderRateLimitManager:
                     role,
                     settings.describe(),
                 )
-            if (settings.rpm_ignored or settings.tpm_ignored) and not entry.rpm_ignored_logged:
+            if settings.ignored and not entry.rpm_ignored_logged:
                 entry.rpm_ignored_logged = True
-                ignored = [
-                    f"{k} {v}"
-                    for k, v in (
-                        ("rate_limit_rpm", settings.rate_limit_rpm),
-                        ("rate_limit_tpm", settings.rate_limit_tpm),
-                    )
-                    if v is not None
-                ]
-                logger.warning(
-                    "limiter '%s' (role %s): %s ignored: max_concurrent_calls %s takes precedence",
-                    settings.key,
-                    role,
-                    " and ".join(ignored) + (" are" if len(ignored) > 1 else " is"),
-                    settings.max_concurrent_calls,
-                )
+                logger.warning("limiter '%s' (role %s): %s", settings.key, role, ignored_text(settings))
             if role not in entry.roles:
                 entry.roles.append(role)
             given = provider_config if isinstance(provider_config, Mapping) else _NO_SETTINGS
@@ -309,12 +309,15 @@ class ProviderRateLimitManager:
         settings: RoleSettings,
         tpm: int | float | None = None,
         rpm: int | float | None = None,
+        bursts: tuple[int | None, int | None] = (None, None),
     ) -> _Entry:
         """Builds and registers a limiter. Callers hold the lock, or own the manager alone."""
         where = f"provider={settings.provider}, " + (
             f"model={settings.model}" if settings.model is not None else "no model specified"
         )
         budget = f" and {tpm} TPM" if tpm is not None else ""
+        budget += _bursts_text(bursts)
+        burst, token_burst = bursts
         backend = _backend_of(key, settings)
         if backend is not None and is_redis(backend):
             where += f", shared through Redis at {redact(backend)}"
@@ -324,7 +327,9 @@ class ProviderRateLimitManager:
         limiter: Limiter
         if kind == COMBINED:
             assert rpm is not None
-            limiter = CombinedLimiter(int(limit), rpm, name=key, tokens_per_minute=tpm)
+            limiter = CombinedLimiter(
+                int(limit), rpm, name=key, burst_size=burst, tokens_per_minute=tpm, token_burst=token_burst
+            )
             logger.info(
                 "Created combined limiter: '%s' with max %s concurrent calls and %s RPM%s (%s)",
                 key,
@@ -339,7 +344,13 @@ class ProviderRateLimitManager:
         else:
             options.pop("lease_seconds", None)  # leases are the concurrency limiter's
             limiter = RateLimiter(
-                requests_per_minute=limit, provider_name=key, tokens_per_minute=tpm, backend=backend, **options
+                requests_per_minute=limit,
+                burst_size=burst,
+                provider_name=key,
+                tokens_per_minute=tpm,
+                token_burst=token_burst,
+                backend=backend,
+                **options,
             )
             logger.info("Created rate limiter: '%s' with %s RPM%s (%s)", key, limit, budget, where)
         entry = _Entry(
@@ -348,6 +359,7 @@ class ProviderRateLimitManager:
             limit=limit,
             tpm=tpm,
             rpm=rpm,
+            bursts=bursts,
             backend=settings.backend,
             backend_options=tuple(sorted(settings.backend_options.items())),
         )
@@ -369,6 +381,8 @@ def _call_key(provider_name: object, settings: Mapping[str, Any], role: str | No
         settings.get("max_concurrent_calls"),
         settings.get("rate_limit_rpm"),
         settings.get("rate_limit_tpm"),
+        settings.get("rate_limit_burst"),
+        settings.get("rate_limit_token_burst"),
         settings.get("rate_limit_shared_key"),
         settings.get("rate_limit_backend"),
         settings.get("rate_limit_on_backend_error"),
@@ -394,9 +408,30 @@ def _rpm_of(settings: RoleSettings) -> int | float | None:
     return settings.rpm if settings.kind == COMBINED else None
 
 
-def _change_in_place(entry: _Entry, limit: int | float, tpm: int | float | None, rpm: int | float | None) -> None:
+def _bursts(plan: LimiterPlan) -> tuple[int | None, int | None]:
+    return plan.burst, plan.token_burst
+
+
+def _bursts_of(settings: RoleSettings) -> tuple[int | None, int | None]:
+    """The burst and token burst of a role's own limiter (None for a concurrency limiter)."""
+    return (None, None) if settings.kind == CONCURRENCY else settings.bursts
+
+
+def _change_in_place(
+    entry: _Entry,
+    limit: int | float,
+    tpm: int | float | None,
+    rpm: int | float | None,
+    bursts: tuple[int | None, int | None],
+) -> None:
     """Sets a live limiter's limits; the kind and the presence of a token budget stay."""
     limiter = entry.limiter
+    if isinstance(limiter, (RateLimiter, CombinedLimiter)):
+        burst, token_burst = bursts
+        if burst is not None and burst != entry.bursts[0]:
+            limiter.set_burst(burst)
+        if token_burst is not None and token_burst != entry.bursts[1]:
+            limiter.set_token_burst(token_burst)
     if isinstance(limiter, (ConcurrencyLimiter, CombinedLimiter)) and limit != entry.limit:
         limiter.set_max_concurrent(int(limit))
     if isinstance(limiter, RateLimiter) and limit != entry.limit:
@@ -405,11 +440,19 @@ def _change_in_place(entry: _Entry, limit: int | float, tpm: int | float | None,
         limiter.set_rate(rpm)
     if isinstance(limiter, (RateLimiter, CombinedLimiter)) and tpm is not None and tpm != entry.tpm:
         limiter.set_tokens_per_minute(tpm)
-    entry.limit, entry.tpm, entry.rpm = limit, tpm, rpm
+    entry.limit, entry.tpm, entry.rpm, entry.bursts = limit, tpm, rpm, bursts
+
+
+def _bursts_text(bursts: tuple[int | None, int | None]) -> str:
+    """``, burst 5, token burst 4000``: the bursts that are not strict pacing's 1."""
+    burst, token_burst = bursts
+    text = f", burst {burst}" if burst not in (None, DEFAULT_BURST) else ""
+    return text + (f", token burst {token_burst}" if token_burst not in (None, DEFAULT_BURST) else "")
 
 
 def _describe(entry: _Entry) -> str:
     budget = f" and {entry.tpm} TPM" if entry.tpm is not None else ""
+    budget += _bursts_text(entry.bursts)
     shared = "" if entry.backend is None else f", shared ({redact(entry.backend)})"
     if entry.kind == COMBINED:
         return f"combined: max_concurrent_calls {entry.limit} and {entry.rpm} RPM{budget}"
