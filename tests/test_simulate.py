@@ -15,7 +15,8 @@ from omnilimit.config import parse_config
 from omnilimit.sim_provider import SimulatedProvider
 from omnilimit.simulate import Options, apply_recommendation, scaled_document, simulate
 
-EXAMPLES = sorted(Path(__file__).resolve().parent.parent.joinpath("examples").glob("*.yaml"))
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml"))
 
 
 def run_simulate(*args, timeout=120):
@@ -200,7 +201,7 @@ def test_the_guides_recommendations_and_the_fix_for_high_volume(tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads(high.read_text())
     assert report["rate_limited_429"] > 0  # 20 workers x 2-s calls: 600 RPM against 500
-    assert report["binding_constraint"] == "provider_rpm"
+    assert report["binding_constraint"] == "provider_rpm:default"
     recommended = yaml.safe_load(fixed.read_text())
     assert recommended["generation"]["parallel_workers"] == 20
     assert all("max_concurrent_calls" not in role for role in recommended["providers"].values())
@@ -211,3 +212,78 @@ def test_the_guides_recommendations_and_the_fix_for_high_volume(tmp_path):
     report = json.loads(after.read_text())
     assert report["rate_limited_429"] == 0 and report["completed"] == report["requests"]
     assert report["throughput_rpm"] >= 0.9 * report["provider_capacity_rpm"], report["throughput_rpm"]
+
+
+# ---- one API key per provider ---------------------------------------------------------------------------
+
+
+def test_roles_of_different_providers_have_an_api_key_each(tmp_path):
+    """example2: an OpenAI role (500 RPM) and an Anthropic one (50 RPM) are two API keys, not one
+    50-RPM key for both: no 429s, and a recommended limiter per key, never shared between them."""
+    out = tmp_path / "report.json"
+    done = run_simulate(EXAMPLES_DIR / "example2_rpm_auto_detection.yaml", "--requests", 120, "--json", out)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    keys = report["api_keys"]
+    assert list(keys) == ["openai", "anthropic"]
+    assert (keys["openai"]["rpm"], keys["openai"]["roles"]) == (500, ["user_followup"])
+    assert (keys["anthropic"]["rpm"], keys["anthropic"]["roles"]) == (50, ["assistant_response"])
+    assert "auto-detected for anthropic claude-3-haiku" in keys["anthropic"]["rpm_source"]
+    assert report["rate_limited_429"] == 0 and report["completed"] == 120
+    assert keys["openai"]["capacity_rpm"] == 500 and keys["anthropic"]["capacity_rpm"] == 50
+    assert keys["anthropic"]["binding_constraint"] == "limiter:anthropic_claude-3-haiku_assistant_response"
+    assert report["binding_constraint"] == "limiter:anthropic_claude-3-haiku_assistant_response"
+    recommended = report["recommendation"]
+    assert recommended["user_followup"]["rate_limit_shared_key"] == "openai_api_key"
+    assert recommended["assistant_response"]["rate_limit_shared_key"] == "anthropic_api_key"
+    assert (recommended["user_followup"]["rate_limit_rpm"], recommended["assistant_response"]["rate_limit_rpm"]) == (
+        475,
+        47,
+    )
+    # A 500-RPM limiter reads 500 as its own limit; the 1,000 it allows the whole run is labelled so.
+    [openai_limiter] = [limiter for limiter in report["limiters"] if limiter["key"].startswith("openai")]
+    assert (openai_limiter["capacity_rpm"], openai_limiter["run_ceiling_rpm"]) == (500, 1000)
+    assert "  openai: 500 RPM (auto-detected for openai gpt-4o-mini); role user_followup" in done.stdout
+    assert "provider (one API key)" not in done.stdout
+
+
+def test_provider_limits_apply_per_provider_or_to_a_named_one():
+    document = yaml.safe_load((EXAMPLES_DIR / "example2_rpm_auto_detection.yaml").read_text())
+    every = simulate(document, "<test>", Options(requests=40, provider_rpm=300, speedup=40))
+    assert {name: key["rpm"] for name, key in every["api_keys"].items()} == {"openai": 300, "anthropic": 300}
+    named = simulate(
+        document,
+        "<test>",
+        Options(requests=40, speedup=40, named_limits={"anthropic": {"rpm": 45, "concurrency": 1}}),
+    )
+    assert named["api_keys"]["openai"]["rpm"] == 500  # auto-detected
+    assert (named["api_keys"]["anthropic"]["rpm"], named["api_keys"]["anthropic"]["concurrency"]) == (45, 1)
+    # A 50-RPM limiter (one call every 1.2 s) against one 2-s call at a time: 429s, on that key alone.
+    assert named["api_keys"]["anthropic"]["rate_limited_by"]["concurrency"] > 0
+    assert named["api_keys"]["openai"]["rate_limited_429"] == 0
+    assert named["recommendation"]["assistant_response"]["max_concurrent_calls"] == 1
+    assert "max_concurrent_calls" not in named["recommendation"]["user_followup"]
+
+
+def test_named_provider_limits_on_the_command_line(tmp_path):
+    out = tmp_path / "report.json"
+    path = EXAMPLES_DIR / "example2_rpm_auto_detection.yaml"
+    done = run_simulate(
+        path, "--requests", 40, "--provider-rpm", "anthropic=100", "--provider-rpm", "none", "--json", out
+    )
+    assert done.returncode == 0, done.stderr
+    keys = json.loads(out.read_text())["api_keys"]
+    assert keys["anthropic"]["rpm"] == 100 and keys["anthropic"]["rpm_source"] == "--provider-rpm anthropic=100"
+    assert keys["openai"]["rpm"] is None  # none: no RPM limit
+    done = run_simulate(path, "--provider-rpm", "mistral=100")
+    assert done.returncode == 2
+    assert "omnilimit simulate: error: " in done.stderr and "no provider 'mistral'" in done.stderr
+    assert "openai, anthropic" in done.stderr
+
+
+def test_a_config_without_provider_names_says_where_its_capacity_comes_from():
+    done = run_simulate(EXAMPLES_DIR / "production_high_volume.yaml", "--requests", 40)
+    assert done.returncode == 0, done.stderr
+    first_lines = done.stdout.splitlines()[:4]
+    assert any("default: 60 RPM (no role names its provider" in line for line in first_lines), first_lines
+    assert any("pass --provider-rpm N" in line for line in first_lines)

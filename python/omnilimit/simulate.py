@@ -4,7 +4,8 @@ The real limiters, built from the configuration by ``ProviderRateLimitManager``,
 ``parallel_workers`` worker threads that work as OmniGen's workers do: each takes the next call
 of the run and makes it through the next role of the configuration, in turn (a conversation's
 turns: ``user_followup``, ``assistant_response``, ...). A call acquires its role's limiter, calls
-a ``SimulatedProvider`` (one API key: every role shares its limits), and releases (or records the
+the ``SimulatedProvider`` of its role's provider (one API key per provider name: the roles of one
+provider share its limits, roles of different providers never do), and releases (or records the
 request). A call answered 429 is retried after the provider's retry-after, up to ``MAX_ATTEMPTS``
 attempts in all (as OpenAI's client does by default), each attempt acquiring again.
 
@@ -15,10 +16,15 @@ The report converts back to real time. ``auto`` (the default) aims at about ``TA
 wall time while keeping the run's expected pace at least ``MIN_INTERVAL_S`` between requests, so
 that a thread's wake-up jitter stays small next to the gaps the limiters make.
 
-**The recommendation** keeps the provider's API key below its limits with ``HEADROOM``: every role
-shares one rate limiter (``rate_limit_shared_key``) at ``HEADROOM`` of the provider's capacity in
-requests per minute (its RPM, its concurrency over the measured latency, its TPM over the tokens
-per call: whichever is smallest), with a token budget when the provider has a TPM limit and a
+**Each API key's limits** are ``--provider-rpm`` / ``--provider-tpm`` / ``--provider-concurrency``:
+``N`` for every provider, ``NAME=N`` for one (given again for others); an RPM not given is the
+provider's auto-detected limit (the smallest of its roles' models), which for a provider omnilimit
+does not know (or a role without ``name``) is 60, and the report says so first.
+
+**The recommendation** keeps each API key below its limits with ``HEADROOM``: the roles of one
+provider share one rate limiter (``rate_limit_shared_key``) at ``HEADROOM`` of that key's capacity
+in requests per minute (its RPM, its concurrency over the measured latency, its TPM over the
+tokens per call: whichever is smallest), with a token budget when the key has a TPM limit and a
 concurrency cap (``rate_limit_mode: combined``) when it has a concurrency limit. A concurrency
 cap alone cannot keep every 1-s slice under an RPM limit when latencies vary; the guide's
 conversion formula (Little's law, concurrency = rate x latency) is reported with the measured
@@ -45,8 +51,19 @@ import yaml
 from omnilimit._log import logger
 from omnilimit.combined import CombinedLimiter
 from omnilimit.concurrency import ConcurrencyLimiter
-from omnilimit.config import COMBINED, CONCURRENCY, RATE, Config, file_error_message, parse_config, read_yaml
-from omnilimit.defaults import get_default_rate_limit
+from omnilimit.config import (
+    COMBINED,
+    CONCURRENCY,
+    DEFAULT_PROVIDER,
+    RATE,
+    Config,
+    LimiterPlan,
+    RoleSettings,
+    file_error_message,
+    parse_config,
+    read_yaml,
+)
+from omnilimit.defaults import DEFAULT_RATE_LIMITS, get_default_rate_limit
 from omnilimit.errors import ConfigError
 from omnilimit.manager import ProviderRateLimitManager
 from omnilimit.rate import RateLimiter
@@ -68,15 +85,23 @@ BACKEND_KEYS = (
 )
 
 
+LIMITS = ("rpm", "tpm", "concurrency")  # an API key's limits, as --provider-rpm / -tpm / -concurrency name them
+
+
 @dataclass(frozen=True)
 class Options:
-    """What to simulate; ``None`` takes the default from the configuration (see ``--help``)."""
+    """What to simulate; ``None`` takes the default from the configuration (see ``--help``).
+
+    ``provider_rpm`` / ``provider_tpm`` / ``provider_concurrency`` apply to every provider's API
+    key (``math.inf``: no such limit); ``named_limits`` to one provider's, e.g. ``{"openai":
+    {"rpm": 300}}`` (it wins over the former)."""
 
     requests: int = 400
     latency_s: float = 2.0
     provider_rpm: float | None = None
     provider_tpm: float | None = None
     provider_concurrency: int | None = None
+    named_limits: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     tokens: int = 1000
     speedup: float | None = None
     workers: int | None = None
@@ -105,10 +130,80 @@ class _Run:
     finished: int = 0
 
 
-def provider_defaults(config: Config) -> float:
-    """The provider's RPM when ``--provider-rpm`` is not given: the smallest auto-detected limit of
-    the configuration's provider/model pairs (every role shares one API key)."""
-    return float(min(get_default_rate_limit(s.provider, s.model) for s in config.roles.values()))
+@dataclass(frozen=True)
+class ApiKey:
+    """One provider's API key in the simulation: its limits (None: none), where its RPM comes from,
+    its roles and their share of the run's calls (the workers take the roles in turn)."""
+
+    provider: str
+    roles: tuple[str, ...]
+    share: float
+    rpm: float | None
+    rpm_source: str
+    tpm: float | None = None
+    concurrency: int | None = None
+
+    def limits_text(self) -> str:
+        limits = ["no RPM limit" if self.rpm is None else f"{_number(self.rpm)} RPM ({self.rpm_source})"]
+        if self.tpm is not None:
+            limits.append(f"{_number(self.tpm)} TPM")
+        if self.concurrency is not None:
+            limits.append(f"{self.concurrency} concurrent")
+        return ", ".join(limits)
+
+
+def api_keys(config: Config, options: Options) -> dict[str, ApiKey]:
+    """One API key per provider name of the configuration, with its limits from the options or,
+    for an RPM not given, the provider's auto-detected limit. Raises ValueError for a limit named
+    for a provider the configuration does not have."""
+    groups: dict[str, list[RoleSettings]] = {}
+    for settings in config.roles.values():
+        groups.setdefault(settings.provider, []).append(settings)
+    for provider in options.named_limits:
+        if provider not in groups:
+            raise ValueError(
+                f"--provider-{next(iter(options.named_limits[provider]))} {provider}=...: the configuration has no "
+                f"provider {provider!r} (its providers: {', '.join(groups)})"
+            )
+    keys = {}
+    for provider, roles in groups.items():
+        named = options.named_limits.get(provider, {})
+        rpm: float | None
+        if "rpm" in named:
+            rpm, source = named["rpm"], f"--provider-rpm {provider}={_number(named['rpm'])}"
+        elif options.provider_rpm is not None:
+            rpm, source = options.provider_rpm, "--provider-rpm"
+        else:
+            rpm, model = min((float(get_default_rate_limit(s.provider, s.model)), s.model or "") for s in roles)
+            if provider in DEFAULT_RATE_LIMITS:
+                source = f"auto-detected for {provider}" + (f" {model}" if model else "")
+            elif provider == DEFAULT_PROVIDER:
+                source = (
+                    "no role names its provider, so omnilimit assumes an unknown provider's limit: "
+                    "pass --provider-rpm N for the API key's real one"
+                )
+            else:
+                source = (
+                    f"omnilimit does not know provider {provider!r} and assumes an unknown provider's limit: "
+                    f"pass --provider-rpm {provider}=N for the real one"
+                )
+        tpm = named.get("tpm", options.provider_tpm)
+        concurrency = named.get("concurrency", options.provider_concurrency)
+        keys[provider] = ApiKey(
+            provider=provider,
+            roles=tuple(str(s.role) for s in roles),
+            share=len(roles) / len(config.roles),
+            rpm=None if rpm == math.inf else rpm,
+            rpm_source=source,
+            tpm=None if tpm in (None, math.inf) else tpm,
+            concurrency=None if concurrency in (None, math.inf) else int(concurrency),
+        )
+    return keys
+
+
+def _number(value: float) -> str:
+    """500.0 -> "500", 0.5 -> "0.5"."""
+    return f"{value:g}" if value < 1e15 else f"{value:.6g}"
 
 
 def scaled_document(document: Mapping[str, Any], config: Config, speedup: float) -> dict[str, Any]:
@@ -160,15 +255,19 @@ def provider_capacity_rpm(
     return min(ceilings) if ceilings else None
 
 
-def auto_speedup(config: Config, options: Options, workers: int, provider_rpm: float | None) -> float:
+def key_capacity_rpm(key: ApiKey, latency_s: float, tokens: int) -> float | None:
+    """Requests per minute an API key admits at most (None: it sets no limit)."""
+    return provider_capacity_rpm(key.rpm, key.tpm, key.concurrency, latency_s, tokens)
+
+
+def auto_speedup(config: Config, options: Options, workers: int, keys: Mapping[str, ApiKey]) -> float:
     """A speedup that makes the run last about TARGET_WALL_S, while the expected pace of the run
     keeps at least MIN_INTERVAL_S between requests and the mean latency at least MIN_LATENCY_S."""
     capacities = [workers * 60.0 / options.latency_s, *_limiter_capacity_rpm(config, options.latency_s).values()]
-    provider = provider_capacity_rpm(
-        provider_rpm, options.provider_tpm, options.provider_concurrency, options.latency_s, options.tokens
-    )
-    if provider is not None:
-        capacities.append(provider)
+    for key in keys.values():
+        capacity = key_capacity_rpm(key, options.latency_s, options.tokens)
+        if capacity is not None:
+            capacities.append(capacity / key.share)  # its ceiling on the whole run
     expected_rpm = min(capacities)
     real_s = options.requests / (expected_rpm / 60.0) + options.latency_s
     bound = min(MAX_SPEEDUP, (60.0 / expected_rpm) / MIN_INTERVAL_S, options.latency_s / MIN_LATENCY_S)
@@ -193,7 +292,7 @@ def _finish(limiter: Any, tokens: int) -> None:
 def _worker(
     manager: ProviderRateLimitManager,
     roles: list[str],
-    provider: SimulatedProvider,
+    providers: Mapping[str, SimulatedProvider],
     run: _Run,
     options: Options,
     speedup: float,
@@ -209,7 +308,7 @@ def _worker(
         turn += 1
         limiter = manager.limiter_for(role)
         tally = run.roles[role]
-        outcome = _call(limiter, provider, options, speedup, tally, run.lock)
+        outcome = _call(limiter, providers[role], options, speedup, tally, run.lock)
         with run.lock:
             tally.calls += 1
             if outcome == "completed":
@@ -271,24 +370,24 @@ def simulate(document: Mapping[str, Any], source: str, options: Options) -> dict
     config = parse_config(document, source)
     roles = list(config.roles)
     workers = options.workers or config.parallel_workers or DEFAULT_WORKERS
-    provider_rpm: float | None = options.provider_rpm if options.provider_rpm is not None else provider_defaults(config)
-    if provider_rpm == math.inf:
-        provider_rpm = None  # --provider-rpm none
-    speedup = options.speedup or auto_speedup(config, options, workers, provider_rpm)
-    scaled = parse_config(scaled_document(document, config, speedup), source)
-    provider = SimulatedProvider(  # per-minute limits as in real time: its slices are 1/speedup s
-        provider_rpm,
-        options.provider_tpm,
-        options.provider_concurrency,
-        latency_s=options.latency_s / speedup,
-        slice_s=1.0 / speedup,
-        seed=options.seed,
-    )
+    keys = api_keys(config, options)
+    speedup = options.speedup or auto_speedup(config, options, workers, keys)
+    providers = {  # per-minute limits as in real time: their slices are 1/speedup s
+        name: SimulatedProvider(
+            key.rpm,
+            key.tpm,
+            key.concurrency,
+            latency_s=options.latency_s / speedup,
+            slice_s=1.0 / speedup,
+            seed=options.seed + index,
+        )
+        for index, (name, key) in enumerate(keys.items())
+    }
+    provider_of = {role: providers[key.provider] for key in keys.values() for role in key.roles}
     run = _Run(roles={role: _RoleTally() for role in roles})
     quiet = _Quiet()  # the limiters' timeout warnings are counted, not printed
     with quiet:
         manager = ProviderRateLimitManager.from_config(scaled_document(document, config, speedup), source)
-        del scaled
         started = time.monotonic()
         done = threading.Event()
         progress = None
@@ -298,7 +397,9 @@ def simulate(document: Mapping[str, Any], source: str, options: Options) -> dict
             )
             progress.start()
         threads = [
-            threading.Thread(target=_worker, args=(manager, roles, provider, run, options, speedup, index), daemon=True)
+            threading.Thread(
+                target=_worker, args=(manager, roles, provider_of, run, options, speedup, index), daemon=True
+            )
             for index in range(workers)
         ]
         for thread in threads:
@@ -309,7 +410,7 @@ def simulate(document: Mapping[str, Any], source: str, options: Options) -> dict
         done.set()
         if progress is not None:
             progress.join()
-    return _report(config, options, run, provider, workers, provider_rpm, speedup, elapsed)
+    return _report(config, options, run, keys, providers, workers, speedup, elapsed)
 
 
 class _Quiet:
@@ -337,47 +438,46 @@ def _check_options(options: Options) -> None:
     ):
         if optional is not None and not optional > 0:
             raise ValueError(f"{name} must be > 0, got {optional!r}")
+    for provider, limits in options.named_limits.items():
+        for limit, value in limits.items():
+            if limit not in LIMITS or not value > 0:
+                raise ValueError(f"provider {provider!r}: {limit} must be one of {', '.join(LIMITS)} and > 0")
 
 
 def _report(
     config: Config,
     options: Options,
     run: _Run,
-    provider: SimulatedProvider,
+    keys: Mapping[str, ApiKey],
+    providers: Mapping[str, SimulatedProvider],
     workers: int,
-    provider_rpm: float | None,
     speedup: float,
     elapsed: float,
 ) -> dict[str, Any]:
     tallies = run.roles
     completed = sum(t.completed for t in tallies.values())
-    rate_limited = sum(t.rate_limited for t in tallies.values())
     timeouts = sum(t.timeouts for t in tallies.values())
     failed = sum(t.failed for t in tallies.values())
-    counts = provider.counts
-    latency_s = counts.latency_total_s / counts.admitted * speedup if counts.admitted else options.latency_s
-    if counts.admitted > 1 and counts.first_arrival is not None and counts.last_arrival is not None:
-        span_s = (counts.last_arrival - counts.first_arrival) * speedup
-        throughput = (counts.admitted - 1) / span_s * 60.0 if span_s > 0 else 0.0
-    else:
-        throughput = 0.0
-    capacity = provider_capacity_rpm(
-        provider_rpm, options.provider_tpm, options.provider_concurrency, latency_s, options.tokens
-    )
+    all_counts = [provider.counts for provider in providers.values()]
+    admitted = sum(c.admitted for c in all_counts)
+    latency_s = sum(c.latency_total_s for c in all_counts) / admitted * speedup if admitted else options.latency_s
+    arrivals = [t for c in all_counts for t in (c.first_arrival, c.last_arrival) if t is not None]
+    throughput = _throughput(admitted, min(arrivals, default=None), max(arrivals, default=None), speedup)
+    limiter_ceilings = _limiter_capacity_rpm(config, latency_s)
+    # Every ceiling on the whole run (requests/min): a limit on a share of the calls, over that share.
     ceilings = {"parallel_workers": workers * 60.0 / latency_s}
-    ceilings.update({f"limiter:{key}": value for key, value in _limiter_capacity_rpm(config, latency_s).items()})
-    provider_limits = {
-        "provider_rpm": provider_rpm,
-        "provider_concurrency": None
-        if options.provider_concurrency is None
-        else options.provider_concurrency * 60.0 / latency_s,
-        "provider_tpm": None if options.provider_tpm is None else options.provider_tpm / max(1, options.tokens),
-    }
+    ceilings.update({f"limiter:{key}": value for key, value in limiter_ceilings.items()})
+    per_key = {}
+    for name, key in keys.items():
+        own = _key_limits(key, latency_s, options.tokens)
+        ceilings.update({f"{limit}:{name}": value / key.share for limit, value in own.items()})
+        per_key[name] = _key_report(key, providers[name].counts, config, own, workers, latency_s, speedup, options)
     # What limits the run: the lowest ceiling. 429s with a client-side ceiling lowest are bursts
     # above a slice's share (a cold start, latencies bunching), not a sustained excess.
-    candidates = {**ceilings, **{k: v for k, v in provider_limits.items() if v is not None}}
-    binding = min(candidates, key=lambda name: candidates[name])
-    recommendation, little, workers_needed = _recommend(config, options, capacity, latency_s, workers)
+    binding = min(ceilings, key=lambda name: ceilings[name])
+    capacities = [c / k.share for k in keys.values() if (c := key_capacity_rpm(k, latency_s, options.tokens))]
+    capacity = min(capacities) if capacities else None  # the keys' ceiling on the whole run
+    recommendation, workers_needed = _recommend(config, options, keys, per_key, latency_s, workers)
     per_role = {
         role: {
             "calls": t.calls,
@@ -398,16 +498,21 @@ def _report(
             "rpm": plan.rpm,
             "tpm": plan.tpm,
             "roles": [str(s.role) for s in plan.roles],
-            "capacity_rpm": round(ceilings[f"limiter:{key}"], 1),
+            "capacity_rpm": round(_own_limiter_rpm(plan, latency_s), 1),  # its own, not over its share
+            "run_ceiling_rpm": round(limiter_ceilings[key], 1),
         }
         for key, plan in config.limiters.items()
     ]
+    refused_by: dict[str, int] = {}
+    for counts in all_counts:
+        for limit, n in counts.refused_by.items():
+            refused_by[limit] = refused_by.get(limit, 0) + n
     return {
         "source": config.source,
         "requests": options.requests,
         "completed": completed,
-        "rate_limited_429": rate_limited,
-        "rate_limited_by": dict(counts.refused_by),
+        "rate_limited_429": sum(c.refused for c in all_counts),
+        "rate_limited_by": refused_by,
         "timeouts": timeouts,
         "failed": failed,
         "projected_wall_s": round(elapsed * speedup, 1),
@@ -415,16 +520,10 @@ def _report(
         "provider_capacity_rpm": None if capacity is None else round(capacity, 1),
         "capacity_used": None if not capacity else round(throughput / capacity, 3),
         "binding_constraint": binding,
-        "ceilings_rpm": {k: round(v, 1) for k, v in {**ceilings, **provider_limits}.items() if v is not None},
+        "ceilings_rpm": {k: round(v, 1) for k, v in ceilings.items()},
+        "api_keys": per_key,
         "recommendation": recommendation,
-        "littles_law_max_concurrent_calls": little,
         "recommended_parallel_workers": workers_needed,
-        "provider": {
-            "rpm": provider_rpm,
-            "tpm": options.provider_tpm,
-            "concurrency": options.provider_concurrency,
-            "most_in_flight": counts.most_in_flight,
-        },
         "workers": workers,
         "latency_s": options.latency_s,
         "measured_latency_s": round(latency_s, 3),
@@ -437,33 +536,123 @@ def _report(
     }
 
 
+def _throughput(admitted: int, first: float | None, last: float | None, speedup: float) -> float:
+    """Requests per minute between the first and the last admitted arrival, in real time."""
+    if admitted < 2 or first is None or last is None or last <= first:
+        return 0.0
+    return (admitted - 1) / ((last - first) * speedup) * 60.0
+
+
+def _key_limits(key: ApiKey, latency_s: float, tokens: int) -> dict[str, float]:
+    """An API key's limits in requests per minute of its own calls: ``{"provider_rpm": 500.0, ...}``."""
+    limits = {}
+    if key.rpm is not None:
+        limits["provider_rpm"] = key.rpm
+    if key.concurrency is not None:
+        limits["provider_concurrency"] = key.concurrency * 60.0 / latency_s
+    if key.tpm is not None and tokens > 0:
+        limits["provider_tpm"] = key.tpm / tokens
+    return limits
+
+
+def _own_limiter_rpm(plan: LimiterPlan, latency_s: float) -> float:
+    """A limiter's own ceiling in requests per minute of the calls that go through it."""
+    if plan.kind == CONCURRENCY:
+        return plan.limit * 60.0 / latency_s
+    if plan.kind == RATE:
+        return float(plan.limit)
+    return min(plan.limit * 60.0 / latency_s, float(plan.rpm or math.inf))
+
+
+def _key_report(
+    key: ApiKey,
+    counts: Any,
+    config: Config,
+    own: Mapping[str, float],
+    workers: int,
+    latency_s: float,
+    speedup: float,
+    options: Options,
+) -> dict[str, Any]:
+    """One API key's part of the report: its limits, capacity, throughput, 429s, and its tightest
+    ceiling in requests per minute of its own calls (its limiters', its own limits', and the
+    workers' share that reaches it)."""
+    roles = set(key.roles)
+    ceilings = {"parallel_workers": workers * 60.0 / latency_s * key.share}
+    for name, plan in config.limiters.items():
+        mine = sum(1 for s in plan.roles if s.role in roles)
+        if mine:
+            ceilings[f"limiter:{name}"] = _own_limiter_rpm(plan, latency_s) * mine / len(plan.roles)
+    ceilings.update(own)
+    capacity = key_capacity_rpm(key, latency_s, options.tokens)
+    throughput = _throughput(counts.admitted, counts.first_arrival, counts.last_arrival, speedup)
+    return {
+        "roles": list(key.roles),
+        "rpm": key.rpm,
+        "rpm_source": key.rpm_source,
+        "tpm": key.tpm,
+        "concurrency": key.concurrency,
+        "capacity_rpm": None if capacity is None else round(capacity, 1),
+        "throughput_rpm": round(throughput, 1),
+        "capacity_used": None if not capacity else round(throughput / capacity, 3),
+        "rate_limited_429": counts.refused,
+        "rate_limited_by": dict(counts.refused_by),
+        "most_in_flight": counts.most_in_flight,
+        "binding_constraint": min(ceilings, key=lambda name: ceilings[name]),
+        "ceilings_rpm": {k: round(v, 1) for k, v in ceilings.items()},
+    }
+
+
 def _recommend(
-    config: Config, options: Options, capacity: float | None, latency_s: float, workers: int
-) -> tuple[dict[str, dict[str, Any]], int | None, int | None]:
-    """(provider config keys per role, Little's-law concurrency, parallel_workers needed or None)."""
-    if capacity is None:
-        return {}, None, None
-    target_rpm = max(1, math.floor(capacity * HEADROOM))
-    shared_keys = {s.shared_key for s in config.roles.values()}
-    first = next(iter(config.roles.values()))
-    shared = shared_keys.pop() if len(shared_keys) == 1 and None not in shared_keys else f"{first.provider}_api_key"
-    settings = list(config.roles.values())
-    keys: dict[str, Any] = {"rate_limit_shared_key": shared, "rate_limit_rpm": target_rpm}
-    # Keys some role sets that the recommendation does not keep are removed (None).
-    if any(s.max_concurrent_calls is not None for s in settings):
-        keys["max_concurrent_calls"] = None
-    if any(s.mode != "precedence" for s in settings):
-        keys["rate_limit_mode"] = None
-    if any(s.rate_limit_tpm is not None for s in settings):
-        keys["rate_limit_tpm"] = None
-    if options.provider_tpm is not None:
-        keys["rate_limit_tpm"] = max(1, math.floor(options.provider_tpm * HEADROOM))
-    if options.provider_concurrency is not None:
-        keys["max_concurrent_calls"] = options.provider_concurrency
-        keys["rate_limit_mode"] = "combined"
-    little = math.ceil(target_rpm / 60.0 * latency_s)
-    needed = math.ceil(target_rpm / 60.0 * latency_s) + 1  # one more keeps the limiter, not the workers, binding
-    return {role: dict(keys) for role in config.roles}, little, (needed if needed > workers else None)
+    config: Config,
+    options: Options,
+    keys: Mapping[str, ApiKey],
+    per_key: dict[str, dict[str, Any]],
+    latency_s: float,
+    workers: int,
+) -> tuple[dict[str, dict[str, Any]], int | None]:
+    """The provider config keys per role (the roles of one API key share one rate limiter at
+    HEADROOM of its capacity; a key without limits gets none), each key's Little's-law
+    concurrency (written into ``per_key``), and the parallel_workers needed (None: enough)."""
+    recommendation: dict[str, dict[str, Any]] = {}
+    run_rpm = math.inf  # the whole run's rate under the recommended limiters
+    for name, key in keys.items():
+        capacity = key_capacity_rpm(key, latency_s, options.tokens)
+        per_key[name]["littles_law_max_concurrent_calls"] = None
+        if capacity is None:
+            continue
+        target_rpm = max(1, math.floor(capacity * HEADROOM))
+        settings = [config.roles[role] for role in key.roles]
+        own_shared = {s.shared_key for s in settings}
+        others_shared = {s.shared_key for s in config.roles.values() if s.provider != name}
+        shared = own_shared.pop() if len(own_shared) == 1 and None not in own_shared else None
+        if shared is None or shared in others_shared:
+            shared = f"{name}_api_key"
+        values: dict[str, Any] = {"rate_limit_shared_key": shared, "rate_limit_rpm": target_rpm}
+        # Keys some role sets that the recommendation does not keep are removed (None).
+        if any(s.max_concurrent_calls is not None for s in settings):
+            values["max_concurrent_calls"] = None
+        if any(s.mode != "precedence" for s in settings):
+            values["rate_limit_mode"] = None
+        if any(s.rate_limit_tpm is not None for s in settings):
+            values["rate_limit_tpm"] = None
+        if any(s.burst is not None for s in settings):
+            values["rate_limit_burst"] = None
+        if any(s.token_burst is not None for s in settings):
+            values["rate_limit_token_burst"] = None
+        if key.tpm is not None:
+            values["rate_limit_tpm"] = max(1, math.floor(key.tpm * HEADROOM))
+        if key.concurrency is not None:
+            values["max_concurrent_calls"] = key.concurrency
+            values["rate_limit_mode"] = "combined"
+        for role in key.roles:
+            recommendation[role] = dict(values)
+        per_key[name]["littles_law_max_concurrent_calls"] = math.ceil(target_rpm / 60.0 * latency_s)
+        run_rpm = min(run_rpm, target_rpm / key.share)
+    if run_rpm == math.inf:
+        return recommendation, None
+    needed = math.ceil(run_rpm / 60.0 * latency_s) + 1  # one more keeps the limiters, not the workers, binding
+    return recommendation, (needed if needed > workers else None)
 
 
 def apply_recommendation(
@@ -491,17 +680,20 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"mean latency {report['latency_s']} s, {report['tokens_per_request']} tokens per call "
         f"(simulated {report['speedup']}x faster: {report['wall_s']} s of wall time)"
     ]
-    provider = report["provider"]
-    limits = [] if provider["rpm"] is None else [f"{provider['rpm']:g} RPM"]
-    if provider["tpm"] is not None:
-        limits.append(f"{provider['tpm']:g} TPM")
-    if provider["concurrency"] is not None:
-        limits.append(f"{provider['concurrency']} concurrent")
-    lines.append(f"provider (one API key): {', '.join(limits) or 'no limits'}")
+    keys = report["api_keys"]
+    lines.append("API keys (one per provider; --provider-rpm NAME=N sets one):" if len(keys) > 1 else "API key:")
+    for name, key in keys.items():
+        limits = ["no RPM limit" if key["rpm"] is None else f"{_number(key['rpm'])} RPM ({key['rpm_source']})"]
+        if key["tpm"] is not None:
+            limits.append(f"{_number(key['tpm'])} TPM")
+        if key["concurrency"] is not None:
+            limits.append(f"{key['concurrency']} concurrent")
+        roles = ", ".join(key["roles"])
+        lines.append(f"  {name}: {', '.join(limits)}; {'role' if len(key['roles']) == 1 else 'roles'} {roles}")
     lines.append("")
     lines.append(f"  projected wall time    {report['projected_wall_s']:,.1f} s")
     capacity = report["provider_capacity_rpm"]
-    used = "" if capacity is None else f" of the provider's {capacity:,.1f} ({report['capacity_used']:.0%})"
+    used = "" if capacity is None else f" of the API keys' {capacity:,.1f} ({report['capacity_used']:.0%})"
     lines.append(f"  throughput             {report['throughput_rpm']:,.1f} requests/min{used}")
     lines.append(f"  completed              {report['completed']} of {report['requests']}")
     by = ", ".join(f"{k} {v}" for k, v in report["rate_limited_by"].items() if v)
@@ -517,7 +709,35 @@ def format_report(report: Mapping[str, Any]) -> str:
         + (" (the 429s came from bursts above a 1-s slice's share)" if bursts else "")
     )
     lines.append("")
-    lines.append("  ceilings (requests/min): " + ", ".join(f"{k} {v:,.1f}" for k, v in report["ceilings_rpm"].items()))
+    key_rows = []
+    for name, key in keys.items():
+        tightest = key["binding_constraint"]
+        key_rows.append(
+            [
+                name,
+                "none" if key["capacity_rpm"] is None else f"{key['capacity_rpm']:,.1f}",
+                f"{key['throughput_rpm']:,.1f}",
+                "-" if key["capacity_used"] is None else f"{key['capacity_used']:.0%}",
+                str(key["rate_limited_429"]),
+                f"{tightest} {key['ceilings_rpm'][tightest]:,.1f}",
+            ]
+        )
+    lines += _table(
+        ["API key", "capacity/min", "throughput/min", "used", "429s", "tightest ceiling of its calls/min"], key_rows
+    )
+    lines.append("")
+    total_roles = len(report["roles"])
+    limiter_rows = [
+        [
+            limiter["key"],
+            limiter["kind"],
+            f"{limiter['capacity_rpm']:,.1f}",
+            f"{len(limiter['roles'])} of {total_roles}",
+            f"{limiter['run_ceiling_rpm']:,.1f}",
+        ]
+        for limiter in report["limiters"]
+    ]
+    lines += _table(["limiter", "kind", "its limit/min", "roles", "ceiling on the run/min"], limiter_rows, left=2)
     lines.append("")
     lines.append("  role                    calls  completed  429s  timeouts  mean wait s  mean latency s")
     for role, r in report["roles"].items():
@@ -525,36 +745,72 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"  {role:<22} {r['calls']:>6} {r['completed']:>10} {r['rate_limited_429']:>5} {r['timeouts']:>9} "
             f"{r['mean_wait_s']:>12} {r['mean_latency_s']:>15}"
         )
-    recommendation = report["recommendation"]
-    lines.append("")
-    if not recommendation:
-        lines.append("recommendation: none (the provider sets no limit to stay under)")
-    else:
-        lines.append(
-            f"recommendation: one rate limiter for every role at {HEADROOM:.0%} of the provider's capacity "
-            f"(null removes a key):"
-        )
-        lines.append("providers:")
-        for role, keys in recommendation.items():
-            lines.append(f"  {role}:")
-            for key, value in keys.items():
-                lines.append(f"    {key}: {'null' if value is None else json.dumps(value)}")
-        lines.append(
-            f"(Little's law with the measured latency of {report['measured_latency_s']} s: the same rate is about "
-            f"{report['littles_law_max_concurrent_calls']} calls in flight: max_concurrent_calls "
-            f"{report['littles_law_max_concurrent_calls']} for every role together, if you prefer concurrency limiting)"
-        )
-        if report["recommended_parallel_workers"] is not None:
-            lines.append(
-                f"(the {report['workers']} workers cannot reach that rate: generation.parallel_workers "
-                f"{report['recommended_parallel_workers']} can)"
-            )
+    lines += _recommendation_lines(report)
     return "\n".join(lines)
 
 
-def _rpm_or_none(text: str) -> float:
-    """--provider-rpm: a number, or ``none`` (no RPM limit: math.inf)."""
-    return math.inf if text.lower() == "none" else float(text)
+def _table(headings: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """Rows under headings, the first ``left`` columns aligned left, the others right."""
+    widths = [max(len(cell) for cell in column) for column in zip(headings, *rows)]
+    return [
+        "  " + "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        for row in [headings, *rows]
+    ]
+
+
+def _recommendation_lines(report: Mapping[str, Any]) -> list[str]:
+    recommendation = report["recommendation"]
+    if not recommendation:
+        return ["", "recommendation: none (no API key sets a limit to stay under)"]
+    lines = [
+        "",
+        f"recommendation: the roles of each API key share one rate limiter at {HEADROOM:.0%} of its capacity "
+        "(null removes a key):",
+        "providers:",
+    ]
+    for role, keys in recommendation.items():
+        lines.append(f"  {role}:")
+        for key, value in keys.items():
+            lines.append(f"    {key}: {'null' if value is None else json.dumps(value)}")
+    for name, key in report["api_keys"].items():
+        little = key["littles_law_max_concurrent_calls"]
+        if little is not None:
+            lines.append(
+                f"({name}: Little's law with the measured latency of {report['measured_latency_s']} s makes the same "
+                f"rate about {little} calls in flight: max_concurrent_calls {little} for its roles together, if you "
+                "prefer concurrency limiting)"
+            )
+    if report["recommended_parallel_workers"] is not None:
+        lines.append(
+            f"(the {report['workers']} workers cannot reach that rate: generation.parallel_workers "
+            f"{report['recommended_parallel_workers']} can)"
+        )
+    return lines
+
+
+def _provider_limit(text: str) -> tuple[str | None, float]:
+    """--provider-rpm / -tpm / -concurrency: ``N`` or ``NAME=N``, N a number or ``none`` (no such
+    limit: math.inf). Returns (NAME or None, N)."""
+    name, _, value = text.rpartition("=")
+    number = math.inf if value.strip().lower() == "none" else float(value)
+    if not number > 0:
+        raise ValueError(f"must be > 0 or none, got {value!r}")
+    return (name or None), number
+
+
+def _limits(args: argparse.Namespace) -> tuple[dict[str, float | None], dict[str, dict[str, float]]]:
+    """The --provider-* options: the limits for every API key, and those for named ones."""
+    every: dict[str, float | None] = dict.fromkeys(LIMITS)
+    named: dict[str, dict[str, float]] = {}
+    for limit in LIMITS:
+        for name, number in getattr(args, f"provider_{limit}") or ():
+            if limit == "concurrency" and number != math.inf and not float(number).is_integer():
+                raise ValueError(f"--provider-concurrency must be a whole number or none, got {number:g}")
+            if name is None:
+                every[limit] = number
+            else:
+                named.setdefault(name, {})[limit] = number
+    return every, named
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -575,16 +831,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--provider-rpm",
-        type=_rpm_or_none,
-        metavar="N",
-        help="the provider's requests per minute, or none (default: the auto-detected limit of the "
-        "config's provider/model, the smallest if several)",
+        type=_provider_limit,
+        action="append",
+        metavar="[NAME=]N",
+        help="the requests per minute of each provider's API key, or of provider NAME's (repeat for others); none "
+        "for no limit (default: each provider's auto-detected limit, the smallest of its models)",
     )
     parser.add_argument(
-        "--provider-tpm", type=float, metavar="N", help="the provider's tokens per minute (default: none)"
+        "--provider-tpm",
+        type=_provider_limit,
+        action="append",
+        metavar="[NAME=]N",
+        help="tokens per minute of each API key, or of provider NAME's (default: none)",
     )
     parser.add_argument(
-        "--provider-concurrency", type=int, metavar="N", help="the provider's concurrent requests (default: none)"
+        "--provider-concurrency",
+        type=_provider_limit,
+        action="append",
+        metavar="[NAME=]N",
+        help="concurrent requests of each API key, or of provider NAME's (default: none)",
     )
     parser.add_argument(
         "--tokens", type=int, default=Options.tokens, metavar="N", help="tokens per request (default %(default)s)"
@@ -608,12 +873,18 @@ def main(argv: list[str] | None = None) -> int:
         speedup = None if args.speedup == "auto" else float(args.speedup)
     except ValueError:
         parser.error(f"--speedup must be a number or auto, got {args.speedup!r}")
+    try:
+        every, named = _limits(args)
+    except ValueError as error:
+        parser.error(str(error))
+    concurrency = every["concurrency"]
     options = Options(
         requests=args.requests,
         latency_s=args.latency,
-        provider_rpm=args.provider_rpm,
-        provider_tpm=args.provider_tpm,
-        provider_concurrency=args.provider_concurrency,
+        provider_rpm=every["rpm"],
+        provider_tpm=every["tpm"],
+        provider_concurrency=None if concurrency is None or concurrency == math.inf else int(concurrency),
+        named_limits=named,
         tokens=args.tokens,
         speedup=speedup,
         workers=args.workers,
@@ -624,7 +895,7 @@ def main(argv: list[str] | None = None) -> int:
         document = read_yaml(args.config)
         report = simulate(document, args.config, options)
     except (ConfigError, OSError, UnicodeDecodeError) as error:
-        print(f"omnilimit simulate: {file_error_message(args.config, error)}", file=sys.stderr)
+        print(f"omnilimit simulate: error: {file_error_message(args.config, error)}", file=sys.stderr)
         return 2
     except ValueError as error:
         parser.error(str(error))
