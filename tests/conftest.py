@@ -9,6 +9,27 @@ import time
 import pytest
 
 
+def need(module: str, extra: str = "test-all", *, load: bool = True):
+    """Imports ``module`` for a test (or a whole test module) that cannot run without it (with
+    ``load=False`` only checks that it is installed: None): without it the test is skipped, naming
+    the extra that installs it, except under CI (the CI environment variable set), where it fails:
+    CI installs everything and must run every test."""
+    import importlib
+    import importlib.util
+
+    try:
+        if not load:
+            if importlib.util.find_spec(module) is None:
+                raise ImportError(f"no module named {module!r}")
+            return None
+        return importlib.import_module(module)
+    except ImportError as error:
+        message = f"{module} is not installed ({error}; pip install '.[{extra}]' brings it)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: CI must run every test", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
+
+
 def wait_until(predicate, timeout=10.0, interval=0.001):
     """Polls `predicate` (test helper only) until it is true; fails the test after `timeout` s."""
     deadline = time.monotonic() + timeout

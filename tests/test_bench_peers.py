@@ -14,7 +14,7 @@ import time
 import tracemalloc
 
 import pytest
-from conftest import wait_until
+from conftest import need, wait_until
 
 from omnilimit.bench import peers
 from omnilimit.bench.peers import (
@@ -39,7 +39,7 @@ PEERS = {
 def built(module, per_minute, burst):
     """The deciders of the peer imported as `module` (skipping the test if it is not installed),
     with the full list to close."""
-    pytest.importorskip(module)
+    need(module)
     deciders, skipped = rate_deciders(per_minute, burst)
     prefix = PEERS[module][0] + " "
     assert all(not s.name.startswith(PEERS[module][0]) for s in skipped), skipped
@@ -192,7 +192,7 @@ def test_broken_peer_dependency_and_failing_import_are_skipped(monkeypatch):
 
 
 def test_a_failing_build_closes_what_was_built_and_raises(monkeypatch):
-    pytest.importorskip("token_bucket")
+    need("token_bucket")
     closed = []
 
     def fake_build(per_minute, burst):
@@ -241,7 +241,7 @@ def test_close_frees_the_log_of_admissions(module, variant):
 def test_close_leaves_no_foreground_thread_running():
     # limits' MemoryStorage re-arms a non-daemon threading.Timer on every hit; pyrate's Leaker is a
     # daemon thread that notices close() only after its current 10 s sleep.
-    pytest.importorskip("limits")
+    need("limits")
     before = set(threading.enumerate())
     deciders, _ = rate_deciders(60, 5)
     for decider in deciders:
@@ -258,7 +258,7 @@ def test_close_leaves_no_foreground_thread_running():
 
 
 def aiolimiter_peer(per_second, burst):
-    pytest.importorskip("aiolimiter")
+    need("aiolimiter")
     found, skipped = async_rate_limiters(per_second, burst)
     assert skipped == []
     [peer] = found
@@ -328,7 +328,7 @@ SPAWN = multiprocessing.get_context("spawn")  # as the suite starts its processe
 
 def shared_peers(per_minute, burst):
     """The shared peers (skipping the test without pyrate-limiter), to close after the test."""
-    pytest.importorskip("pyrate_limiter")
+    need("pyrate_limiter")
     found, skipped = shared_rate_peers(per_minute, burst, SPAWN)
     assert [p.name.split(" (")[1] for p in found] == ["MultiprocessBucket)", "SQLiteBucket, file lock)"][: len(found)]
     return found, skipped
@@ -440,7 +440,7 @@ def test_shared_peers_without_pyrate_limiter_or_filelock_are_skipped(monkeypatch
 
 
 def test_limits_is_listed_as_having_no_shared_storage_without_a_server():
-    pytest.importorskip("limits")
+    need("limits")
     found, skipped = shared_rate_peers(60, 5, SPAWN)
     close_all(found)
     [entry] = [s for s in skipped if s.name.startswith("limits")]

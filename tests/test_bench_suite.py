@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import need
 
 from omnilimit.bench import peers, report, suite
 from omnilimit.cli import main as cli
@@ -117,14 +118,14 @@ def test_a_missing_reference_is_listed_as_skipped_with_how_to_get_it(
 
 
 def test_plot_draws_a_png(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+    need("matplotlib")
     png = tmp_path / "bench.png"
     assert cli(["bench", "--smoke", "--only", "contention", "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_without_contention_is_refused_before_running(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("matplotlib")
+    need("matplotlib")
     with pytest.raises(SystemExit):
         cli(["bench", "--only", "uncontended", "--plot", "x.png"])
     assert "add contention to --only" in capsys.readouterr().err
@@ -215,7 +216,7 @@ def _bench_asyncio(tmp_path: Path) -> dict[str, Any]:
 
 
 def test_asyncio_smoke_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("aiolimiter")
+    need("aiolimiter")
     data = _bench_asyncio(tmp_path)
     tasks = suite.SETTINGS["smoke"].async_tasks
     rows = data["results"]["asyncio"]
@@ -350,8 +351,8 @@ def _bench_shared(tmp_path: Path) -> dict[str, Any]:
 
 @needs_shm
 def test_shared_smoke_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("pyrate_limiter")
-    pytest.importorskip("filelock")
+    need("pyrate_limiter")
+    need("filelock")
     data = _bench_shared(tmp_path)
     rows = data["results"]["shared"]
     decisions = {(r["call"], r["impl"].split(" (")[-1], r["shared"]) for r in rows if r["part"] == "decision"}
@@ -481,8 +482,8 @@ def _our_keys(url: str) -> list[bytes]:
 
 
 def test_redis_smoke_run(redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("pyrate_limiter")
-    pytest.importorskip("limits")
+    need("pyrate_limiter")
+    need("limits")
     from importlib.metadata import version
 
     out = tmp_path / "bench.json"
@@ -528,8 +529,8 @@ def test_redis_smoke_run(redis_url: str, tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_redis_peers_admit_the_burst_then_refuse_and_leave_no_keys(redis_url: str) -> None:
-    pytest.importorskip("pyrate_limiter")
-    pytest.importorskip("limits")
+    need("pyrate_limiter")
+    need("limits")
     deciders, skipped = peers.redis_rate_deciders(60, 5, redis_url)  # 5 at once, then one a second
     try:
         assert skipped == [] and len(deciders) == 4
@@ -562,7 +563,7 @@ def test_redis_asked_for_without_a_server_is_refused_before_running(
     with pytest.raises(SystemExit):
         cli(["bench", "--only", "redis"])
     assert "section redis: no Redis server given" in capsys.readouterr().err
-    pytest.importorskip("redis")
+    need("redis")
     with pytest.raises(SystemExit):  # nothing listens on port 1; the password is not shown
         cli(["bench", "--only", "redis", "--redis", "redis://:secret@127.0.0.1:1/0"])
     assert "section redis: no Redis answering at redis://:***@127.0.0.1:1/0" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import need
 
 from omnilimit import CombinedLimiter, ConfigError, ProviderRateLimitManager, RateLimiter
 from omnilimit.check import describe
@@ -102,7 +103,7 @@ def test_environment_variables_expand_as_omnigen_expands_them(monkeypatch):
 
 def test_the_expanded_names_match_omnigens_loader(monkeypatch, tmp_path):
     """OmniGen's own loader (its text-enhancement config) substitutes the same ${VAR}s."""
-    loader = pytest.importorskip("omnigen.pipelines.text_enhancement.config")
+    loader = need("omnigen.pipelines.text_enhancement.config")
     monkeypatch.setenv("ACCOUNT", "acct42")
     document = {"providers": {"a": {"name": "openai", "rate_limit_shared_key": "${ACCOUNT}-key", "api_key": "k"}}}
     theirs = loader.TextEnhancementConfig.__new__(loader.TextEnhancementConfig)

@@ -8,6 +8,7 @@ import math
 from datetime import datetime, timezone
 
 import pytest
+from conftest import need
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -494,7 +495,7 @@ def test_nothing_said_is_all_none(warnings):
 
 
 def test_httpx_headers():
-    httpx = pytest.importorskip("httpx")
+    httpx = need("httpx")
     headers = httpx.Headers(
         {"X-RateLimit-Remaining-Tokens": "0", "X-RateLimit-Reset-Tokens": "20ms", "Retry-After-Ms": "250"}
     )
@@ -506,7 +507,7 @@ def test_httpx_headers():
 
 
 def test_requests_case_insensitive_dict():
-    structures = pytest.importorskip("requests.structures")
+    structures = need("requests.structures")
     headers = structures.CaseInsensitiveDict({"Anthropic-RateLimit-Requests-Remaining": "0", "retry-after": "1"})
     info = parse(headers)
     assert (info.requests_remaining, info.retry_after_s) == (0, 1.0)

@@ -16,6 +16,7 @@ import time
 from fractions import Fraction
 
 import pytest
+from conftest import need
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -194,7 +195,7 @@ def test_numbers_too_large_for_a_float_are_value_errors_naming_the_argument(make
 
 
 def test_numpy_bools_are_refused_as_timeouts_as_bools_are():
-    numpy = pytest.importorskip("numpy")
+    numpy = need("numpy")
     for limiter in (RateLimiter(60), ConcurrencyLimiter(1)):
         with pytest.raises(ValueError, match="timeout"):
             limiter.acquire(timeout=numpy.True_)

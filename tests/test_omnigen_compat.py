@@ -36,15 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-if importlib.util.find_spec("omnigen") is None:  # checked without importing omnigen here
-    pytest.skip(
-        "omnigen-usf is not installed (pip install omnigen-usf==0.1.18 runs these end-to-end tests)",
-        allow_module_level=True,
-    )
+from conftest import need
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from omnigen_stub_provider import StubProvider
+
+need("omnigen", load=False)  # checked without importing omnigen here
 
 # The names patch_omnigen() rebinds, and where omnigen 0.1.18 binds them once the whole package is
 # imported (``import omnigen`` imports every pipeline).

@@ -11,13 +11,11 @@ import threading
 import time
 
 import pytest
-from conftest import run_children, start_thread, wait_until
+from conftest import need, run_children, start_thread, wait_until
 
 from omnilimit import ConcurrencyLimiter, ConfigError, LimiterClosed, ProviderRateLimitManager, RateLimiter
 
-pytest.importorskip("redis")
-
-import redis
+redis = need("redis")
 
 # ---- the rate limiter: the GCRA script ----------------------------------------------------------
 

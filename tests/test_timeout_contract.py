@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import run_children, start_thread
+from conftest import need, run_children, start_thread
 
 import omnilimit._log
 from omnilimit import (
@@ -51,7 +51,7 @@ def shm_name():
 
 def _redis(request):
     """The Redis URL fixture, asked for only by the Redis kinds (so the others run without it)."""
-    pytest.importorskip("redis")
+    need("redis")
     return request.getfixturevalue("redis_url"), request.getfixturevalue("unique_name")
 
 
