@@ -134,7 +134,7 @@ def test_the_yaml_opt_in_and_the_default_precedence():
     guide = manager.limiter_for("guide")
     assert not isinstance(guide, CombinedLimiter) and guide.max_concurrent == 8  # concurrency wins
     assert any("rate_limit_rpm 500 is ignored" in w for w in manager.config.warnings)
-    assert not any("both" in w and "ignored" in w for w in manager.config.warnings)
+    assert not any("providers.both:" in w and "ignored" in w for w in manager.config.warnings)
     with pytest.raises(ConfigError, match="rate_limit_mode"):
         ProviderRateLimitManager.from_config({"providers": {"x": {"name": "a", "rate_limit_mode": "both"}}})
 

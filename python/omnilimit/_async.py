@@ -18,11 +18,14 @@ import asyncio
 import functools
 import inspect
 import threading
+import types
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast, overload
 
 from omnilimit import _core
+from omnilimit._shown import shown
+from omnilimit._validate import token_count
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -106,11 +109,36 @@ async def sleep_until(at_ns: int) -> None:
         await asyncio.sleep(left)
 
 
-class AsyncLimiting:
-    """``async with limiter:`` and ``@limiter.limit`` for a limiter class, which defines
-    ``acquire_async`` (with its default timeout), ``_async_release`` and ``_timeout_error``."""
+class DefaultTimeout:
+    """The ``timeout`` of a ``limit`` decorator that was given none: the limiter's own default (the
+    one ``with limiter:`` waits: 120 s for a concurrency or combined limiter, 60 s for a rate
+    limiter). Its one instance is ``DEFAULT_TIMEOUT``."""
 
     __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<the limiter's default>"
+
+
+DEFAULT_TIMEOUT: Final = DefaultTimeout()
+
+_NOT_GIVEN: dict[str, object] = {"timeout": DEFAULT_TIMEOUT, "tokens": None}  # limit()'s keywords, unset
+
+
+class AsyncLimiting:
+    """``async with limiter:`` and ``@limiter.limit`` for a limiter class, which defines
+    ``acquire`` and ``acquire_async`` (with their default timeouts), ``_async_release`` (what
+    leaving ``with`` / ``async with`` does) and ``_timeout_error``. Each subclass gets the methods
+    under its own name (``ConcurrencyLimiter.limit``): no message or repr names this mixin."""
+
+    __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _NAMED_PER_CLASS:
+            inherited = getattr(getattr(cls, name, None), "__code__", None)
+            if name not in cls.__dict__ and inherited is _NAMED_PER_CLASS[name].__code__:
+                setattr(cls, name, _renamed(_NAMED_PER_CLASS[name], cls))
 
     async def acquire_async(self, timeout: float | None = None) -> bool:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -130,16 +158,203 @@ class AsyncLimiting:
         self._async_release()
         return False
 
-    def limit(self, function: F) -> F:
-        """Decorates a function (sync or ``async def``) so that each call runs under this
-        limiter: ``with limiter:`` around a sync call, ``async with limiter:`` around a coroutine's
-        body. A call that gets nothing within the default timeout raises ``LimiterTimeout``."""
-        return limited(lambda: self, function)
+    @overload
+    def limit(self, function: F, /, *, timeout: float | None = ..., tokens: int | None = ...) -> F: ...
+
+    @overload
+    def limit(self, /, *, timeout: float | None = ..., tokens: int | None = ...) -> Callable[[F], F]: ...
+
+    def limit(self, *args: Any, **options: Any) -> Any:
+        """Decorates a function (``def`` or ``async def``) so that each call runs under this
+        limiter::
+
+            @limiter.limit                         # the default timeout, as `with limiter:`
+            @limiter.limit()                       # the same
+            @limiter.limit(timeout=5, tokens=800)  # acquire(timeout=5, tokens=800) at each call
+            limiter.limit(function, timeout=5)     # the same, without the @
+
+        A call acquires (on the event loop for a coroutine function), raises ``LimiterTimeout``
+        when nothing came within the timeout (``None``: waits forever), runs the function and then
+        releases as leaving ``with limiter:`` does (a slot freed, a request recorded with the
+        tokens as reserved), even when the function raises. ``tokens`` applies where ``acquire``
+        takes it (a rate or combined limiter; without a token budget it is ignored, as there).
+        Raises ValueError for a bad timeout or token count, and TypeError for anything but a
+        function or these keywords, here rather than at the first call."""
+        owner = f"{type(self).__name__}.limit"
+        function = _limit_arguments(owner, args, options)
+        decorate: Callable[[Any], Any] = _decorator(lambda: self, owner, "", options, self, each_call=False)
+        return decorate if function is None else decorate(function)
 
 
-def limited(get: Callable[[], Any], function: F) -> F:
-    """`function` (sync or async) run under the limiter that ``get()`` returns at each call."""
-    if inspect.iscoroutinefunction(function):
+_NAMED_PER_CLASS: dict[str, Callable[..., Any]] = {
+    name: AsyncLimiting.__dict__[name] for name in ("__aenter__", "__aexit__", "limit")
+}
+
+
+def _renamed(function: Callable[..., Any], owner: type) -> Callable[..., Any]:
+    """A copy of `function` named as a method of `owner` (its ``__qualname__``: what a bound
+    method's repr and ``help()`` show)."""
+    assert isinstance(function, types.FunctionType)
+    copy = types.FunctionType(
+        function.__code__, function.__globals__, function.__name__, function.__defaults__, function.__closure__
+    )
+    copy.__kwdefaults__ = function.__kwdefaults__
+    copy.__dict__.update(function.__dict__)
+    copy.__doc__ = function.__doc__
+    copy.__module__ = function.__module__
+    copy.__annotations__ = dict(function.__annotations__)
+    copy.__qualname__ = f"{owner.__qualname__}.{function.__name__}"
+    return copy
+
+
+def role_limit(get: Callable[[], Any], role: object, options: dict[str, Any], *, owner: str) -> Callable[[F], F]:
+    """``ProviderRateLimitManager.limit(role, timeout=..., tokens=...)``: a decorator running each
+    call under the limiter that ``get()`` returns at that call (a ``reload()`` may replace it, or
+    change its kind). `options`: ``timeout`` and ``tokens`` (``DEFAULT_TIMEOUT``, None: not given).
+    The arguments are checked here; that ``tokens`` applies to the role's limiter is checked here
+    when the role is known already, and at every call."""
+    if not isinstance(role, str):
+        raise TypeError(f"{owner}() takes the role first (@manager.limit('writer', timeout=5)), got {shown(role)}")
+    try:
+        limiter = get()
+    except KeyError:  # not (yet) a role of the configuration: the call says so
+        limiter = None
+    return _decorator(get, owner, repr(role), options, limiter, each_call=True)
+
+
+def _limit_arguments(owner: str, args: tuple[Any, ...], options: dict[str, Any]) -> Callable[..., Any] | None:
+    """The function of ``limit(function)``, or None for ``limit(timeout=..., tokens=...)``; a
+    TypeError naming `owner` for anything else."""
+    unknown = [name for name in options if name not in _NOT_GIVEN]
+    if unknown:
+        raise TypeError(f"{owner}() got an unexpected keyword argument {unknown[0]!r} (it takes timeout= and tokens=)")
+    if len(args) > 1:
+        raise TypeError(f"{owner}() takes at most one positional argument, the function, got {len(args)}")
+    if not args:
+        return None
+    if not callable(args[0]):
+        raise TypeError(
+            f"{owner}() takes the function to decorate, or keywords only (@limiter.limit(timeout=5)), "
+            f"got {shown(args[0])}"
+        )
+    return cast(Callable[..., Any], args[0])
+
+
+_takes_tokens_of: dict[type, bool] = {}
+
+
+def _takes_tokens(kind: type) -> bool:
+    """Whether ``kind.acquire`` takes ``tokens`` (a rate or combined limiter; not a concurrency
+    limiter, which refuses the keyword)."""
+    known = _takes_tokens_of.get(kind)
+    if known is None:
+        try:
+            known = "tokens" in inspect.signature(kind.acquire).parameters  # type: ignore[attr-defined]
+        except (AttributeError, TypeError, ValueError):  # no signature to read: let acquire() decide
+            known = True
+        _takes_tokens_of[kind] = known
+    return known
+
+
+def is_coroutine_function(function: object) -> bool:
+    """Whether calling `function` makes a coroutine: an ``async def`` function, also through
+    ``functools.partial`` and bound methods, or an object whose ``__call__`` is one."""
+    while True:
+        if inspect.iscoroutinefunction(function):
+            return True
+        if isinstance(function, functools.partial):
+            function = function.func
+        elif inspect.ismethod(function):
+            function = function.__func__
+        else:
+            break
+    # An instance with an ``async def __call__``; not a class (calling it makes an instance).
+    plain = isinstance(function, (type, types.FunctionType))
+    call = None if plain else getattr(function, "__call__", None)  # noqa: B004 - the method, not callable()
+    return inspect.iscoroutinefunction(call)
+
+
+def timeout_error(limiter: Any, timeout: object = DEFAULT_TIMEOUT) -> BaseException:
+    """What ``with limiter:`` raises on a timeout (``LimiterTimeout: Rate limit timeout after 60s
+    for NAME``), naming `timeout` when one was given."""
+    error: BaseException = limiter._timeout_error() if timeout is DEFAULT_TIMEOUT else limiter._timeout_error(timeout)
+    return error
+
+
+def _decorator(
+    get: Callable[[], Any], owner: str, lead: str, given: dict[str, Any], limiter: object, *, each_call: bool
+) -> Callable[[F], F]:
+    """The decorator of ``owner(lead, **given)``, its arguments checked now: a bad timeout or
+    token count is a ValueError, as in ``acquire``; so is ``tokens`` for `limiter` (the one known
+    now, or None) when its ``acquire`` takes none, and, with `each_call`, for the limiter that
+    ``get()`` returns at a call."""
+    given = {name: value for name, value in given.items() if value is not _NOT_GIVEN[name]}
+    written = f"{owner}({', '.join([lead] * bool(lead) + [f'{k}={shown(v)}' for k, v in given.items()])})"
+    timeout = given.get("timeout", DEFAULT_TIMEOUT)
+    tokens = given.get("tokens")
+    try:
+        if timeout is not DEFAULT_TIMEOUT:
+            _core._timeout_ns(timeout)
+        if tokens is not None:
+            token_count(tokens)
+    except ValueError as error:
+        raise ValueError(f"{written}: {error}") from None
+
+    def check(limiter: object) -> None:
+        if tokens is not None and not _takes_tokens(type(limiter)):
+            kind = type(limiter).__name__
+            raise ValueError(
+                f"{written}: tokens does not apply to a {kind}, which has no token budget (its acquire() takes "
+                "no tokens); it applies to a RateLimiter or a CombinedLimiter"
+            )
+
+    if limiter is not None:
+        check(limiter)
+    each = check if each_call and tokens is not None else None
+    acquire = dict(given)
+
+    def decorate(function: F) -> F:
+        if not callable(function):
+            raise TypeError(f"{written} decorates a function (def or async def), got {shown(function)}")
+        if not acquire:
+            return _with_default(get, function)
+        if is_coroutine_function(function):
+
+            @functools.wraps(function)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                limiter = get()
+                if each is not None:
+                    each(limiter)
+                if not await limiter.acquire_async(**acquire):
+                    raise timeout_error(limiter, timeout)  # acquire_async counted and logged it
+                try:
+                    return await function(*args, **kwargs)
+                finally:
+                    limiter._async_release()  # what leaving `async with limiter:` does
+
+            return cast(F, run_async)
+
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            limiter = get()
+            if each is not None:
+                each(limiter)
+            if not limiter.acquire(**acquire):
+                raise timeout_error(limiter, timeout)  # acquire counted and logged it
+            try:
+                return function(*args, **kwargs)
+            finally:
+                limiter._async_release()  # what leaving `with limiter:` does
+
+        return cast(F, run)
+
+    decorate.__qualname__ = decorate.__name__ = written
+    return decorate
+
+
+def _with_default(get: Callable[[], Any], function: F) -> F:
+    """`function` under ``with get():`` (``async with get():`` for a coroutine function)."""
+    if is_coroutine_function(function):
 
         @functools.wraps(function)
         async def run_async(*args: Any, **kwargs: Any) -> Any:

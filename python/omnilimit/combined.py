@@ -16,6 +16,7 @@ import threading
 from types import TracebackType
 
 from omnilimit import _async, _core
+from omnilimit._log import shown_timeout
 from omnilimit._validate import flag, token_count
 from omnilimit.backoff import Headers
 from omnilimit.concurrency import ConcurrencyLimiter
@@ -141,8 +142,9 @@ class CombinedLimiter(_async.AsyncLimiting):
     def _async_release(self) -> None:
         self.release()
 
-    def _timeout_error(self) -> BaseException:
-        return _core.LimiterTimeout(f"Combined limit timeout after 120s for {self.name}")
+    def _timeout_error(self, timeout: object = 120) -> BaseException:
+        """What ``with limiter:`` (or a ``limit`` decorator with this timeout) raises after it."""
+        return _core.LimiterTimeout(f"Combined limit timeout after {shown_timeout(timeout)}s for {self.name}")
 
     def release(self, tokens: int | None = None) -> None:
         """Records the request (settling its tokens when given) and frees the slot. A release by a

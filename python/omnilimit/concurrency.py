@@ -142,8 +142,9 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
     def _async_release(self) -> None:
         self.release()
 
-    def _timeout_error(self) -> BaseException:
-        return _core.LimiterTimeout(f"Concurrency limit timeout after 120s for {self.name}")
+    def _timeout_error(self, timeout: object = 120) -> BaseException:
+        """What ``with limiter:`` (or a ``limit`` decorator with this timeout) raises after it."""
+        return _core.LimiterTimeout(f"Concurrency limit timeout after {shown_timeout(timeout)}s for {self.name}")
 
     def record_request(self) -> None:
         """Does nothing: kept so code written for RateLimiter runs unchanged. For this kind,

@@ -212,15 +212,26 @@ class ProviderRateLimitManager:
         """``await get_limiter(provider_name).acquire_async(timeout)``: ``acquire()`` for a coroutine."""
         return await self.get_limiter(provider_name).acquire_async(timeout=timeout)
 
-    def limit(self, role: str) -> Callable[[F], F]:
+    def limit(
+        self,
+        role: str,
+        *,
+        timeout: float | _async.DefaultTimeout | None = _async.DEFAULT_TIMEOUT,
+        tokens: int | None = None,
+    ) -> Callable[[F], F]:
         """A decorator: each call of the function (sync or ``async def``) runs under the limiter
         of ``role`` in the loaded configuration, looked up at each call (so a ``reload()`` that
-        replaces it applies to the next call). Raises KeyError at the call for an unknown role."""
-
-        def decorate(function: F) -> F:
-            return _async.limited(lambda: self.limiter_for(role), function)
-
-        return decorate
+        replaces it applies to the next call). ``timeout`` and ``tokens`` are those of
+        ``limiter.limit(timeout=..., tokens=...)``; without them a call waits the limiter's default
+        timeout, as ``with limiter:`` does. A bad timeout or token count raises ValueError here, as
+        does ``tokens`` for a role limited by a ConcurrencyLimiter (at the call if the role is not
+        known yet, or a ``reload()`` made it one). Raises KeyError at the call for an unknown role."""
+        return _async.role_limit(
+            lambda: self.limiter_for(role),
+            role,
+            {"timeout": timeout, "tokens": tokens},
+            owner=f"{type(self).__name__}.limit",
+        )
 
     def record_request(self, provider_name: str) -> None:
         """``get_limiter(provider_name).record_request()`` (omnigen's older API)."""

@@ -268,8 +268,9 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
     def _async_release(self) -> None:
         self.record_request()
 
-    def _timeout_error(self) -> BaseException:
-        return _core.LimiterTimeout(f"Rate limit timeout after 60s for {self.provider_name}")
+    def _timeout_error(self, timeout: object = 60) -> BaseException:
+        """What ``with limiter:`` (or a ``limit`` decorator with this timeout) raises after it."""
+        return _core.LimiterTimeout(f"Rate limit timeout after {shown_timeout(timeout)}s for {self.provider_name}")
 
     def detach_reservation(self) -> TokenReservation:
         """The calling thread's latest reservation on this limiter, to settle from another thread
