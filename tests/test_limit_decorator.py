@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from conftest import start_thread, wait_until
+from conftest import need, start_thread, wait_until
 
 from omnilimit import (
     CombinedLimiter,
@@ -560,7 +560,7 @@ def test_manager_limit_without_keywords_keeps_the_limiters_default():
 
 
 def test_the_redis_limiters_take_the_decorators_keywords(redis_url, unique_name):
-    pytest.importorskip("redis")
+    need("redis")
     rate = RateLimiter(6000, burst_size=10, provider_name=unique_name, backend=redis_url)
     concurrency = ConcurrencyLimiter(1, name=unique_name, backend=redis_url)
     assert type(rate).__name__ == "RedisRateLimiter" and type(concurrency).__name__ == "RedisConcurrencyLimiter"
