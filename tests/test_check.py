@@ -415,7 +415,7 @@ def test_in_process_errors_are_returned_not_raised(tmp_path: Path, capsys: pytes
     path = write(tmp_path, "providers:\n  r:\n    rate_limit_rpm: abc\n")
     status, out, err = check_in_process(capsys, path)
     assert status == 2 and out == ""
-    assert err.startswith("error: ") and "providers.r.rate_limit_rpm" in err
+    assert err.startswith("omnilimit check: error: ") and "providers.r.rate_limit_rpm" in err
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -312,22 +312,33 @@ def _ignored_lines(ignored: list[dict[str, str]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``omnilimit check CONFIG.yaml [--json FILE]``: 0 for a valid file, 2 for a bad or unreadable one."""
+    """``omnilimit check CONFIG.yaml [--json FILE]``: 0 for a valid file, 2 for a bad or unreadable
+    one (``omnilimit check: error: MESSAGE`` on stderr; with ``--json``, ``{"source", "error"}``
+    written where the data would have gone)."""
+    from omnilimit.cli import fail
+
     parser = argparse.ArgumentParser(
         prog="omnilimit check",
         description="Validate an OmniGen provider configuration and print the limiters it makes, the keys they "
-        "ignore and the guide's warnings. Exit status 0 when the file is valid (warnings or not), 2 when not.",
+        "ignore and the guide's warnings. Nothing is created: no limiter, no shared memory, no Redis connection. "
+        "Exit status 0 when the file is valid (warnings or not), 2 when it is refused or cannot be read.",
+        epilog="For a file that is refused or cannot be read, the error is one line on stderr: 'omnilimit check: "
+        "error: MESSAGE'; with --json, the JSON written (to FILE, or to standard output for -) is "
+        '{"source": CONFIG.yaml, "error": MESSAGE} instead of the data: test for the key "error". A usage error '
+        "(a missing or unknown argument) writes no JSON.",
     )
     parser.add_argument("config", metavar="CONFIG.yaml", help="the configuration file (providers: ..., generation:)")
     parser.add_argument(
-        "--json", metavar="FILE", help="also write the data as JSON to FILE ('-': to stdout, instead of the table)"
+        "--json",
+        metavar="FILE",
+        help="also write the data as JSON to FILE (-: to standard output, instead of the table); the keys: "
+        "source, limiters, parallel_workers, warnings",
     )
     args = parser.parse_args(argv)
     try:
         data = check_file(args.config)
     except (ConfigError, OSError, UnicodeDecodeError) as error:
-        print(f"error: {file_error_message(args.config, error)}", file=sys.stderr)
-        return 2
+        return fail("check", file_error_message(args.config, error), json_to=args.json, source=args.config)
     if args.json == "-":
         sys.stdout.write(_json_text(data))
         return 0
@@ -337,8 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.json, "w", encoding="utf-8") as out:
                 out.write(_json_text(data))
         except OSError as error:
-            print(f"error: {args.json}: cannot write the JSON: {error.strerror or error}", file=sys.stderr)
-            return 2
+            return fail("check", f"{args.json}: cannot write the JSON: {error.strerror or error}")
     return 0
 
 

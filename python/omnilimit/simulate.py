@@ -49,6 +49,7 @@ from typing import Any
 import yaml
 
 from omnilimit._log import logger
+from omnilimit.cli import fail
 from omnilimit.combined import CombinedLimiter
 from omnilimit.concurrency import ConcurrencyLimiter
 from omnilimit.config import (
@@ -864,7 +865,12 @@ def main(argv: list[str] | None = None) -> int:
         "--speedup", default="auto", metavar="X", help="time runs X times faster (default auto: a few seconds)"
     )
     parser.add_argument("--seed", type=int, default=0, help="the latencies' random seed (default 0)")
-    parser.add_argument("--json", metavar="FILE", help="write the report as JSON (- for standard output)")
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        help='write the report as JSON (- for standard output); for a file it cannot use, {"source": CONFIG, '
+        '"error": MESSAGE} (exit 2)',
+    )
     parser.add_argument(
         "--write-recommended", metavar="FILE", help="write the configuration with the recommendation applied"
     )
@@ -895,20 +901,22 @@ def main(argv: list[str] | None = None) -> int:
         document = read_yaml(args.config)
         report = simulate(document, args.config, options)
     except (ConfigError, OSError, UnicodeDecodeError) as error:
-        print(f"omnilimit simulate: error: {file_error_message(args.config, error)}", file=sys.stderr)
-        return 2
+        return fail("simulate", file_error_message(args.config, error), json_to=args.json, source=args.config)
     except ValueError as error:
-        parser.error(str(error))
+        return fail("simulate", str(error), json_to=args.json, source=args.config)
     if args.json == "-":
         print(json.dumps(report, indent=2))
     else:
         print(format_report(report))
-        if args.json:
+    try:
+        if args.json and args.json != "-":
             with open(args.json, "w", encoding="utf-8") as out:
                 json.dump(report, out, indent=2)
-    if args.write_recommended and report["recommendation"]:
-        with open(args.write_recommended, "w", encoding="utf-8") as out:
-            yaml.safe_dump(apply_recommendation(document, report["recommendation"]), out, sort_keys=False)
+        if args.write_recommended and report["recommendation"]:
+            with open(args.write_recommended, "w", encoding="utf-8") as out:
+                yaml.safe_dump(apply_recommendation(document, report["recommendation"]), out, sort_keys=False)
+    except OSError as error:
+        return fail("simulate", f"{error.filename}: cannot write the file: {error.strerror or error}")
     return 0
 
 
