@@ -101,6 +101,7 @@ def test_environment_variables_expand_as_omnigen_expands_them(monkeypatch):
     assert config.limiters["team-acct42"].limit == 300  # the smaller of 300 and gpt-4o's auto-detected limit
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # omnigen's own pydantic V1 validators
 def test_the_expanded_names_match_omnigens_loader(monkeypatch, tmp_path):
     """OmniGen's own loader (its text-enhancement config) substitutes the same ${VAR}s."""
     loader = need("omnigen.pipelines.text_enhancement.config")

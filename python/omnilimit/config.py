@@ -413,8 +413,9 @@ def expand_environment(value: object, *, source: str, role: str | None, key: str
         name = match.group(1)
         found = os.environ.get(name)
         if found is None:
+            where = "" if value == match.group(0) else f" (${{{name}}} in {shown(value)})"
             raise ConfigError(
-                f"the environment variable {name!r} is not set (${{{name}}} in {shown(value)})",
+                f"the environment variable {name!r} is not set{where}",
                 source=source,
                 role=role,
                 key=key,
