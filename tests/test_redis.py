@@ -57,6 +57,35 @@ def test_a_wait_is_booked_then_slept_and_a_timeout_too_short_takes_nothing(redis
     assert limiter.denied_count == 1
 
 
+def test_the_redis_limiters_report_their_longest_wait_exactly(redis_url, unique_name):
+    rate = RateLimiter(600, provider_name=unique_name, backend=redis_url)  # one every 100 ms
+    assert rate.metrics()["wait_max_s"] == 0.0
+    assert rate.acquire(timeout=0)
+    started = time.monotonic()
+    assert rate.acquire(timeout=1)
+    took = time.monotonic() - started
+    m = rate.metrics()
+    assert 0.05 < m["wait_max_s"] <= took  # measured inside this acquire() call
+    assert m["wait_p99_s"] == m["wait_max_s"] and m["wait_p50_s"] < 0.05  # exact samples: the top of 2
+    slots = ConcurrencyLimiter(1, unique_name, backend=redis_url)
+    assert slots.acquire(timeout=0)
+    waited = []
+
+    def wait_for_the_permit():
+        began = time.monotonic()
+        assert slots.acquire(timeout=5)
+        waited.append(time.monotonic() - began)
+
+    waiter = start_thread(wait_for_the_permit)
+    wait_until(lambda: slots.waiting == 1)
+    time.sleep(0.2)
+    slots.release()
+    waiter.join(5)
+    m = slots.metrics()
+    assert 0.2 <= m["wait_max_s"] <= waited[0]
+    assert m["wait_p99_s"] == m["wait_max_s"]
+
+
 def test_keys_are_hash_tagged_and_expire(redis_url, unique_name):
     limiter = RateLimiter(60, provider_name=unique_name, backend=redis_url)
     limiter.acquire(timeout=0)

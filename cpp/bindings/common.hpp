@@ -139,6 +139,7 @@ PyObject* guarded(Body&& body) {
 // ---- registration ------------------------------------------------------------------------------
 
 void register_gcra(py::module_& m);
+void register_histogram(py::module_& m);
 void register_rate_core(py::module_& m);
 void register_semaphore(py::module_& m);
 void register_window(py::module_& m);

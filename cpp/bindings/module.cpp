@@ -235,6 +235,7 @@ PYBIND11_MODULE(_core, m) {
   ob::timeout_keyword = PyUnicode_InternFromString("timeout");
   if (ob::timeout_keyword == nullptr) throw py::error_already_set();
   ob::register_window(m);
+  ob::register_histogram(m);
   ob::register_async(m);
   ob::register_gcra(m);
   ob::register_rate_core(m);

@@ -54,7 +54,9 @@ struct RateShared {
   alignas(64) StandbyWords standby;     // callers whose turn lies past their deadline (standby.hpp)
 };
 constexpr std::uint32_t kRateSegmentKind = 1;
-constexpr std::uint64_t kRateLayout = 3;  // the layout fingerprint: 2 added `standby`, 3 a ProcessWord owner
+// The layout fingerprint: 2 added `standby`, 3 a ProcessWord owner, 4 a WaitHistogram of 32 buckets per
+// power of two and its maximum.
+constexpr std::uint64_t kRateLayout = 4;
 
 // The segment of a shared rate limiter: opened, or created with fresh words for this rate. A
 // limiter refused for its configuration opens nothing (opening an existing segment applies the

@@ -147,4 +147,5 @@ def _common_metrics(limiter: Any) -> dict[str, object]:
         "waiting": limiter.waiting,
         "wait_p50_s": limiter.wait_quantile(0.5),
         "wait_p99_s": limiter.wait_quantile(0.99),
+        "wait_max_s": limiter.wait_max(),
     }

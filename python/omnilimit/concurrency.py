@@ -173,9 +173,10 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
     def metrics(self) -> dict[str, object]:
         """``get_stats()`` plus: ``admitted``, ``timed_out``, ``denied`` (``acquire(timeout=0)``
         refused), ``rate_limited`` (429s reported), ``pauses``, ``paused_for`` (s), ``waiting`` (callers
-        queued now), ``wait_p50_s`` / ``wait_p99_s`` (admitted callers' waits, upper bounds within
-        25%), ``predicted_wait_s`` (for a caller arriving now: 0 with a slot free, else its place in
-        line over the releases per second of the last minute; None when nothing was released)."""
+        queued now), ``wait_p50_s`` / ``wait_p99_s`` (admitted callers' waits, within 5% of the exact
+        quantiles, never above the maximum), ``wait_max_s`` (the longest of them, exact),
+        ``predicted_wait_s`` (for a caller arriving now: 0 with a slot free, else its place in line
+        over the releases per second of the last minute; None when nothing was released)."""
         return {**self.get_stats(), **_common_metrics(self), "predicted_wait_s": self._predicted_wait()}
 
     def _predicted_wait(self) -> float | None:

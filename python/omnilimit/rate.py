@@ -301,8 +301,9 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
         """``get_stats()`` plus: ``admitted``, ``timed_out``, ``denied`` (refused without a wait:
         ``timeout=0``, or ``fail_fast``), ``rate_limited`` (429s reported), ``pauses``,
         ``paused_for`` (s), ``waiting`` (callers asleep or standing by now), ``wait_p50_s`` /
-        ``wait_p99_s`` (admitted callers' waits, upper bounds within 25%), ``predicted_wait_s`` (for
-        a caller arriving now)."""
+        ``wait_p99_s`` (admitted callers' waits, within 5% of the exact quantiles, never above the
+        maximum), ``wait_max_s`` (the longest of them, exact), ``predicted_wait_s`` (for a caller
+        arriving now)."""
         return {
             **self.get_stats(),
             **_common_metrics(self),

@@ -614,7 +614,12 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
         return self._counts["waiting"]
 
     def wait_quantile(self, q: float) -> float:
+        """The q-quantile of this process's latest admitted waits (seconds, exact)."""
         return self._waits.quantile(q)
+
+    def wait_max(self) -> float:
+        """The longest wait of this process's admitted callers (seconds, exact)."""
+        return self._waits.maximum()
 
     def get_current_rpm(self) -> int:
         """Releases by every host in the last 60 seconds."""

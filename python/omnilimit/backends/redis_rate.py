@@ -402,8 +402,12 @@ class RedisRateLimiter(WithBlock, RateLimiter):
         return self._sleeping
 
     def wait_quantile(self, q: float) -> float:
-        """The q-quantile of this process's latest admitted waits (seconds)."""
+        """The q-quantile of this process's latest admitted waits (seconds, exact)."""
         return self._waits.quantile(q)
+
+    def wait_max(self) -> float:
+        """The longest wait of this process's admitted callers (seconds, exact)."""
+        return self._waits.maximum()
 
     def tokens_available(self, now_ns: int | None = None) -> int:
         """Requests that could go at once now, for any host (``now_ns`` is ignored: Redis's clock decides)."""

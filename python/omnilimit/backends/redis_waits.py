@@ -3,26 +3,39 @@
 from __future__ import annotations
 
 import collections
+import math
 import threading
 
 
 class WaitRecorder:
-    """The waits of the latest ``capacity`` admitted callers, for ``wait_quantile``. Thread-safe."""
+    """The waits of the latest ``capacity`` admitted callers, for ``wait_quantile``, and the
+    longest wait of all, for ``wait_max``. Thread-safe. The quantiles are exact samples (the
+    nearest rank, as the native limiters' histogram defines them), so never above the maximum."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self._waits: collections.deque[float] = collections.deque(maxlen=capacity)
+        self._max = 0.0
         self._lock = threading.Lock()
 
     def record(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
         with self._lock:
-            self._waits.append(max(0.0, seconds))
+            self._waits.append(seconds)
+            self._max = max(self._max, seconds)
 
     def quantile(self, q: float) -> float:
-        """The q-quantile (0 <= q <= 1) of the recorded waits, in seconds; 0.0 when none."""
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"q must be in [0, 1], got {q!r}")
+        """The q-quantile (0 < q <= 1) of the recorded waits, in seconds: the smallest wait that
+        at least ``q`` of them do not exceed (0.0 when none). Raises ValueError for another q."""
+        if not 0.0 < q <= 1.0:
+            raise ValueError(f"q must be in (0, 1], got {q!r}")
         with self._lock:
             ordered = sorted(self._waits)
         if not ordered:
             return 0.0
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        rank = math.ceil(q * len(ordered) - 1e-9)  # 1-based; 1e-9: 0.07 * 100 is 7.000000000000001
+        return ordered[min(len(ordered), max(1, rank)) - 1]
+
+    def maximum(self) -> float:
+        """The longest wait recorded (over all of them, not only the latest), in seconds; 0.0 when none."""
+        with self._lock:
+            return self._max
