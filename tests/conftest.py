@@ -39,6 +39,22 @@ def wait_until(predicate, timeout=10.0, interval=0.001):
         time.sleep(interval)
 
 
+_import_seconds: list[float] = []
+
+
+def common_start(children: int) -> float:
+    """A ``time.monotonic()`` instant (system-wide on Linux) at which `children` processes started
+    now will all have imported omnilimit and be ready: a lead measured on this machine, since an
+    editable install (which checks its build on import) or a loaded machine imports far slower
+    than an installed wheel."""
+    if not _import_seconds:
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import omnilimit, json, threading"], check=True, timeout=300)
+        _import_seconds.append(time.monotonic() - started)
+    cores = max(1, len(os.sched_getaffinity(0)))
+    return time.monotonic() + 1.0 + 2.0 * _import_seconds[0] * max(1.0, children / cores)
+
+
 def run_children(count, body, **values):
     """Starts `count` Python processes running `body` (formatted with `values`); returns their
     stdout, parsed as JSON, once all have finished."""

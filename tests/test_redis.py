@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import need, run_children, start_thread, wait_until
+from conftest import common_start, need, run_children, start_thread, wait_until
 
 from omnilimit import ConcurrencyLimiter, ConfigError, LimiterClosed, ProviderRateLimitManager, RateLimiter
 
@@ -150,7 +150,7 @@ def test_a_cancelled_async_wait_gives_its_booking_back(redis_url, unique_name):
 
 
 def test_four_processes_share_3000_rpm_within_one_percent(redis_url, unique_name):
-    start = time.monotonic() + 1.5  # system-wide on Linux: one start for all
+    start = common_start(4)  # system-wide on Linux: one start for all, after their imports
     seconds = 6.0
     stamps = run_children(
         4,
@@ -658,7 +658,7 @@ def test_a_dead_waiter_leaves_the_line(redis_url, unique_name):
 @pytest.mark.parametrize("policy", ["closed", "open", "local"])
 def test_four_processes_through_a_redis_restart(redis_server, unique_name, policy):
     """4 processes x 4 threads on 1200 RPM (20/s) for 6 s; Redis is away from 2.0 s to 3.5 s."""
-    start = time.monotonic() + 1.5
+    start = common_start(4)
     seconds, down_at, up_at = 6.0, 2.0, 3.5
     fraction = ", local_fraction=0.25" if policy == "local" else ""
     children = [

@@ -14,7 +14,7 @@ import time
 import uuid
 
 import pytest
-from conftest import run_children, wait_until
+from conftest import common_start, run_children, wait_until
 
 from omnilimit import ConcurrencyLimiter, LimiterClosed, RateLimiter, SharedStateError, remove_shared
 
@@ -29,7 +29,7 @@ def name():
 
 
 def test_eight_processes_of_eight_threads_share_600_rpm(name):
-    start = time.monotonic() + 2.0  # time.monotonic() is system-wide on Linux: one start for all (after slow imports)
+    start = common_start(8)  # system-wide on Linux: one start for all, after their imports
     seconds = 6.0
     stamps_per_child = run_children(
         8,
