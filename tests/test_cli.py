@@ -280,19 +280,6 @@ class _NoLimit:
         return {}
 
 
-def test_demo_reports_a_limiter_that_does_not_hold(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(demo, "ConcurrencyLimiter", _NoLimit)
-    monkeypatch.setattr(demo, "run_rate", lambda **_: None)
-    status, out, err = run_in_process(capsys, "demo")
-    assert status == 1
-    assert ": NOT HELD" in out
-    assert re.fullmatch(
-        r"omnilimit demo: error: the ConcurrencyLimiter let \d+ calls in flight at once \(limit 8\)\n", err
-    )
-
-
 class _NoRate(_NoLimit):
     """A RateLimiter that admits every call at once."""
 
@@ -302,14 +289,35 @@ class _NoRate(_NoLimit):
         pass
 
 
-def test_demo_reports_a_rate_limiter_that_admits_too_early(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("broken", "skipped", "shown", "error"),
+    [
+        (
+            ("ConcurrencyLimiter", _NoLimit),
+            "run_rate",
+            ": NOT HELD",
+            r"the ConcurrencyLimiter let \d+ calls in flight at once \(limit 8\)",
+        ),
+        (
+            ("RateLimiter", _NoRate),
+            "run_concurrency",
+            "never ahead of burst + rate x time: NOT HELD",
+            r"the RateLimiter admitted \d+ call\(s\) ahead of burst \+ rate x time",
+        ),
+    ],
+    ids=["concurrency", "rate"],
+)
+def test_demo_reports_a_limiter_that_does_not_hold(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    broken: tuple[str, type],
+    skipped: str,
+    shown: str,
+    error: str,
 ) -> None:
-    monkeypatch.setattr(demo, "RateLimiter", _NoRate)
-    monkeypatch.setattr(demo, "run_concurrency", lambda **_: None)
+    monkeypatch.setattr(demo, *broken)
+    monkeypatch.setattr(demo, skipped, lambda **_: None)
     status, out, err = run_in_process(capsys, "demo")
     assert status == 1
-    assert "never ahead of burst + rate x time: NOT HELD" in out
-    assert re.fullmatch(
-        r"omnilimit demo: error: the RateLimiter admitted \d+ call\(s\) ahead of burst \+ rate x time\n", err
-    )
+    assert shown in out
+    assert re.fullmatch(rf"omnilimit demo: error: {error}\n", err)
