@@ -181,3 +181,30 @@ def test_many_threads_never_exceed_any_dimension(tiny_switch_interval):
     wait_until(lambda: limiter.active_calls == 0)
     assert max(peak) <= 3
     assert len(admitted) <= 5 + 50 * 1.3 + 2  # burst + rate over the run (and the last waits)
+
+
+def test_a_release_after_a_failed_acquire_is_ignored_and_counted_not_taken_from_another_thread():
+    """omnigen releases in a `finally` even after a failed acquire. When the rate part refused
+    (the slot was had, then given back), that release freed another thread's slot and counted
+    nothing; it is now ignored and counted, as the concurrency limiter does."""
+    limiter = CombinedLimiter(2, 1, name="finally")  # one request a minute: the second is refused
+    holder = threading.Thread(target=lambda: limiter.acquire(timeout=0))
+    holder.start()
+    holder.join()
+    assert limiter.active_calls == 1
+    assert not limiter.acquire(timeout=0.05)  # a slot, then a rate turn a minute away: given back
+    limiter.release()  # the caller's `finally`
+    assert limiter.active_calls == 1  # the other thread's slot stays held
+    assert limiter.over_release_count == 1
+    assert limiter.rate.total_requests == 1  # no request recorded for it
+
+
+def test_a_release_of_a_slot_another_thread_acquired_frees_it():
+    limiter = CombinedLimiter(2, 600, name="handed-over")
+    holder = threading.Thread(target=lambda: limiter.acquire(timeout=1))
+    holder.start()
+    holder.join()
+    limiter.release()  # the work was handed to this thread, which releases it
+    assert limiter.active_calls == 0 and limiter.over_release_count == 0
+    limiter.release()  # nothing held anywhere: ignored and counted
+    assert limiter.active_calls == 0 and limiter.over_release_count == 1

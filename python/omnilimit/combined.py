@@ -16,7 +16,7 @@ import threading
 from types import TracebackType
 
 from omnilimit import _async, _core
-from omnilimit._log import shown_timeout
+from omnilimit._log import logger, shown_timeout
 from omnilimit._validate import flag, token_count
 from omnilimit.backoff import Headers
 from omnilimit.concurrency import ConcurrencyLimiter
@@ -38,7 +38,7 @@ class CombinedLimiter(_async.AsyncLimiting):
     ``@limiter.limit``.
     """
 
-    __slots__ = ("_held", "concurrency", "name", "rate")
+    __slots__ = ("_held", "_lock", "_over_releases", "concurrency", "name", "rate")
 
     def __init__(
         self,
@@ -59,7 +59,11 @@ class CombinedLimiter(_async.AsyncLimiting):
             token_burst=token_burst,
         )
         self.name = name
-        self._held = threading.local()  # slots this thread holds: a release() without one is ignored
+        # This thread's account: .count slots it holds, .failed whether its last acquire failed
+        # while it held none (then its next release() is the `finally` of that acquire: ignored).
+        self._held = threading.local()
+        self._lock = threading.Lock()
+        self._over_releases = 0  # releases ignored here (the concurrency part counts its own)
 
     def acquire(self, timeout: float | None = 120, tokens: int = 0, fail_fast: bool = False) -> bool:
         """Takes a slot, then the request and its tokens, within `timeout` seconds in all (None:
@@ -70,7 +74,7 @@ class CombinedLimiter(_async.AsyncLimiting):
         fail_fast = flag("fail_fast", fail_fast)
         while True:
             if not self.concurrency.acquire(timeout=_left(deadline)):
-                return False  # counted and logged by the concurrency part
+                return self._failed()  # counted and logged by the concurrency part
             try:
                 if self.rate._turn_within(tokens, deadline) and self.rate.acquire(
                     timeout=_left(deadline), tokens=tokens, fail_fast=True
@@ -82,7 +86,7 @@ class CombinedLimiter(_async.AsyncLimiting):
             self.concurrency._give_back()  # never hold a slot for a rate turn out of reach
             if fail_fast or not self.rate._wait_for_turn_within(tokens, deadline):
                 self.rate._refused(timeout, fail_fast)
-                return False
+                return self._failed()
 
     async def acquire_async(self, timeout: float | None = 120, tokens: int = 0, fail_fast: bool = False) -> bool:
         """``acquire()`` for a coroutine, on the same slots and budget: a slot, then the request
@@ -93,7 +97,7 @@ class CombinedLimiter(_async.AsyncLimiting):
         fail_fast = flag("fail_fast", fail_fast)
         while True:
             if not await self.concurrency.acquire_async(timeout=_left(deadline)):
-                return False
+                return self._failed()
             try:
                 if self.rate._turn_within(tokens, deadline) and await self.rate.acquire_async(
                     timeout=_left(deadline), tokens=tokens, fail_fast=True
@@ -105,7 +109,7 @@ class CombinedLimiter(_async.AsyncLimiting):
             self.concurrency._give_back()
             if fail_fast or not await self._turn_within_async(tokens, deadline):
                 self.rate._refused(timeout, fail_fast)
-                return False
+                return self._failed()
 
     async def _turn_within_async(self, tokens: int, deadline: int) -> bool:
         """Stands by on the rate part until a caller for `tokens` would have its turn by
@@ -127,7 +131,15 @@ class CombinedLimiter(_async.AsyncLimiting):
     def _took(self) -> bool:
         """Both parts are had: the slot is this thread's to release."""
         self._held.count = getattr(self._held, "count", 0) + 1
+        self._held.failed = False
         return True
+
+    def _failed(self) -> bool:
+        """An acquire failed, holding nothing: if this thread holds no slot, its next release() is
+        that acquire's ``finally`` (as omnigen writes it), to be ignored."""
+        if getattr(self._held, "count", 0) == 0:
+            self._held.failed = True
+        return False
 
     def close(self) -> None:
         """Closes both parts: every waiter (thread or coroutine) is woken with LimiterClosed, and
@@ -147,14 +159,31 @@ class CombinedLimiter(_async.AsyncLimiting):
         return _core.LimiterTimeout(f"Combined limit timeout after {shown_timeout(timeout)}s for {self.name}")
 
     def release(self, tokens: int | None = None) -> None:
-        """Records the request (settling its tokens when given) and frees the slot. A release by a
-        thread that holds no slot of this limiter (omnigen releases in a ``finally`` even after a
-        failed acquire) is ignored and counted in ``over_release_count``."""
+        """Records the request (settling its tokens when given) and frees the slot.
+
+        The concurrency limiter's rule: a release by a thread that holds no slot of this limiter,
+        right after its own failed acquire (omnigen releases in a ``finally`` even then), is
+        ignored and counted in ``over_release_count`` (logged the first time). Any other release
+        frees a slot, even one another thread acquired."""
         held = getattr(self._held, "count", 0)
-        if held == 0:
-            self.concurrency.release()  # holds none either: ignored and counted there
+        failed = getattr(self._held, "failed", False)
+        self._held.failed = False
+        if held == 0 and failed:
+            with self._lock:
+                self._over_releases += 1
+                first = self._over_releases == 1
+            if first:
+                logger.warning(
+                    "CombinedLimiter %r: release() after a failed acquire, holding no slot, was ignored; "
+                    "further ones are counted in over_release_count without being logged",
+                    self.name,
+                )
             return
-        self._held.count = held - 1
+        if held == 0 and self.concurrency.active_calls == 0:
+            self.concurrency.release()  # no slot anywhere: ignored and counted there, no request recorded
+            return
+        if held > 0:
+            self._held.count = held - 1
         try:
             self.rate.record_request(tokens=tokens)
         finally:
@@ -226,7 +255,7 @@ class CombinedLimiter(_async.AsyncLimiting):
 
     @property
     def over_release_count(self) -> int:
-        return self.concurrency.over_release_count
+        return self.concurrency.over_release_count + self._over_releases
 
     def get_current_rpm(self) -> int:
         return self.rate.get_current_rpm()
