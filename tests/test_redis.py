@@ -825,3 +825,18 @@ def test_a_hung_redis_costs_a_caller_a_fraction_of_a_second_and_opens_an_outage(
     finally:
         redis_server.process.send_signal(signal.SIGCONT)
     wait_until(lambda: limiter.acquire(timeout=0.5) is not None and limiter.backend_available, timeout=5)
+
+
+def test_coroutines_admitted_by_the_local_policy_are_counted_as_threads_are(redis_server, unique_name):
+    """A coroutine admitted under ``local`` during an outage counts in ``outage_admitted``, as a
+    thread does (the async path admitted without counting)."""
+
+    limiter = ConcurrencyLimiter(4, unique_name, backend=redis_server.url, on_backend_error="local", local_fraction=0.5)
+    redis_server.stop()
+    assert limiter.acquire(timeout=0)  # a thread: 1 of this process's 2
+    assert asyncio.run(limiter.acquire_async(timeout=0))  # a coroutine: the 2nd
+    assert asyncio.run(limiter.acquire_async(timeout=0)) is False  # 2 of 4 alone
+    assert limiter.metrics()["outage_admitted"] == 2
+    limiter.release()
+    limiter.release()
+    redis_server.start()

@@ -485,6 +485,7 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
                         if not await ConcurrencyLimiter.acquire_async(self, left):
                             return False
                         keeper.hold(owner, LOCAL)
+                        self._bump("outage_admitted")  # as _during_outage counts a thread's
                         return True
                     if self._policy == OPEN or _left(deadline) <= 0:
                         return self._during_outage(owner, timeout, deadline) is True
