@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 import pytest
-from conftest import need
+from helpers import need
 from llm_standin import LLMStandIn, estimate_prompt_tokens, go_duration, per_second
 
 from omnilimit import ConcurrencyLimiter, RateLimiter, parse_rate_limit_headers

@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from conftest import start_thread, wait_until
+from helpers import start_thread, wait_until
 
 from omnilimit import (
     CombinedLimiter,

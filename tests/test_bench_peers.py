@@ -14,7 +14,7 @@ import time
 import tracemalloc
 
 import pytest
-from conftest import need, wait_until
+from helpers import need, wait_until
 
 from omnilimit.bench import peers
 from omnilimit.bench.peers import (

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need
+from helpers import need
 
 from omnilimit.bench import peers, report, suite
 from omnilimit.cli import main as cli

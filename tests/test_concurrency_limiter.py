@@ -7,7 +7,7 @@ import time
 from decimal import Decimal
 
 import pytest
-from conftest import start_thread, wait_until
+from helpers import start_thread, wait_until
 
 from omnilimit import ConcurrencyLimiter, LimiterClosed
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import need
+from helpers import need
 
 from omnilimit import CombinedLimiter, ConfigError, ProviderRateLimitManager, RateLimiter
 from omnilimit.check import describe

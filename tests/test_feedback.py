@@ -8,7 +8,7 @@ import math
 from datetime import datetime, timezone
 
 import pytest
-from conftest import need
+from helpers import need
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -16,7 +16,7 @@ import time
 from fractions import Fraction
 
 import pytest
-from conftest import need
+from helpers import need
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -11,7 +11,7 @@ import time
 import warnings
 
 import pytest
-from conftest import start_thread, wait_until
+from helpers import start_thread, wait_until
 
 from omnilimit import ConcurrencyLimiter, RateLimiter
 

@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from conftest import need, start_thread, wait_until
+from helpers import need, start_thread, wait_until
 
 from omnilimit import (
     CombinedLimiter,

@@ -5,7 +5,7 @@ import math
 import time
 
 import pytest
-from conftest import start_thread, wait_until
+from helpers import start_thread, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need
+from helpers import need
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from omnigen_stub_provider import StubProvider

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import common_start, need, run_children, start_thread, wait_until
+from helpers import common_start, need, run_children, start_thread, wait_until
 
 from omnilimit import ConcurrencyLimiter, ConfigError, LimiterClosed, ProviderRateLimitManager, RateLimiter
 

@@ -3,7 +3,7 @@
 import logging
 
 import pytest
-from conftest import start_thread, wait_until
+from helpers import start_thread, wait_until
 
 from omnilimit import ConfigError, ProviderRateLimitManager
 

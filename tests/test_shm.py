@@ -14,7 +14,7 @@ import time
 import uuid
 
 import pytest
-from conftest import common_start, run_children, wait_until
+from helpers import common_start, run_children, wait_until
 
 from omnilimit import ConcurrencyLimiter, LimiterClosed, RateLimiter, SharedStateError, remove_shared
 

@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import need, run_children, start_thread
+from helpers import need, run_children, start_thread
 
 import omnilimit._log
 from omnilimit import (

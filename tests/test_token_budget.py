@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import start_thread
+from helpers import start_thread
 
 from omnilimit import ConfigError, ProviderRateLimitManager, RateLimiter
 
