@@ -50,7 +50,7 @@ from helpers import need
 from llm_standin import LLMStandIn, estimate_prompt_tokens, go_duration, per_second
 
 from omnilimit import ConcurrencyLimiter, RateLimiter, parse_rate_limit_headers
-from omnilimit.feedback import parse_duration
+from omnilimit.headers import parse_duration
 
 openai = need("openai")  # the real client (in the test-all extra)
 

@@ -6,7 +6,7 @@ from omnilimit.combined import CombinedLimiter
 from omnilimit.concurrency import ConcurrencyLimiter
 from omnilimit.defaults import DEFAULT_RATE_LIMITS, get_default_rate_limit
 from omnilimit.errors import ConfigError, LimiterClosed, LimiterTimeout, SharedStateError
-from omnilimit.feedback import RateLimitInfo, parse_rate_limit_headers
+from omnilimit.headers import RateLimitInfo, parse_rate_limit_headers
 from omnilimit.manager import ProviderRateLimitManager
 from omnilimit.rate import DEFAULT_BURST, RateLimiter, TokenReservation
 

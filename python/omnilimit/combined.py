@@ -18,8 +18,8 @@ from types import TracebackType
 from omnilimit import _async, _core
 from omnilimit._log import logger, shown_timeout
 from omnilimit._validate import flag, token_count
-from omnilimit.backoff import Headers
 from omnilimit.concurrency import ConcurrencyLimiter
+from omnilimit.feedback import Headers
 from omnilimit.rate import RateLimiter
 
 

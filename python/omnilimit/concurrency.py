@@ -8,7 +8,7 @@ from omnilimit import _async, _core
 from omnilimit._log import TimeoutWarnings, logger, shown_timeout
 from omnilimit._validate import label, whole_number
 from omnilimit.backends.redis_link import is_redis
-from omnilimit.backoff import ProviderFeedback, _common_metrics
+from omnilimit.feedback import ProviderFeedback, _common_metrics
 from omnilimit.shared import shared_name
 
 MAX_CONCURRENT = 2**31 - 1

@@ -14,7 +14,6 @@ from omnilimit import _async
 from omnilimit._log import logger
 from omnilimit._shown import redact
 from omnilimit.backends.redis_link import is_redis
-from omnilimit.backoff import Headers
 from omnilimit.combined import CombinedLimiter
 from omnilimit.concurrency import ConcurrencyLimiter
 from omnilimit.config import (
@@ -29,6 +28,7 @@ from omnilimit.config import (
     parse_config,
     role_settings,
 )
+from omnilimit.feedback import Headers
 from omnilimit.rate import DEFAULT_BURST, RateLimiter
 from omnilimit.shared import name_for_key
 

@@ -8,8 +8,8 @@ from omnilimit import _async, _core
 from omnilimit._log import TimeoutWarnings, logger, shown_timeout
 from omnilimit._validate import MAX_COUNT, flag, label, positive_rate, token_count, whole_number
 from omnilimit.backends.redis_link import is_redis
-from omnilimit.backoff import ProviderFeedback, _common_metrics
-from omnilimit.feedback import RateLimitInfo
+from omnilimit.feedback import ProviderFeedback, _common_metrics
+from omnilimit.headers import RateLimitInfo
 from omnilimit.shared import shared_name
 
 DEFAULT_BURST = 1
