@@ -8,7 +8,8 @@ from omnilimit.defaults import DEFAULT_RATE_LIMITS, get_default_rate_limit
 from omnilimit.errors import ConfigError, LimiterClosed, LimiterTimeout, SharedStateError
 from omnilimit.headers import RateLimitInfo, parse_rate_limit_headers
 from omnilimit.manager import ProviderRateLimitManager
-from omnilimit.rate import DEFAULT_BURST, RateLimiter, TokenReservation
+from omnilimit.rate import RateLimiter, TokenReservation
+from omnilimit.spec import DEFAULT_BURST
 
 __version__ = "0.1.0"
 

@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from omnilimit._shown import printable, redact
-from omnilimit.backends.redis_link import is_redis
 from omnilimit.config import (
     COMBINED,
     CONCURRENCY,
@@ -40,6 +39,7 @@ from omnilimit.config import (
     read_yaml,
 )
 from omnilimit.errors import ConfigError
+from omnilimit.spec import is_redis
 
 WIDTH = 100  # the table's target width; a long limiter key or URL can make it wider (neither is cut)
 LIMIT_WIDTH = 26  # the limit column wraps beyond this

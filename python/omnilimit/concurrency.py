@@ -7,11 +7,8 @@ import asyncio
 from omnilimit import _async, _core
 from omnilimit._log import TimeoutWarnings, logger, shown_timeout
 from omnilimit._validate import label, whole_number
-from omnilimit.backends.redis_link import is_redis
 from omnilimit.feedback import ProviderFeedback, _common_metrics
-from omnilimit.shared import shared_name
-
-MAX_CONCURRENT = 2**31 - 1
+from omnilimit.spec import MAX_CONCURRENT, is_redis, shared_name
 
 
 class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLimiting):

@@ -49,12 +49,9 @@ import yaml
 
 from omnilimit._shown import printable, redact, shown
 from omnilimit._validate import InvalidValue, label, positive_rate, whole_number
-from omnilimit.backends.redis_link import check_lease, check_policy, is_redis
-from omnilimit.concurrency import MAX_CONCURRENT
 from omnilimit.defaults import get_default_rate_limit
 from omnilimit.errors import ConfigError
-from omnilimit.rate import DEFAULT_BURST
-from omnilimit.shared import check_backend
+from omnilimit.spec import DEFAULT_BURST, MAX_CONCURRENT, check_backend, check_lease, check_policy, is_redis
 
 CONCURRENCY = "concurrency"
 RATE = "rate"

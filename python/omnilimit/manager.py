@@ -13,7 +13,6 @@ from typing import Any, TypeVar, Union
 from omnilimit import _async
 from omnilimit._log import logger
 from omnilimit._shown import redact
-from omnilimit.backends.redis_link import is_redis
 from omnilimit.combined import CombinedLimiter
 from omnilimit.concurrency import ConcurrencyLimiter
 from omnilimit.config import (
@@ -29,8 +28,8 @@ from omnilimit.config import (
     role_settings,
 )
 from omnilimit.feedback import Headers
-from omnilimit.rate import DEFAULT_BURST, RateLimiter
-from omnilimit.shared import name_for_key
+from omnilimit.rate import RateLimiter
+from omnilimit.spec import DEFAULT_BURST, is_redis, name_for_key
 
 Limiter = Union[ConcurrencyLimiter, RateLimiter, CombinedLimiter]
 F = TypeVar("F", bound=Callable[..., Any])

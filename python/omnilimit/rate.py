@@ -7,20 +7,9 @@ import asyncio
 from omnilimit import _async, _core
 from omnilimit._log import TimeoutWarnings, logger, shown_timeout
 from omnilimit._validate import MAX_COUNT, flag, label, positive_rate, token_count, whole_number
-from omnilimit.backends.redis_link import is_redis
 from omnilimit.feedback import ProviderFeedback, _common_metrics
 from omnilimit.headers import RateLimitInfo
-from omnilimit.shared import shared_name
-
-DEFAULT_BURST = 1
-"""The default ``burst_size`` and ``token_burst``: strict pacing.
-
-Providers enforce per-minute limits over short slices (OpenAI: a 600-RPM limit may be enforced as
-10 requests per second). A bucket of burst b that refills at the limit lets ``b - 1`` calls more
-than the slice's share through within one slice: a fresh limiter, or one back from idle, would
-meet 429s at once. With a burst of 1 no second holds more than the rate's share (plus the last
-call's tokens, for a token budget); the long-run throughput is the same. Pass ``burst_size`` /
-``token_burst`` for a provider that accepts bursts."""
+from omnilimit.spec import DEFAULT_BURST, is_redis, shared_name
 
 
 class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):

@@ -42,15 +42,13 @@ from omnilimit.backends.redis_link import (
     RedisLink,
     WithBlock,
     channel_for,
-    check_lease,
-    check_policy,
     keys_for,
     sleep_until,
 )
 from omnilimit.backends.redis_waits import WaitRecorder
 from omnilimit.backends.redis_wakeups import Wakeups
-from omnilimit.concurrency import MAX_CONCURRENT, ConcurrencyLimiter
-from omnilimit.shared import name_for_key
+from omnilimit.concurrency import ConcurrencyLimiter
+from omnilimit.spec import MAX_CONCURRENT, check_lease, check_policy, name_for_key
 
 DEFAULT_LEASE_S = 30.0
 FALLBACK_S = 1.0  # the longest a waiter sleeps without looking at Redis again

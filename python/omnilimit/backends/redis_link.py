@@ -22,11 +22,9 @@ a bug or a misconfiguration, and no policy hides it.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
-import urllib.parse
 import weakref
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -35,10 +33,10 @@ from omnilimit import _core
 from omnilimit._log import logger
 from omnilimit._shown import redact, shown
 from omnilimit.backends import redis_lua
+from omnilimit.spec import _is_client, check_url
 
 _Self = TypeVar("_Self")
 
-POLICIES = ("closed", "open", "local")
 RETRY_S = 0.5  # during an outage, the time between two probes of Redis
 IDLE_TTL_S = 24 * 3600  # a limiter's keys expire after this long without a write
 # For clients made from a URL. A round trip on loopback or a LAN takes well under a millisecond; a
@@ -47,45 +45,9 @@ IDLE_TTL_S = 24 * 3600  # a limiter's keys expire after this long without a writ
 CONNECT_TIMEOUT_S = 0.25
 SOCKET_TIMEOUT_S = 0.25
 
-SCHEMES = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
-
 
 class BackendDown(Exception):
     """Redis is unreachable (an outage is open); the limiter applies its policy."""
-
-
-def is_redis(backend: object) -> bool:
-    """Whether a ``backend`` argument asks for Redis: a URL with a Redis scheme, or a client."""
-    if isinstance(backend, str):
-        return backend.startswith(SCHEMES)
-    return _is_client(backend)
-
-
-def _is_client(value: object) -> bool:
-    module = type(value).__module__
-    return module.startswith("redis.") and hasattr(value, "register_script") and hasattr(value, "pubsub")
-
-
-def check_url(url: str) -> str:
-    """A Redis URL as the config accepts it; ValueError naming what is wrong."""
-    if not url.startswith(SCHEMES):
-        raise ValueError(f"a Redis backend URL starts with one of {', '.join(SCHEMES)}, got {shown(url)}")
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        raise ValueError(f"the Redis URL {shown(url)} is malformed") from None
-    if not parts.hostname:
-        raise ValueError(f"the Redis URL {shown(url)} names no host")
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise ValueError(f"the Redis URL {shown(url)} has a bad port") from None
-    db = parts.path.lstrip("/")
-    if db and not db.isdigit():
-        raise ValueError(f"the Redis URL {shown(url)} names database {shown(db)}: it must be a number")
-    if db and "cluster" in parts.scheme and db != "0":
-        raise ValueError(f"a Redis Cluster has only database 0, got {shown(url)}")
-    return url
 
 
 def _import_redis() -> Any:
@@ -295,32 +257,3 @@ def channel_for(name: str, kind: str = "sem") -> str:
     the ids of the waiters that may go; a rate limiter's (``rate``), that its budget changed in a
     way that may bring a turn closer (a refund, a new configuration)."""
     return f"omnilimit:{{{name}}}:sem:go" if kind == "sem" else f"omnilimit:{{{name}}}:rate:changed"
-
-
-def check_lease(value: object) -> float:
-    """A lease in seconds: finite, >= 0.1. ValueError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0.1:
-        raise ValueError(f"lease_seconds must be a finite number of seconds >= 0.1, got {shown(value)}")
-    return float(value)
-
-
-def check_policy(policy: object, local_fraction: object) -> tuple[str, float | None]:
-    """(policy, local fraction) checked: ValueError for an unknown policy, a fraction outside
-    (0, 1], a ``local`` policy without a fraction, or a fraction without the ``local`` policy."""
-    if policy not in POLICIES:
-        raise ValueError(f"on_backend_error must be one of {', '.join(POLICIES)}, got {shown(policy)}")
-    if local_fraction is None:
-        if policy == "local":
-            raise ValueError(
-                "on_backend_error 'local' needs local_fraction: the share of the limit this process may use "
-                "alone while Redis is unreachable (e.g. 1/number of hosts)"
-            )
-        return str(policy), None
-    if policy != "local":
-        raise ValueError(f"local_fraction applies only to on_backend_error 'local', not {shown(policy)}")
-    if isinstance(local_fraction, bool) or not isinstance(local_fraction, (int, float)):
-        raise ValueError(f"local_fraction must be a number in (0, 1], got {shown(local_fraction)}")
-    fraction = float(local_fraction)
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"local_fraction must be in (0, 1], got {shown(local_fraction)}")
-    return "local", fraction

@@ -30,13 +30,12 @@ from omnilimit.backends.redis_link import (
     RedisLink,
     WithBlock,
     channel_for,
-    check_policy,
     keys_for,
     sleep_until,
 )
 from omnilimit.backends.redis_waits import WaitRecorder
-from omnilimit.rate import DEFAULT_BURST, RateLimiter
-from omnilimit.shared import name_for_key
+from omnilimit.rate import RateLimiter
+from omnilimit.spec import DEFAULT_BURST, check_policy, name_for_key
 
 
 def _to_text(value: Any) -> str:

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import omnilimit
 from omnilimit._shown import redact
-from omnilimit.backends.redis_link import SCHEMES
+from omnilimit.spec import SCHEMES
 
 from .reference import ENV_VAR, load_reference
 from .suite import (
