@@ -250,6 +250,7 @@ def test_a_waiter_is_woken_by_a_release_in_another_process(redis_url, unique_nam
         limiter.release()
     finally:
         child.wait(10)
+        child.stdout.close()
 
 
 def test_a_killed_clients_permits_come_back_after_the_lease(redis_url, unique_name):
@@ -276,6 +277,8 @@ def test_a_killed_clients_permits_come_back_after_the_lease(redis_url, unique_na
         assert limiter.metrics()["leases_expired"] == 2
     finally:
         child.kill()
+        child.wait(10)
+        child.stdout.close()
 
 
 def test_a_long_call_keeps_its_permit_past_the_lease(redis_url, unique_name):
@@ -604,6 +607,7 @@ def test_waiters_of_several_processes_go_in_arrival_order(redis_url, unique_name
         index, at = child.stdout.readline().split()
         got.append((float(at), int(index)))
         child.wait(30)
+        child.stdout.close()
     assert [index for _, index in sorted(got)] == [0, 1, 2, 3]
 
 

@@ -1,10 +1,11 @@
 """The set-up the README promises: its first two commands make a virtual environment (a fresh
 Debian or Ubuntu refuses ``pip install`` outside one), CI runs the README's command that runs every
-test, and the everyday ``test`` extra stays light."""
+test, the everyday ``test`` extra stays light, and the suite fails on every warning."""
 
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,5 +42,42 @@ def test_the_everyday_extra_is_light_and_test_all_has_the_rest():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     names = {re.split(r"[<>=!;\[ ]", requirement)[0] for requirement in extras["test"]}
     assert names == {"pytest", "pytest-timeout", "hypothesis", "redis"}
-    assert "omnilimit[test,bench,plot]" in extras["test-all"]
+    assert "omnilimit[test,bench,plot,lint]" in extras["test-all"]  # CI runs the gates in the same venv
+    assert {"ruff", "mypy", "import-linter"} <= {re.split(r"[<>=!;\[ ]", r)[0] for r in extras["lint"]}
     assert any(requirement.startswith("omnigen-usf") for requirement in extras["bench"])
+
+
+def test_an_assert_in_a_worker_thread_fails_its_test(tmp_path):
+    """The suite runs with filterwarnings=error: an exception in a thread (reported by pytest as a
+    warning) fails the test that started the thread, and so does a pipe left open."""
+    (tmp_path / "test_thread.py").write_text(
+        "import threading\n\n\n"
+        "def test_thread():\n"
+        "    thread = threading.Thread(target=lambda: exec('assert 1 == 2'))\n"
+        "    thread.start()\n"
+        "    thread.join()\n\n\n"
+        "def test_fine():\n"
+        "    pass\n"
+    )
+    config = ROOT / "pyproject.toml"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(config),
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 failed, 1 passed" in done.stdout, done.stdout
+    assert "test_thread" in done.stdout and "AssertionError" in done.stdout

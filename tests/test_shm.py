@@ -277,6 +277,8 @@ def test_the_slots_of_a_killed_holder_come_back(name):
         waited = time.monotonic() - t0
     finally:
         child.kill()
+        child.wait()
+        child.stdout.close()
     assert waited < 1.0 + 0.5  # within the reclaim bound (0.5 s) and slack
     assert limiter.active_calls == 1  # the dead process's two slots are gone; this one holds one
     limiter.release()
@@ -313,6 +315,7 @@ def test_a_waiter_in_another_process_is_woken_by_a_release(name):
     limiter.release()
     ok, woke_at, cpu = child.stdout.readline().split()
     child.wait(10)
+    child.stdout.close()
     assert ok == "True" and float(woke_at) - released_at < 0.2
     assert float(cpu) < 0.1  # it slept: a futex wait, not a polling loop
     assert limiter.active_calls == 0
@@ -514,6 +517,7 @@ def test_a_peer_stopped_holding_the_mutex_costs_a_caller_its_timeout_at_most(nam
         peer.send_signal(signal.SIGCONT)
         peer.kill()  # it dies holding the mutex: the robust mutex hands it on
         peer.wait()
+        peer.stdout.close()
     assert limiter.acquire(timeout=1) is True
     limiter.release()
     assert limiter.active_calls == 0
