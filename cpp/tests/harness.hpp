@@ -59,7 +59,8 @@ std::string cat(const Args&... args) {
   return os.str();
 }
 
-// A value as a check's message shows it: streamed when it can be, an enum as its number.
+// A value as a check's message shows it: streamed when it can be (an operator<< found by ADL
+// included), else an enum as its number.
 template <class T, class = void>
 struct Streamable : std::false_type {};
 template <class T>
@@ -70,10 +71,10 @@ template <class T>
 std::string show(const T& value) {
   if constexpr (std::is_same_v<T, bool>) {
     return value ? "true" : "false";
-  } else if constexpr (std::is_enum_v<T>) {
-    return cat("enum ", static_cast<long long>(value));
   } else if constexpr (Streamable<T>::value) {
     return cat(value);
+  } else if constexpr (std::is_enum_v<T>) {
+    return cat("enum ", static_cast<long long>(value));
   } else {
     return "(not printable)";
   }
