@@ -237,8 +237,9 @@ void gcra_table_saturation() {
       {0, Op::give_back, 5, 0, 0},
       {0, Op::set_interval, 0, 2000, 0},  // slower: still saturated
       {0, Op::tat, 0, 0, kForever},
-      // (A faster interval does not keep it: set_interval(1) here moves TAT to about 107 days
-      // after kT0, against "stays there" in gcra.hpp. Reported with issue 18, not pinned.)
+      {0, Op::set_interval, 0, 1, 0},  // faster: still saturated (the debt is not rescaled)
+      {0, Op::tat, 0, 0, kForever},
+      {0, Op::reserve_refused, 1, kForever, kForever},
   });
 }
 

@@ -465,6 +465,8 @@ class Gcra {
       Nanos new_tat;
       if (tat <= now) {
         new_tat = now;  // nothing owed: the bucket is full either way
+      } else if (tat == kForever) {
+        new_tat = kForever;  // saturated: a debt past the end of time stays there at any pace
       } else {
         const Wide debt = static_cast<Wide>(tat) - now;
         const Wide scaled = (debt * new_interval + old_interval - 1) / old_interval;
