@@ -86,6 +86,37 @@ def test_the_redis_limiters_report_their_longest_wait_exactly(redis_url, unique_
     assert m["wait_p99_s"] == m["wait_max_s"]
 
 
+def test_metrics_read_redis_once_and_agree(redis_url, unique_name, monkeypatch):
+    """metrics() gathers a dozen numbers from properties that each read Redis: inside it they
+    share one read, so the dictionary is one snapshot (it used to make 4-6 round trips, whose
+    numbers could disagree) and costs one round trip."""
+    from omnilimit.backends import redis_link
+
+    calls = []
+    real_run = redis_link.RedisLink.run
+
+    def counted(self, script, keys, args):
+        if threading.get_ident() == me:
+            calls.append(script)
+        return real_run(self, script, keys, args)
+
+    me = threading.get_ident()
+    monkeypatch.setattr(redis_link.RedisLink, "run", counted)
+    rate = RateLimiter(600, provider_name=unique_name, backend=redis_url)
+    slots = ConcurrencyLimiter(2, unique_name, backend=redis_url)
+    assert rate.acquire(timeout=0) and slots.acquire(timeout=0)
+    for limiter, script in ((rate, "RATE_STATS"), (slots, "SEM_STATS")):
+        calls.clear()
+        metrics = limiter.metrics()
+        assert calls == [script]
+        calls.clear()
+        limiter.get_stats()
+        assert calls == [script]
+        assert metrics["admitted"] == 1
+    assert rate.metrics()["current_rpm"] == rate.metrics()["admitted"] == 1
+    slots.release()
+
+
 def test_keys_are_hash_tagged_and_expire(redis_url, unique_name):
     limiter = RateLimiter(60, provider_name=unique_name, backend=redis_url)
     limiter.acquire(timeout=0)

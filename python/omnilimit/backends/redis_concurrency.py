@@ -39,6 +39,7 @@ from omnilimit.backends.redis_link import (
     IDLE_TTL_S,
     RETRY_S,
     BackendDown,
+    OneRead,
     RedisLink,
     WithBlock,
     channel_for,
@@ -255,6 +256,7 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
         "_link",
         "_over_logged",
         "_policy",
+        "_reads",
         "_waits",
     )
 
@@ -275,6 +277,7 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
         self._policy = policy
         self._fraction = fraction
         self._link = RedisLink(backend, f"ConcurrencyLimiter {self.name!r}")
+        self._reads = OneRead(self._read_shared)
         key_name = name_for_key(self.name)
         self._keeper = _Keeper(
             self._link,
@@ -570,6 +573,10 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
     # ---- the shared state --------------------------------------------------------------------------------
 
     def _shared(self) -> list[Any] | None:
+        """SEM_STATS: one round trip (none inside ``metrics()``, which reads once for all)."""
+        return self._reads.get()
+
+    def _read_shared(self) -> list[Any] | None:
         try:
             return list(self._keeper.run("SEM_STATS"))
         except BackendDown:
@@ -652,10 +659,12 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
         """``ConcurrencyLimiter.metrics()`` with the shared numbers, plus ``backend``,
         ``backend_available``, ``backend_outages``, ``leases_expired`` (permits taken back from
         clients that stopped renewing), ``waiting_everywhere`` (the line across every host; ``waiting``
-        is this process's) and ``outage_admitted`` / ``outage_denied``."""
-        shared = self._shared()
+        is this process's) and ``outage_admitted`` / ``outage_denied``. Every shared number comes
+        from one read of Redis."""
+        with self._reads.held() as shared:
+            merged = super().metrics()
         return {
-            **super().metrics(),
+            **merged,
             "backend": self._link.where,
             "backend_available": not self._link.down,
             "backend_outages": self._link.outages,

@@ -22,10 +22,12 @@ a bug or a misconfiguration, and no policy hides it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -205,6 +207,32 @@ class RedisLink:
     @property
     def unreachable_types(self) -> tuple[type[BaseException], ...]:
         return self._unreachable
+
+
+class OneRead:
+    """The shared state read at most once per ``metrics()`` call in a thread: inside ``held()``,
+    every ``get()`` of this thread returns the one read made on entry, so the numbers a metrics
+    dictionary gathers from many properties come from one round trip and agree. Elsewhere each
+    ``get()`` reads afresh."""
+
+    __slots__ = ("_local", "_read")
+
+    def __init__(self, read: Callable[[], list[Any] | None]) -> None:
+        self._read = read
+        self._local = threading.local()
+
+    def get(self) -> list[Any] | None:
+        held: tuple[list[Any] | None] | None = getattr(self._local, "held", None)
+        return self._read() if held is None else held[0]
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[list[Any] | None]:
+        state = self._read()
+        self._local.held = (state,)
+        try:
+            yield state
+        finally:
+            del self._local.held
 
 
 class WithBlock:

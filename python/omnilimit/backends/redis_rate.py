@@ -27,6 +27,7 @@ from omnilimit.backends.redis_changes import ChangeFeed
 from omnilimit.backends.redis_link import (
     IDLE_TTL_S,
     BackendDown,
+    OneRead,
     RedisLink,
     WithBlock,
     channel_for,
@@ -67,6 +68,7 @@ class RedisRateLimiter(WithBlock, RateLimiter):
         "_outage_denied",
         "_pending_config",
         "_policy",
+        "_reads",
         "_sleeping",
         "_state_lock",
         "_waits",
@@ -99,6 +101,7 @@ class RedisRateLimiter(WithBlock, RateLimiter):
         self._keys = keys_for("rate", key_name)
         self._channel = channel_for(key_name, "rate")
         self._link = RedisLink(backend, f"RateLimiter {self.provider_name!r}")
+        self._reads = OneRead(self._read_shared)
         me = weakref.ref(self)
         self._feed = ChangeFeed(self._link, self._channel, lambda: _notify(me))
         weakref.finalize(self, self._feed.stop)
@@ -361,6 +364,10 @@ class RedisRateLimiter(WithBlock, RateLimiter):
     # ---- the shared state ------------------------------------------------------------------------
 
     def _shared(self) -> list[Any] | None:
+        """RATE_STATS: one round trip (none inside ``metrics()``, which reads once for all)."""
+        return self._reads.get()
+
+    def _read_shared(self) -> list[Any] | None:
         try:
             return list(self._link.run("RATE_STATS", self._keys, self._args()))
         except BackendDown:
@@ -447,9 +454,12 @@ class RedisRateLimiter(WithBlock, RateLimiter):
     def metrics(self) -> dict[str, object]:
         """``RateLimiter.metrics()``, shared where Redis holds it, plus ``backend``,
         ``backend_available``, ``backend_outages`` and ``outage_admitted`` / ``outage_denied``
-        (this process's decisions taken by the policy)."""
+        (this process's decisions taken by the policy). Every shared number comes from one read
+        of Redis."""
+        with self._reads.held():
+            merged = super().metrics()
         return {
-            **super().metrics(),
+            **merged,
             "backend": self._link.where,
             "backend_available": not self._link.down,
             "backend_outages": self._link.outages,
