@@ -46,6 +46,7 @@ from omnilimit.backends.redis_link import (
     keys_for,
     sleep_until,
 )
+from omnilimit.backends.redis_outage import OutagePolicy
 from omnilimit.backends.redis_waits import WaitRecorder
 from omnilimit.backends.redis_wakeups import Wakeups
 from omnilimit.concurrency import ConcurrencyLimiter
@@ -254,8 +255,8 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
         "_fraction",
         "_keeper",
         "_link",
+        "_outage",
         "_over_logged",
-        "_policy",
         "_reads",
         "_waits",
     )
@@ -274,9 +275,9 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
         policy, fraction = check_policy(on_backend_error, local_fraction)
         lease_s = check_lease(lease_seconds)
         super().__init__(max(1, math.floor(maximum * (fraction or 1.0))), label("name", name))
-        self._policy = policy
         self._fraction = fraction
         self._link = RedisLink(backend, f"ConcurrencyLimiter {self.name!r}")
+        self._outage = OutagePolicy(policy, fraction, self._link)
         self._reads = OneRead(self._read_shared)
         key_name = name_for_key(self.name)
         self._keeper = _Keeper(
@@ -289,8 +290,8 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
         _keepers.add(self._keeper)
         weakref.finalize(self, self._keeper.stop)
         self._link.on_recovery.append(self._keeper.renew_soon)
-        # This process's counters: waiting, denied, over_release, outage_admitted, outage_denied.
-        self._counts = dict.fromkeys(("waiting", "denied", "over_release", "outage_admitted", "outage_denied"), 0)
+        # This process's counters (the outage policy keeps its own).
+        self._counts = dict.fromkeys(("waiting", "denied", "over_release"), 0)
         self._over_logged = False
         self._waits = WaitRecorder()
         self._write_cap(maximum, announce=True)
@@ -362,7 +363,9 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
                 try:
                     got, expiry_s = self._try(owner, mode)
                 except BackendDown:
-                    decided = self._during_outage(owner, timeout, deadline)
+                    decided = self._outage.answer(
+                        self, deadline, timeout, self._take_local, lambda how: keeper.hold(owner, how)
+                    )
                     if decided is None:
                         continue
                     return decided
@@ -440,25 +443,12 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
             self._on_timeout(timeout)
         return False
 
-    def _during_outage(self, owner: str, timeout: object, deadline: int) -> bool | None:
-        if self._policy == OPEN:
-            self._keeper.hold(owner, OPEN)
-            self._bump("outage_admitted")
-            return True
-        if self._policy == LOCAL:
-            left = None if deadline >= _core.FOREVER_NS else _left(deadline)
-            if not super().acquire(left):
-                return False
-            self._keeper.hold(owner, LOCAL)
-            self._bump("outage_admitted")
-            return True
-        left_s = _left(deadline)
-        if left_s <= 0:
-            self._bump("outage_denied")
-            self._on_timeout(timeout)
-            return False
-        sleep_until(self, _core.monotonic_ns() + int(min(left_s, max(self._link.retry_in(), 0.001)) * 1e9))
-        return None
+    def _take_local(self, timeout: float | None) -> bool:
+        """The ``local`` policy's fallback: the native core, at its fraction of the limit."""
+        return super().acquire(timeout)
+
+    async def _take_local_async(self, timeout: float | None) -> bool:
+        return await super().acquire_async(timeout)
 
     async def acquire_async(self, timeout: float | None = 120) -> bool:
         """``acquire()`` for a coroutine: each try runs in the loop's default executor; between
@@ -481,18 +471,12 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
                 try:
                     got, expiry_s = await asyncio.shield(attempt)
                 except BackendDown:
-                    if self._policy == LOCAL:
-                        left = None if deadline >= _core.FOREVER_NS else _left(deadline)
-                        if not await ConcurrencyLimiter.acquire_async(self, left):
-                            return False
-                        keeper.hold(owner, LOCAL)
-                        self._bump("outage_admitted")  # as _during_outage counts a thread's
-                        return True
-                    if self._policy == OPEN or _left(deadline) <= 0:
-                        return self._during_outage(owner, timeout, deadline) is True
-                    retry_s = min(_left(deadline), max(self._link.retry_in(), 0.001))
-                    await _async.stand_by(self, _core.monotonic_ns() + int(retry_s * 1e9))
-                    continue
+                    decided = await self._outage.answer_async(
+                        self, deadline, timeout, self._take_local_async, lambda how: keeper.hold(owner, how)
+                    )
+                    if decided is None:
+                        continue
+                    return decided
                 except asyncio.CancelledError:
                     attempt.add_done_callback(lambda done: self._give_back_if_leased(done, owner))
                     raise
@@ -599,12 +583,12 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
     @property
     def total_requests(self) -> int:
         shared = self._shared()
-        return int(shared[2]) if shared is not None else self._counts["outage_admitted"]
+        return int(shared[2]) if shared is not None else self._outage.admitted
 
     @property
     def blocked_count(self) -> int:
         shared = self._shared()
-        return int(shared[3]) if shared is not None else self._counts["outage_denied"]
+        return int(shared[3]) if shared is not None else self._outage.denied
 
     @property
     def denied_count(self) -> int:
@@ -643,7 +627,7 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
             return {
                 "max_concurrent": maximum,
                 "active_calls": held,
-                "total_requests": self._counts["outage_admitted"],
+                "total_requests": self._outage.admitted,
                 "available_slots": max(0, maximum - held),
                 "backend_error": self._link.last_error,
             }
@@ -670,14 +654,14 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
             "backend_outages": self._link.outages,
             "leases_expired": int(shared[5]) if shared is not None else None,
             "waiting_everywhere": int(shared[6]) if shared is not None else None,
-            "outage_admitted": self._counts["outage_admitted"],
-            "outage_denied": self._counts["outage_denied"],
+            "outage_admitted": self._outage.admitted,
+            "outage_denied": self._outage.denied,
         }
 
     def __repr__(self) -> str:
         return (
             f"ConcurrencyLimiter(max_concurrent={int(self._keeper.args[1])}, name={self.name!r}, "
-            f"backend={self._link.where!r}, on_backend_error={self._policy!r})"
+            f"backend={self._link.where!r}, on_backend_error={self._outage.name!r})"
         )
 
 

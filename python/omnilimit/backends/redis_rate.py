@@ -34,6 +34,7 @@ from omnilimit.backends.redis_link import (
     keys_for,
     sleep_until,
 )
+from omnilimit.backends.redis_outage import OutagePolicy
 from omnilimit.backends.redis_waits import WaitRecorder
 from omnilimit.rate import RateLimiter
 from omnilimit.spec import DEFAULT_BURST, check_policy, name_for_key
@@ -64,10 +65,8 @@ class RedisRateLimiter(WithBlock, RateLimiter):
         "_fraction",
         "_keys",
         "_link",
-        "_outage_admitted",
-        "_outage_denied",
+        "_outage",
         "_pending_config",
-        "_policy",
         "_reads",
         "_sleeping",
         "_state_lock",
@@ -95,12 +94,12 @@ class RedisRateLimiter(WithBlock, RateLimiter):
         super().__init__(rpm * (fraction or 1.0), burst, provider_name)
         self._rpm = requests_per_minute
         self._burst = burst
-        self._policy = policy
         self._fraction = fraction
         key_name = name_for_key(self.provider_name)
         self._keys = keys_for("rate", key_name)
         self._channel = channel_for(key_name, "rate")
         self._link = RedisLink(backend, f"RateLimiter {self.provider_name!r}")
+        self._outage = OutagePolicy(policy, fraction, self._link)
         self._reads = OneRead(self._read_shared)
         me = weakref.ref(self)
         self._feed = ChangeFeed(self._link, self._channel, lambda: _notify(me))
@@ -109,8 +108,6 @@ class RedisRateLimiter(WithBlock, RateLimiter):
         self._pending_config = False  # a configuration to write when Redis returns
         self._sleeping = 0
         self._denied = 0
-        self._outage_admitted = 0
-        self._outage_denied = 0
         self._waits = WaitRecorder()
         self._link.on_recovery.append(self._write_pending_config)
         self._write_config(announce=True)
@@ -150,7 +147,7 @@ class RedisRateLimiter(WithBlock, RateLimiter):
 
     @property
     def on_backend_error(self) -> str:
-        return self._policy
+        return self._outage.name
 
     @property
     def backend_available(self) -> bool:
@@ -178,7 +175,7 @@ class RedisRateLimiter(WithBlock, RateLimiter):
             try:
                 booked, wait_s, go_at = self._book(deadline, last_look)
             except BackendDown:
-                decided = self._during_outage(timeout, deadline)
+                decided = self._outage.answer(self, deadline, timeout, self._take_local, _nothing_to_record)
                 if decided is None:
                     continue
                 return decided
@@ -231,26 +228,12 @@ class RedisRateLimiter(WithBlock, RateLimiter):
             self._on_timeout(timeout)
         return False
 
-    def _during_outage(self, timeout: object, deadline: int) -> bool | None:
-        """The policy's answer while Redis is unreachable: True/False, or None to try Redis again."""
-        if self._policy == "open":
-            with self._state_lock:
-                self._outage_admitted += 1
-            return True
-        if self._policy == "local":
-            took = super().acquire(_left(deadline) if deadline < _core.FOREVER_NS else None)
-            if took:
-                with self._state_lock:
-                    self._outage_admitted += 1
-            return took
-        if _core.monotonic_ns() >= deadline:
-            with self._state_lock:
-                self._outage_denied += 1
-            self._on_timeout(timeout)
-            return False
-        retry_at = _core.monotonic_ns() + int(max(self._link.retry_in(), 0.001) * 1e9)
-        self._stand_by(self._standby_generation(), min(deadline, retry_at))  # close() wakes it
-        return None
+    def _take_local(self, timeout: float | None) -> bool:
+        """The ``local`` policy's fallback: the native core, at its fraction of the limit."""
+        return super().acquire(timeout)
+
+    async def _take_local_async(self, timeout: float | None) -> bool:
+        return await super().acquire_async(timeout)
 
     async def acquire_async(self, timeout: float | None = 60, tokens: int = 0, fail_fast: bool = False) -> bool:
         """``acquire()`` for a coroutine: the round trip runs in the loop's default executor and
@@ -273,19 +256,12 @@ class RedisRateLimiter(WithBlock, RateLimiter):
                 try:
                     booked, wait_s, go_at = await loop.run_in_executor(None, self._book, deadline, last_look)
                 except BackendDown:
-                    if self._policy == "local":
-                        took = await RateLimiter.acquire_async(
-                            self, None if deadline >= _core.FOREVER_NS else _left(deadline)
-                        )
-                        if took:
-                            with self._state_lock:
-                                self._outage_admitted += 1
-                        return took
-                    if self._policy == "open" or _core.monotonic_ns() >= deadline:
-                        return self._during_outage(timeout, deadline) is True
-                    retry_s = max(self._link.retry_in(), 0.001)
-                    await _async.stand_by(self, min(deadline, _core.monotonic_ns() + int(retry_s * 1e9)))
-                    continue
+                    decided = await self._outage.answer_async(
+                        self, deadline, timeout, self._take_local_async, _nothing_to_record
+                    )
+                    if decided is None:
+                        continue
+                    return decided
                 if booked:
                     if wait_s > 0:
                         await self._sleep_async(loop, wait_s, go_at)
@@ -389,13 +365,13 @@ class RedisRateLimiter(WithBlock, RateLimiter):
     def total_requests(self) -> int:
         """Admissions by every host (while Redis is unreachable: this process's during the outage)."""
         shared = self._shared()
-        return int(shared[3]) if shared is not None else self._outage_admitted
+        return int(shared[3]) if shared is not None else self._outage.admitted
 
     @property
     def blocked_count(self) -> int:
         """Refusals by every host (while Redis is unreachable: this process's during the outage)."""
         shared = self._shared()
-        return int(shared[4]) if shared is not None else self._outage_denied
+        return int(shared[4]) if shared is not None else self._outage.denied
 
     @property
     def denied_count(self) -> int:
@@ -463,15 +439,15 @@ class RedisRateLimiter(WithBlock, RateLimiter):
             "backend": self._link.where,
             "backend_available": not self._link.down,
             "backend_outages": self._link.outages,
-            "outage_admitted": self._outage_admitted,
-            "outage_denied": self._outage_denied,
+            "outage_admitted": self._outage.admitted,
+            "outage_denied": self._outage.denied,
         }
 
     def __repr__(self) -> str:
         return (
             f"RateLimiter(requests_per_minute={self._rpm!r}, burst_size={self._burst}, "
             f"provider_name={self.provider_name!r}, backend={self._link.where!r}, "
-            f"on_backend_error={self._policy!r})"
+            f"on_backend_error={self._outage.name!r})"
         )
 
 
@@ -496,6 +472,10 @@ def _interval_us(rpm: float) -> float:
 def _left(deadline: int) -> float:
     """Seconds until `deadline` on the core's clock (inf: none)."""
     return float("inf") if deadline >= _core.FOREVER_NS else _async.seconds_until(deadline)
+
+
+def _nothing_to_record(how: str) -> None:
+    """A rate limiter's admission by the outage policy holds nothing to give back."""
 
 
 def _notify(limiter: weakref.ref[RedisRateLimiter]) -> None:
