@@ -43,3 +43,13 @@ def test_the_everyday_extra_is_light_and_test_all_has_the_rest():
     assert names == {"pytest", "pytest-timeout", "hypothesis", "redis"}
     assert "omnilimit[test,bench,plot]" in extras["test-all"]
     assert any(requirement.startswith("omnigen-usf") for requirement in extras["bench"])
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib")
+def test_the_docs_extra_has_what_mkdocs_yml_uses():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {re.split(r"[<>=!;\[ ]", requirement)[0] for requirement in extras["docs"]}
+    assert names == {"mkdocs", "mkdocs-material", "mkdocstrings"}
+    assert any(requirement.startswith("mkdocstrings[python]") for requirement in extras["docs"])
