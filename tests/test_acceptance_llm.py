@@ -149,8 +149,8 @@ def run_clients(provider: LLMStandIn, limiter: Limiter, seconds: float, threads:
 def call_and_report(
     client: Any, limiter: Limiter, rate: RateLimiter | None, run: Run, lock: threading.Lock, admitted: float
 ) -> None:
-    """One call, reported to the limiter as the README says: ``on_response`` after every response,
-    ``record_request(tokens=used)`` after a success."""
+    """One call, reported to the limiter as docs/guide/llm-aware.md says: ``on_response`` after every
+    response, ``record_request(tokens=used)`` after a success."""
     try:
         raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS)
     except openai.RateLimitError as error:

@@ -42,7 +42,7 @@ def test_the_everyday_extra_is_light_and_test_all_has_the_rest():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     names = {re.split(r"[<>=!;\[ ]", requirement)[0] for requirement in extras["test"]}
     assert names == {"pytest", "pytest-timeout", "hypothesis", "redis"}
-    assert "omnilimit[test,bench,plot,lint]" in extras["test-all"]  # CI runs the gates in the same venv
+    assert "omnilimit[test,bench,plot,lint,docs]" in extras["test-all"]  # CI runs the gates in the same venv
     assert {"ruff", "mypy", "import-linter"} <= {re.split(r"[<>=!;\[ ]", r)[0] for r in extras["lint"]}
     assert any(requirement.startswith("omnigen-usf") for requirement in extras["bench"])
 
@@ -81,3 +81,13 @@ def test_an_assert_in_a_worker_thread_fails_its_test(tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     assert "1 failed, 1 passed" in done.stdout, done.stdout
     assert "test_thread" in done.stdout and "AssertionError" in done.stdout
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib")
+def test_the_docs_extra_has_what_mkdocs_yml_uses():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {re.split(r"[<>=!;\[ ]", requirement)[0] for requirement in extras["docs"]}
+    assert names == {"mkdocs", "mkdocs-material", "mkdocstrings"}
+    assert any(requirement.startswith("mkdocstrings[python]") for requirement in extras["docs"])

@@ -39,7 +39,7 @@ from omnilimit import (
 from omnilimit._log import shown_timeout
 
 SLACK = 0.15  # scheduling slack on a loaded 2-core machine; a bug answers at once or a second late
-README = Path(__file__).resolve().parent.parent / "README.md"
+TIMEOUT_DOC = Path(__file__).resolve().parent.parent / "docs" / "guide" / "timeout-contract.md"
 
 
 @pytest.fixture
@@ -461,17 +461,17 @@ def test_timeouts_show_as_written_or_rounded_to_the_millisecond(timeout, shown):
     assert shown_timeout(timeout) == shown
 
 
-# ---- Ctrl-C in a thread pool: the README's recipe -----------------------------------------------
+# ---- Ctrl-C in a thread pool: the documented recipe ----------------------------------------------
 
 
-def _readme_recipe():
-    """The Python block of the README that follows the Ctrl-C recipe's heading."""
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("### Ctrl-C in a thread pool") :]
+def _documented_recipe():
+    """The Python block of docs/guide/timeout-contract.md that follows the Ctrl-C recipe's heading."""
+    text = TIMEOUT_DOC.read_text(encoding="utf-8")
+    section = text[text.index("## Ctrl-C in a thread pool") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_the_readme_ctrl_c_recipe_exits_within_a_second():
+def test_the_documented_ctrl_c_recipe_exits_within_a_second():
     script = (
         textwrap.dedent(
             """
@@ -485,7 +485,7 @@ def test_the_readme_ctrl_c_recipe_exits_within_a_second():
         prompts = list(range(1000))
         """
         )
-        + _readme_recipe()
+        + _documented_recipe()
     )
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
