@@ -14,7 +14,7 @@ The file OmniGen users already have::
     generation:
       parallel_workers: 10
 
-Rules (the README repeats them):
+Rules (docs/guide/configuration.md repeats them):
 
 - A key whose value is ``null`` counts as not set.
 - ``${VAR}`` in a value the limiter reads (``name``, ``model``, the limiter keys,
