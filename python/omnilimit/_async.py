@@ -52,10 +52,11 @@ def notifier(loop: asyncio.AbstractEventLoop) -> _core.LoopNotifier:
 def _drain(found: _core.LoopNotifier) -> None:
     for waiter in found.take():
         if waiter.future is not None:
-            _resolve(waiter.future)
+            resolve(waiter.future)
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
+def resolve(future: asyncio.Future[None]) -> None:
+    """Wakes the coroutine awaiting `future` (once: a second call does nothing)."""
     if not future.done():
         future.set_result(None)
 
@@ -73,12 +74,22 @@ def seconds_until(instant_ns: int) -> float:
     return max(0.0, (instant_ns - _core.monotonic_ns()) / 1e9)
 
 
+def seconds_left(deadline: int) -> float:
+    """The seconds until `deadline` on the core's clock, 0 once passed (inf: no deadline)."""
+    return float("inf") if deadline >= _core.FOREVER_NS else seconds_until(deadline)
+
+
+def timeout_left(deadline: int) -> float | None:
+    """What is left of a deadline as a ``timeout`` argument: seconds (None: no deadline)."""
+    return None if deadline >= _core.FOREVER_NS else seconds_until(deadline)
+
+
 async def wake_or_timer(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], at_ns: int) -> None:
     """Waits until `future` is resolved (the core woke the waiter) or the core's clock reaches
     `at_ns` (``FOREVER_NS``: no timer)."""
     handle = None
     if at_ns < _core.FOREVER_NS:
-        handle = loop.call_later(seconds_until(at_ns), _resolve, future)
+        handle = loop.call_later(seconds_until(at_ns), resolve, future)
     try:
         await future
     finally:

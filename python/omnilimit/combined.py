@@ -73,11 +73,11 @@ class CombinedLimiter(_async.AsyncLimiting):
         token_count(tokens)
         fail_fast = flag("fail_fast", fail_fast)
         while True:
-            if not self.concurrency.acquire(timeout=_left(deadline)):
+            if not self.concurrency.acquire(timeout=_async.timeout_left(deadline)):
                 return self._failed()  # counted and logged by the concurrency part
             try:
                 if self.rate._turn_within(tokens, deadline) and self.rate.acquire(
-                    timeout=_left(deadline), tokens=tokens, fail_fast=True
+                    timeout=_async.timeout_left(deadline), tokens=tokens, fail_fast=True
                 ):
                     return self._took()
             except BaseException:  # KeyboardInterrupt or LimiterClosed during the rate wait
@@ -96,11 +96,11 @@ class CombinedLimiter(_async.AsyncLimiting):
         token_count(tokens)
         fail_fast = flag("fail_fast", fail_fast)
         while True:
-            if not await self.concurrency.acquire_async(timeout=_left(deadline)):
+            if not await self.concurrency.acquire_async(timeout=_async.timeout_left(deadline)):
                 return self._failed()
             try:
                 if self.rate._turn_within(tokens, deadline) and await self.rate.acquire_async(
-                    timeout=_left(deadline), tokens=tokens, fail_fast=True
+                    timeout=_async.timeout_left(deadline), tokens=tokens, fail_fast=True
                 ):
                     return self._took()
             except BaseException:  # cancelled or closed during the rate wait: give the slot back
@@ -279,8 +279,3 @@ class CombinedLimiter(_async.AsyncLimiting):
             f"CombinedLimiter(max_concurrent={self.max_concurrent}, requests_per_minute={self.rate.rpm!r}"
             f"{budget}, name={self.name!r})"
         )
-
-
-def _left(deadline: int) -> float | None:
-    """The seconds left until `deadline` on the core's clock (None: no deadline)."""
-    return None if deadline >= _core.FOREVER_NS else _async.seconds_until(deadline)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from omnilimit import _async, _core
+from omnilimit import _async, _core, pause
 from omnilimit._log import TimeoutWarnings, logger, shown_timeout
 from omnilimit._validate import label, whole_number
 from omnilimit.feedback import ProviderFeedback, _common_metrics
@@ -94,7 +94,10 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
         elif timeout_ns == 0 or not await self._queue_async(deadline):
             self._refused(timeout)
             return False
-        return await self._after_pause_async(deadline, timeout)
+        if not await pause.wait_out_async(self, deadline, self._give_back_async):
+            self._refused(timeout)
+            return False
+        return True
 
     async def _queue_async(self, deadline: int) -> bool:
         loop = asyncio.get_running_loop()
@@ -114,27 +117,8 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
                 self._give_back()
             raise
 
-    async def _after_pause_async(self, deadline: int, timeout: object) -> bool:
-        """Holding a slot (and so its place in line), waits out a pause in effect, if its end
-        comes by the deadline; otherwise passes the slot on and waits out the timeout holding
-        nothing (a pause never shortens). Raises LimiterClosed if closed meanwhile."""
-        go_in = self._pause_go_in()
-        if go_in <= 0:
-            return True
-        go_at = _core.monotonic_ns() + int(go_in * 1e9)
-        try:
-            if go_at <= deadline:
-                while _core.monotonic_ns() < go_at:
-                    await _async.stand_by(self, go_at)
-                return True
-        except BaseException:
-            self._give_back()
-            raise
+    async def _give_back_async(self) -> None:
         self._give_back()
-        while _core.monotonic_ns() < deadline:
-            await _async.stand_by(self, deadline)
-        self._refused(timeout)
-        return False
 
     def _async_release(self) -> None:
         self.release()

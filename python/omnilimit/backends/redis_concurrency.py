@@ -32,7 +32,7 @@ import time
 import weakref
 from typing import Any
 
-from omnilimit import _async, _core
+from omnilimit import _async, _core, pause
 from omnilimit._log import logger
 from omnilimit._validate import label, whole_number
 from omnilimit.backends.redis_link import (
@@ -44,7 +44,6 @@ from omnilimit.backends.redis_link import (
     WithBlock,
     channel_for,
     keys_for,
-    sleep_until,
 )
 from omnilimit.backends.redis_outage import OutagePolicy
 from omnilimit.backends.redis_waits import WaitRecorder
@@ -372,9 +371,9 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
                 if got:
                     in_line = False
                     keeper.hold(owner, REDIS)
-                    return self._pause_after_lease(started, deadline, timeout)
+                    return self._admitted(started, deadline, timeout, pause.wait_out(self, deadline, self.release))
                 in_line = mode == "wait"
-                left_s = _left(deadline)
+                left_s = _async.seconds_left(deadline)
                 if timeout_ns == 0 or left_s <= 0:
                     return self._give_up(owner, timeout, timeout_ns)
                 if keeper.listen(min(left_s, FALLBACK_S)):
@@ -391,47 +390,12 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
         finally:
             keeper.wakeups.unregister(owner)
 
-    def _pause_after_lease(self, started: float, deadline: int, timeout: object) -> bool:
-        """Holding a permit, waits out this process's pause if it ends by the deadline; else
-        gives the permit back and waits out the timeout holding nothing (a pause never shortens).
-        close() or Ctrl-C gives the permit back and raises."""
-        go_in = self._pause_go_in()
-        if go_in > 0:
-            go_at = _core.monotonic_ns() + int(go_in * 1e9)
-            outlasts = go_at > deadline
-            try:
-                if not outlasts:
-                    sleep_until(self, go_at)
-            except BaseException:
-                self.release()
-                raise
-            if outlasts:
-                self.release()
-                sleep_until(self, deadline)
-                self._on_timeout(timeout)
-                return False
-        self._waits.record(time.monotonic() - started)
-        return True
-
-    async def _pause_after_lease_async(self, started: float, deadline: int, timeout: object) -> bool:
-        """``_pause_after_lease`` for a coroutine, on the loop's timer."""
-        go_in = self._pause_go_in()
-        if go_in > 0:
-            loop = asyncio.get_running_loop()
-            go_at = _core.monotonic_ns() + int(go_in * 1e9)
-            outlasts = go_at > deadline
-            try:
-                while not outlasts and _core.monotonic_ns() < go_at:
-                    await _async.stand_by(self, go_at)
-            except BaseException:
-                await asyncio.shield(loop.run_in_executor(None, self.release))
-                raise
-            if outlasts:
-                await loop.run_in_executor(None, self.release)
-                while _core.monotonic_ns() < deadline:
-                    await _async.stand_by(self, deadline)
-                self._on_timeout(timeout)
-                return False
+    def _admitted(self, started: float, deadline: int, timeout: object, went: bool) -> bool:
+        """The end of an acquire that leased a permit, once a pause in effect was waited out
+        (``went``) or outlasted the deadline (the permit given back meanwhile)."""
+        if not went:
+            self._on_timeout(timeout)
+            return False
         self._waits.record(time.monotonic() - started)
         return True
 
@@ -483,9 +447,10 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
                 if got:
                     in_line = False
                     keeper.hold(owner, REDIS)
-                    return await self._pause_after_lease_async(started, deadline, timeout)
+                    went = await pause.wait_out_async(self, deadline, lambda: loop.run_in_executor(None, self.release))
+                    return self._admitted(started, deadline, timeout, went)
                 in_line = mode == "wait"
-                left_s = _left(deadline)
+                left_s = _async.seconds_left(deadline)
                 if timeout_ns == 0 or left_s <= 0:
                     return await loop.run_in_executor(None, self._give_up, owner, timeout, timeout_ns)
                 if not keeper.listening.is_set():
@@ -663,10 +628,6 @@ class RedisConcurrencyLimiter(WithBlock, ConcurrencyLimiter):
             f"ConcurrencyLimiter(max_concurrent={int(self._keeper.args[1])}, name={self.name!r}, "
             f"backend={self._link.where!r}, on_backend_error={self._outage.name!r})"
         )
-
-
-def _left(deadline: int) -> float:
-    return float("inf") if deadline >= _core.FOREVER_NS else _async.seconds_until(deadline)
 
 
 def _bound(left_s: float, expiry_s: float) -> float:

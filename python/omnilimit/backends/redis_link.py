@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from omnilimit import _core
 from omnilimit._log import logger
 from omnilimit._shown import redact, shown
 from omnilimit.backends import redis_lua
@@ -258,17 +257,6 @@ class WithBlock:
         limiter: Any = self
         limiter._async_release()
         return False
-
-
-def sleep_until(limiter: Any, until_ns: int) -> None:
-    """Sleeps (GIL released) until the core's clock reaches `until_ns`, in the limiter's native
-    stand-by, so that ``close()`` (LimiterClosed) and Ctrl-C end it."""
-    while _core.monotonic_ns() < until_ns:
-        if limiter.closed:
-            raise _core.LimiterClosed("the limiter is closed")
-        limiter._stand_by(limiter._standby_generation(), until_ns)
-    if limiter.closed:
-        raise _core.LimiterClosed("the limiter is closed")
 
 
 def keys_for(kind: str, name: str) -> list[str]:

@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from omnilimit import _async, _core
-from omnilimit.backends.redis_link import RedisLink, sleep_until
+from omnilimit.backends.redis_link import RedisLink
+from omnilimit.pause import sleep_until
 
 
 class OutagePolicy:
@@ -50,7 +51,7 @@ class OutagePolicy:
         if self.name == "open":
             return self._admitted(admit)
         if self.name == "local":
-            return take_local(_timeout_left(deadline)) and self._admitted(admit)
+            return take_local(_async.timeout_left(deadline)) and self._admitted(admit)
         retry_at = self._retry_at(deadline)
         if retry_at is None:
             return self._denied(limiter, timeout)
@@ -69,7 +70,7 @@ class OutagePolicy:
         if self.name == "open":
             return self._admitted(admit)
         if self.name == "local":
-            return await take_local(_timeout_left(deadline)) and self._admitted(admit)
+            return await take_local(_async.timeout_left(deadline)) and self._admitted(admit)
         retry_at = self._retry_at(deadline)
         if retry_at is None:
             return self._denied(limiter, timeout)
@@ -96,8 +97,3 @@ class OutagePolicy:
             self.denied += 1
         limiter._on_timeout(timeout)
         return False
-
-
-def _timeout_left(deadline: int) -> float | None:
-    """The timeout to give the local fallback: the seconds left (None: no deadline)."""
-    return None if deadline >= _core.FOREVER_NS else _async.seconds_until(deadline)

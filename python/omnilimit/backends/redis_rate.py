@@ -32,10 +32,10 @@ from omnilimit.backends.redis_link import (
     WithBlock,
     channel_for,
     keys_for,
-    sleep_until,
 )
 from omnilimit.backends.redis_outage import OutagePolicy
 from omnilimit.backends.redis_waits import WaitRecorder
+from omnilimit.pause import sleep_until
 from omnilimit.rate import RateLimiter
 from omnilimit.spec import DEFAULT_BURST, check_policy, name_for_key
 
@@ -186,7 +186,7 @@ class RedisRateLimiter(WithBlock, RateLimiter):
                 return True
             if last_look:
                 return self._give_up(timeout, timeout_ns, fail_fast)
-            if self._feed.listen(min(_left(deadline), 1.0)):
+            if self._feed.listen(min(_async.seconds_left(deadline), 1.0)):
                 continue  # subscribed just now: a change may have been published before, look again
             self._count_waiting(1)
             try:
@@ -270,7 +270,7 @@ class RedisRateLimiter(WithBlock, RateLimiter):
                 if last_look:
                     return self._give_up(timeout, timeout_ns, fail_fast)
                 if not self._feed.listening.is_set():
-                    await loop.run_in_executor(None, self._feed.listen, min(_left(deadline), 1.0))
+                    await loop.run_in_executor(None, self._feed.listen, min(_async.seconds_left(deadline), 1.0))
                     continue
                 if waiter is None or future is None:  # registered from now on: look again first
                     waiter = _core.AsyncWait(_async.notifier(loop))
@@ -467,11 +467,6 @@ def _interval_us(rpm: float) -> float:
     admits one request and then, in practice, nothing, as the in-process limiter does)."""
     interval = 60e6 / float(rpm)
     return interval if interval < MAX_INTERVAL_US else MAX_INTERVAL_US
-
-
-def _left(deadline: int) -> float:
-    """Seconds until `deadline` on the core's clock (inf: none)."""
-    return float("inf") if deadline >= _core.FOREVER_NS else _async.seconds_until(deadline)
 
 
 def _nothing_to_record(how: str) -> None:

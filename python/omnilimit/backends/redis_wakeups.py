@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import threading
 
+from omnilimit import _async
+
 
 class Waiter:
     """One caller waiting for a permit: a thread (``wait``) or a coroutine (``future``)."""
@@ -35,7 +37,7 @@ class Waiter:
         loop, future = self._loop, self._future
         if loop is not None and future is not None:
             with contextlib.suppress(RuntimeError):  # the loop was closed: its waiter is gone
-                loop.call_soon_threadsafe(_resolve, future)
+                loop.call_soon_threadsafe(_async.resolve, future)
 
     def before_try(self) -> None:
         """Forgets earlier wakes: the try about to run sees what they announced."""
@@ -53,11 +55,6 @@ class Waiter:
         if self.rung:
             future.set_result(None)
         return future
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class Wakeups:
