@@ -78,8 +78,9 @@ def flag(name: str, value: object) -> bool:
     raise InvalidValue(name, "must be True or False", value)
 
 
-def token_count(value: object) -> int:
-    """``tokens`` for an acquire: a whole number in [0, MAX_COUNT] (not a bool)."""
+def token_count(value: object, name: str = "tokens") -> int:
+    """A count of tokens (``tokens`` for an acquire, ``used`` for a settle): a whole number in
+    [0, MAX_COUNT] (not a bool). The core's own check (register_rate.cpp) says the same."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
-        raise ValueError(f"tokens must be a whole number >= 0 (at most 2**62), got {shown(value)}")
+        raise ValueError(f"{name} must be a whole number >= 0 (at most 2**62), got {shown(value)}")
     return value

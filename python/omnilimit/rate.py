@@ -361,15 +361,10 @@ class TokenReservation:
         (``None``: as reserved). Raises RuntimeError on a second call."""
         if self._settled:
             raise RuntimeError("this reservation was already settled")
-        self._limiter._settle(self.tokens, self.tokens if used is None else _tokens(used))
+        self._limiter._settle(self.tokens, self.tokens if used is None else token_count(used, "used"))
         self._settled = True
 
     def __repr__(self) -> str:
         state = "settled" if self._settled else "open"
         return f"TokenReservation(tokens={self.tokens}, {state}, limiter={self._limiter.provider_name!r})"
 
-
-def _tokens(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"used must be a whole number of tokens >= 0, got {value!r}")
-    return value
