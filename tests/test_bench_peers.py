@@ -1,4 +1,4 @@
-"""omnilimit.bench.peers: the third-party limiters the benchmark compares against behave as limiters
+"""omnilimit_bench.peers: the third-party limiters the benchmark compares against behave as limiters
 configured as asked, and a missing one is reported rather than raised."""
 
 import asyncio
@@ -16,8 +16,8 @@ import tracemalloc
 import pytest
 from helpers import need, wait_until
 
-from omnilimit.bench import peers
-from omnilimit.bench.peers import (
+from omnilimit_bench import peers
+from omnilimit_bench.peers import (
     EXTRA,
     AsyncRatePeer,
     RateDecider,
@@ -211,11 +211,13 @@ def test_a_failing_build_closes_what_was_built_and_raises(monkeypatch):
 
 def test_importing_peers_imports_no_peer():
     code = (
-        "import sys, omnilimit.bench.peers\n"
+        "import sys, omnilimit_bench.peers\n"
         "peers = ('pyrate_limiter', 'limits', 'token_bucket', 'aiolimiter', 'redis')\n"
         "print(sorted(m for m in peers if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    benchmarks = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [benchmarks, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
