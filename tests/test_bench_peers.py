@@ -24,6 +24,8 @@ from omnilimit_bench.peers import (
     SharedRatePeer,
     Skipped,
     async_rate_limiters,
+    base,
+    in_process,
     rate_deciders,
     shared_rate_peers,
 )
@@ -132,7 +134,7 @@ def test_deciders_are_independent(module):
     ],
 )
 def test_window_approximation(per_minute, burst, units_per_minute, expected):
-    amount, window = peers._window(per_minute, burst, units_per_minute)
+    amount, window = base._window(per_minute, burst, units_per_minute)
     assert (amount, window) == expected
     # the long-run rate is kept within half an amount unit per window
     assert abs(amount * units_per_minute - per_minute * window) * 2 <= units_per_minute
@@ -182,7 +184,7 @@ def test_broken_peer_dependency_and_failing_import_are_skipped(monkeypatch):
             raise TypeError("unsupported operand type(s) for |")
         return real_import(name, package)
 
-    monkeypatch.setattr(peers.importlib, "import_module", fake_import)
+    monkeypatch.setattr(importlib, "import_module", fake_import)
     deciders, skipped = rate_deciders(60, 5)
     close_all(deciders)
     reasons = {s.name: s.reason for s in skipped}
@@ -202,7 +204,7 @@ def test_a_failing_build_closes_what_was_built_and_raises(monkeypatch):
         raise RuntimeError("bad configuration")
 
     monkeypatch.setattr(
-        peers, "_PEERS", (("fake", "token_bucket", fake_build), ("failing", "token_bucket", failing_build))
+        in_process, "_PEERS", (("fake", "token_bucket", fake_build), ("failing", "token_bucket", failing_build))
     )
     with pytest.raises(RuntimeError, match="bad configuration"):
         rate_deciders(60, 5)
