@@ -131,11 +131,13 @@ def bench(argv: list[str]) -> int:
     suite is not part of omnilimit (its package lives in the source tree's benchmarks/); without it
     the command fails with one line saying how to install it."""
     try:
-        from omnilimit_bench.report import main as run_suite
+        import omnilimit_bench  # noqa: F401  (the package alone: an error of its modules is theirs to tell)
     except ModuleNotFoundError as error:
         if error.name != "omnilimit_bench":
-            raise  # the suite is there but broken: its own error says more than ours would
+            raise
         return fail("bench", BENCH_MISSING)
+    from omnilimit_bench.report import main as run_suite
+
     return run_suite(argv)
 
 
