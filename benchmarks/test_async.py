@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from omnilimit.bench.suite import ASYNC_CONCURRENCY, ASYNC_MAX_CONCURRENT, ASYNC_WITH, TASKS_ONLY
+from omnilimit_bench.suite import ASYNC_CONCURRENCY, ASYNC_MAX_CONCURRENT, ASYNC_WITH, TASKS_ONLY
 
 BATCH = 1000
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 import omnilimit
-from omnilimit.bench import peers
-from omnilimit.bench.reference import load_reference
-from omnilimit.bench.suite import HUGE, Impls
+from omnilimit_bench import peers
+from omnilimit_bench.reference import load_reference
+from omnilimit_bench.suite import HUGE, Impls
 
 REFERENCE, ORIGIN = load_reference()
 IMPLS = Impls(REFERENCE, ORIGIN, [])

@@ -1,4 +1,4 @@
-"""omnilimit.bench.peers: the third-party limiters the benchmark compares against behave as limiters
+"""omnilimit_bench.peers: the third-party limiters the benchmark compares against behave as limiters
 configured as asked, and a missing one is reported rather than raised."""
 
 import asyncio
@@ -16,14 +16,16 @@ import tracemalloc
 import pytest
 from helpers import need, wait_until
 
-from omnilimit.bench import peers
-from omnilimit.bench.peers import (
+from omnilimit_bench import peers
+from omnilimit_bench.peers import (
     EXTRA,
     AsyncRatePeer,
     RateDecider,
     SharedRatePeer,
     Skipped,
     async_rate_limiters,
+    base,
+    in_process,
     rate_deciders,
     shared_rate_peers,
 )
@@ -132,7 +134,7 @@ def test_deciders_are_independent(module):
     ],
 )
 def test_window_approximation(per_minute, burst, units_per_minute, expected):
-    amount, window = peers._window(per_minute, burst, units_per_minute)
+    amount, window = base._window(per_minute, burst, units_per_minute)
     assert (amount, window) == expected
     # the long-run rate is kept within half an amount unit per window
     assert abs(amount * units_per_minute - per_minute * window) * 2 <= units_per_minute
@@ -182,7 +184,7 @@ def test_broken_peer_dependency_and_failing_import_are_skipped(monkeypatch):
             raise TypeError("unsupported operand type(s) for |")
         return real_import(name, package)
 
-    monkeypatch.setattr(peers.importlib, "import_module", fake_import)
+    monkeypatch.setattr(importlib, "import_module", fake_import)
     deciders, skipped = rate_deciders(60, 5)
     close_all(deciders)
     reasons = {s.name: s.reason for s in skipped}
@@ -202,7 +204,7 @@ def test_a_failing_build_closes_what_was_built_and_raises(monkeypatch):
         raise RuntimeError("bad configuration")
 
     monkeypatch.setattr(
-        peers, "_PEERS", (("fake", "token_bucket", fake_build), ("failing", "token_bucket", failing_build))
+        in_process, "_PEERS", (("fake", "token_bucket", fake_build), ("failing", "token_bucket", failing_build))
     )
     with pytest.raises(RuntimeError, match="bad configuration"):
         rate_deciders(60, 5)
@@ -211,11 +213,13 @@ def test_a_failing_build_closes_what_was_built_and_raises(monkeypatch):
 
 def test_importing_peers_imports_no_peer():
     code = (
-        "import sys, omnilimit.bench.peers\n"
+        "import sys, omnilimit_bench.peers\n"
         "peers = ('pyrate_limiter', 'limits', 'token_bucket', 'aiolimiter', 'redis')\n"
         "print(sorted(m for m in peers if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    benchmarks = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [benchmarks, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 

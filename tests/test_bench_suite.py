@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -15,8 +17,13 @@ from typing import Any
 import pytest
 from helpers import need
 
-from omnilimit.bench import peers, report, suite
 from omnilimit.cli import main as cli
+from omnilimit_bench import peers, report, suite
+from omnilimit_bench.suite import processes
+
+# a child process finds the suite's package, as pytest does, in benchmarks/
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+WITH_SUITE = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCHMARKS), os.getenv("PYTHONPATH")]))}
 
 
 def test_most_in_window_counts_half_open_windows() -> None:
@@ -143,7 +150,12 @@ def test_plot_without_matplotlib_names_the_extra(
 
 def test_bench_is_an_installed_command() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "omnilimit", "bench", "--help"], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "omnilimit", "bench", "--help"],
+        env=WITH_SUITE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "--json" in done.stdout and "--plot" in done.stdout and "--redis" in done.stdout
@@ -428,7 +440,7 @@ def test_a_missing_peer_is_skipped_once_when_two_sections_miss_it(
 @pytest.mark.parametrize("failing", ["_processes_run", "shared_rate_peers", "time_per_call"])
 def test_shared_removes_its_segments_when_a_run_fails(failing: str, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    where = suite.peers if failing == "shared_rate_peers" else suite
+    where = peers if failing == "shared_rate_peers" else processes
     real = getattr(where, failing)
 
     def fail(*args: Any, **kwargs: Any) -> Any:
@@ -441,9 +453,9 @@ def test_shared_removes_its_segments_when_a_run_fails(failing: str, monkeypatch:
     impls = suite.Impls(None, "none", [])
     with pytest.raises(RuntimeError, match="on purpose"):
         if failing == "_processes_run":
-            suite._shared_processes(impls, suite.SETTINGS["smoke"], suite.multiprocessing.get_context("spawn"))
+            processes._shared_processes(impls, suite.SETTINGS["smoke"], multiprocessing.get_context("spawn"))
         else:
-            suite.shared_processes(impls, suite.SETTINGS["smoke"])
+            processes.shared_processes(impls, suite.SETTINGS["smoke"])
     assert calls
     if failing != "shared_rate_peers":
         assert calls[0]  # a segment existed when the run failed...
@@ -451,20 +463,20 @@ def test_shared_removes_its_segments_when_a_run_fails(failing: str, monkeypatch:
 
 
 def test_shared_process_cpu_reads_proc_or_says_nan() -> None:
-    own = suite._cpu_of(os.getpid())
+    own = processes._cpu_of(os.getpid())
     assert own > 0 or not os.path.exists("/proc/self/stat")
-    assert suite.math.isnan(suite._cpu_of(2**22 + 7))  # no such process
+    assert math.isnan(processes._cpu_of(2**22 + 7))  # no such process
 
 
 def test_a_process_that_cannot_open_its_limiter_reports_why() -> None:
     # open_shared refuses what is not a handle: each process says so, and admits nothing
-    spawn = suite.multiprocessing.get_context("spawn")
-    run = suite._processes_run(spawn, peers.open_shared, ("not", "a handle"), suite.SETTINGS["smoke"])
+    spawn = multiprocessing.get_context("spawn")
+    run = processes._processes_run(spawn, peers.open_shared, ("not", "a handle"), suite.SETTINGS["smoke"])
     assert run["times"] == []
     assert len(run["errors"]) == suite.SETTINGS["smoke"].shared_processes
     assert all(e.startswith("TypeError: not a shared peer's handle") for e in run["errors"])
-    figures = suite._processes_figures(run, suite.SETTINGS["smoke"])
-    assert figures["admitted"] == 0 and suite.math.isnan(figures["cpu_us_per_admitted"])
+    figures = processes._processes_figures(run, suite.SETTINGS["smoke"])
+    assert figures["admitted"] == 0 and math.isnan(figures["cpu_us_per_admitted"])
 
 
 # --- 10. Redis ------------------------------------------------------------------------------------

@@ -72,11 +72,45 @@ def test_the_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[st
     assert "omnilimit COMMAND: error: MESSAGE" in out
 
 
+# the benchmark suite's package, which `omnilimit bench` runs: found by the tests uninstalled (the
+# pythonpath of pytest's configuration), by a child process through PYTHONPATH
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+WITH_SUITE = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCHMARKS), os.getenv("PYTHONPATH")]))}
+
+
 def test_bench_help_has_no_docstring_markup() -> None:
-    done = run("bench", "--help")
+    done = subprocess.run(
+        [sys.executable, "-m", "omnilimit", "bench", "--help"],
+        env=WITH_SUITE,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "``" not in done.stdout and "omnilimit bench``" not in done.stdout
     assert description_of(done.stdout).startswith("Run the benchmark suite")
+
+
+def test_bench_without_the_suite_says_how_to_get_it() -> None:
+    # as where only omnilimit is installed: `import omnilimit_bench` fails
+    code = (
+        "import sys; sys.modules['omnilimit_bench'] = None; "
+        "from omnilimit.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    for args in (["bench"], ["bench", "--help"], ["bench", "--only", "uncontended"]):
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args], env=WITH_SUITE, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr == f"omnilimit bench: error: {cli.BENCH_MISSING}\n"
+    assert cli.BENCH_MISSING.endswith("pip install ./benchmarks")
+
+
+def test_a_broken_suite_is_not_reported_as_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "omnilimit_bench.report", None)  # the package is there, not its module
+    with pytest.raises(ModuleNotFoundError, match=r"omnilimit_bench\.report"):
+        cli.main(["bench"])
 
 
 def test_shm_alone_prints_its_help() -> None:
