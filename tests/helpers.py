@@ -78,3 +78,10 @@ def start_thread(target, *args):
     thread = threading.Thread(target=target, args=args, daemon=True)
     thread.start()
     return thread
+
+
+def with_the_suite() -> dict[str, str]:
+    """The environment for a child process that must import the benchmark suite's package,
+    ``benchmarks/omnilimit_bench``, uninstalled (as pytest's ``pythonpath`` lets the tests do)."""
+    benchmarks = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [benchmarks, os.environ.get("PYTHONPATH")]))}

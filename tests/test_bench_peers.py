@@ -14,7 +14,7 @@ import time
 import tracemalloc
 
 import pytest
-from helpers import need, wait_until
+from helpers import need, wait_until, with_the_suite
 
 from omnilimit_bench import peers
 from omnilimit_bench.peers import (
@@ -217,9 +217,9 @@ def test_importing_peers_imports_no_peer():
         "peers = ('pyrate_limiter', 'limits', 'token_bucket', 'aiolimiter', 'redis')\n"
         "print(sorted(m for m in peers if m in sys.modules))"
     )
-    benchmarks = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [benchmarks, os.environ.get("PYTHONPATH")]))}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=with_the_suite(), capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 

@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import need
+from helpers import need, with_the_suite
 
 from omnilimit.cli import main as cli
 from omnilimit_bench import peers, report, suite
 from omnilimit_bench.suite import processes
 
-# a child process finds the suite's package, as pytest does, in benchmarks/
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-WITH_SUITE = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCHMARKS), os.getenv("PYTHONPATH")]))}
+WITH_SUITE = with_the_suite()  # a child process finds the suite's package, as pytest does
 
 
 def test_most_in_window_counts_half_open_windows() -> None:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import with_the_suite
 
 from omnilimit import cli, demo
 
@@ -72,10 +73,8 @@ def test_the_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[st
     assert "omnilimit COMMAND: error: MESSAGE" in out
 
 
-# the benchmark suite's package, which `omnilimit bench` runs: found by the tests uninstalled (the
-# pythonpath of pytest's configuration), by a child process through PYTHONPATH
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-WITH_SUITE = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCHMARKS), os.getenv("PYTHONPATH")]))}
+# the benchmark suite's package, which `omnilimit bench` runs, for a child process
+WITH_SUITE = with_the_suite()
 
 
 def test_bench_help_has_no_docstring_markup() -> None:

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 import omnilimit
 from omnilimit._shown import redact
-from omnilimit.backends.redis_link import SCHEMES
+from omnilimit.spec import SCHEMES
 
 from .plot import _pyplot, plot
 from .reference import ENV_VAR, load_reference

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import omnilimit
 from omnilimit._shown import redact
 from omnilimit.backends.redis_link import keys_for
-from omnilimit.shared import name_for_key
+from omnilimit.spec import name_for_key
 
 from .. import peers
 from .per_call import times_per_call
