@@ -35,13 +35,14 @@ Rules (docs/guide/configuration.md repeats them):
   default silently.
 
 The package, by what it holds: ``reading`` (the YAML file and its limits), ``keys`` (the kinds, the
-key tables and the typo rule), ``environment`` (``${VAR}``), ``roles`` (one role's settings) and
-``plans`` (the whole configuration and the limiters it makes). Every public name is importable from
-``omnilimit.config``.
+key tables and the typo rule), ``environment`` (``${VAR}``), ``roles`` (one role's settings),
+``plans`` (the whole configuration and the limiters it makes) and ``describe`` (a limiter's limits
+in words, written once). Every public name is importable from ``omnilimit.config``.
 """
 
 from __future__ import annotations
 
+from omnilimit.config.describe import LIMITER, SETTING, TABLE, limit_phrases, limit_text, number_text
 from omnilimit.config.environment import expand_environment
 from omnilimit.config.keys import (
     COMBINED,
@@ -73,6 +74,7 @@ __all__ = [
     "CONCURRENCY",
     "DEFAULT_PROVIDER",
     "EXPANDED_KEYS",
+    "LIMITER",
     "LIMITER_KEYS",
     "LIMITER_NAMESPACE",
     "MAX_ALIASES",
@@ -83,6 +85,8 @@ __all__ = [
     "NUMERIC_KEYS",
     "RATE",
     "REDIS_ONLY_KEYS",
+    "SETTING",
+    "TABLE",
     "TYPO_EDITS",
     "Config",
     "LimiterPlan",
@@ -91,8 +95,11 @@ __all__ = [
     "expand_environment",
     "file_error_message",
     "ignored_text",
+    "limit_phrases",
+    "limit_text",
     "limiter_key",
     "load_yaml",
+    "number_text",
     "parse_config",
     "read_yaml",
     "role_settings",

@@ -11,6 +11,7 @@ from typing import Any
 
 from omnilimit._shown import redact, shown
 from omnilimit._validate import InvalidValue, whole_number
+from omnilimit.config.describe import limit_text
 from omnilimit.config.environment import _expanded, expand_environment
 from omnilimit.config.keys import COMBINED, CONCURRENCY, RATE
 from omnilimit.config.reading import read_yaml
@@ -149,13 +150,7 @@ def _plan(key: str, group: list[RoleSettings], source: str, warnings: list[str])
         )
     if len({(s.kind, s.limit, s.tpm, s.bursts if s.kind != CONCURRENCY else None) for s in group}) > 1:
         values = ", ".join(f"{s.role}: {s.describe()}" for s in group)
-        chosen = {
-            CONCURRENCY: f"max_concurrent_calls {limit}",
-            COMBINED: f"combined: max_concurrent_calls {limit} and {rpm} RPM",
-        }.get(kind, f"{limit} RPM")
-        chosen += f" and {tpm} TPM" if tpm is not None else ""
-        chosen += f", burst {burst}" if burst is not None else ""
-        chosen += f", token burst {token_burst}" if token_burst is not None else ""
+        chosen = limit_text(kind, limit, rpm, tpm, bursts=(burst, token_burst))
         warnings.append(
             f"{source}: roles sharing limiter '{key}' set different limits ({values}): "
             f"the shared limiter uses {chosen} (concurrency wins, then the smallest)"

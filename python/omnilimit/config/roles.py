@@ -11,6 +11,7 @@ from typing import Any
 
 from omnilimit._shown import redact, shown
 from omnilimit._validate import InvalidValue, label, positive_rate, whole_number
+from omnilimit.config.describe import SETTING, limit_text
 from omnilimit.config.keys import COMBINED, CONCURRENCY, MODES, RATE, REDIS_ONLY_KEYS, _refuse_unknown_keys
 from omnilimit.defaults import get_default_rate_limit
 from omnilimit.errors import ConfigError
@@ -121,20 +122,19 @@ class RoleSettings:
             "rate_limit_lease_seconds": self.lease_seconds,
         }
 
-    def describe(self) -> str:
-        """The setting that decides this role's limiter, e.g. ``max_concurrent_calls 50``."""
-        if self.kind == CONCURRENCY:
-            return f"max_concurrent_calls {self.max_concurrent_calls}"
-        tpm = f" and rate_limit_tpm {self.rate_limit_tpm}" if self.rate_limit_tpm is not None else ""
-        if self.burst is not None:
-            tpm += f", burst {self.burst}"
-        if self.token_burst is not None:
-            tpm += f", token burst {self.token_burst}"
-        if self.kind == COMBINED:
-            return f"combined: max_concurrent_calls {self.max_concurrent_calls} and {self.rpm} RPM{tpm}"
+    @property
+    def auto_detected(self) -> str | None:
+        """``provider[ model]``, whose default RPM this role gets, when it sets no rate_limit_rpm."""
         if self.rate_limit_rpm is not None:
-            return f"rate_limit_rpm {self.rate_limit_rpm}{tpm}"
-        return f"auto-detected {self.limit} RPM{tpm}"
+            return None
+        return self.provider + (f" {self.model}" if self.model is not None else "")
+
+    def describe(self) -> str:
+        """The settings that decide this role's limiter, by their keys, e.g. ``max_concurrent_calls 50``,
+        ``rate_limit_rpm 600 and rate_limit_tpm 90000, burst 2`` (``limit_text``)."""
+        rpm = self.rpm if self.kind == COMBINED else None
+        bursts = (None, None) if self.kind == CONCURRENCY else self.bursts
+        return limit_text(self.kind, self.limit, rpm, self.tpm, bursts=bursts, auto=self.auto_detected, words=SETTING)
 
 
 def limiter_key(provider: str, model: str | None, role: str | None, shared_key: str | None) -> str:
