@@ -31,10 +31,14 @@ from omnilimit.config import (
     CONCURRENCY,
     LIMITER_KEYS,
     RATE,
+    TABLE,
     Config,
     LimiterPlan,
     RoleSettings,
     file_error_message,
+    limit_phrases,
+    limit_text,
+    number_text,
     parse_config,
     read_yaml,
 )
@@ -109,23 +113,8 @@ def _limiter(plan: LimiterPlan, providers: Mapping[Any, Any]) -> dict[str, Any]:
         "backend_options": dict(plan.backend_options),
         "roles": [str(settings.role) for settings in plan.roles],
         "ignored": ignored,
-        "text": ", ".join(limit_parts(max_concurrent, rpm, auto, plan.tpm)),
+        "text": limit_text(plan.kind, plan.limit, plan.rpm, plan.tpm, auto=auto, words=TABLE),
     }
-
-
-def limit_parts(
-    max_concurrent: int | float | None, rpm: int | float | None, auto: str | None, tpm: int | float | None
-) -> list[str]:
-    """The limit in words, one part per dimension set: ``["50 concurrent", "500 RPM (auto-detected
-    for openai gpt-4o-mini)", "200000 TPM"]``."""
-    parts = []
-    if max_concurrent is not None:
-        parts.append(f"{_number(max_concurrent)} concurrent")
-    if rpm is not None:
-        parts.append(f"{_number(rpm)} RPM" + (f" (auto-detected for {auto})" if auto else ""))
-    if tpm is not None:
-        parts.append(f"{_number(tpm)} TPM")
-    return parts
 
 
 def _auto_detected(plan: LimiterPlan, rpm: int | float | None) -> str | None:
@@ -135,10 +124,9 @@ def _auto_detected(plan: LimiterPlan, rpm: int | float | None) -> str | None:
         return None
     deciding = [s for s in plan.roles if s.kind == (COMBINED if plan.kind == COMBINED else RATE)]
     chosen = [s for s in deciding if s.rpm == rpm]
-    if not chosen or any(s.rate_limit_rpm is not None for s in chosen):
+    if not chosen or any(s.auto_detected is None for s in chosen):
         return None
-    first = chosen[0]
-    return first.provider + (f" {first.model}" if first.model is not None else "")
+    return chosen[0].auto_detected
 
 
 def _backend(backend: str | None) -> str:
@@ -186,13 +174,6 @@ def _why_ignored(key: str, settings: RoleSettings, plan: LimiterPlan) -> str | N
     if key == "rate_limit_lease_seconds" and settings.lease_seconds is not None and plan.kind == RATE:
         return "leases are for concurrency limiters: this is a rate limiter"
     return None
-
-
-def _number(value: int | float) -> str:
-    """500, 0.5, 500.0 -> "500", as the YAML would say it."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 # --- printing ------------------------------------------------------------------------------------
@@ -275,25 +256,20 @@ def _print_table(limiters: list[dict[str, Any]], out: TextIO) -> None:
 
 
 def _limit_cell(limiter: dict[str, Any]) -> list[str]:
-    """The limit's lines: one per dimension, the auto-detection note on lines of its own."""
+    """The limit's lines: one per dimension (``limit_phrases``), the auto-detection note wrapped on
+    lines of its own after "(auto-detected for"."""
+    kind, limit, rpm, tpm, auto = (limiter[k] for k in ("kind", "limit", "rpm", "tpm", "rpm_auto_detected"))
     lines = []
-    if limiter["max_concurrent"] is not None:
-        lines.append(f"{_number(limiter['max_concurrent'])} concurrent")
-    if limiter["rpm"] is not None:
-        rpm = f"{_number(limiter['rpm'])} RPM"
-        auto = limiter["rpm_auto_detected"]
-        if auto is None:
-            lines.append(rpm)
-        else:
-            lines.append(f"{rpm} (auto-detected for")
-            lines += textwrap.wrap(f"{auto})", LIMIT_WIDTH, break_long_words=False)
-    if limiter["tpm"] is not None:
-        lines.append(f"{_number(limiter['tpm'])} TPM")
+    for phrase in limit_phrases(kind, limit, rpm, tpm, auto=auto, words=TABLE):
+        head, note, rest = phrase.partition(" (auto-detected for ")
+        lines.append(head + note.rstrip())
+        if note:
+            lines += textwrap.wrap(rest, LIMIT_WIDTH, break_long_words=False)
     return lines
 
 
 def _value(value: Any) -> str:
-    return _number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+    return number_text(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
 def _ignored_lines(ignored: list[dict[str, str]]) -> list[str]:

@@ -23,6 +23,7 @@ from omnilimit.config import (
     LimiterPlan,
     RoleSettings,
     ignored_text,
+    limit_text,
     load_yaml,
     parse_config,
     role_settings,
@@ -461,11 +462,5 @@ def _bursts_text(bursts: tuple[int | None, int | None]) -> str:
 
 
 def _describe(entry: _Entry) -> str:
-    budget = f" and {entry.tpm} TPM" if entry.tpm is not None else ""
-    budget += _bursts_text(entry.bursts)
-    shared = "" if entry.backend is None else f", shared ({redact(entry.backend)})"
-    if entry.kind == COMBINED:
-        return f"combined: max_concurrent_calls {entry.limit} and {entry.rpm} RPM{budget}"
-    if entry.kind == CONCURRENCY:
-        return f"max_concurrent_calls {entry.limit}{shared}"
-    return f"{entry.limit} RPM{budget}{shared}"
+    """A live limiter's limits, for logs and reload(): ``limit_text``'s words."""
+    return limit_text(entry.kind, entry.limit, entry.rpm, entry.tpm, bursts=entry.bursts, backend=entry.backend)
