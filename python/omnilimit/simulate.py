@@ -30,338 +30,76 @@ cap alone cannot keep every 1-s slice under an RPM limit when latencies vary; th
 conversion formula (Little's law, concurrency = rate x latency) is reported with the measured
 latency, as the equivalent ``max_concurrent_calls``. When the workers cannot reach the rate, the
 ``parallel_workers`` that can is reported too.
+
+This module holds the command line (``main``, its options and errors) and ``simulate``, which
+builds the run and returns its report; ``sim_setup`` holds the ``Options``, the API keys and the
+time scaling, ``sim_run`` the workers, ``sim_report`` the report and the recommendation,
+``sim_text`` the report as text, and ``sim_provider`` the simulated provider.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import logging
 import math
 import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from omnilimit._log import logger
 from omnilimit.cli import fail
-from omnilimit.combined import CombinedLimiter
-from omnilimit.concurrency import ConcurrencyLimiter
-from omnilimit.config import (
-    COMBINED,
-    CONCURRENCY,
-    DEFAULT_PROVIDER,
-    RATE,
-    Config,
-    LimiterPlan,
-    RoleSettings,
-    file_error_message,
-    parse_config,
-    read_yaml,
-)
-from omnilimit.defaults import DEFAULT_RATE_LIMITS, get_default_rate_limit
+from omnilimit.config import file_error_message, parse_config, read_yaml
 from omnilimit.errors import ConfigError
 from omnilimit.manager import ProviderRateLimitManager
-from omnilimit.rate import RateLimiter
 from omnilimit.sim_provider import SimulatedProvider
-
-HEADROOM = 0.95  # of the provider's capacity, in the recommendation
-MAX_ATTEMPTS = 3  # a call and its retries after 429s
-ACQUIRE_TIMEOUT_S = 120.0  # OmniGen's acquire timeout, at real speed
-DEFAULT_WORKERS = 10  # parallel_workers when the configuration sets none (the guide's examples)
-TARGET_WALL_S = 5.0  # what --speedup auto aims at
-MIN_INTERVAL_S = 0.01  # the shortest gap between paced requests (a rate limiter's, the provider's) it allows
-MIN_LATENCY_S = 0.02  # the shortest scaled mean latency that --speedup auto allows
-MAX_SPEEDUP = 100.0  # the provider's 1-s slices last at least 10 ms
-BACKEND_KEYS = (
-    "rate_limit_backend",
-    "rate_limit_on_backend_error",
-    "rate_limit_local_fraction",
-    "rate_limit_lease_seconds",
+from omnilimit.sim_report import HEADROOM, _report, apply_recommendation
+from omnilimit.sim_run import ACQUIRE_TIMEOUT_S, MAX_ATTEMPTS, _progress, _Quiet, _RoleTally, _Run, _worker
+from omnilimit.sim_setup import (
+    BACKEND_KEYS,
+    LIMITS,
+    MAX_SPEEDUP,
+    MIN_INTERVAL_S,
+    MIN_LATENCY_S,
+    TARGET_WALL_S,
+    ApiKey,
+    Options,
+    _check_options,
+    api_keys,
+    auto_speedup,
+    key_capacity_rpm,
+    provider_capacity_rpm,
+    scaled_document,
 )
+from omnilimit.sim_text import format_report
 
+__all__ = [  # the names of the command's modules that omnilimit.simulate gives (it held them all)
+    "ACQUIRE_TIMEOUT_S",
+    "BACKEND_KEYS",
+    "DEFAULT_WORKERS",
+    "HEADROOM",
+    "LIMITS",
+    "MAX_ATTEMPTS",
+    "MAX_SPEEDUP",
+    "MIN_INTERVAL_S",
+    "MIN_LATENCY_S",
+    "TARGET_WALL_S",
+    "ApiKey",
+    "Options",
+    "api_keys",
+    "apply_recommendation",
+    "auto_speedup",
+    "format_report",
+    "key_capacity_rpm",
+    "main",
+    "provider_capacity_rpm",
+    "scaled_document",
+    "simulate",
+]
 
-LIMITS = ("rpm", "tpm", "concurrency")  # an API key's limits, as --provider-rpm / -tpm / -concurrency name them
-
-
-@dataclass(frozen=True)
-class Options:
-    """What to simulate; ``None`` takes the default from the configuration (see ``--help``).
-
-    ``provider_rpm`` / ``provider_tpm`` / ``provider_concurrency`` apply to every provider's API
-    key (``math.inf``: no such limit); ``named_limits`` to one provider's, e.g. ``{"openai":
-    {"rpm": 300}}`` (it wins over the former)."""
-
-    requests: int = 400
-    latency_s: float = 2.0
-    provider_rpm: float | None = None
-    provider_tpm: float | None = None
-    provider_concurrency: int | None = None
-    named_limits: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-    tokens: int = 1000
-    speedup: float | None = None
-    workers: int | None = None
-    seed: int = 0
-    progress: bool = False
-
-
-@dataclass
-class _RoleTally:
-    calls: int = 0
-    completed: int = 0
-    timeouts: int = 0
-    rate_limited: int = 0
-    failed: int = 0
-    wait_s: float = 0.0
-    latency_s: float = 0.0
-
-
-@dataclass
-class _Run:
-    """The counters the workers update (under ``lock``)."""
-
-    roles: dict[str, _RoleTally]
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    started: int = 0  # calls taken by the workers
-    finished: int = 0
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    """One provider's API key in the simulation: its limits (None: none), where its RPM comes from,
-    its roles and their share of the run's calls (the workers take the roles in turn)."""
-
-    provider: str
-    roles: tuple[str, ...]
-    share: float
-    rpm: float | None
-    rpm_source: str
-    tpm: float | None = None
-    concurrency: int | None = None
-
-    def limits_text(self) -> str:
-        limits = ["no RPM limit" if self.rpm is None else f"{_number(self.rpm)} RPM ({self.rpm_source})"]
-        if self.tpm is not None:
-            limits.append(f"{_number(self.tpm)} TPM")
-        if self.concurrency is not None:
-            limits.append(f"{self.concurrency} concurrent")
-        return ", ".join(limits)
-
-
-def api_keys(config: Config, options: Options) -> dict[str, ApiKey]:
-    """One API key per provider name of the configuration, with its limits from the options or,
-    for an RPM not given, the provider's auto-detected limit. Raises ValueError for a limit named
-    for a provider the configuration does not have."""
-    groups: dict[str, list[RoleSettings]] = {}
-    for settings in config.roles.values():
-        groups.setdefault(settings.provider, []).append(settings)
-    for provider in options.named_limits:
-        if provider not in groups:
-            raise ValueError(
-                f"--provider-{next(iter(options.named_limits[provider]))} {provider}=...: the configuration has no "
-                f"provider {provider!r} (its providers: {', '.join(groups)})"
-            )
-    keys = {}
-    for provider, roles in groups.items():
-        named = options.named_limits.get(provider, {})
-        rpm: float | None
-        if "rpm" in named:
-            rpm, source = named["rpm"], f"--provider-rpm {provider}={_number(named['rpm'])}"
-        elif options.provider_rpm is not None:
-            rpm, source = options.provider_rpm, "--provider-rpm"
-        else:
-            rpm, model = min((float(get_default_rate_limit(s.provider, s.model)), s.model or "") for s in roles)
-            if provider in DEFAULT_RATE_LIMITS:
-                source = f"auto-detected for {provider}" + (f" {model}" if model else "")
-            elif provider == DEFAULT_PROVIDER:
-                source = (
-                    "no role names its provider, so omnilimit assumes an unknown provider's limit: "
-                    "pass --provider-rpm N for the API key's real one"
-                )
-            else:
-                source = (
-                    f"omnilimit does not know provider {provider!r} and assumes an unknown provider's limit: "
-                    f"pass --provider-rpm {provider}=N for the real one"
-                )
-        tpm = named.get("tpm", options.provider_tpm)
-        concurrency = named.get("concurrency", options.provider_concurrency)
-        keys[provider] = ApiKey(
-            provider=provider,
-            roles=tuple(str(s.role) for s in roles),
-            share=len(roles) / len(config.roles),
-            rpm=None if rpm == math.inf else rpm,
-            rpm_source=source,
-            tpm=None if tpm in (None, math.inf) else tpm,
-            concurrency=None if concurrency in (None, math.inf) else int(concurrency),
-        )
-    return keys
-
-
-def _number(value: float) -> str:
-    """500.0 -> "500", 0.5 -> "0.5"."""
-    return f"{value:g}" if value < 1e15 else f"{value:.6g}"
-
-
-def scaled_document(document: Mapping[str, Any], config: Config, speedup: float) -> dict[str, Any]:
-    """The configuration as the simulation runs it: RPM and TPM X times faster (an auto-detected
-    RPM written out), in-process (no shared backend: a simulation must not touch shared state)."""
-    scaled = copy.deepcopy(dict(document))
-    providers = scaled.get("providers") or {}
-    for role, settings in config.roles.items():
-        mapping = dict(providers.get(role) or {})
-        for key in BACKEND_KEYS:
-            mapping.pop(key, None)
-        if settings.kind in (RATE, COMBINED):
-            mapping["rate_limit_rpm"] = float(settings.rpm) * speedup
-        if mapping.get("rate_limit_tpm") is not None:
-            mapping["rate_limit_tpm"] = float(mapping["rate_limit_tpm"]) * speedup
-        providers[role] = mapping
-    scaled["providers"] = providers
-    return scaled
-
-
-def _limiter_capacity_rpm(config: Config, latency_s: float) -> dict[str, float]:
-    """Each limiter's ceiling on the whole run's throughput (requests per minute): its own rate
-    over the share of the calls that go through it (workers take the roles in turn)."""
-    total_roles = len(config.roles)
-    capacities = {}
-    for key, plan in config.limiters.items():
-        share = len(plan.roles) / total_roles
-        if plan.kind == CONCURRENCY:
-            own = plan.limit * 60.0 / latency_s
-        elif plan.kind == RATE:
-            own = float(plan.limit)
-        else:
-            own = min(plan.limit * 60.0 / latency_s, float(plan.rpm or math.inf))
-        capacities[key] = own / share
-    return capacities
-
-
-def provider_capacity_rpm(
-    rpm: float | None, tpm: float | None, concurrency: int | None, latency_s: float, tokens: int
-) -> float | None:
-    """Requests per minute the provider admits at most: None when it sets no limit."""
-    ceilings = []
-    if rpm is not None:
-        ceilings.append(rpm)
-    if concurrency is not None:
-        ceilings.append(concurrency * 60.0 / latency_s)
-    if tpm is not None and tokens > 0:
-        ceilings.append(tpm / tokens)
-    return min(ceilings) if ceilings else None
-
-
-def key_capacity_rpm(key: ApiKey, latency_s: float, tokens: int) -> float | None:
-    """Requests per minute an API key admits at most (None: it sets no limit)."""
-    return provider_capacity_rpm(key.rpm, key.tpm, key.concurrency, latency_s, tokens)
-
-
-def auto_speedup(config: Config, options: Options, workers: int, keys: Mapping[str, ApiKey]) -> float:
-    """A speedup that makes the run last about TARGET_WALL_S, while the expected pace of the run
-    keeps at least MIN_INTERVAL_S between requests and the mean latency at least MIN_LATENCY_S."""
-    capacities = [workers * 60.0 / options.latency_s, *_limiter_capacity_rpm(config, options.latency_s).values()]
-    for key in keys.values():
-        capacity = key_capacity_rpm(key, options.latency_s, options.tokens)
-        if capacity is not None:
-            capacities.append(capacity / key.share)  # its ceiling on the whole run
-    expected_rpm = min(capacities)
-    real_s = options.requests / (expected_rpm / 60.0) + options.latency_s
-    bound = min(MAX_SPEEDUP, (60.0 / expected_rpm) / MIN_INTERVAL_S, options.latency_s / MIN_LATENCY_S)
-    return max(1.0, min(real_s / TARGET_WALL_S, bound))
-
-
-def _acquire(limiter: Any, timeout: float, tokens: int) -> bool:
-    if isinstance(limiter, ConcurrencyLimiter):
-        return bool(limiter.acquire(timeout=timeout))
-    return bool(limiter.acquire(timeout=timeout, tokens=tokens if limiter.tpm is not None else 0))
-
-
-def _finish(limiter: Any, tokens: int) -> None:
-    if isinstance(limiter, RateLimiter):
-        limiter.record_request(tokens=tokens if limiter.tpm is not None else None)
-    elif isinstance(limiter, CombinedLimiter):
-        limiter.release(tokens=tokens if limiter.tpm is not None else None)
-    else:
-        limiter.release()
-
-
-def _worker(
-    manager: ProviderRateLimitManager,
-    roles: list[str],
-    providers: Mapping[str, SimulatedProvider],
-    run: _Run,
-    options: Options,
-    speedup: float,
-    offset: int,
-) -> None:
-    turn = offset  # workers start at different roles, as conversations are at different turns
-    while True:
-        with run.lock:
-            if run.started >= options.requests:
-                return
-            run.started += 1
-        role = roles[turn % len(roles)]
-        turn += 1
-        limiter = manager.limiter_for(role)
-        tally = run.roles[role]
-        outcome = _call(limiter, providers[role], options, speedup, tally, run.lock)
-        with run.lock:
-            tally.calls += 1
-            if outcome == "completed":
-                tally.completed += 1
-            elif outcome == "timeout":
-                tally.timeouts += 1
-            else:
-                tally.failed += 1
-            run.finished += 1
-
-
-def _call(
-    limiter: Any, provider: SimulatedProvider, options: Options, speedup: float, tally: _RoleTally, lock: threading.Lock
-) -> str:
-    """One call of the run, with its retries: ``completed``, ``timeout`` (no permit within the
-    acquire timeout) or ``failed`` (429 on every attempt)."""
-    for _ in range(MAX_ATTEMPTS):
-        started = time.monotonic()
-        if not _acquire(limiter, ACQUIRE_TIMEOUT_S / speedup, options.tokens):
-            return "timeout"
-        waited = time.monotonic() - started
-        try:
-            ok, seconds = provider.call(options.tokens)
-        finally:
-            _finish(limiter, options.tokens)
-        with lock:
-            tally.wait_s += waited
-            if ok:
-                tally.latency_s += seconds
-            else:
-                tally.rate_limited += 1
-        if ok:
-            return "completed"
-        time.sleep(seconds)  # the provider's retry-after
-    return "failed"
-
-
-def _progress(run: _Run, total: int, speedup: float, started: float, done: threading.Event) -> None:
-    width = 30
-    while not done.wait(0.1):
-        with run.lock:
-            finished = run.finished
-            rate_limited = sum(t.rate_limited for t in run.roles.values())
-        filled = int(width * finished / max(1, total))
-        elapsed = (time.monotonic() - started) * speedup
-        sys.stderr.write(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {finished}/{total} calls, {rate_limited} x 429, "
-            f"{elapsed:,.0f} s simulated"
-        )
-        sys.stderr.flush()
-    sys.stderr.write("\r" + " " * (width + 60) + "\r")
-    sys.stderr.flush()
+DEFAULT_WORKERS = 10  # parallel_workers when the configuration sets none (the guide's examples)
 
 
 def simulate(document: Mapping[str, Any], source: str, options: Options) -> dict[str, Any]:
@@ -412,381 +150,6 @@ def simulate(document: Mapping[str, Any], source: str, options: Options) -> dict
         if progress is not None:
             progress.join()
     return _report(config, options, run, keys, providers, workers, speedup, elapsed)
-
-
-class _Quiet:
-    """Raises the omnilimit logger's level to ERROR for the block."""
-
-    def __enter__(self) -> None:
-        self._level = logger.level
-        logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc_info: object) -> None:
-        logger.setLevel(self._level)
-
-
-def _check_options(options: Options) -> None:
-    positive = {"requests": options.requests, "latency": options.latency_s, "tokens per request": options.tokens + 1}
-    for name, value in positive.items():
-        if not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value!r}")
-    for name, optional in (
-        ("provider RPM", options.provider_rpm),
-        ("provider TPM", options.provider_tpm),
-        ("provider concurrency", options.provider_concurrency),
-        ("speedup", options.speedup),
-        ("workers", options.workers),
-    ):
-        if optional is not None and not optional > 0:
-            raise ValueError(f"{name} must be > 0, got {optional!r}")
-    for provider, limits in options.named_limits.items():
-        for limit, value in limits.items():
-            if limit not in LIMITS or not value > 0:
-                raise ValueError(f"provider {provider!r}: {limit} must be one of {', '.join(LIMITS)} and > 0")
-
-
-def _report(
-    config: Config,
-    options: Options,
-    run: _Run,
-    keys: Mapping[str, ApiKey],
-    providers: Mapping[str, SimulatedProvider],
-    workers: int,
-    speedup: float,
-    elapsed: float,
-) -> dict[str, Any]:
-    tallies = run.roles
-    completed = sum(t.completed for t in tallies.values())
-    timeouts = sum(t.timeouts for t in tallies.values())
-    failed = sum(t.failed for t in tallies.values())
-    all_counts = [provider.counts for provider in providers.values()]
-    admitted = sum(c.admitted for c in all_counts)
-    latency_s = sum(c.latency_total_s for c in all_counts) / admitted * speedup if admitted else options.latency_s
-    arrivals = [t for c in all_counts for t in (c.first_arrival, c.last_arrival) if t is not None]
-    throughput = _throughput(admitted, min(arrivals, default=None), max(arrivals, default=None), speedup)
-    limiter_ceilings = _limiter_capacity_rpm(config, latency_s)
-    # Every ceiling on the whole run (requests/min): a limit on a share of the calls, over that share.
-    ceilings = {"parallel_workers": workers * 60.0 / latency_s}
-    ceilings.update({f"limiter:{key}": value for key, value in limiter_ceilings.items()})
-    per_key = {}
-    for name, key in keys.items():
-        own = _key_limits(key, latency_s, options.tokens)
-        ceilings.update({f"{limit}:{name}": value / key.share for limit, value in own.items()})
-        per_key[name] = _key_report(key, providers[name].counts, config, own, workers, latency_s, speedup, options)
-    # What limits the run: the lowest ceiling. 429s with a client-side ceiling lowest are bursts
-    # above a slice's share (a cold start, latencies bunching), not a sustained excess.
-    binding = min(ceilings, key=lambda name: ceilings[name])
-    capacities = [c / k.share for k in keys.values() if (c := key_capacity_rpm(k, latency_s, options.tokens))]
-    capacity = min(capacities) if capacities else None  # the keys' ceiling on the whole run
-    recommendation, workers_needed = _recommend(config, options, keys, per_key, latency_s, workers)
-    per_role = {
-        role: {
-            "calls": t.calls,
-            "completed": t.completed,
-            "rate_limited_429": t.rate_limited,
-            "timeouts": t.timeouts,
-            "failed": t.failed,
-            "mean_wait_s": round(t.wait_s / max(1, t.completed + t.rate_limited) * speedup, 3),
-            "mean_latency_s": round(t.latency_s / max(1, t.completed) * speedup, 3),
-        }
-        for role, t in tallies.items()
-    }
-    limiters = [
-        {
-            "key": key,
-            "kind": plan.kind,
-            "limit": plan.limit,
-            "rpm": plan.rpm,
-            "tpm": plan.tpm,
-            "roles": [str(s.role) for s in plan.roles],
-            "capacity_rpm": round(_own_limiter_rpm(plan, latency_s), 1),  # its own, not over its share
-            "run_ceiling_rpm": round(limiter_ceilings[key], 1),
-        }
-        for key, plan in config.limiters.items()
-    ]
-    refused_by: dict[str, int] = {}
-    for counts in all_counts:
-        for limit, n in counts.refused_by.items():
-            refused_by[limit] = refused_by.get(limit, 0) + n
-    return {
-        "source": config.source,
-        "requests": options.requests,
-        "completed": completed,
-        "rate_limited_429": sum(c.refused for c in all_counts),
-        "rate_limited_by": refused_by,
-        "timeouts": timeouts,
-        "failed": failed,
-        "projected_wall_s": round(elapsed * speedup, 1),
-        "throughput_rpm": round(throughput, 1),
-        "provider_capacity_rpm": None if capacity is None else round(capacity, 1),
-        "capacity_used": None if not capacity else round(throughput / capacity, 3),
-        "binding_constraint": binding,
-        "ceilings_rpm": {k: round(v, 1) for k, v in ceilings.items()},
-        "api_keys": per_key,
-        "recommendation": recommendation,
-        "recommended_parallel_workers": workers_needed,
-        "workers": workers,
-        "latency_s": options.latency_s,
-        "measured_latency_s": round(latency_s, 3),
-        "tokens_per_request": options.tokens,
-        "speedup": round(speedup, 2),
-        "wall_s": round(elapsed, 2),
-        "seed": options.seed,
-        "limiters": limiters,
-        "roles": per_role,
-    }
-
-
-def _throughput(admitted: int, first: float | None, last: float | None, speedup: float) -> float:
-    """Requests per minute between the first and the last admitted arrival, in real time."""
-    if admitted < 2 or first is None or last is None or last <= first:
-        return 0.0
-    return (admitted - 1) / ((last - first) * speedup) * 60.0
-
-
-def _key_limits(key: ApiKey, latency_s: float, tokens: int) -> dict[str, float]:
-    """An API key's limits in requests per minute of its own calls: ``{"provider_rpm": 500.0, ...}``."""
-    limits = {}
-    if key.rpm is not None:
-        limits["provider_rpm"] = key.rpm
-    if key.concurrency is not None:
-        limits["provider_concurrency"] = key.concurrency * 60.0 / latency_s
-    if key.tpm is not None and tokens > 0:
-        limits["provider_tpm"] = key.tpm / tokens
-    return limits
-
-
-def _own_limiter_rpm(plan: LimiterPlan, latency_s: float) -> float:
-    """A limiter's own ceiling in requests per minute of the calls that go through it."""
-    if plan.kind == CONCURRENCY:
-        return plan.limit * 60.0 / latency_s
-    if plan.kind == RATE:
-        return float(plan.limit)
-    return min(plan.limit * 60.0 / latency_s, float(plan.rpm or math.inf))
-
-
-def _key_report(
-    key: ApiKey,
-    counts: Any,
-    config: Config,
-    own: Mapping[str, float],
-    workers: int,
-    latency_s: float,
-    speedup: float,
-    options: Options,
-) -> dict[str, Any]:
-    """One API key's part of the report: its limits, capacity, throughput, 429s, and its tightest
-    ceiling in requests per minute of its own calls (its limiters', its own limits', and the
-    workers' share that reaches it)."""
-    roles = set(key.roles)
-    ceilings = {"parallel_workers": workers * 60.0 / latency_s * key.share}
-    for name, plan in config.limiters.items():
-        mine = sum(1 for s in plan.roles if s.role in roles)
-        if mine:
-            ceilings[f"limiter:{name}"] = _own_limiter_rpm(plan, latency_s) * mine / len(plan.roles)
-    ceilings.update(own)
-    capacity = key_capacity_rpm(key, latency_s, options.tokens)
-    throughput = _throughput(counts.admitted, counts.first_arrival, counts.last_arrival, speedup)
-    return {
-        "roles": list(key.roles),
-        "rpm": key.rpm,
-        "rpm_source": key.rpm_source,
-        "tpm": key.tpm,
-        "concurrency": key.concurrency,
-        "capacity_rpm": None if capacity is None else round(capacity, 1),
-        "throughput_rpm": round(throughput, 1),
-        "capacity_used": None if not capacity else round(throughput / capacity, 3),
-        "rate_limited_429": counts.refused,
-        "rate_limited_by": dict(counts.refused_by),
-        "most_in_flight": counts.most_in_flight,
-        "binding_constraint": min(ceilings, key=lambda name: ceilings[name]),
-        "ceilings_rpm": {k: round(v, 1) for k, v in ceilings.items()},
-    }
-
-
-def _recommend(
-    config: Config,
-    options: Options,
-    keys: Mapping[str, ApiKey],
-    per_key: dict[str, dict[str, Any]],
-    latency_s: float,
-    workers: int,
-) -> tuple[dict[str, dict[str, Any]], int | None]:
-    """The provider config keys per role (the roles of one API key share one rate limiter at
-    HEADROOM of its capacity; a key without limits gets none), each key's Little's-law
-    concurrency (written into ``per_key``), and the parallel_workers needed (None: enough)."""
-    recommendation: dict[str, dict[str, Any]] = {}
-    run_rpm = math.inf  # the whole run's rate under the recommended limiters
-    for name, key in keys.items():
-        capacity = key_capacity_rpm(key, latency_s, options.tokens)
-        per_key[name]["littles_law_max_concurrent_calls"] = None
-        if capacity is None:
-            continue
-        target_rpm = max(1, math.floor(capacity * HEADROOM))
-        settings = [config.roles[role] for role in key.roles]
-        own_shared = {s.shared_key for s in settings}
-        others_shared = {s.shared_key for s in config.roles.values() if s.provider != name}
-        shared = own_shared.pop() if len(own_shared) == 1 and None not in own_shared else None
-        if shared is None or shared in others_shared:
-            shared = f"{name}_api_key"
-        values: dict[str, Any] = {"rate_limit_shared_key": shared, "rate_limit_rpm": target_rpm}
-        # Keys some role sets that the recommendation does not keep are removed (None).
-        if any(s.max_concurrent_calls is not None for s in settings):
-            values["max_concurrent_calls"] = None
-        if any(s.mode != "precedence" for s in settings):
-            values["rate_limit_mode"] = None
-        if any(s.rate_limit_tpm is not None for s in settings):
-            values["rate_limit_tpm"] = None
-        if any(s.burst is not None for s in settings):
-            values["rate_limit_burst"] = None
-        if any(s.token_burst is not None for s in settings):
-            values["rate_limit_token_burst"] = None
-        if key.tpm is not None:
-            values["rate_limit_tpm"] = max(1, math.floor(key.tpm * HEADROOM))
-        if key.concurrency is not None:
-            values["max_concurrent_calls"] = key.concurrency
-            values["rate_limit_mode"] = "combined"
-        for role in key.roles:
-            recommendation[role] = dict(values)
-        per_key[name]["littles_law_max_concurrent_calls"] = math.ceil(target_rpm / 60.0 * latency_s)
-        run_rpm = min(run_rpm, target_rpm / key.share)
-    if run_rpm == math.inf:
-        return recommendation, None
-    needed = math.ceil(run_rpm / 60.0 * latency_s) + 1  # one more keeps the limiters, not the workers, binding
-    return recommendation, (needed if needed > workers else None)
-
-
-def apply_recommendation(
-    document: Mapping[str, Any], recommendation: Mapping[str, Mapping[str, Any]]
-) -> dict[str, Any]:
-    """The configuration with a recommendation applied: each role's keys set (``None`` removes a
-    key)."""
-    updated = copy.deepcopy(dict(document))
-    providers = updated.setdefault("providers", {})
-    for role, keys in recommendation.items():
-        mapping = dict(providers.get(role) or {})
-        for key, value in keys.items():
-            if value is None:
-                mapping.pop(key, None)
-            else:
-                mapping[key] = value
-        providers[role] = mapping
-    return updated
-
-
-def format_report(report: Mapping[str, Any]) -> str:
-    """The report as text, for a terminal."""
-    lines = [
-        f"{report['source']}: {report['requests']} calls by {report['workers']} workers, "
-        f"mean latency {report['latency_s']} s, {report['tokens_per_request']} tokens per call "
-        f"(simulated {report['speedup']}x faster: {report['wall_s']} s of wall time)"
-    ]
-    keys = report["api_keys"]
-    lines.append("API keys (one per provider; --provider-rpm NAME=N sets one):" if len(keys) > 1 else "API key:")
-    for name, key in keys.items():
-        limits = ["no RPM limit" if key["rpm"] is None else f"{_number(key['rpm'])} RPM ({key['rpm_source']})"]
-        if key["tpm"] is not None:
-            limits.append(f"{_number(key['tpm'])} TPM")
-        if key["concurrency"] is not None:
-            limits.append(f"{key['concurrency']} concurrent")
-        roles = ", ".join(key["roles"])
-        lines.append(f"  {name}: {', '.join(limits)}; {'role' if len(key['roles']) == 1 else 'roles'} {roles}")
-    lines.append("")
-    lines.append(f"  projected wall time    {report['projected_wall_s']:,.1f} s")
-    capacity = report["provider_capacity_rpm"]
-    used = "" if capacity is None else f" of the API keys' {capacity:,.1f} ({report['capacity_used']:.0%})"
-    lines.append(f"  throughput             {report['throughput_rpm']:,.1f} requests/min{used}")
-    lines.append(f"  completed              {report['completed']} of {report['requests']}")
-    by = ", ".join(f"{k} {v}" for k, v in report["rate_limited_by"].items() if v)
-    lines.append(f"  429s from the provider {report['rate_limited_429']}" + (f" ({by})" if by else ""))
-    lines.append(
-        f"  acquire timeouts       {report['timeouts']}"
-        + (f"; failed after {MAX_ATTEMPTS} attempts: {report['failed']}" if report["failed"] else "")
-    )
-    binding = report["binding_constraint"]
-    bursts = report["rate_limited_429"] and not binding.startswith("provider_")
-    lines.append(
-        f"  binding constraint     {binding}"
-        + (" (the 429s came from bursts above a 1-s slice's share)" if bursts else "")
-    )
-    lines.append("")
-    key_rows = []
-    for name, key in keys.items():
-        tightest = key["binding_constraint"]
-        key_rows.append(
-            [
-                name,
-                "none" if key["capacity_rpm"] is None else f"{key['capacity_rpm']:,.1f}",
-                f"{key['throughput_rpm']:,.1f}",
-                "-" if key["capacity_used"] is None else f"{key['capacity_used']:.0%}",
-                str(key["rate_limited_429"]),
-                f"{tightest} {key['ceilings_rpm'][tightest]:,.1f}",
-            ]
-        )
-    lines += _table(
-        ["API key", "capacity/min", "throughput/min", "used", "429s", "tightest ceiling of its calls/min"], key_rows
-    )
-    lines.append("")
-    total_roles = len(report["roles"])
-    limiter_rows = [
-        [
-            limiter["key"],
-            limiter["kind"],
-            f"{limiter['capacity_rpm']:,.1f}",
-            f"{len(limiter['roles'])} of {total_roles}",
-            f"{limiter['run_ceiling_rpm']:,.1f}",
-        ]
-        for limiter in report["limiters"]
-    ]
-    lines += _table(["limiter", "kind", "its limit/min", "roles", "ceiling on the run/min"], limiter_rows, left=2)
-    lines.append("")
-    lines.append("  role                    calls  completed  429s  timeouts  mean wait s  mean latency s")
-    for role, r in report["roles"].items():
-        lines.append(
-            f"  {role:<22} {r['calls']:>6} {r['completed']:>10} {r['rate_limited_429']:>5} {r['timeouts']:>9} "
-            f"{r['mean_wait_s']:>12} {r['mean_latency_s']:>15}"
-        )
-    lines += _recommendation_lines(report)
-    return "\n".join(lines)
-
-
-def _table(headings: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
-    """Rows under headings, the first ``left`` columns aligned left, the others right."""
-    widths = [max(len(cell) for cell in column) for column in zip(headings, *rows)]
-    return [
-        "  " + "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-        for row in [headings, *rows]
-    ]
-
-
-def _recommendation_lines(report: Mapping[str, Any]) -> list[str]:
-    recommendation = report["recommendation"]
-    if not recommendation:
-        return ["", "recommendation: none (no API key sets a limit to stay under)"]
-    lines = [
-        "",
-        f"recommendation: the roles of each API key share one rate limiter at {HEADROOM:.0%} of its capacity "
-        "(null removes a key):",
-        "providers:",
-    ]
-    for role, keys in recommendation.items():
-        lines.append(f"  {role}:")
-        for key, value in keys.items():
-            lines.append(f"    {key}: {'null' if value is None else json.dumps(value)}")
-    for name, key in report["api_keys"].items():
-        little = key["littles_law_max_concurrent_calls"]
-        if little is not None:
-            lines.append(
-                f"({name}: Little's law with the measured latency of {report['measured_latency_s']} s makes the same "
-                f"rate about {little} calls in flight: max_concurrent_calls {little} for its roles together, if you "
-                "prefer concurrency limiting)"
-            )
-    if report["recommended_parallel_workers"] is not None:
-        lines.append(
-            f"(the {report['workers']} workers cannot reach that rate: generation.parallel_workers "
-            f"{report['recommended_parallel_workers']} can)"
-        )
-    return lines
 
 
 def _provider_limit(text: str) -> tuple[str | None, float]:
