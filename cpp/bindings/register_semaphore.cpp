@@ -1,4 +1,7 @@
 // omnilimit._core.ConcurrencyCore: the semaphore behind omnilimit.ConcurrencyLimiter.
+//
+// What a caller holding a slot does under a pause is the core's decision (SlotUnderPause,
+// pause.hpp); this file waits with the GIL released and speaks Python.
 #include <pybind11/pybind11.h>
 
 #include <atomic>
@@ -227,32 +230,30 @@ struct Concurrency {
       if (started_ns != 0) core.waits.record(now_ns() - started_ns);
       return outcome;
     }
-    // Paused: keep the slot (and so the caller's place in line) and go at the pause's end plus
-    // this caller's jitter, if that comes within the timeout.
+    // A pause may be in effect: keep the slot until its end, or pass it on (SlotUnderPause).
     const Nanos now = now_ns();
     if (started_ns == 0) started_ns = now;  // the slot came at once
     const Nanos end = core.pause.end_ns(now);
-    if (end == 0) {
+    const Nanos go_at = end == 0 ? 0 : core.pause.release_time(end);
+    const SlotUnderPause plan = SlotUnderPause::decide(end, go_at, started_ns, timeout_ns);
+    if (plan.action == SlotUnderPause::Action::go) {
       core.waits.record(now - started_ns);
       return outcome;
     }
-    const Nanos go_at = core.pause.release_time(end);
-    const Nanos deadline_ns = saturating_add(started_ns, timeout_ns);
     Standby::Watch watch(core.standby);
     WaitResult result = WaitResult::deadline;
-    if (go_at <= deadline_ns) {
-      result = sleep_unless_closed(core, watch, go_at);
+    if (plan.action == SlotUnderPause::Action::hold) {
+      result = sleep_unless_closed(core, watch, plan.until_ns);
       if (result == WaitResult::deadline) {  // the pause's end came
         core.waits.record(now_ns() - started_ns);
         return outcome;
       }
     }
     // The pause outlasts the timeout, KeyboardInterrupt, or close(): pass the slot on. Then, unless
-    // interrupted or closed, wait out the timeout holding nothing (a pause never shortens), so
-    // that a caller that ignores the answer does not call the provider during the pause.
+    // interrupted or closed, wait out the timeout holding nothing.
     core.total_acquired.fetch_sub(1, std::memory_order_relaxed);
     core.give_back();
-    if (result == WaitResult::deadline) result = sleep_unless_closed(core, watch, deadline_ns);
+    if (result == WaitResult::deadline) result = sleep_unless_closed(core, watch, plan.deadline_ns);
     if (result == WaitResult::interrupted) return Outcome::error;
     if (core.closed.load()) return closed_error();
     return Outcome::timed_out;
