@@ -7,6 +7,10 @@
 // reserved is remembered per thread (LatestReservations), so that record_request(tokens=used) in
 // the same thread settles the difference; a call that moves to another thread detaches its
 // reservation first (_detach_reservation) and settles it from there (_settle).
+//
+// The shared layout (RateShared) and the acquire decisions (RatePolicy) live in the core
+// (rate_policy.hpp); this file reads the clock, books, waits with the GIL released, and speaks
+// Python.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -26,6 +30,7 @@
 #include "omnilimit/gcra.hpp"
 #include "omnilimit/histogram.hpp"
 #include "omnilimit/pause.hpp"
+#include "omnilimit/rate_policy.hpp"
 #include "omnilimit/schedule.hpp"
 #include "omnilimit/shm_segment.hpp"
 #include "omnilimit/standby.hpp"
@@ -39,46 +44,6 @@ namespace {
 PyObject* tokens_keyword = nullptr;     // interned "tokens"
 PyObject* fail_fast_keyword = nullptr;  // interned "fail_fast"
 std::atomic<std::uint64_t> last_rate_id{0};
-
-// What the processes sharing a rate limiter share: the payload of its segment
-// (rate_limit_backend: shm). Every member is lock-free atomics, built in place by the segment's
-// creator. An in-process limiter keeps one of its own.
-struct RateShared {
-  GcraWords bucket;
-  Pause pause;             // the provider said "stop until" (on_rate_limited): every process waits
-  RequestWindow recorded;  // record_request() calls in the last minute: the current RPM
-  alignas(64) std::atomic<std::int64_t> total_acquired{0};
-  std::atomic<std::int64_t> blocked{0};
-  std::atomic<std::int64_t> denied{0};  // refused without a wait: timeout=0, or fail_fast
-  WaitHistogram waits;                  // how long the callers that had to wait waited
-  alignas(64) StandbyWords standby;     // callers whose turn lies past their deadline (standby.hpp)
-};
-constexpr std::uint32_t kRateSegmentKind = 1;
-// The layout fingerprint: 2 added `standby`, 3 a ProcessWord owner, 4 a WaitHistogram of 32 buckets per
-// power of two and its maximum.
-constexpr std::uint64_t kRateLayout = 4;
-
-// The segment of a shared rate limiter: opened, or created with fresh words for this rate. A
-// limiter refused for its configuration opens nothing (opening an existing segment applies the
-// limits to every process).
-std::unique_ptr<SharedSegment> open_rate_segment(const std::string& name, Nanos interval_ns, std::int64_t burst,
-                                                 double tokens_per_minute) {
-  if (name.empty()) return nullptr;
-  if (tokens_per_minute != 0.0) {
-    throw std::invalid_argument("a limiter with a token budget cannot be shared between processes yet");
-  }
-  return std::make_unique<SharedSegment>(name, kRateSegmentKind, sizeof(RateShared), kRateLayout, [&](void* at) {
-    auto* shared = new (at) RateShared();
-    Gcra::init_words(shared->bucket, interval_ns, burst);
-  });
-}
-
-std::unique_ptr<RateShared> local_rate_state(bool shared, Nanos interval_ns, std::int64_t burst) {
-  if (shared) return nullptr;
-  auto state = std::make_unique<RateShared>();
-  Gcra::init_words(state->bucket, interval_ns, burst);
-  return state;
-}
 
 struct RateCore final : ForkAware {
   RateCore(double requests_per_minute, std::int64_t burst, double tokens_per_minute, std::int64_t token_burst,
@@ -149,14 +114,13 @@ struct RateCore final : ForkAware {
   // bucket's bookings, and a pause in effect. Books nothing.
   Nanos wait_for_turn(std::int64_t tokens, Nanos now) {
     if (tokens < 0) throw std::invalid_argument("token counts must be >= 0");
-    Nanos wait = dual ? dual->predicted_wait(tokens, now) : bucket.wait_for(1, now);
-    if (const Nanos end = pause.end_ns(now)) wait = std::max(wait, end - now);
-    return wait;
+    const Nanos wait = dual ? dual->predicted_wait(tokens, now) : bucket.wait_for(1, now);
+    return RatePolicy::turn_wait(wait, pause.end_ns(now), now);
   }
   // Whether that caller's turn comes by `deadline_ns`.
   bool turn_within(std::int64_t tokens, Nanos deadline_ns) {
     const Nanos now = now_ns();
-    return wait_for_turn(tokens, now) <= deadline_ns - std::min(deadline_ns, now);
+    return RatePolicy::turn_within(wait_for_turn(tokens, now), now, deadline_ns);
   }
   void limit_available(std::int64_t n, Nanos now) {
     if (dual) dual->limit_available_requests(n, now); else bucket.limit_available(n, now);
@@ -186,90 +150,29 @@ struct RateCore final : ForkAware {
   WaitHistogram& waits;
 };
 
-// Counts something in an atomic for as long as it lives.
-class Counted {
- public:
-  explicit Counted(std::atomic<std::int64_t>& count) : count_(count) { count_.fetch_add(1, std::memory_order_relaxed); }
-  ~Counted() { count_.fetch_sub(1, std::memory_order_relaxed); }
-  Counted(const Counted&) = delete;
-  Counted& operator=(const Counted&) = delete;
-
- private:
-  std::atomic<std::int64_t>& count_;
-};
-
-// Each thread's latest unsettled token reservation per limiter (a few limiters per thread; the
-// oldest entry makes room for a new limiter, and its reservation then stands as reserved).
-class LatestReservations {
- public:
-  void remember(std::uint64_t limiter, std::int64_t tokens) noexcept {
-    Entry* slot = nullptr;
-    for (Entry& e : entries_) {
-      if (e.limiter == limiter) slot = &e;
-    }
-    if (slot == nullptr) {
-      slot = &entries_[next_];
-      next_ = (next_ + 1) % kTracked;
-    }
-    *slot = Entry{limiter, tokens};
-  }
-  // The tokens of the thread's latest reservation on `limiter`, forgotten; nullopt if none.
-  std::optional<std::int64_t> take(std::uint64_t limiter) noexcept {
-    for (Entry& e : entries_) {
-      if (e.limiter == limiter) {
-        e.limiter = 0;
-        return e.tokens;
-      }
-    }
-    return std::nullopt;
-  }
-
- private:
-  struct Entry {
-    std::uint64_t limiter = 0;
-    std::int64_t tokens = 0;
-  };
-  static constexpr int kTracked = 4;
-  Entry entries_[kTracked];
-  int next_ = 0;
-};
 thread_local LatestReservations latest_reservations;
 
-// A sleeper that wakes more than this after its instant (and more than one interval) has missed
-// its turn: it books again instead of going. Going would spend a slot from the past, and a busy
-// event loop or an overloaded machine wakes many sleepers late at once: together they would
-// burst. Within the tolerance a late sleeper keeps its slot, so ordinary wake-up latency costs
-// nothing; beyond it, lateness costs capacity, never a burst: a window of any length W then sees
-// at most burst + (W + tolerance) / interval admissions.
-constexpr Nanos kLateToleranceNs = 5'000'000;
-
-bool missed_turn(const Gcra& bucket, Nanos ready_ns, Nanos now) {
-  return now - ready_ns > std::max(bucket.interval_ns(), kLateToleranceNs);
-}
+using Turn = RatePolicy::Turn;
+using Step = RatePolicy::Step;
 
 Outcome closed_error() {
   PyErr_SetString(limiter_closed_error, "the limiter is closed");
   return Outcome::error;
 }
 
-// How one look at the budget ended.
-enum class Turn {
-  went,             // admitted (at once, or after sleeping until its instant)
-  again,            // look again at once (a rate change overlapped the booking, the sleeper lost
-                    // track of the changes, or it woke too late: see kLateToleranceNs)
-  beyond_deadline,  // the turn lies past the deadline (or the deadline came): nothing is held
-  error,            // KeyboardInterrupt or LimiterClosed, set
-};
-
 // A request (no token budget) from the lone Gcra: one reservation if its instant comes by the
-// deadline, then the sleep until that instant, which rate changes move (Schedule).
-Turn take_from_gcra(RateCore& core, Nanos now, Nanos deadline_ns, std::optional<Counted>& sleeping) {
-  const Nanos max_wait_ns = deadline_ns == kForever ? kForever : std::max<Nanos>(deadline_ns - now, 0);
+// deadline, then the sleep until that instant, which rate changes move (Schedule). nullopt:
+// KeyboardInterrupt or LimiterClosed, set.
+std::optional<Turn> take_from_gcra(RateCore& core, Nanos now, Nanos deadline_ns, std::optional<Counted>& sleeping) {
+  const Nanos max_wait_ns = RatePolicy::max_wait(now, deadline_ns);
   std::uint64_t epoch = core.schedule.epoch();
   const Reservation r = core.bucket.reserve(1, max_wait_ns, now);
-  if (!r.admitted) return Turn::beyond_deadline;
-  if (r.wait_ns == 0) return Turn::went;
-  if (!core.schedule.stable(epoch)) return Turn::again;  // the slot is spent; book again at the new pace
+  switch (RatePolicy::after_booking(r, [&] { return core.schedule.stable(epoch); })) {
+    case RatePolicy::Booked::beyond_deadline: return Turn::beyond_deadline;
+    case RatePolicy::Booked::go: return Turn::went;
+    case RatePolicy::Booked::again: return Turn::again;  // the slot is spent; book again at the new pace
+    case RatePolicy::Booked::sleep: break;
+  }
   Nanos ready_ns = r.ready_at_ns;
   Schedule::Woke woke = Schedule::Woke::deadline;
   if (!sleeping) sleeping.emplace(core.sleeping);
@@ -282,21 +185,21 @@ Turn take_from_gcra(RateCore& core, Nanos now, Nanos deadline_ns, std::optional<
     // KeyboardInterrupt, close(), or the deadline came first (a slower rate moved the instant
     // past it): give the slot back if still possible (the callers standing by may use it).
     if (core.bucket.refund(r, now_ns())) core.standby.notify();
-    if (result == WaitResult::interrupted) return Turn::error;
+    if (result == WaitResult::interrupted) return std::nullopt;
     if (woke == Schedule::Woke::closed) {
       closed_error();
-      return Turn::error;
+      return std::nullopt;
     }
     return Turn::beyond_deadline;
   }
-  if (woke == Schedule::Woke::lost || missed_turn(core.bucket, ready_ns, now_ns())) return Turn::again;
+  if (woke == Schedule::Woke::lost || RatePolicy::missed_turn(core.bucket, ready_ns, now_ns())) return Turn::again;
   return Turn::went;
 }
 
 // A request and `tokens` from the DualBucket: admitted at once, or queued (or standing by) until
-// its turn or its deadline (see dual_bucket.hpp).
-Turn take_from_queue(RateCore& core, std::int64_t tokens, Nanos now, Nanos deadline_ns, bool fail_fast,
-                     std::optional<Counted>& sleeping) {
+// its turn or its deadline (see dual_bucket.hpp). nullopt: KeyboardInterrupt or LimiterClosed, set.
+std::optional<Turn> take_from_queue(RateCore& core, std::int64_t tokens, Nanos now, Nanos deadline_ns,
+                                    bool fail_fast, std::optional<Counted>& sleeping) {
   DualBucket::Ticket ticket(*core.dual, tokens, deadline_ns, nullptr, !fail_fast);
   DualBucket::Status status = core.dual->arrive(ticket, now);
   if (status == DualBucket::Status::queued) {
@@ -305,13 +208,13 @@ Turn take_from_queue(RateCore& core, std::int64_t tokens, Nanos now, Nanos deadl
       status = core.dual->wait(ticket, until_ns);
       return status != DualBucket::Status::queued;
     });
-    if (result == WaitResult::interrupted) return Turn::error;  // ~Ticket leaves the queue
+    if (result == WaitResult::interrupted) return std::nullopt;  // ~Ticket leaves the queue
   }
   switch (status) {
     case DualBucket::Status::admitted: return Turn::went;
     case DualBucket::Status::closed:
       closed_error();
-      return Turn::error;
+      return std::nullopt;
     default: return Turn::beyond_deadline;  // refused, or still queued at the deadline (~Ticket leaves)
   }
 }
@@ -320,7 +223,8 @@ Turn take_from_queue(RateCore& core, std::int64_t tokens, Nanos now, Nanos deadl
 // True as soon as the caller may go; False only once the timeout has passed. A caller whose turn
 // (or a pause's end) lies beyond its deadline books nothing and stands by, woken by any change
 // that may bring its turn within reach (see standby.hpp), until its deadline. `fail_fast`: such a
-// caller gets False at once instead (x/time/rate's rule); `timeout` 0 tries once.
+// caller gets False at once instead (x/time/rate's rule); `timeout` 0 tries once. The decisions
+// are RatePolicy's; this loop reads the clock, books, waits and reports.
 Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens, bool fail_fast) {
   if (core.closed.load(std::memory_order_relaxed)) return closed_error();
   Nanos now = now_ns();
@@ -335,37 +239,28 @@ Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens, bool
   for (;;) {
     // Read before this look at the budget: a change made after it ends the stand-by below.
     const std::uint32_t seen = watch ? watch->generation() : 0;
-    Nanos stand_until = 0;  // 0: no stand-by after this look
-    if (core.pause.maybe_active()) {
-      if (const Nanos end = core.pause.end_ns(now)) {
-        // Paused: nothing is admitted before the end (plus this caller's jitter). Reserve only
-        // then, so the callers released by the pause are spaced at the pace from its end.
-        const Nanos go_at = core.pause.release_time(end);
-        if (go_at > deadline_ns && (fail_fast || now >= deadline_ns)) return Outcome::timed_out;
-        stand_until = std::min(go_at, deadline_ns);
-      }
-    }
-    if (stand_until == 0) {
-      const Turn turn = core.dual ? take_from_queue(core, tokens, now, deadline_ns, fail_fast, sleeping)
-                                  : take_from_gcra(core, now, deadline_ns, sleeping);
-      if (turn == Turn::error) return Outcome::error;
+    const Nanos end = core.pause.maybe_active() ? core.pause.end_ns(now) : 0;
+    Step step;
+    if (end != 0) {  // paused: wait for the end (plus this caller's jitter), then book
+      step = RatePolicy::under_pause(core.pause.release_time(end), now, deadline_ns, fail_fast);
+    } else {
+      const std::optional<Turn> turn = core.dual ? take_from_queue(core, tokens, now, deadline_ns, fail_fast, sleeping)
+                                                 : take_from_gcra(core, now, deadline_ns, sleeping);
+      if (!turn) return Outcome::error;
       now = now_ns();
-      if (turn == Turn::went) {
-        // A pause declared while this caller slept voids its slot (the provider wants nothing
-        // before the pause's end): wait for the end and reserve again.
-        if (!core.pause.maybe_active() || core.pause.end_ns(now) == 0) break;
-        continue;
-      }
-      if (turn == Turn::again) continue;
-      if (fail_fast || now >= deadline_ns) return Outcome::timed_out;
-      stand_until = deadline_ns;
+      // A pause declared while this caller slept voids a slot that went (see after_turn).
+      const Nanos end_now = *turn == Turn::went && core.pause.maybe_active() ? core.pause.end_ns(now) : 0;
+      step = RatePolicy::after_turn(*turn, end_now, now, deadline_ns, fail_fast);
     }
-    if (!watch) {  // registered from now on: look once more before sleeping
+    if (step.kind == Step::Kind::go) break;
+    if (step.kind == Step::Kind::again) continue;
+    if (step.kind == Step::Kind::refuse) return Outcome::timed_out;
+    if (!watch) {  // stand_by: registered from now on, look once more before sleeping
       watch.emplace(core.standby);
       continue;
     }
     if (!sleeping) sleeping.emplace(core.sleeping);
-    if (stand_by(*watch, seen, stand_until) == WaitResult::interrupted) return Outcome::error;
+    if (stand_by(*watch, seen, step.until_ns) == WaitResult::interrupted) return Outcome::error;
     if (core.closed.load()) return closed_error();
     now = now_ns();
   }
@@ -559,15 +454,16 @@ py::object async_reserve(py::object self, AsyncWait& w, Nanos deadline_ns) {
   raise_if_closed(core);
   for (;;) {
     const Nanos now = now_ns();
-    const Nanos max_wait_ns = deadline_ns == kForever ? kForever : std::max<Nanos>(deadline_ns - now, 0);
+    const Nanos max_wait_ns = RatePolicy::max_wait(now, deadline_ns);
     std::uint64_t epoch = core.schedule.epoch();
     const Reservation r = core.bucket.reserve(1, max_wait_ns, now);
-    if (!r.admitted) return py::none();
-    if (r.wait_ns == 0) {
+    const RatePolicy::Booked booked = RatePolicy::after_booking(r, [&] { return core.schedule.stable(epoch); });
+    if (booked == RatePolicy::Booked::beyond_deadline) return py::none();
+    if (booked == RatePolicy::Booked::go) {
       count_async_acquired(core, 0);
       return py::float_(0.0);
     }
-    if (!core.schedule.stable(epoch)) continue;  // a rate change overlapped: the slot is spent
+    if (booked == RatePolicy::Booked::again) continue;  // a rate change overlapped: the slot is spent
     w.bucket = &core.bucket;
     w.reservation = r;
     w.epoch = epoch;
@@ -606,7 +502,7 @@ double async_reserve_check(RateCore& core, AsyncWait& w) {
   const Nanos now = now_ns();
   if (w.ready_ns > now) return static_cast<double>(w.ready_ns - now) / 1e9;
   core.schedule.stop_listening(w.listener);
-  if (missed_turn(core.bucket, w.ready_ns, now)) {  // the loop ran late: book again (see above)
+  if (RatePolicy::missed_turn(core.bucket, w.ready_ns, now)) {  // the loop ran late: book again (kLateToleranceNs)
     w.bucket = nullptr;
     w.end_booking();
     w.stop_counting();

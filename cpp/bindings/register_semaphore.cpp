@@ -1,4 +1,8 @@
 // omnilimit._core.ConcurrencyCore: the semaphore behind omnilimit.ConcurrencyLimiter.
+//
+// The decisions are the core's: what a caller holding a slot does under a pause (SlotUnderPause,
+// pause.hpp) and the over-release rule (ThreadAccount, thread_account.hpp); this file waits with
+// the GIL released and speaks Python.
 #include <pybind11/pybind11.h>
 
 #include <atomic>
@@ -16,6 +20,7 @@
 #include "omnilimit/shm_segment.hpp"
 #include "omnilimit/shm_semaphore.hpp"
 #include "omnilimit/standby.hpp"
+#include "omnilimit/thread_account.hpp"
 #include "omnilimit/window.hpp"
 #include "wait.hpp"
 
@@ -156,49 +161,7 @@ struct ConcurrencyCore final : ForkAware {
   std::atomic<bool> closed{false};
 };
 
-// A release() that answers a failed acquire. OmniGen's generators call acquire(timeout=120),
-// ignore its result and release() in a `finally`; when the acquire timed out while every slot was
-// held and others queued, that release would hand a slot nobody freed to the next waiter (one
-// call more than the limit), and a count cannot tell it from a real release. So each thread keeps
-// its own account of the limiters it uses: slots it holds, and whether its last acquire failed
-// while it held none. A release() from a thread that holds no slot of the limiter, right after
-// its own failed acquire of it, is that `finally`: it is ignored and counted as an over-release.
-// A caller that releases only what it acquired never meets the rule; a thread that releases a
-// slot acquired by another thread right after failing to get one itself would (rare; documented).
-class ThreadAccount {
- public:
-  struct Entry {
-    std::uint64_t limiter_id = 0;
-    std::uint32_t held = 0;
-    bool failed = false;
-  };
-
-  Entry* find(std::uint64_t id) noexcept {
-    for (Entry& e : entries_) {
-      if (e.limiter_id == id) return &e;
-    }
-    return nullptr;
-  }
-  // nullptr when the thread already tracks kTracked limiters: the rule is then off for this one.
-  Entry* find_or_add(std::uint64_t id) noexcept {
-    if (Entry* e = find(id)) return e;
-    for (Entry& e : entries_) {
-      if (e.limiter_id == 0) {
-        e.limiter_id = id;
-        return &e;
-      }
-    }
-    return nullptr;
-  }
-  static void tidy(Entry* e) noexcept {
-    if (e->held == 0 && !e->failed) e->limiter_id = 0;
-  }
-
- private:
-  static constexpr int kTracked = 4;
-  Entry entries_[kTracked];
-};
-thread_local ThreadAccount thread_account;
+thread_local ThreadAccount thread_account;  // the over-release rule (thread_account.hpp)
 
 struct Concurrency {
   using Core = ConcurrencyCore;
@@ -207,15 +170,7 @@ struct Concurrency {
 
   static Outcome take(ConcurrencyCore& core, Nanos timeout_ns) {
     const Outcome outcome = take_slot(core, timeout_ns);
-    if (ThreadAccount::Entry* mine = thread_account.find_or_add(core.id)) {
-      if (outcome == Outcome::acquired) {
-        ++mine->held;
-        mine->failed = false;
-      } else {
-        mine->failed = mine->held == 0;
-        ThreadAccount::tidy(mine);
-      }
-    }
+    thread_account.after_acquire(core.id, outcome == Outcome::acquired);
     return outcome;
   }
 
@@ -227,32 +182,30 @@ struct Concurrency {
       if (started_ns != 0) core.waits.record(now_ns() - started_ns);
       return outcome;
     }
-    // Paused: keep the slot (and so the caller's place in line) and go at the pause's end plus
-    // this caller's jitter, if that comes within the timeout.
+    // A pause may be in effect: keep the slot until its end, or pass it on (SlotUnderPause).
     const Nanos now = now_ns();
     if (started_ns == 0) started_ns = now;  // the slot came at once
     const Nanos end = core.pause.end_ns(now);
-    if (end == 0) {
+    const Nanos go_at = end == 0 ? 0 : core.pause.release_time(end);
+    const SlotUnderPause plan = SlotUnderPause::decide(end, go_at, started_ns, timeout_ns);
+    if (plan.action == SlotUnderPause::Action::go) {
       core.waits.record(now - started_ns);
       return outcome;
     }
-    const Nanos go_at = core.pause.release_time(end);
-    const Nanos deadline_ns = saturating_add(started_ns, timeout_ns);
     Standby::Watch watch(core.standby);
     WaitResult result = WaitResult::deadline;
-    if (go_at <= deadline_ns) {
-      result = sleep_unless_closed(core, watch, go_at);
+    if (plan.action == SlotUnderPause::Action::hold) {
+      result = sleep_unless_closed(core, watch, plan.until_ns);
       if (result == WaitResult::deadline) {  // the pause's end came
         core.waits.record(now_ns() - started_ns);
         return outcome;
       }
     }
     // The pause outlasts the timeout, KeyboardInterrupt, or close(): pass the slot on. Then, unless
-    // interrupted or closed, wait out the timeout holding nothing (a pause never shortens), so
-    // that a caller that ignores the answer does not call the provider during the pause.
+    // interrupted or closed, wait out the timeout holding nothing.
     core.total_acquired.fetch_sub(1, std::memory_order_relaxed);
     core.give_back();
-    if (result == WaitResult::deadline) result = sleep_unless_closed(core, watch, deadline_ns);
+    if (result == WaitResult::deadline) result = sleep_unless_closed(core, watch, plan.deadline_ns);
     if (result == WaitResult::interrupted) return Outcome::error;
     if (core.closed.load()) return closed_error();
     return Outcome::timed_out;
@@ -363,10 +316,7 @@ struct Concurrency {
 void count_async_acquired(ConcurrencyCore& core, Nanos started_ns) {
   core.total_acquired.fetch_add(1, std::memory_order_relaxed);
   if (started_ns != 0) core.waits.record(now_ns() - started_ns);
-  if (ThreadAccount::Entry* mine = thread_account.find_or_add(core.id)) {
-    ++mine->held;
-    mine->failed = false;
-  }
+  thread_account.after_acquire(core.id, true);
 }
 
 // For acquire_async: a slot now (True), or `w` queued for one (False). Raises LimiterClosed.
@@ -424,20 +374,8 @@ bool async_cancel(ConcurrencyCore& core, AsyncWait& w) {
   return true;
 }
 
-// Settles the calling thread's account for a release(); true when the release answers the
-// thread's own failed acquire (see ThreadAccount) and must be ignored.
-bool answers_failed_acquire(const ConcurrencyCore& core) {
-  ThreadAccount::Entry* mine = thread_account.find(core.id);
-  if (mine == nullptr) return false;
-  const bool answers = mine->held == 0 && mine->failed;
-  if (mine->held > 0) --mine->held;
-  mine->failed = false;
-  ThreadAccount::tidy(mine);
-  return answers;
-}
-
 PyObject* release_slot(PyObject* self, ConcurrencyCore& core) {
-  if (answers_failed_acquire(core)) {
+  if (thread_account.release_answers_failure(core.id)) {
     core.releases_after_failure.fetch_add(1, std::memory_order_relaxed);
   } else if (core.give_back()) {
     core.released.record(coarse_now_ns());
@@ -571,10 +509,7 @@ released only while a caller waits.)doc");
              // A slot taken for a coroutine that does not use it (a pause outlasts its timeout, or it
              // was cancelled): passed on without counting as a call, as acquire() does.
              core.total_acquired.fetch_sub(1, std::memory_order_relaxed);
-             if (ThreadAccount::Entry* mine = thread_account.find(core.id)) {
-               if (mine->held > 0) --mine->held;
-               ThreadAccount::tidy(mine);
-             }
+             thread_account.gave_back(core.id);
              core.give_back();
            },
            "Passes on a slot this thread (or coroutine) took and will not use (not counted as a call).")

@@ -96,4 +96,35 @@ class Pause {
   std::atomic<std::int64_t> reported_{0};
 };
 
+// A caller that got a concurrency slot when a pause may be in effect. It keeps the slot (and so
+// its place in line) and goes at the pause's end plus its jitter, if that comes by its deadline.
+// Otherwise it passes the slot on and waits out its timeout holding nothing (a pause never
+// shortens), so that a caller that ignores the answer does not call the provider during the
+// pause. decide() reads no clock: the caller passes what it saw.
+struct SlotUnderPause {
+  enum class Action {
+    go,         // no pause in effect: go now
+    hold,       // keep the slot, sleep until `until_ns` (the pause's end plus jitter), then go
+    give_back,  // pass the slot on, sleep until `until_ns` (the deadline), then report a timeout
+  };
+  Action action = Action::go;
+  Nanos until_ns = 0;     // hold, give_back: until when
+  Nanos deadline_ns = 0;  // hold, give_back: the caller's deadline (a hold cut short waits it out)
+
+  // `end`: the end of the pause in effect when the slot came (0: none); `go_at`: release_time(end)
+  // (read only when there is a pause); `started_ns`: when the caller began waiting for the slot
+  // (when it arrived, or when the slot came at once); `timeout_ns`: its timeout (kForever: none).
+  static constexpr SlotUnderPause decide(Nanos end, Nanos go_at, Nanos started_ns, Nanos timeout_ns) noexcept {
+    if (end == 0) return SlotUnderPause{Action::go, 0, 0};
+    const Nanos deadline_ns = saturating_add(started_ns, timeout_ns);
+    if (go_at <= deadline_ns) return SlotUnderPause{Action::hold, go_at, deadline_ns};
+    return SlotUnderPause{Action::give_back, deadline_ns, deadline_ns};
+  }
+
+  friend constexpr bool operator==(const SlotUnderPause& a, const SlotUnderPause& b) noexcept {
+    return a.action == b.action && a.until_ns == b.until_ns && a.deadline_ns == b.deadline_ns;
+  }
+  friend constexpr bool operator!=(const SlotUnderPause& a, const SlotUnderPause& b) noexcept { return !(a == b); }
+};
+
 }  // namespace omnilimit
