@@ -367,4 +367,3 @@ class TokenReservation:
     def __repr__(self) -> str:
         state = "settled" if self._settled else "open"
         return f"TokenReservation(tokens={self.tokens}, {state}, limiter={self._limiter.provider_name!r})"
-
