@@ -8,11 +8,11 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 from omnilimit import _async
 from omnilimit._log import logger
-from omnilimit._shown import redact
+from omnilimit.build import Limiter, build_limiter
 from omnilimit.combined import CombinedLimiter
 from omnilimit.concurrency import ConcurrencyLimiter
 from omnilimit.config import (
@@ -30,9 +30,7 @@ from omnilimit.config import (
 )
 from omnilimit.feedback import Headers
 from omnilimit.rate import RateLimiter
-from omnilimit.spec import DEFAULT_BURST, is_redis, name_for_key
 
-Limiter = Union[ConcurrencyLimiter, RateLimiter, CombinedLimiter]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _NO_SETTINGS: Mapping[str, Any] = {}
@@ -323,47 +321,7 @@ class ProviderRateLimitManager:
         bursts: tuple[int | None, int | None] = (None, None),
     ) -> _Entry:
         """Builds and registers a limiter. Callers hold the lock, or own the manager alone."""
-        where = f"provider={settings.provider}, " + (
-            f"model={settings.model}" if settings.model is not None else "no model specified"
-        )
-        budget = f" and {tpm} TPM" if tpm is not None else ""
-        budget += _bursts_text(bursts)
-        burst, token_burst = bursts
-        backend = _backend_of(key, settings)
-        if backend is not None and is_redis(backend):
-            where += f", shared through Redis at {redact(backend)}"
-        elif backend is not None:
-            where += f", shared through /dev/shm/omnilimit.{backend[len('shm://') :]}"
-        options = settings.backend_options
-        limiter: Limiter
-        if kind == COMBINED:
-            assert rpm is not None
-            limiter = CombinedLimiter(
-                int(limit), rpm, name=key, burst_size=burst, tokens_per_minute=tpm, token_burst=token_burst
-            )
-            logger.info(
-                "Created combined limiter: '%s' with max %s concurrent calls and %s RPM%s (%s)",
-                key,
-                limit,
-                rpm,
-                budget,
-                where,
-            )
-        elif kind == CONCURRENCY:
-            limiter = ConcurrencyLimiter(max_concurrent=int(limit), name=key, backend=backend, **options)
-            logger.info("Created concurrency limiter: '%s' with max %s concurrent calls (%s)", key, limit, where)
-        else:
-            options.pop("lease_seconds", None)  # leases are the concurrency limiter's
-            limiter = RateLimiter(
-                requests_per_minute=limit,
-                burst_size=burst,
-                provider_name=key,
-                tokens_per_minute=tpm,
-                token_burst=token_burst,
-                backend=backend,
-                **options,
-            )
-            logger.info("Created rate limiter: '%s' with %s RPM%s (%s)", key, limit, budget, where)
+        limiter = build_limiter(key, kind, limit, settings, tpm, rpm, bursts)
         entry = _Entry(
             limiter=limiter,
             kind=kind,
@@ -400,19 +358,6 @@ def _call_key(provider_name: object, settings: Mapping[str, Any], role: str | No
         settings.get("rate_limit_local_fraction"),
         settings.get("rate_limit_lease_seconds"),
     )
-
-
-def _backend_of(key: str, settings: RoleSettings) -> str | None:
-    """The limiters' ``backend`` argument for a role's rate_limit_backend: None, a Redis URL as
-    given, or ``shm://NAME``."""
-    if settings.backend is None or is_redis(settings.backend):
-        return settings.backend
-    return "shm://" + _segment_name(key, settings.backend)
-
-
-def _segment_name(key: str, backend: str) -> str:
-    """The segment of a shared limiter: shm://NAME's NAME, or one made from the limiter key."""
-    return backend[len("shm://") :] if backend.startswith("shm://") else name_for_key(key)
 
 
 def _rpm_of(settings: RoleSettings) -> int | float | None:
@@ -452,13 +397,6 @@ def _change_in_place(
     if isinstance(limiter, (RateLimiter, CombinedLimiter)) and tpm is not None and tpm != entry.tpm:
         limiter.set_tokens_per_minute(tpm)
     entry.limit, entry.tpm, entry.rpm, entry.bursts = limit, tpm, rpm, bursts
-
-
-def _bursts_text(bursts: tuple[int | None, int | None]) -> str:
-    """``, burst 5, token burst 4000``: the bursts that are not strict pacing's 1."""
-    burst, token_burst = bursts
-    text = f", burst {burst}" if burst not in (None, DEFAULT_BURST) else ""
-    return text + (f", token burst {token_burst}" if token_burst not in (None, DEFAULT_BURST) else "")
 
 
 def _describe(entry: _Entry) -> str:
