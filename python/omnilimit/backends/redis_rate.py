@@ -2,8 +2,9 @@
 that names the same limiter on the same server.
 
 ``RateLimiter(..., backend="redis://host:6379/0")`` (or a redis-py client) builds one. Each
-``acquire()`` is one round trip: a Lua script books the next instant on the server's clock
-(``redis_lua.RATE_ACQUIRE``) and returns the wait, which the caller sleeps here, on its own clock.
+``acquire()`` is one round trip: the bucket (``redis_bucket.RedisBucket``, the store) books the
+next instant on the server's clock and returns the wait, which the caller sleeps here, on its own
+clock.
 A booking whose wait exceeds the caller's timeout is not made: the caller stands by in the native
 core's ``Standby`` until its deadline, woken by this process's changes and, through the
 limiter's ``changed`` channel (``redis_changes``), by every host's; then it looks again. The
@@ -14,34 +15,26 @@ native core underneath is also the in-process limiter of the ``local`` outage po
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 import weakref
 from typing import Any
 
 from omnilimit import _async, _core
-from omnilimit._log import logger
 from omnilimit._validate import flag, positive_rate, token_count, whole_number
+from omnilimit.backends.redis_bucket import RedisBucket, interval_us, text
 from omnilimit.backends.redis_changes import ChangeFeed
 from omnilimit.backends.redis_link import (
-    IDLE_TTL_S,
     BackendDown,
     OneRead,
     RedisLink,
     WithBlock,
-    channel_for,
-    keys_for,
 )
 from omnilimit.backends.redis_outage import OutagePolicy
 from omnilimit.backends.redis_waits import WaitRecorder
 from omnilimit.pause import sleep_until
 from omnilimit.rate import RateLimiter
 from omnilimit.spec import DEFAULT_BURST, check_policy, name_for_key
-
-
-def _to_text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RedisRateLimiter(WithBlock, RateLimiter):
@@ -58,15 +51,12 @@ class RedisRateLimiter(WithBlock, RateLimiter):
     """
 
     __slots__ = (
-        "_burst",
-        "_channel",
+        "_bucket",
         "_denied",
         "_feed",
         "_fraction",
-        "_keys",
         "_link",
         "_outage",
-        "_pending_config",
         "_reads",
         "_sleeping",
         "_state_lock",
@@ -92,53 +82,23 @@ class RedisRateLimiter(WithBlock, RateLimiter):
         policy, fraction = check_policy(on_backend_error, local_fraction)
         # The native core is the local fallback, at its fraction of the limit.
         super().__init__(rpm * (fraction or 1.0), burst, provider_name)
-        self._rpm = requests_per_minute
-        self._burst = burst
         self._fraction = fraction
-        key_name = name_for_key(self.provider_name)
-        self._keys = keys_for("rate", key_name)
-        self._channel = channel_for(key_name, "rate")
-        self._link = RedisLink(backend, f"RateLimiter {self.provider_name!r}")
+        label = f"RateLimiter {self.provider_name!r}"
+        self._link = RedisLink(backend, label)
+        self._bucket = RedisBucket(self._link, name_for_key(self.provider_name), requests_per_minute, burst, label)
         self._outage = OutagePolicy(policy, fraction, self._link)
-        self._reads = OneRead(self._read_shared)
+        self._reads = OneRead(self._bucket.snapshot)
         me = weakref.ref(self)
-        self._feed = ChangeFeed(self._link, self._channel, lambda: _notify(me))
+        self._feed = ChangeFeed(self._link, self._bucket.channel, lambda: _notify(me))
         weakref.finalize(self, self._feed.stop)
         self._state_lock = threading.Lock()
-        self._pending_config = False  # a configuration to write when Redis returns
         self._sleeping = 0
         self._denied = 0
         self._waits = WaitRecorder()
-        self._link.on_recovery.append(self._write_pending_config)
-        self._write_config(announce=True)
+        self._link.on_recovery.append(self._bucket.configure_pending)
+        self._bucket.configure(announce=True)
 
-    # ---- the shared configuration ---------------------------------------------------------------
-
-    def _args(self) -> list[Any]:
-        return [repr(_interval_us(self._rpm)), self._burst, IDLE_TTL_S]
-
-    def _write_config(self, announce: bool = False) -> None:
-        try:
-            before = self._link.run("RATE_CONFIGURE", self._keys, [*self._args(), self._channel])
-        except BackendDown:
-            self._pending_config = True
-            return
-        self._pending_config = False
-        interval, burst = (_to_text(v) for v in before)
-        if announce and interval and (float(interval) != _interval_us(self._rpm) or int(burst) != self._burst):
-            logger.warning(
-                "RateLimiter %r: the shared limiter on Redis ran at %.6g RPM with burst %s: it now runs at "
-                "this limiter's %s RPM with burst %d, on every host (the latest configuration wins)",
-                self.provider_name,
-                60e6 / float(interval),
-                burst,
-                self._rpm,
-                self._burst,
-            )
-
-    def _write_pending_config(self) -> None:
-        if self._pending_config:
-            self._write_config()
+    # ---- where the state lives -----------------------------------------------------------------
 
     @property
     def backend(self) -> str:
@@ -173,7 +133,7 @@ class RedisRateLimiter(WithBlock, RateLimiter):
             seen = self._standby_generation()  # before the look: a change after it ends the stand-by
             last_look = fail_fast or _core.monotonic_ns() >= deadline
             try:
-                booked, wait_s, go_at = self._book(deadline, last_look)
+                booked, wait_s, go_at = self._bucket.book(deadline, last_look)
             except BackendDown:
                 decided = self._outage.answer(self, deadline, timeout, self._take_local, _nothing_to_record)
                 if decided is None:
@@ -194,12 +154,6 @@ class RedisRateLimiter(WithBlock, RateLimiter):
             finally:
                 self._count_waiting(-1)
 
-    def _book(self, deadline: int, count_refusal: bool = True) -> tuple[bool, float, str]:
-        max_wait_us = -1 if deadline >= _core.FOREVER_NS else max(0, (deadline - _core.monotonic_ns()) // 1000)
-        reply = self._link.run("RATE_ACQUIRE", self._keys, [*self._args(), 1, max_wait_us, int(count_refusal)])
-        booked = int(reply[0]) == 1
-        return booked, int(reply[1]) / 1e6, _to_text(reply[2]) if booked else ""
-
     def _count_waiting(self, delta: int) -> None:
         with self._state_lock:
             self._sleeping += delta
@@ -216,8 +170,7 @@ class RedisRateLimiter(WithBlock, RateLimiter):
             self._count_waiting(-1)
 
     def _refund(self, go_at: str) -> None:
-        with contextlib.suppress(BackendDown):  # if so, the booking stays: it delays the others one interval
-            self._link.run("RATE_REFUND", self._keys, [*self._args(), 1, go_at, self._channel])
+        self._bucket.refund(go_at)
         self._notify_standing()  # this process's callers standing by look again at once
 
     def _give_up(self, timeout: object, timeout_ns: int, denied: bool = False) -> bool:
@@ -254,7 +207,7 @@ class RedisRateLimiter(WithBlock, RateLimiter):
                     waiter.future = future = loop.create_future()  # before the look
                 last_look = fail_fast or _core.monotonic_ns() >= deadline
                 try:
-                    booked, wait_s, go_at = await loop.run_in_executor(None, self._book, deadline, last_look)
+                    booked, wait_s, go_at = await loop.run_in_executor(None, self._bucket.book, deadline, last_look)
                 except BackendDown:
                     decided = await self._outage.answer_async(
                         self, deadline, timeout, self._take_local_async, _nothing_to_record
@@ -311,31 +264,27 @@ class RedisRateLimiter(WithBlock, RateLimiter):
         pace). While Redis is unreachable it is written when Redis returns."""
         rpm = positive_rate("requests_per_minute", requests_per_minute)
         RateLimiter.set_rate(self, rpm * (self._fraction or 1.0))  # the local fallback
-        self._rpm = requests_per_minute
-        self._write_config()
+        self._bucket.rpm = requests_per_minute
+        self._bucket.configure()
 
     def set_burst(self, burst_size: int) -> None:
         """Changes the shared burst (every host follows)."""
         burst = whole_number("burst_size", burst_size)
         RateLimiter.set_burst(self, burst)
-        self._burst = burst
-        self._write_config()
+        self._bucket.burst = burst
+        self._bucket.configure()
 
     def limit_available(self, requests: int) -> None:
         """Keeps at most ``requests`` available now, for every host (a provider's remaining budget)."""
         super().limit_available(requests)  # checks it; caps the local fallback
-        with contextlib.suppress(BackendDown):  # if so, the local fallback is capped all the same
-            self._link.run("RATE_HOLD", self._keys, [*self._args(), "cap", requests])
+        self._bucket.cap(requests)  # unreachable: the local fallback is capped all the same
 
     def pause(self, seconds: float) -> float:
         """Nobody, on any host, goes for ``seconds`` (a provider's 429); then requests resume at the
         paced rate. Returns the seconds until this limiter may go again."""
         local = super().pause(seconds)
-        try:
-            wait_us = self._link.run("RATE_HOLD", self._keys, [*self._args(), "pause", int(seconds * 1e6)])
-        except BackendDown:
-            return local
-        return max(local, int(wait_us) / 1e6)
+        shared = self._bucket.pause(seconds)
+        return local if shared is None else max(local, shared)
 
     # ---- the shared state ------------------------------------------------------------------------
 
@@ -343,23 +292,17 @@ class RedisRateLimiter(WithBlock, RateLimiter):
         """RATE_STATS: one round trip (none inside ``metrics()``, which reads once for all)."""
         return self._reads.get()
 
-    def _read_shared(self) -> list[Any] | None:
-        try:
-            return list(self._link.run("RATE_STATS", self._keys, self._args()))
-        except BackendDown:
-            return None
-
     @property
     def rpm(self) -> int | float:
-        return self._rpm
+        return self._bucket.rpm
 
     @property
     def interval_ns(self) -> int:
-        return int(_interval_us(self._rpm) * 1000)
+        return int(interval_us(self._bucket.rpm) * 1000)
 
     @property
     def burst(self) -> int:
-        return self._burst
+        return self._bucket.burst
 
     @property
     def total_requests(self) -> int:
@@ -414,9 +357,9 @@ class RedisRateLimiter(WithBlock, RateLimiter):
             stats["backend_error"] = self._link.last_error
             return stats
         current = int(shared[5])
-        interval = float(_to_text(shared[1]))
-        mine = _interval_us(self._rpm)
-        shown: int | float = self._rpm if abs(interval - mine) <= 1e-9 * mine else _plain(60e6 / interval)
+        interval = float(text(shared[1]))
+        mine = interval_us(self._bucket.rpm)
+        shown: int | float = self._bucket.rpm if abs(interval - mine) <= 1e-9 * mine else _plain(60e6 / interval)
         return {
             "provider": self.provider_name,
             "rpm_limit": shown,
@@ -445,7 +388,7 @@ class RedisRateLimiter(WithBlock, RateLimiter):
 
     def __repr__(self) -> str:
         return (
-            f"RateLimiter(requests_per_minute={self._rpm!r}, burst_size={self._burst}, "
+            f"RateLimiter(requests_per_minute={self._bucket.rpm!r}, burst_size={self._bucket.burst}, "
             f"provider_name={self.provider_name!r}, backend={self._link.where!r}, "
             f"on_backend_error={self._outage.name!r})"
         )
@@ -455,18 +398,6 @@ def _plain(rpm: float) -> int | float:
     """Another host's rate as a user would write it: 1200, not 1200.0000000001."""
     rounded = float(f"{rpm:.9g}")
     return int(rounded) if rounded.is_integer() else rounded
-
-
-# About 142 years. Times in Redis are µs since the epoch as doubles, exact below 2**53 (until the year
-# 2255); now + the interval must stay below it too (until the year 2112 with this cap).
-MAX_INTERVAL_US = 2.0**52
-
-
-def _interval_us(rpm: float) -> float:
-    """The µs between two requests at `rpm`, at most ``MAX_INTERVAL_US`` (never inf: a rate so slow
-    admits one request and then, in practice, nothing, as the in-process limiter does)."""
-    interval = 60e6 / float(rpm)
-    return interval if interval < MAX_INTERVAL_US else MAX_INTERVAL_US
 
 
 def _nothing_to_record(how: str) -> None:
