@@ -48,8 +48,10 @@ def test_default_burst_is_strict_pacing(rpm):
 
 def test_a_fresh_limiter_admits_its_burst_then_none():
     limiter = RateLimiter(requests_per_minute=600, burst_size=5)
+    assert limiter.requests_available() == limiter.tokens_available() == 5
     assert [limiter.acquire(timeout=0) for _ in range(7)] == [True] * 5 + [False] * 2
     assert limiter.blocked_count == 2 and limiter.total_requests == 5
+    assert limiter.requests_available() == 0
 
 
 def test_a_fresh_6000_rpm_limiter_does_not_release_a_minute_at_once():

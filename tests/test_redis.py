@@ -23,6 +23,7 @@ redis = need("redis")
 def test_a_redis_url_makes_a_shared_rate_limiter_with_a_burst_then_pacing(redis_url, unique_name):
     limiter = RateLimiter(60, burst_size=3, provider_name=unique_name, backend=redis_url)
     assert isinstance(limiter, RateLimiter) and type(limiter).__name__ == "RedisRateLimiter"
+    assert limiter.requests_available() == 3  # every host's, from Redis
     assert [limiter.acquire(timeout=0) for _ in range(4)] == [True, True, True, False]
     stats = limiter.get_stats()
     assert stats["total_requests"] == 3 and stats["blocked_count"] == 1 and stats["current_rpm"] == 3

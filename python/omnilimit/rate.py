@@ -119,8 +119,15 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
         return self.burst
 
     def get_rpm(self) -> int:
-        """Alias of ``get_current_rpm()``."""
+        """Alias of ``get_current_rpm()``: the requests of the last 60 s, not the limit (``rpm``).
+        Both names are OmniGen's."""
         return self.get_current_rpm()
+
+    def requests_available(self) -> int:
+        """Requests that could go at once now, without waiting: what ``tokens_available()`` (the
+        older name, after the bucket's tokens) answers. With a token budget, its tokens are
+        ``token_budget_available()``."""
+        return self.tokens_available()
 
     @property
     def tpm(self) -> int | float | None:
