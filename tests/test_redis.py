@@ -22,7 +22,9 @@ redis = need("redis")
 
 def test_a_redis_url_makes_a_shared_rate_limiter_with_a_burst_then_pacing(redis_url, unique_name):
     limiter = RateLimiter(60, burst_size=3, provider_name=unique_name, backend=redis_url)
-    assert isinstance(limiter, RateLimiter) and type(limiter).__name__ == "RedisRateLimiter"
+    # One class, composing the Redis store: no other class behind the name.
+    assert type(limiter) is RateLimiter and type(limiter.store).__name__ == "RedisRateStore"
+    assert limiter.backend == redis_url and repr(limiter).startswith("RateLimiter(requests_per_minute=60, burst_size=3")
     assert limiter.requests_available() == 3  # every host's, from Redis
     assert [limiter.acquire(timeout=0) for _ in range(4)] == [True, True, True, False]
     stats = limiter.get_stats()
@@ -132,13 +134,14 @@ def test_keys_are_hash_tagged_and_expire(redis_url, unique_name):
     for _ in range(3):
         assert concurrency.acquire(timeout=0)
         assert concurrency.acquire(timeout=0.05) is False  # a waiter joined the line, then left
-        start_thread(concurrency.acquire, 5)
+        waiter = start_thread(concurrency.acquire, 5)
         wait_until(lambda: concurrency.metrics()["waiting_everywhere"] == 1)
         all_keys = [k.decode() for k in client.scan_iter(match=f"omnilimit:{{{unique_name}}}:sem:*")]
         assert {k.rsplit(":", 1)[1] for k in all_keys} >= {"leases", "state", "line", "heartbeats"}
         assert all(0 < client.ttl(k) <= 24 * 3600 for k in all_keys), [(k, client.ttl(k)) for k in all_keys]
         concurrency.release()
-        wait_until(lambda: concurrency.get_stats()["active_calls"] == 1)  # the waiter's turn
+        waiter.join(5)  # the waiter's turn; its permit is this process's once its acquire returned
+        assert not waiter.is_alive() and concurrency.get_stats()["active_calls"] == 1
         concurrency.release()
         time.sleep(0.4)
 
@@ -234,7 +237,7 @@ def test_four_processes_share_3000_rpm_within_one_percent(redis_url, unique_name
 
 def test_leased_permits_cap_and_release(redis_url, unique_name):
     limiter = ConcurrencyLimiter(2, unique_name, backend=redis_url)
-    assert type(limiter).__name__ == "RedisConcurrencyLimiter" and isinstance(limiter, ConcurrencyLimiter)
+    assert type(limiter) is ConcurrencyLimiter and type(limiter.store).__name__ == "RedisConcurrencyStore"
     assert limiter.acquire(timeout=0) and limiter.acquire(timeout=0)
     assert limiter.acquire(timeout=0) is False
     assert limiter.get_stats() == {"max_concurrent": 2, "active_calls": 2, "total_requests": 2, "available_slots": 0}
@@ -524,8 +527,8 @@ def test_yaml_keys_build_redis_limiters(redis_url, unique_name):
     }
     manager = ProviderRateLimitManager.from_config(config)
     rate, conc = manager.limiter_for("r"), manager.limiter_for("c")
-    assert type(rate).__name__ == "RedisRateLimiter" and rate.on_backend_error == "local"
-    assert type(conc).__name__ == "RedisConcurrencyLimiter" and conc.lease_seconds == 10
+    assert type(rate.store).__name__ == "RedisRateStore" and rate.on_backend_error == "local"
+    assert type(conc.store).__name__ == "RedisConcurrencyStore" and conc.lease_seconds == 10
     assert (
         rate.acquire(timeout=0) and RateLimiter(600, provider_name=unique_name, backend=redis_url).acquire(0) is False
     )
@@ -876,3 +879,50 @@ def test_coroutines_admitted_by_the_local_policy_are_counted_as_threads_are(redi
     limiter.release()
     limiter.release()
     redis_server.start()
+
+
+# ---- the limiter composes its store -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["rate", "concurrency"])
+def test_a_dropped_redis_limiter_is_freed_at_once_with_its_store(redis_url, unique_name, kind):
+    """The store never holds its limiter: no reference cycle (the native core is invisible to the
+    garbage collector, so a cycle through it would never be freed), and dropping the limiter
+    stops the store's thread."""
+    import gc
+    import weakref
+
+    before = set(threading.enumerate())
+    gc.disable()  # freed by reference counting alone
+    try:
+        if kind == "rate":
+            limiter = RateLimiter(60, burst_size=1, provider_name=unique_name, backend=redis_url)
+            assert limiter.acquire(timeout=0)
+            assert limiter.acquire(timeout=0.2) is False  # stood by: the change feed listens
+        else:
+            limiter = ConcurrencyLimiter(1, unique_name, backend=redis_url)
+            with limiter:
+                assert limiter.acquire(timeout=0.3) is False  # waited: the keeper thread listens
+        threads = {t for t in set(threading.enumerate()) - before if t.name.startswith("omnilimit")}
+        assert threads, "the store started no thread: nothing to check"
+        limiter_ref, store_ref = weakref.ref(limiter), weakref.ref(limiter.store)
+        del limiter
+        assert limiter_ref() is None and store_ref() is None
+        wait_until(lambda: not any(t.is_alive() for t in threads), timeout=10)
+    finally:
+        gc.enable()
+
+
+def test_with_uses_the_store_and_a_refusal_is_the_limiters_to_report(redis_url, unique_name, caplog):
+    limiter = ConcurrencyLimiter(1, unique_name, backend=redis_url)
+    other = ConcurrencyLimiter(1, unique_name, backend=redis_url)  # another process's view, same cap
+    with limiter:
+        assert other.active_calls == 1  # the permit is in Redis, not in this limiter's core
+        with caplog.at_level(logging.WARNING, logger="omnilimit"):
+            assert other.acquire(timeout=0.2) is False
+            assert other.acquire(timeout=0) is False
+        assert other.denied_count == 1 and other.metrics()["timed_out"] >= 1
+        assert [r.getMessage() for r in caplog.records] == [f"Concurrency limit timeout after 0.2s for {unique_name}"]
+    assert other.active_calls == 0
+    other.release()  # nothing held: counted, not given to anyone
+    assert other.over_release_count == 1 and limiter.acquire(timeout=0) and other.acquire(timeout=0) is False

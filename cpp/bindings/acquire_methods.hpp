@@ -1,19 +1,22 @@
 // The fast acquire(timeout=...) and __enter__ that both limiter kinds share.
 //
 // A Kind describes one limiter class of the bindings:
-//   using Core = ...;                                  its C++ object, with std::atomic<int64_t> blocked, denied
+//   using Core = ...;                                  its C++ object, with Hooks hooks and
+//                                                      std::atomic<int64_t> blocked, denied
 //   static Outcome take(Core&, Nanos timeout_ns);      how it waits (GIL released inside)
 //   static constexpr Nanos kDefaultTimeoutNs;          acquire()'s default timeout
 //   static inline PyObject* default_timeout;           the same default as a Python int, for messages
+//
+// With a store (store.hpp), the store decides instead of take(); the counting and the timeout
+// report stay here, the same for every store.
 #pragma once
 
 #include <pybind11/pybind11.h>
 
 #include "common.hpp"
+#include "store.hpp"
 
 namespace omnilimit::bindings {
-
-enum class Outcome { acquired, timed_out, error };
 
 inline PyObject* timeout_keyword = nullptr;  // interned "timeout", set by the module
 
@@ -27,13 +30,16 @@ PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, 
     if (timeout != nullptr && !parse_timeout(timeout, &timeout_ns)) return nullptr;
     auto* core = self_ptr<typename Kind::Core>(self);
     if (core == nullptr) return nullptr;
-    switch (Kind::take(*core, timeout_ns)) {
+    const Outcome outcome = core->hooks.has_store()
+                                ? take_from_store(core->hooks, self, &timeout, timeout == nullptr ? 0 : 1)
+                                : Kind::take(*core, timeout_ns);
+    switch (outcome) {
       case Outcome::acquired: Py_RETURN_TRUE;
       case Outcome::error: return nullptr;
       case Outcome::timed_out: break;
     }
     if (timeout_ns == 0) core->denied.fetch_add(1, std::memory_order_relaxed);
-    if (!report_timeout(self, core->blocked, timeout_ns, timeout ? timeout : Kind::default_timeout)) {
+    if (!report_timeout(core->hooks, core->blocked, timeout_ns, timeout ? timeout : Kind::default_timeout)) {
       return nullptr;
     }
     Py_RETURN_FALSE;
@@ -46,12 +52,14 @@ PyObject* fast_enter(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
   return guarded([&]() -> PyObject* {
     auto* core = self_ptr<typename Kind::Core>(self);
     if (core == nullptr) return nullptr;
-    switch (Kind::take(*core, Kind::kDefaultTimeoutNs)) {
+    const Outcome outcome = core->hooks.has_store() ? take_from_store(core->hooks, self, nullptr, 0)
+                                                    : Kind::take(*core, Kind::kDefaultTimeoutNs);
+    switch (outcome) {
       case Outcome::acquired: Py_INCREF(self); return self;
       case Outcome::error: return nullptr;
       case Outcome::timed_out: break;
     }
-    return raise_enter_timeout(self, core->blocked, Kind::default_timeout);
+    return raise_enter_timeout(core->hooks, core->blocked, Kind::default_timeout);
   });
 }
 

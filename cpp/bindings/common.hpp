@@ -105,19 +105,6 @@ bool parse_optional_args(const char* method, PyObject* const* names, Py_ssize_t 
 // Returns false with the error set.
 bool parse_timeout(PyObject* timeout, Nanos* timeout_ns);
 
-// Calls self.<name>() or self.<name>(arg); returns the result (a new reference) or nullptr with
-// the error set.
-PyObject* call_hook(PyObject* self, const char* name, PyObject* arg);
-
-// Counts a caller that got nothing and, for a real wait (timeout > 0), lets the Python layer log
-// it through self._on_timeout(timeout). Returns false with the error set if the hook raised.
-bool report_timeout(PyObject* self, std::atomic<std::int64_t>& blocked, Nanos timeout_ns,
-                    PyObject* timeout);
-
-// For `with limiter:` after a timed-out acquire: raises LimiterTimeout with the message returned
-// by self._on_timeout(timeout). Always returns nullptr.
-PyObject* raise_enter_timeout(PyObject* self, std::atomic<std::int64_t>& blocked, PyObject* timeout);
-
 // Runs the body of a fast method, turning C++ exceptions into Python ones (except the forced
 // unwind of a thread that CPython ends with pthread_exit while the interpreter shuts down).
 template <class Body>

@@ -136,33 +136,6 @@ bool parse_timeout(PyObject* timeout, Nanos* timeout_ns) {
   return true;
 }
 
-PyObject* call_hook(PyObject* self, const char* name, PyObject* arg) {
-  PyObject* method = PyObject_GetAttrString(self, name);
-  if (method == nullptr) return nullptr;
-  PyObject* result = arg == nullptr ? PyObject_CallNoArgs(method) : PyObject_CallOneArg(method, arg);
-  Py_DECREF(method);
-  return result;
-}
-
-bool report_timeout(PyObject* self, std::atomic<std::int64_t>& blocked, Nanos timeout_ns,
-                    PyObject* timeout) {
-  blocked.fetch_add(1, std::memory_order_relaxed);
-  if (timeout_ns == 0) return true;  // a failed try is not a timeout: polling loops stay quiet
-  PyObject* result = call_hook(self, "_on_timeout", timeout);
-  Py_XDECREF(result);
-  return result != nullptr;
-}
-
-PyObject* raise_enter_timeout(PyObject* self, std::atomic<std::int64_t>& blocked, PyObject* timeout) {
-  blocked.fetch_add(1, std::memory_order_relaxed);
-  PyObject* message = call_hook(self, "_on_timeout", timeout);
-  if (message != nullptr) {
-    PyErr_SetObject(limiter_timeout_error, message);
-    Py_DECREF(message);
-  }
-  return nullptr;
-}
-
 }  // namespace omnilimit::bindings
 
 namespace ob = omnilimit::bindings;

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "common.hpp"
+#include "store.hpp"
 #include "omnilimit/clock.hpp"
 #include "omnilimit/pause.hpp"
 #include "omnilimit/standby.hpp"
@@ -71,14 +72,16 @@ void add_metric_methods(pybind11::class_<Core>& cls) {
          [](const Core& core, double q) {
            if (!(q > 0.0 && q <= 1.0)) throw std::invalid_argument("q must be in (0, 1]");
            const Nanos ns = core.waits.quantile(q, core.total_acquired.load(std::memory_order_relaxed));
-           return static_cast<double>(ns) / 1e9;
+           return figure(core.hooks, "wait_quantile", py::float_(static_cast<double>(ns) / 1e9), py::float_(q));
          },
          py::arg("q"),
          "The q-quantile of admitted callers' waits in seconds (within 5% of the exact value from\n"
          "1 us to 4.9 h, never above wait_max(); 0.0 for callers that did not wait).")
       .def(
           "wait_max",
-          [](const Core& core) { return static_cast<double>(core.waits.max()) / 1e9; },
+          [](const Core& core) {
+            return figure(core.hooks, "wait_max", py::float_(static_cast<double>(core.waits.max()) / 1e9));
+          },
           "The longest wait of an admitted caller in seconds, exactly (0.0 if nobody waited).")
       .def_property_readonly(
           "denied_count", [](const Core& core) { return core.denied.load(std::memory_order_relaxed); },
@@ -91,7 +94,7 @@ void add_metric_methods(pybind11::class_<Core>& cls) {
             if (!parse_timeout(timeout.ptr(), &timeout_ns)) throw py::error_already_set();
             denied = denied || timeout_ns == 0;
             if (denied) core.denied.fetch_add(1, std::memory_order_relaxed);
-            if (!report_timeout(self.ptr(), core.blocked, denied ? 0 : timeout_ns, timeout.ptr())) {
+            if (!report_timeout(core.hooks, core.blocked, denied ? 0 : timeout_ns, timeout.ptr())) {
               throw py::error_already_set();
             }
           },

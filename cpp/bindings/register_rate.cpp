@@ -43,12 +43,14 @@ namespace {
 
 PyObject* tokens_keyword = nullptr;     // interned "tokens"
 PyObject* fail_fast_keyword = nullptr;  // interned "fail_fast"
+PyObject* zero_tokens = nullptr;        // 0, acquire()'s default token count
 std::atomic<std::uint64_t> last_rate_id{0};
 
 struct RateCore final : ForkAware {
   RateCore(double requests_per_minute, std::int64_t burst, double tokens_per_minute, std::int64_t token_burst,
-           const std::string& shm_name)
-      : segment(open_rate_segment(shm_name, Gcra::interval_for(requests_per_minute, 60.0), burst, tokens_per_minute)),
+           const std::string& shm_name, Hooks given_hooks)
+      : hooks(std::move(given_hooks)),
+        segment(open_rate_segment(shm_name, Gcra::interval_for(requests_per_minute, 60.0), burst, tokens_per_minute)),
         local(local_rate_state(segment != nullptr, Gcra::interval_for(requests_per_minute, 60.0), burst)),
         shared(segment ? *static_cast<RateShared*>(segment->payload()) : *local),
         bucket(shared.bucket),
@@ -127,6 +129,7 @@ struct RateCore final : ForkAware {
   }
 
   const std::uint64_t id = last_rate_id.fetch_add(1, std::memory_order_relaxed) + 1;  // never reused
+  Hooks hooks;  // the store that decides (a Redis limiter's), the timeout report
   std::unique_ptr<SharedSegment> segment;  // set for a limiter shared between processes
   std::pair<Nanos, std::int64_t> limits_before{0, 0};  // an existing segment's (interval, burst) on opening
   std::unique_ptr<RateShared> local;       // set otherwise
@@ -345,7 +348,15 @@ PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, 
     if (values[2] != nullptr && !parse_flag("fail_fast", values[2], &fail_fast)) return nullptr;
     RateCore* core = self_ptr<RateCore>(self);
     if (core == nullptr) return nullptr;
-    switch (take_request(*core, timeout_ns, tokens, fail_fast)) {
+    Outcome outcome;
+    if (core->hooks.has_store()) {
+      PyObject* given[3] = {values[0] != nullptr ? values[0] : Rate::default_timeout,
+                            values[1] != nullptr ? values[1] : zero_tokens, fail_fast ? Py_True : Py_False};
+      outcome = take_from_store(core->hooks, self, given, 3);
+    } else {
+      outcome = take_request(*core, timeout_ns, tokens, fail_fast);
+    }
+    switch (outcome) {
       case Outcome::acquired: Py_RETURN_TRUE;
       case Outcome::error: return nullptr;
       case Outcome::timed_out: break;
@@ -355,7 +366,7 @@ PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, 
     const bool denied = timeout_ns == 0 || fail_fast;
     if (denied) core->denied.fetch_add(1, std::memory_order_relaxed);
     PyObject* shown = values[0] != nullptr ? values[0] : Rate::default_timeout;
-    if (!report_timeout(self, core->blocked, denied ? 0 : timeout_ns, shown)) return nullptr;
+    if (!report_timeout(core->hooks, core->blocked, denied ? 0 : timeout_ns, shown)) return nullptr;
     Py_RETURN_FALSE;
   });
 }
@@ -600,7 +611,9 @@ void register_rate_core(py::module_& m) {
   Rate::default_timeout = PyLong_FromLong(60);
   tokens_keyword = PyUnicode_InternFromString("tokens");
   fail_fast_keyword = PyUnicode_InternFromString("fail_fast");
-  if (Rate::default_timeout == nullptr || tokens_keyword == nullptr || fail_fast_keyword == nullptr) {
+  zero_tokens = PyLong_FromLong(0);
+  if (Rate::default_timeout == nullptr || tokens_keyword == nullptr || fail_fast_keyword == nullptr ||
+      zero_tokens == nullptr) {
     throw py::error_already_set();
   }
 
@@ -611,9 +624,19 @@ with each request, and one-minute windows of requests and tokens.
 RateCore(requests_per_minute, burst, tokens_per_minute=0.0, token_burst=1): tokens_per_minute 0
 means no token budget. acquire(), record_request(), __enter__ and __exit__ are implemented in C++
 directly; the GIL is released only while a caller sleeps until its turn.)doc");
-  cls.def(py::init<double, std::int64_t, double, std::int64_t, const std::string&>(), py::arg("requests_per_minute"),
-          py::arg("burst"), py::arg("tokens_per_minute") = 0.0, py::arg("token_burst") = 1, py::arg("shm_name") = "")
-      .def_property_readonly("interval_ns", [](const RateCore& c) { return c.requests().interval_ns(); },
+  cls.def(py::init([](double requests_per_minute, std::int64_t burst, double tokens_per_minute, std::int64_t token_burst,
+                      const std::string& shm_name, py::object store, py::object on_timeout) {
+            return new RateCore(requests_per_minute, burst, tokens_per_minute, token_burst, shm_name,
+                                Hooks{std::move(store), std::move(on_timeout), py::none()});
+          }),
+          py::arg("requests_per_minute"), py::arg("burst"), py::arg("tokens_per_minute") = 0.0,
+          py::arg("token_burst") = 1, py::arg("shm_name") = "", py::kw_only(), py::arg("store") = py::none(),
+          py::arg("on_timeout") = py::none(),
+          "`store`: the object that decides instead of this core (store.hpp); `on_timeout(timeout) ->\n"
+          "message`: how a timeout is reported.")
+      .def_property_readonly("interval_ns", [](const RateCore& c) {
+        return figure(c.hooks, "interval_ns", py::int_(c.requests().interval_ns()));
+      },
                              "Time between two requests at the configured rate, in ns (rounded up).")
       .def_property_readonly("burst", [](const RateCore& c) { return c.requests().burst(); })
       .def_property_readonly("has_token_budget", [](const RateCore& c) { return static_cast<bool>(c.dual); })
@@ -633,20 +656,27 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
       .def_property_readonly("token_burst",
                              [](const RateCore& c) { return c.dual ? c.dual->tokens().burst() : std::int64_t{0}; })
       .def_property_readonly("total_requests",
-                             [](const RateCore& c) { return c.total_acquired.load(std::memory_order_relaxed); },
+                             [](const RateCore& c) {
+                               return figure(c.hooks, "total_requests",
+                                             py::int_(c.total_acquired.load(std::memory_order_relaxed)));
+                             },
                              "Successful acquires since creation.")
       .def_property_readonly("blocked_count",
-                             [](const RateCore& c) { return c.blocked.load(std::memory_order_relaxed); },
+                             [](const RateCore& c) {
+                               return figure(c.hooks, "blocked_count", py::int_(c.blocked.load(std::memory_order_relaxed)));
+                             },
                              "Acquires that got no token (timeouts and failed tries).")
       .def("tokens_available",
            [](const RateCore& c, std::optional<Nanos> now) {
-             return c.requests().tokens_available(now ? *now : now_ns());
+             return figure(c.hooks, "tokens_available", py::int_(c.requests().tokens_available(now ? *now : now_ns())));
            },
            py::arg("now_ns") = py::none(), "Whole requests that could go now without waiting.")
       .def("token_budget_available",
            [](const RateCore& c) { return c.dual ? c.dual->tokens_available(now_ns()) : std::int64_t{0}; },
            "Tokens of the token budget that could be taken now without waiting (0 without a budget).")
-      .def("get_current_rpm", [](const RateCore& c) { return c.recorded.count(); },
+      .def("get_current_rpm", [](const RateCore& c) {
+        return figure(c.hooks, "get_current_rpm", py::int_(c.recorded.count()));
+      },
            "record_request() calls in the last 60 seconds.")
       .def("get_current_tpm", [](const RateCore& c) { return c.tokens_used.count(); },
            "Tokens recorded (used, or reserved when not given) in the last 60 seconds.")
@@ -720,16 +750,25 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
              if (used > 0) c.tokens_used.record(coarse_now_ns(), used);
            },
            py::arg("reserved"), py::arg("used"), "Settles a detached reservation and records the request.")
-      .def("_on_timeout",
-           [](py::object, py::object timeout) {
-             return "Rate limit timeout after " + py::str(timeout).cast<std::string>() + "s";
+      .def("_acquire_here",
+           [](RateCore& core, py::object timeout) {
+             // The store's in-process fallback (an outage policy's `local`) takes a request of this core.
+             Nanos timeout_ns = 0;
+             if (!parse_timeout(timeout.ptr(), &timeout_ns)) throw py::error_already_set();
+             const Outcome outcome = take_request(core, timeout_ns, 0, false);
+             if (outcome == Outcome::error) throw py::error_already_set();
+             return outcome == Outcome::acquired;
            },
-           py::arg("timeout"), "Hook: called on a timed-out acquire; returns the message.");
+           py::arg("timeout"), "Takes a request of this core itself, whatever the store (nothing counted as refused).");
   cls.def_property_readonly(
-         "waiting", [](const RateCore& c) { return c.sleeping.load(std::memory_order_relaxed); },
+         "waiting", [](const RateCore& c) {
+           return figure(c.hooks, "waiting", py::int_(c.sleeping.load(std::memory_order_relaxed)));
+         },
          "Callers waiting now for their instant (or a pause's end).")
       .def("predicted_wait",
-           [](RateCore& c, std::int64_t tokens) { return static_cast<double>(c.wait_for_turn(tokens, now_ns())) / 1e9; },
+           [](RateCore& c, std::int64_t tokens) {
+             return figure(c.hooks, "predicted_wait", py::float_(static_cast<double>(c.wait_for_turn(tokens, now_ns())) / 1e9));
+           },
            py::arg("tokens") = 0, "Seconds a caller arriving now would wait (for `tokens` too).");
   cls.def("_async_reserve", &async_reserve, py::arg("waiter"), py::arg("deadline_ns"))
       .def("_async_reserve_check", &async_reserve_check, py::arg("waiter"))

@@ -14,6 +14,7 @@
 #include "async_wait.hpp"
 #include "common.hpp"
 #include "pause_methods.hpp"
+#include "store.hpp"
 #include "omnilimit/histogram.hpp"
 #include "omnilimit/pause.hpp"
 #include "omnilimit/semaphore.hpp"
@@ -75,8 +76,9 @@ std::unique_ptr<SharedSegment> open_concurrency_segment(const std::string& name,
 }
 
 struct ConcurrencyCore final : ForkAware {
-  ConcurrencyCore(std::int64_t max_concurrent, const std::string& shm_name)
-      : semaphore(max_concurrent),
+  ConcurrencyCore(std::int64_t max_concurrent, const std::string& shm_name, Hooks given_hooks)
+      : hooks(std::move(given_hooks)),
+        semaphore(max_concurrent),
         segment(open_concurrency_segment(shm_name, max_concurrent)),
         local(segment ? nullptr : std::make_unique<ConcurrencyCounters>()),
         counters(segment ? static_cast<ConcurrencySegment*>(segment->payload())->counters : *local),
@@ -140,6 +142,8 @@ struct ConcurrencyCore final : ForkAware {
   }
 
   const std::uint64_t id = last_limiter_id.fetch_add(1, std::memory_order_relaxed) + 1;  // never reused
+  Hooks hooks;  // the store that decides (a Redis limiter's), the timeout and over-release reports
+  std::atomic<std::int64_t> store_over_releases{0};  // releases the store found nothing held for
   Semaphore semaphore;                              // unused when shared
   std::unique_ptr<SharedSegment> segment;           // set for a limiter shared between processes
   std::unique_ptr<ConcurrencyCounters> local;       // set otherwise
@@ -375,17 +379,18 @@ bool async_cancel(ConcurrencyCore& core, AsyncWait& w) {
 }
 
 PyObject* release_slot(PyObject* self, ConcurrencyCore& core) {
-  if (thread_account.release_answers_failure(core.id)) {
+  if (core.hooks.has_store()) {
+    bool released = false;
+    if (!give_back_to_store(core.hooks, self, &released)) return nullptr;
+    if (released) Py_RETURN_NONE;
+    core.store_over_releases.fetch_add(1, std::memory_order_relaxed);
+  } else if (thread_account.release_answers_failure(core.id)) {
     core.releases_after_failure.fetch_add(1, std::memory_order_relaxed);
   } else if (core.give_back()) {
     core.released.record(coarse_now_ns());
     Py_RETURN_NONE;
   }
-  if (!core.over_release_reported.exchange(true, std::memory_order_relaxed)) {
-    PyObject* result = call_hook(self, "_on_over_release", nullptr);
-    if (result == nullptr) return nullptr;
-    Py_DECREF(result);
-  }
+  if (!report_over_release(core.hooks, core.over_release_reported)) return nullptr;
   Py_RETURN_NONE;
 }
 
@@ -434,7 +439,15 @@ The native part of ConcurrencyLimiter: a FIFO counting semaphore with a lock-fre
 
 acquire(), release(), __enter__ and __exit__ are implemented in C++ directly; the GIL is
 released only while a caller waits.)doc");
-  cls.def(py::init<std::int64_t, const std::string&>(), py::arg("max_concurrent"), py::arg("shm_name") = "")
+  cls.def(py::init([](std::int64_t max_concurrent, const std::string& shm_name, py::object store, py::object on_timeout,
+                      py::object on_over_release) {
+            return new ConcurrencyCore(max_concurrent, shm_name,
+                                       Hooks{std::move(store), std::move(on_timeout), std::move(on_over_release)});
+          }),
+          py::arg("max_concurrent"), py::arg("shm_name") = "", py::kw_only(), py::arg("store") = py::none(),
+          py::arg("on_timeout") = py::none(), py::arg("on_over_release") = py::none(),
+          "`store`: the object that decides instead of this core (store.hpp); `on_timeout(timeout) ->\n"
+          "message` and `on_over_release()`: how a timeout and the first over-release are reported.")
       .def_property_readonly(
           "shared_name", [](const ConcurrencyCore& c) -> py::object {
             return c.segment ? py::object(py::str(c.segment->name())) : py::object(py::none());
@@ -450,7 +463,9 @@ released only while a caller waits.)doc");
            "Wakes every waiter of this process (threads and coroutines) with LimiterClosed; later\n"
            "acquires raise it. Holders may still release. A limiter shared with other processes\n"
            "stays open in those.")
-      .def_property_readonly("max_concurrent", [](const ConcurrencyCore& c) { return c.max_slots(); })
+      .def_property_readonly("max_concurrent", [](const ConcurrencyCore& c) {
+        return figure(c.hooks, "max_concurrent", py::int_(c.max_slots()));
+      })
       .def("set_max_concurrent",
            [](ConcurrencyCore& c, std::int64_t n) {
              return c.set_max(n);
@@ -458,9 +473,13 @@ released only while a caller waits.)doc");
            py::arg("max_concurrent"),
            "Changes the limit now. More slots go at once to the oldest waiters (returns how many got\n"
            "one); with fewer, calls in flight finish and slots are handed on only below the new limit.")
-      .def_property_readonly("active_calls", [](const ConcurrencyCore& c) { return c.held(); },
+      .def_property_readonly("active_calls", [](const ConcurrencyCore& c) {
+        return figure(c.hooks, "active_calls", py::int_(c.held()));
+      },
                              "Slots held now.")
-      .def_property_readonly("waiting", [](const ConcurrencyCore& c) { return c.queued(); },
+      .def_property_readonly("waiting", [](const ConcurrencyCore& c) {
+        return figure(c.hooks, "waiting", py::int_(c.queued()));
+      },
                              "Callers queued for a slot now.")
       .def_property_readonly("closed", [](const ConcurrencyCore& c) { return c.closed.load(); },
                              "True once close() was called.")
@@ -478,26 +497,41 @@ released only while a caller waits.)doc");
            [](ConcurrencyCore& core, AsyncWait& w) { core.standby.stop_listening(w.standby_listener); },
            py::arg("waiter"))
       .def_property_readonly("total_requests",
-                             [](const ConcurrencyCore& c) { return c.total_acquired.load(std::memory_order_relaxed); },
+                             [](const ConcurrencyCore& c) {
+                               return figure(c.hooks, "total_requests",
+                                             py::int_(c.total_acquired.load(std::memory_order_relaxed)));
+                             },
                              "Successful acquires since creation.")
       .def_property_readonly("blocked_count",
-                             [](const ConcurrencyCore& c) { return c.blocked.load(std::memory_order_relaxed); },
+                             [](const ConcurrencyCore& c) {
+                               return figure(c.hooks, "blocked_count", py::int_(c.blocked.load(std::memory_order_relaxed)));
+                             },
                              "Acquires that got no slot (timeouts and failed tries).")
       .def_property_readonly("over_release_count",
                              [](const ConcurrencyCore& c) {
-                               return c.over_releases() +
-                                      c.releases_after_failure.load(std::memory_order_relaxed);
+                               return c.over_releases() + c.releases_after_failure.load(std::memory_order_relaxed) +
+                                      c.store_over_releases.load(std::memory_order_relaxed);
                              },
                              "Releases made without a held slot, ignored: more releases than acquires, and a "
                              "thread's release() right after its own failed acquire().")
-      .def("get_current_rpm", [](const ConcurrencyCore& c) { return c.released.count(); },
+      .def("get_current_rpm", [](const ConcurrencyCore& c) {
+        return figure(c.hooks, "get_current_rpm", py::int_(c.released.count()));
+      },
            "Calls released in the last 60 seconds.")
-      .def("_on_timeout",
-           [](py::object, py::object timeout) {
-             return "Concurrency limit timeout after " + py::str(timeout).cast<std::string>() + "s";
+      .def("_acquire_here",
+           [](ConcurrencyCore& core, py::object timeout) {
+             // The store's in-process fallback (an outage policy's `local`) takes a slot of this core.
+             Nanos timeout_ns = 0;
+             if (!parse_timeout(timeout.ptr(), &timeout_ns)) throw py::error_already_set();
+             const Outcome outcome = Concurrency::take(core, timeout_ns);
+             if (outcome == Outcome::error) throw py::error_already_set();
+             return outcome == Outcome::acquired;
            },
-           py::arg("timeout"), "Hook: called on a timed-out acquire; returns the message.")
-      .def("_on_over_release", [](py::object) {}, "Hook: called on the first over-release.")
+           py::arg("timeout"), "Takes a slot of this core itself, whatever the store (nothing counted as refused).")
+      .def("_release_here", [](ConcurrencyCore& core) {
+             // The store's in-process fallback (an outage policy's `local`) gives a slot back.
+             if (core.give_back()) core.released.record(coarse_now_ns());
+           }, "Gives back a slot of this core itself, whatever the store.")
       .def("_async_enqueue", &async_enqueue, py::arg("waiter"),
            "acquire_async: True with a slot taken now, False with `waiter` queued. Raises LimiterClosed.")
       .def("_async_status", &async_status, py::arg("waiter"),

@@ -21,12 +21,24 @@ class TimeoutWarnings:
     out thousands of times a second thus writes one line every 10 s, not thousands; the exact
     counts stay in ``blocked_count`` and ``metrics()``. Thread-safe."""
 
-    __slots__ = ("_last_logged", "_lock", "_suppressed")
+    __slots__ = ("_last_logged", "_lock", "_suppressed", "text")
 
-    def __init__(self) -> None:
+    def __init__(self, text: str = "limit timeout after {}s") -> None:
+        self.text = text  # the message, with {} where the timeout goes
         self._lock = threading.Lock()
         self._last_logged: float | None = None  # time.monotonic() of the last line
         self._suppressed = 0  # timeouts since then, not logged
+
+    def message(self, timeout: object) -> str:
+        """The message of a timeout after ``timeout`` seconds, as the user wrote them."""
+        return self.text.format(shown_timeout(timeout))
+
+    def __call__(self, timeout: object) -> str:
+        """A caller waited ``timeout`` seconds in vain: logs it (throttled) and returns the
+        message. The native core calls this (its ``on_timeout``)."""
+        message = self.message(timeout)
+        self.warn(message)
+        return message
 
     def warn(self, message: str) -> None:
         now = time.monotonic()

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
+from typing import Any
 
 from omnilimit import _async, _core, pause
-from omnilimit._log import TimeoutWarnings, logger, shown_timeout
+from omnilimit._log import TimeoutWarnings, logger
 from omnilimit._validate import label, whole_number
+from omnilimit.backends.redis_concurrency import RedisConcurrencyStore
 from omnilimit.feedback import ProviderFeedback, _common_metrics
-from omnilimit.spec import MAX_CONCURRENT, is_redis, shared_name
+from omnilimit.spec import MAX_CONCURRENT, is_redis, shared_name, store_options
+from omnilimit.store import ConcurrencyStore, WithStore
 
 
-class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLimiting):
+class ConcurrencyLimiter(_core.ConcurrencyCore, WithStore[ConcurrencyStore], ProviderFeedback, _async.AsyncLimiting):
     """At most ``max_concurrent`` calls in flight at once (the guide's concurrency limiting).
 
     ``acquire(timeout=120) -> bool`` takes a slot, waiting up to ``timeout`` seconds (``None``
@@ -28,8 +33,10 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
     limiter yet; ``close()`` closes it in this process only.
 
     ``backend="redis://host:6379/0"`` (``rediss://``, ``redis+cluster://``, or a redis-py client)
-    makes a ``RedisConcurrencyLimiter``: the cap holds across every host naming the same ``name``
-    on that server; permits are leases (``lease_seconds``) renewed while the call runs.
+    composes a Redis store (``limiter.store``, a ``RedisConcurrencyStore``): the cap holds across
+    every host naming the same ``name`` on that server; permits are leases (``lease_seconds``)
+    renewed while the call runs; ``on_backend_error`` and ``local_fraction`` (options of the store)
+    say what happens while Redis is unreachable.
 
     Coroutines share the same slots and the same queue: ``await acquire_async(timeout=120)``,
     ``async with limiter:``, ``@limiter.limit`` (sync or async functions). They wait on their
@@ -43,14 +50,7 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
     once: capacity never exceeds ``max_concurrent``.
     """
 
-    __slots__ = ("_timeouts", "name")
-
-    def __new__(cls, *args: object, **kwargs: object) -> ConcurrencyLimiter:
-        if cls is ConcurrencyLimiter and is_redis(kwargs.get("backend")):
-            from omnilimit.backends.redis_concurrency import RedisConcurrencyLimiter
-
-            cls = RedisConcurrencyLimiter
-        return super().__new__(cls)
+    __slots__ = ("_store", "_timeouts", "name")
 
     def __init__(
         self,
@@ -62,13 +62,24 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
         local_fraction: float | None = None,
         lease_seconds: float | None = None,
     ) -> None:
-        if on_backend_error is not None or local_fraction is not None or lease_seconds is not None:
-            raise ValueError("on_backend_error, local_fraction and lease_seconds apply only to a Redis backend")
+        options = store_options(
+            backend, on_backend_error=on_backend_error, local_fraction=local_fraction, lease_seconds=lease_seconds
+        )
         maximum = whole_number("max_concurrent", max_concurrent, maximum=MAX_CONCURRENT)
         checked_name = label("name", name)
-        super().__init__(maximum, shared_name(backend, default=checked_name) or "")
+        self._store: ConcurrencyStore | None = None
+        if is_redis(backend):
+            self._store = RedisConcurrencyStore(backend, checked_name, maximum, **options)
+        timeouts = TimeoutWarnings(f"Concurrency limit timeout after {{}}s for {checked_name}")
+        super().__init__(
+            local_share(maximum, self._store),
+            "" if self._store is not None else shared_name(backend, default=checked_name) or "",
+            store=self._store,
+            on_timeout=timeouts,
+            on_over_release=functools.partial(_log_over_release, checked_name),
+        )
         self.name = checked_name
-        self._timeouts = TimeoutWarnings()
+        self._timeouts = timeouts
         if self._shared_max_before is not None:
             logger.warning(
                 "ConcurrencyLimiter %r: the shared segment %r allowed %d concurrent calls: it now allows %d, in "
@@ -80,24 +91,41 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
             )
         logger.debug("ConcurrencyLimiter %r: at most %d concurrent calls", self.name, maximum)
 
+    # ---- where the state lives ----------------------------------------------------------------
+
+    @property
+    def lease_seconds(self) -> float | None:
+        """How long a Redis permit outlives its holder's last renewal (None without Redis)."""
+        return None if self._store is None else self._store.lease_seconds
+
+    # ---- acquiring ------------------------------------------------------------------------------
+
     async def acquire_async(self, timeout: float | None = 120) -> bool:
         """``acquire()`` for a coroutine: takes a slot, waiting on the running event loop (never
         blocking it) up to ``timeout`` seconds, in one arrival order with threads and other
         loops. Cancellation-safe: a waiter cancelled or timed out holds no slot, and a slot
         handed to it meanwhile goes on to the next waiter. Raises LimiterClosed, ValueError for a
         bad timeout."""
+        _async.deadline(timeout)  # checks it
+        if self._store is not None:
+            took = await self._store.acquire_async(self, timeout)
+        else:
+            took = await self._acquire_async_here(timeout)
+        if not took:
+            self._refused(timeout)
+        return took
+
+    async def _acquire_async_here(self, timeout: float | None) -> bool:
+        """A slot of the native core itself (a Redis store's in-process fallback too), its pause
+        waited out; False (nothing counted) when none came by ``timeout``."""
         timeout_ns, deadline = _async.deadline(timeout)
         if self._async_try():
             pass
         elif self.closed:
             raise _core.LimiterClosed("the limiter is closed")
         elif timeout_ns == 0 or not await self._queue_async(deadline):
-            self._refused(timeout)
             return False
-        if not await pause.wait_out_async(self, deadline, self._give_back_async):
-            self._refused(timeout)
-            return False
-        return True
+        return await pause.wait_out_async(self, deadline, self._give_back_async)
 
     async def _queue_async(self, deadline: int) -> bool:
         loop = asyncio.get_running_loop()
@@ -125,7 +153,7 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
 
     def _timeout_error(self, timeout: object = 120) -> BaseException:
         """What ``with limiter:`` (or a ``limit`` decorator with this timeout) raises after it."""
-        return _core.LimiterTimeout(f"Concurrency limit timeout after {shown_timeout(timeout)}s for {self.name}")
+        return _core.LimiterTimeout(self._timeouts.message(timeout))
 
     def record_request(self) -> None:
         """Does nothing: kept so code written for RateLimiter runs unchanged. For this kind,
@@ -135,20 +163,43 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
         """Changes the limit now. Extra slots go at once to the oldest waiters (returns how many
         got one); with fewer, calls in flight finish and slots are handed on only below the new
         limit."""
-        granted = super().set_max_concurrent(whole_number("max_concurrent", max_concurrent, maximum=MAX_CONCURRENT))
+        maximum = whole_number("max_concurrent", max_concurrent, maximum=MAX_CONCURRENT)
+        if self._store is not None:
+            # Every host follows; waiters everywhere are woken when it rises, and the permits it
+            # frees go to whichever try first (0 granted here).
+            super().set_max_concurrent(local_share(maximum, self._store))
+            self._store.set_max_concurrent(maximum)
+            granted = 0
+        else:
+            granted = super().set_max_concurrent(maximum)
         logger.info("ConcurrencyLimiter %r: max_concurrent set to %d", self.name, max_concurrent)
         return granted
 
-    def get_stats(self) -> dict[str, int]:
+    def close(self) -> None:
+        """Wakes every waiter of this process (threads and coroutines) with LimiterClosed; later
+        acquires raise it, releases still work. A limiter shared with other processes or hosts
+        stays open there; a Redis store's leases still held run out after their lease."""
+        super().close()
+        if self._store is not None:
+            self._store.close()
+
+    def get_stats(self) -> dict[str, Any]:
         """The guide's four keys: ``max_concurrent``, ``active_calls``, ``total_requests``,
-        ``available_slots``."""
+        ``available_slots``. With Redis, every host's calls, read in one round trip (while Redis
+        is unreachable: this process's view, plus ``backend_error``)."""
+        if self._store is not None:
+            with self._store.held_read():
+                return self._store.get_stats(self._own_stats())
+        return self._own_stats()
+
+    def _own_stats(self) -> dict[str, Any]:
         maximum = self.max_concurrent
         active = self.active_calls
         return {
             "max_concurrent": maximum,
             "active_calls": active,
             "total_requests": self.total_requests,
-            "available_slots": maximum - active,
+            "available_slots": max(0, maximum - active),
         }
 
     def metrics(self) -> dict[str, object]:
@@ -157,8 +208,21 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
         queued now), ``wait_p50_s`` / ``wait_p99_s`` (admitted callers' waits, within 5% of the exact
         quantiles, never above the maximum), ``wait_max_s`` (the longest of them, exact),
         ``predicted_wait_s`` (for a caller arriving now: 0 with a slot free, else its place in line
-        over the releases per second of the last minute; None when nothing was released)."""
-        return {**self.get_stats(), **_common_metrics(self), "predicted_wait_s": self._predicted_wait()}
+        over the releases per second of the last minute; None when nothing was released).
+
+        With Redis, the shared numbers come from one read of Redis, and it adds ``backend``,
+        ``backend_available``, ``backend_outages``, ``leases_expired`` (permits taken back from
+        clients that stopped renewing), ``waiting_everywhere`` (the line across every host;
+        ``waiting`` is this process's) and ``outage_admitted`` / ``outage_denied``."""
+        if self._store is None:
+            return {**self.get_stats(), **_common_metrics(self), "predicted_wait_s": self._predicted_wait()}
+        with self._store.held_read():
+            return {
+                **self.get_stats(),
+                **_common_metrics(self),
+                "predicted_wait_s": self._predicted_wait(),
+                **self._store.metrics(),
+            }
 
     def _predicted_wait(self) -> float | None:
         paused = self.paused_for
@@ -171,20 +235,25 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, ProviderFeedback, _async.AsyncLi
         return max(paused, (ahead + 1) / per_second)
 
     def __repr__(self) -> str:
-        return f"ConcurrencyLimiter(max_concurrent={self.max_concurrent}, name={self.name!r})"
+        if self._store is None:
+            return f"ConcurrencyLimiter(max_concurrent={self.max_concurrent}, name={self.name!r})"
+        return f"ConcurrencyLimiter({self._store.described()})"
 
     def _feedback_label(self) -> str:
         return f"concurrency limiter {self.name!r}"
 
-    # Hooks called by the core.
-    def _on_timeout(self, timeout: object) -> str:
-        message = f"Concurrency limit timeout after {shown_timeout(timeout)}s for {self.name}"
-        self._timeouts.warn(message)
-        return message
 
-    def _on_over_release(self) -> None:
-        logger.warning(
-            "ConcurrencyLimiter %r: release() without a held slot was ignored; further ones are "
-            "counted in over_release_count without being logged",
-            self.name,
-        )
+def local_share(maximum: int, store: ConcurrencyStore | None) -> int:
+    """The cap of the native core: the limit, or a Redis store's in-process fallback's share of it."""
+    if store is None or store.local_fraction is None:
+        return maximum
+    return max(1, math.floor(maximum * store.local_fraction))
+
+
+def _log_over_release(name: str) -> None:
+    """The native core's on_over_release: the first release without a held slot."""
+    logger.warning(
+        "ConcurrencyLimiter %r: release() without a held slot was ignored; further ones are "
+        "counted in over_release_count without being logged",
+        name,
+    )

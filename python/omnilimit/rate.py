@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any
 
-from omnilimit import _async, _core
-from omnilimit._log import TimeoutWarnings, logger, shown_timeout
+from omnilimit import _async, _core, rate_async
+from omnilimit._log import TimeoutWarnings, logger
 from omnilimit._validate import MAX_COUNT, flag, label, positive_rate, token_count, whole_number
+from omnilimit.backends.redis_rate import RedisRateStore
 from omnilimit.feedback import ProviderFeedback, _common_metrics
 from omnilimit.headers import RateLimitInfo
-from omnilimit.spec import DEFAULT_BURST, is_redis, shared_name
+from omnilimit.spec import DEFAULT_BURST, is_redis, shared_name, store_options
+from omnilimit.store import RateStore, WithStore
 
 
-class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
+class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async.AsyncLimiting):
     """At most ``requests_per_minute`` requests per minute, with bursts of ``burst_size``.
 
     The bucket is one atomic word (GCRA): ``acquire(timeout=60) -> bool`` reserves the next free
@@ -36,9 +38,10 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
     the segment). Not yet with a token budget.
 
     ``backend="redis://host:6379/0"`` (``rediss://``, ``redis+cluster://``, or a redis-py client)
-    makes a ``RedisRateLimiter``: one budget for every host that names the same ``provider_name``
-    on that server, with ``on_backend_error`` (``closed`` | ``open`` | ``local``) and
-    ``local_fraction`` saying what happens while Redis is unreachable.
+    composes a Redis store (``limiter.store``, a ``RedisRateStore``): one budget for every host
+    that names the same ``provider_name`` on that server, with ``on_backend_error`` (``closed`` |
+    ``open`` | ``local``) and ``local_fraction`` (options of the store) saying what happens while
+    Redis is unreachable.
 
     ``burst_size`` and ``token_burst`` default to 1 (``DEFAULT_BURST``: strict pacing). With a
     token budget, callers that must wait queue in arrival order and go when both budgets allow
@@ -47,14 +50,7 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
     blocks.
     """
 
-    __slots__ = ("_rpm", "_timeouts", "_tpm", "provider_name")
-
-    def __new__(cls, *args: object, **kwargs: object) -> RateLimiter:
-        if cls is RateLimiter and is_redis(kwargs.get("backend")):
-            from omnilimit.backends.redis_rate import RedisRateLimiter
-
-            cls = RedisRateLimiter
-        return super().__new__(cls)
+    __slots__ = ("_rpm", "_store", "_timeouts", "_tpm", "provider_name")
 
     def __init__(
         self,
@@ -68,10 +64,8 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
         on_backend_error: str | None = None,
         local_fraction: float | None = None,
     ) -> None:
-        if on_backend_error is not None or local_fraction is not None:
-            raise ValueError("on_backend_error and local_fraction apply only to a Redis backend")
+        options = store_options(backend, on_backend_error=on_backend_error, local_fraction=local_fraction)
         rpm = positive_rate("requests_per_minute", requests_per_minute)
-        shm_name = shared_name(backend, default=provider_name)
         burst = DEFAULT_BURST if burst_size is None else whole_number("burst_size", burst_size)
         tpm = 0.0 if tokens_per_minute is None else positive_rate("tokens_per_minute", tokens_per_minute)
         if token_burst is not None and tokens_per_minute is None:
@@ -80,11 +74,32 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
             (DEFAULT_BURST if token_burst is None else whole_number("token_burst", token_burst)) if tpm else 1
         )
         checked_name = label("provider_name", provider_name)
+        self._store: RateStore | None = None
+        shm_name = None
+        if is_redis(backend):
+            if tpm:
+                raise ValueError(
+                    "a token budget cannot be shared through Redis yet: drop tokens_per_minute or the backend"
+                )
+            self._store = RedisRateStore(backend, checked_name, requests_per_minute, burst, **options)
+        else:
+            shm_name = shared_name(backend, default=provider_name)
         if shm_name and tpm:  # refused before the segment is opened: a refused limiter changes nothing shared
             raise ValueError("a limiter with a token budget cannot be shared between processes yet")
-        super().__init__(rpm, burst, tpm, tokens_at_once, shm_name or "")
+        timeouts = TimeoutWarnings(f"Rate limit timeout after {{}}s for {checked_name}")
+        super().__init__(
+            _local_share(rpm, self._store),
+            burst,
+            tpm,
+            tokens_at_once,
+            shm_name or "",
+            store=self._store,
+            on_timeout=timeouts,
+        )
+        if self._store is not None:
+            self._store.bind(self)
         self.provider_name = checked_name
-        self._timeouts = TimeoutWarnings()
+        self._timeouts = timeouts
         if self._shared_limits_before is not None:
             was_rpm, was_burst = self._shared_limits_before
             logger.warning(
@@ -110,7 +125,7 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
 
     @property
     def rpm(self) -> int | float:
-        """The limit in requests per minute, as given."""
+        """The limit in requests per minute, as given (with Redis, as this process configured it)."""
         return self._rpm
 
     @property
@@ -142,14 +157,19 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
         turn has come), a slower one later (up to their timeout); with a token budget, the queue
         is re-planned the same way."""
         rpm = positive_rate("requests_per_minute", requests_per_minute)
-        super().set_rate(rpm)
+        super().set_rate(_local_share(rpm, self._store))
         self._rpm = requests_per_minute
+        if self._store is not None:
+            self._store.set_rate(requests_per_minute)  # every host follows
         logger.info("RateLimiter %r: rate set to %s RPM", self.provider_name, requests_per_minute)
 
     def set_burst(self, burst_size: int) -> None:
         """Changes the burst now. Without a token budget it applies to bookings made from now on;
         with one, the queued callers are re-planned."""
-        super().set_burst(whole_number("burst_size", burst_size))
+        burst = whole_number("burst_size", burst_size)
+        super().set_burst(burst)
+        if self._store is not None:
+            self._store.set_burst(burst)  # every host follows
         logger.info("RateLimiter %r: burst set to %d", self.provider_name, burst_size)
 
     def set_tokens_per_minute(self, tokens_per_minute: int | float) -> None:
@@ -174,99 +194,50 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
         refunded, a queued ticket leaves the queue. ``record_request(tokens=used)`` in the same task
         settles the reservation. Raises LimiterClosed, ValueError for a bad timeout, token count
         or flag."""
-        _, deadline = _async.deadline(timeout)
+        _async.deadline(timeout)  # checks it
         token_count(tokens)
         fail_fast = flag("fail_fast", fail_fast)
-        if self.closed:
-            raise _core.LimiterClosed("the limiter is closed")
-        while True:
-            go_in = self._pause_go_in()
-            if go_in > 0:  # paused: book only at the end (plus this caller's jitter)
-                now = _core.monotonic_ns()
-                go_at = now + int(go_in * 1e9)
-                if go_at > deadline and (fail_fast or now >= deadline):
-                    break
-                await _async.stand_by(self, min(go_at, deadline))
-                continue
-            took: bool | None
-            if self.has_token_budget:
-                took = await self._ticket_async(tokens, deadline, fail_fast)
-            else:
-                took = await self._reserve_async(deadline, fail_fast)
-            if took is None:
-                continue  # book again (the rate changed too often to follow, or the loop ran late)
-            if not took:
-                break
-            if self._pause_go_in() > 0:
-                continue  # a pause declared meanwhile voids the slot: wait for its end
-            if self.has_token_budget:
-                self._async_reservation.set(tokens)
-            return True
-        self._refused(timeout, fail_fast)
-        return False
+        if self._store is not None:
+            took = await self._store.acquire_async(self, timeout, tokens, fail_fast)
+        else:
+            took = await self._acquire_async_here(timeout, tokens, fail_fast)
+        if not took:
+            self._refused(timeout, fail_fast)
+        return took
 
-    async def _reserve_async(self, deadline: int, fail_fast: bool) -> bool | None:
-        """One booking: True once its instant came, False at the deadline (or at once, failing
-        fast), None to book again."""
-        loop = asyncio.get_running_loop()
-        waiter = _core.AsyncWait(_async.notifier(loop))
-        standing_by = False
-        try:
-            while True:  # a turn beyond the deadline books nothing: stand by until a change or the deadline
-                waiter.future = future = loop.create_future()
-                delay = self._async_reserve(waiter, deadline)
-                if delay is not None:
-                    break
-                if fail_fast or _core.monotonic_ns() >= deadline:
-                    return False
-                if not standing_by:  # registered from now on: look once more before waiting
-                    self._async_stand_by(waiter)
-                    standing_by = True
-                    continue
-                await _async.wake_or_timer(loop, future, deadline)
-        finally:
-            if standing_by:
-                self._async_stand_by_end(waiter)
-        try:
-            while delay > 0:  # until the instant, or a rate change (which may move it either way)
-                await _async.wake_or_timer(loop, future, min(deadline, _core.monotonic_ns() + int(delay * 1e9)))
-                waiter.future = future = loop.create_future()
-                delay = self._async_reserve_check(waiter)
-                if delay > 0 and _core.monotonic_ns() >= deadline:
-                    self._async_refund(waiter)  # a slower rate moved the instant past the deadline
-                    return False
-        except BaseException:
-            self._async_refund(waiter)
-            raise
-        return None if delay < 0 else True
-
-    async def _ticket_async(self, tokens: int, deadline: int, fail_fast: bool) -> bool:
-        loop = asyncio.get_running_loop()
-        waiter = _core.AsyncWait(_async.notifier(loop))
-        waiter.future = future = loop.create_future()
-        status = self._async_ticket(waiter, tokens, deadline, fail_fast)
-        try:
-            while status == 1:  # queued, or standing by: woken by every re-plan
-                status, wake_in = self._async_ticket_poll(waiter)
-                if status != 1:
-                    break
-                if _core.monotonic_ns() >= deadline:
-                    self._async_ticket_leave(waiter)
-                    return False
-                at = deadline if wake_in is None else min(deadline, _core.monotonic_ns() + int(wake_in * 1e9))
-                await _async.wake_or_timer(loop, future, at)
-                waiter.future = future = loop.create_future()
-        except BaseException:
-            self._async_ticket_leave(waiter)
-            raise
-        return status == 0
+    async def _acquire_async_here(self, timeout: float | None, tokens: int = 0, fail_fast: bool = False) -> bool:
+        """A request of the native core itself (a Redis store's in-process fallback too); False
+        (nothing counted) when its turn lies beyond ``timeout`` (``rate_async``)."""
+        return await rate_async.acquire_here(self, timeout, tokens, fail_fast)
 
     def _async_release(self) -> None:
         self.record_request()
 
     def _timeout_error(self, timeout: object = 60) -> BaseException:
         """What ``with limiter:`` (or a ``limit`` decorator with this timeout) raises after it."""
-        return _core.LimiterTimeout(f"Rate limit timeout after {shown_timeout(timeout)}s for {self.provider_name}")
+        return _core.LimiterTimeout(self._timeouts.message(timeout))
+
+    def limit_available(self, requests: int) -> None:
+        """Keeps at most ``requests`` available now (a provider's remaining budget); with Redis,
+        for every host."""
+        super().limit_available(requests)  # checks it (and caps a Redis store's local fallback)
+        if self._store is not None:
+            self._store.limit_available(requests)
+
+    def pause(self, seconds: float) -> float:
+        """Nobody goes for ``seconds`` (a provider's 429; with Redis, on any host); then requests
+        resume at the paced rate. Returns the seconds until this limiter may go again."""
+        local = super().pause(seconds)
+        shared = None if self._store is None else self._store.pause(seconds)
+        return local if shared is None else max(local, shared)
+
+    def close(self) -> None:
+        """Wakes every caller of this process (asleep on an instant, standing by, queued or paused)
+        with LimiterClosed, giving their bookings back; later acquires raise it. Other processes
+        and hosts sharing the limiter stay open."""
+        super().close()
+        if self._store is not None:
+            self._store.close()
 
     def detach_reservation(self) -> TokenReservation:
         """The calling thread's latest reservation on this limiter, to settle from another thread
@@ -274,10 +245,18 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
         KeyError when the thread holds none (not acquired, already settled, or no token budget)."""
         return TokenReservation(self, self._detach_reservation())
 
-    def get_stats(self) -> dict[str, object]:
+    def get_stats(self) -> dict[str, Any]:
         """The guide's keys: ``provider``, ``rpm_limit``, ``current_rpm``, ``tokens_available``,
         ``total_requests``, ``blocked_count``, ``utilization`` (current RPM as % of the limit); with
-        a token budget also ``tpm_limit`` and ``current_tpm``."""
+        a token budget also ``tpm_limit`` and ``current_tpm``. With Redis, every host's numbers,
+        read in one round trip (while Redis is unreachable: this process's view, plus
+        ``backend_error``)."""
+        if self._store is not None:
+            with self._store.held_read():
+                return self._store.get_stats(self._own_stats())
+        return self._own_stats()
+
+    def _own_stats(self) -> dict[str, Any]:
         current = self.get_current_rpm()
         stats: dict[str, object] = {
             "provider": self.provider_name,
@@ -299,14 +278,24 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
         ``paused_for`` (s), ``waiting`` (callers asleep or standing by now), ``wait_p50_s`` /
         ``wait_p99_s`` (admitted callers' waits, within 5% of the exact quantiles, never above the
         maximum), ``wait_max_s`` (the longest of them, exact), ``predicted_wait_s`` (for a caller
-        arriving now)."""
-        return {
-            **self.get_stats(),
-            **_common_metrics(self),
-            "predicted_wait_s": self.predicted_wait(),
-        }
+        arriving now).
+
+        With Redis, the shared numbers come from one read of Redis, and it adds ``backend``,
+        ``backend_available``, ``backend_outages`` and ``outage_admitted`` / ``outage_denied``
+        (this process's decisions taken by the outage policy)."""
+        if self._store is None:
+            return {**self.get_stats(), **_common_metrics(self), "predicted_wait_s": self.predicted_wait()}
+        with self._store.held_read():
+            return {
+                **self.get_stats(),
+                **_common_metrics(self),
+                "predicted_wait_s": self.predicted_wait(),
+                **self._store.metrics(),
+            }
 
     def __repr__(self) -> str:
+        if self._store is not None:
+            return f"RateLimiter({self._store.described()})"
         budget = f", tokens_per_minute={self._tpm!r}, token_burst={self.token_burst}" if self._tpm is not None else ""
         return (
             f"RateLimiter(requests_per_minute={self._rpm!r}, burst_size={self.burst}, "
@@ -345,11 +334,10 @@ class RateLimiter(_core.RateCore, ProviderFeedback, _async.AsyncLimiting):
         if info.tokens_remaining is not None:
             self.limit_token_budget(min(info.tokens_remaining, MAX_COUNT))
 
-    # Hook called by the core.
-    def _on_timeout(self, timeout: object) -> str:
-        message = f"Rate limit timeout after {shown_timeout(timeout)}s for {self.provider_name}"
-        self._timeouts.warn(message)
-        return message
+
+def _local_share(rpm: float, store: RateStore | None) -> float:
+    """The rate of the native core: the limit, or a Redis store's in-process fallback's share of it."""
+    return rpm if store is None or store.local_fraction is None else rpm * store.local_fraction
 
 
 class TokenReservation:

@@ -13,6 +13,7 @@ import hashlib
 import math
 import re
 import urllib.parse
+from typing import Any
 
 from omnilimit._shown import shown
 
@@ -151,3 +152,13 @@ def check_policy(policy: object, local_fraction: object) -> tuple[str, float | N
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"local_fraction must be in (0, 1], got {shown(local_fraction)}")
     return "local", fraction
+
+
+def store_options(backend: object, **options: Any) -> dict[str, Any]:
+    """The options given (not None) for a Redis store: ValueError when there are some and
+    ``backend`` is not Redis (they would mean nothing there)."""
+    given = {name: value for name, value in options.items() if value is not None}
+    if given and not is_redis(backend):
+        names = ", ".join(given)
+        raise ValueError(f"{names} appl{'ies' if len(given) == 1 else 'y'} only to a Redis backend")
+    return given

@@ -28,15 +28,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 from omnilimit._log import logger
 from omnilimit._shown import redact, shown
 from omnilimit.backends import redis_lua
 from omnilimit.spec import _is_client, check_url
-
-_Self = TypeVar("_Self")
 
 RETRY_S = 0.5  # during an outage, the time between two probes of Redis
 IDLE_TTL_S = 24 * 3600  # a limiter's keys expire after this long without a write
@@ -226,37 +223,16 @@ class OneRead:
 
     @contextlib.contextmanager
     def held(self) -> Iterator[list[Any] | None]:
+        outer: tuple[list[Any] | None] | None = getattr(self._local, "held", None)
+        if outer is not None:  # inside another held(): its read stands
+            yield outer[0]
+            return
         state = self._read()
         self._local.held = (state,)
         try:
             yield state
         finally:
             del self._local.held
-
-
-class WithBlock:
-    """``with limiter:`` for a Redis limiter, whose ``acquire`` is Python's, not the native core's:
-    acquires with the default timeout (raising what ``_timeout_error()`` makes when nothing came)
-    and, on exit, does what ``async with`` does (``_async_release``: a release, or a recorded
-    request). Listed before the limiter class, so that it shadows the core's ``with``."""
-
-    __slots__ = ()
-
-    def __enter__(self: _Self) -> _Self:
-        limiter: Any = self
-        if not limiter.acquire():
-            raise limiter._timeout_error()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> Literal[False]:
-        limiter: Any = self
-        limiter._async_release()
-        return False
 
 
 def keys_for(kind: str, name: str) -> list[str]:

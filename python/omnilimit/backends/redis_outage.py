@@ -6,7 +6,7 @@ written once for both kinds of limiter, for threads and coroutines alike.
   ``local_fraction`` of the limit), waiting up to its timeout.
 - ``closed``: the caller waits until the next probe of Redis (``RedisLink.retry_in()``) and tries
   Redis again, until its deadline; then it is denied (``acquire()`` returns False, and the
-  timeout is reported as any other).
+  limiter reports the timeout as any other).
 
 The limiter says what going means for it (``admit``: a concurrency limiter records which of its
 permits the owner holds; a rate limiter has nothing to record) and gives its fallback
@@ -42,7 +42,6 @@ class OutagePolicy:
         self,
         limiter: Any,
         deadline: int,
-        timeout: object,
         take_local: Callable[[float | None], bool],
         admit: Callable[[str], None],
     ) -> bool | None:
@@ -54,7 +53,7 @@ class OutagePolicy:
             return take_local(_async.timeout_left(deadline)) and self._admitted(admit)
         retry_at = self._retry_at(deadline)
         if retry_at is None:
-            return self._denied(limiter, timeout)
+            return self._denied()
         sleep_until(limiter, retry_at)
         return None
 
@@ -62,7 +61,6 @@ class OutagePolicy:
         self,
         limiter: Any,
         deadline: int,
-        timeout: object,
         take_local: Callable[[float | None], Awaitable[bool]],
         admit: Callable[[str], None],
     ) -> bool | None:
@@ -73,7 +71,7 @@ class OutagePolicy:
             return await take_local(_async.timeout_left(deadline)) and self._admitted(admit)
         retry_at = self._retry_at(deadline)
         if retry_at is None:
-            return self._denied(limiter, timeout)
+            return self._denied()
         while _core.monotonic_ns() < retry_at:
             await _async.stand_by(limiter, retry_at)  # raises LimiterClosed
         return None
@@ -92,8 +90,7 @@ class OutagePolicy:
             self.admitted += 1
         return True
 
-    def _denied(self, limiter: Any, timeout: object) -> bool:
+    def _denied(self) -> bool:
         with self._lock:
             self.denied += 1
-        limiter._on_timeout(timeout)
-        return False
+        return False  # the limiter counts and reports the timeout

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import threading
+import time
+from collections.abc import Iterator
+from typing import Any
 
 
 class WaitRecorder:
@@ -39,3 +43,41 @@ class WaitRecorder:
         """The longest wait recorded (over all of them, not only the latest), in seconds; 0.0 when none."""
         with self._lock:
             return self._max
+
+
+class ProcessWaits:
+    """The figures a Redis store keeps in this process, not in Redis: the callers waiting now
+    (``waiting``) and the waits of the admitted ones (``wait_quantile``, ``wait_max``).
+    Thread-safe."""
+
+    __slots__ = ("_lock", "now", "recorder")
+
+    FIGURES = frozenset({"waiting", "wait_quantile", "wait_max"})
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0  # callers waiting now
+        self.recorder = WaitRecorder()
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Counts the caller in ``waiting`` for the block."""
+        with self._lock:
+            self.now += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.now -= 1
+
+    def admitted(self, started: float) -> None:
+        """A caller that began to wait at ``started`` (``time.monotonic()``) may go now."""
+        self.recorder.record(time.monotonic() - started)
+
+    def figure(self, name: str, *args: Any) -> Any:
+        """One of ``FIGURES``, with its arguments (``wait_quantile``'s q)."""
+        if name == "waiting":
+            return self.now
+        if name == "wait_quantile":
+            return self.recorder.quantile(*args)
+        return self.recorder.maximum()
