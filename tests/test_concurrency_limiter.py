@@ -350,3 +350,28 @@ def test_releasing_for_another_thread_still_works():
     assert limiter.active_calls == 1
     limiter.release()  # this thread never acquired, and never failed: a plain hand-back
     assert limiter.active_calls == 0 and limiter.over_release_count == 0
+
+
+def test_the_rule_holds_in_a_thread_that_left_failures_on_many_limiters():
+    """Code that checks acquire()'s answer never releases after a failure, so each failure stays
+    pending in the thread's account; a thread that did so on more limiters than the account
+    tracks must still have the rule for the next one."""
+    limiters = [ConcurrencyLimiter(1, name=f"l{i}") for i in range(7)]
+    for limiter in limiters:
+        assert limiter.acquire(timeout=0)  # every slot held by this thread
+    answers = []
+
+    def worker():
+        for limiter in limiters[:-1]:
+            answers.append(limiter.acquire(timeout=0))  # refused: checked, nothing released
+        last = limiters[-1]
+        try:
+            answers.append(last.acquire(timeout=0.01))
+        finally:
+            last.release()  # OmniGen's `finally`: must free nobody's slot
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert answers == [False] * 7
+    assert limiters[-1].active_calls == 1 and limiters[-1].over_release_count == 1

@@ -926,3 +926,29 @@ def test_with_uses_the_store_and_a_refusal_is_the_limiters_to_report(redis_url, 
     assert other.active_calls == 0
     other.release()  # nothing held: counted, not given to anyone
     assert other.over_release_count == 1 and limiter.acquire(timeout=0) and other.acquire(timeout=0) is False
+
+
+def test_a_release_in_the_finally_of_a_failed_acquire_frees_nobody_elses_permit(redis_url, unique_name):
+    """OmniGen's callers release in a ``finally`` even when ``acquire()`` timed out. On a Redis
+    limiter that release used to give back another thread's permit (the process's oldest), one
+    call more than the cap; the native core's over-release rule now applies to every store."""
+    limiter = ConcurrencyLimiter(1, unique_name, backend=redis_url)
+    other_host = ConcurrencyLimiter(1, unique_name, backend=redis_url)
+    holding, done = threading.Event(), threading.Event()
+
+    def holder():
+        with limiter:
+            holding.set()
+            done.wait(10)
+
+    thread = start_thread(holder)
+    assert holding.wait(5)
+    try:
+        limiter.acquire(timeout=0.1)  # fails: the one permit is the holder's
+    finally:
+        limiter.release()  # the `finally` of omnigen's generators
+    assert limiter.over_release_count == 1
+    assert other_host.active_calls == 1 and other_host.acquire(timeout=0) is False  # still held
+    done.set()
+    thread.join(5)
+    assert other_host.active_calls == 0 and other_host.acquire(timeout=0)

@@ -91,3 +91,12 @@ def test_the_docs_extra_has_what_mkdocs_yml_uses():
     names = {re.split(r"[<>=!;\[ ]", requirement)[0] for requirement in extras["docs"]}
     assert names == {"mkdocs", "mkdocs-material", "mkdocstrings"}
     assert any(requirement.startswith("mkdocstrings[python]") for requirement in extras["docs"])
+
+
+def test_the_bench_package_requires_this_checkouts_omnilimit():
+    """The suite reads some of omnilimit's internals: it is released with omnilimit, and its
+    package asks for exactly the version it was written against."""
+    version = re.search(r'(?m)^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text())
+    bench = (ROOT / "benchmarks" / "pyproject.toml").read_text()
+    assert version is not None
+    assert re.findall(r'"omnilimit(?:[=<>!~].*?)?"', bench) == [f'"omnilimit=={version[1]}"']

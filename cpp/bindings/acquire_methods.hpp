@@ -4,6 +4,7 @@
 //   using Core = ...;                                  its C++ object, with Hooks hooks and
 //                                                      std::atomic<int64_t> blocked, denied
 //   static Outcome take(Core&, Nanos timeout_ns);      how it waits (GIL released inside)
+//   static void after_store(Core&, Outcome);          what it notes of the store's answer
 //   static constexpr Nanos kDefaultTimeoutNs;          acquire()'s default timeout
 //   static inline PyObject* default_timeout;           the same default as a Python int, for messages
 //
@@ -30,9 +31,13 @@ PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, 
     if (timeout != nullptr && !parse_timeout(timeout, &timeout_ns)) return nullptr;
     auto* core = self_ptr<typename Kind::Core>(self);
     if (core == nullptr) return nullptr;
-    const Outcome outcome = core->hooks.has_store()
-                                ? take_from_store(core->hooks, self, &timeout, timeout == nullptr ? 0 : 1)
-                                : Kind::take(*core, timeout_ns);
+    Outcome outcome;
+    if (core->hooks.has_store()) {
+      outcome = take_from_store(core->hooks, self, &timeout, timeout == nullptr ? 0 : 1);
+      Kind::after_store(*core, outcome);
+    } else {
+      outcome = Kind::take(*core, timeout_ns);
+    }
     switch (outcome) {
       case Outcome::acquired: Py_RETURN_TRUE;
       case Outcome::error: return nullptr;
@@ -52,8 +57,13 @@ PyObject* fast_enter(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
   return guarded([&]() -> PyObject* {
     auto* core = self_ptr<typename Kind::Core>(self);
     if (core == nullptr) return nullptr;
-    const Outcome outcome = core->hooks.has_store() ? take_from_store(core->hooks, self, nullptr, 0)
-                                                    : Kind::take(*core, Kind::kDefaultTimeoutNs);
+    Outcome outcome;
+    if (core->hooks.has_store()) {
+      outcome = take_from_store(core->hooks, self, nullptr, 0);
+      Kind::after_store(*core, outcome);
+    } else {
+      outcome = Kind::take(*core, Kind::kDefaultTimeoutNs);
+    }
     switch (outcome) {
       case Outcome::acquired: Py_INCREF(self); return self;
       case Outcome::error: return nullptr;

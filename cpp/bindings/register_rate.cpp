@@ -332,6 +332,7 @@ struct Rate {
   static constexpr Nanos kDefaultTimeoutNs = 60 * kNanosPerSecond;
   static inline PyObject* default_timeout = nullptr;
   static Outcome take(RateCore& core, Nanos timeout_ns) { return take_request(core, timeout_ns, 0, false); }
+  static void after_store(RateCore&, Outcome) {}
 };
 
 // acquire(timeout=60, tokens=0, fail_fast=False) -> bool

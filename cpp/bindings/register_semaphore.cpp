@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <unordered_set>
 
 #include "acquire_methods.hpp"
 #include "async_wait.hpp"
@@ -29,6 +30,28 @@ namespace omnilimit::bindings {
 namespace {
 
 std::atomic<std::uint64_t> last_limiter_id{0};
+
+// The ids of the limiters that exist now (concurrency cores and release rules), for the threads'
+// accounts: an entry of a limiter gone is given up first (thread_account.hpp). Changed and read
+// with the GIL held only; never destroyed (cores may outlive static destruction at exit).
+std::unordered_set<std::uint64_t>& live_limiters() {
+  static auto* const ids = new std::unordered_set<std::uint64_t>();
+  return *ids;
+}
+
+bool is_live(std::uint64_t id) { return live_limiters().count(id) > 0; }
+
+// A limiter's id: unique, never reused, and live while the limiter exists.
+class LimiterId {
+ public:
+  LimiterId() : value(last_limiter_id.fetch_add(1, std::memory_order_relaxed) + 1) { live_limiters().insert(value); }
+  ~LimiterId() { live_limiters().erase(value); }
+  LimiterId(const LimiterId&) = delete;
+  LimiterId& operator=(const LimiterId&) = delete;
+  operator std::uint64_t() const { return value; }  // NOLINT: an id is used as a number
+
+  const std::uint64_t value;
+};
 
 // Runs `op(lock_until) -> std::optional<T>`, a SharedSemaphore call that takes the segment's
 // mutex and answers nullopt when it could not have it by `lock_until`: first one try with the GIL
@@ -141,7 +164,7 @@ struct ConcurrencyCore final : ForkAware {
     return semaphore;
   }
 
-  const std::uint64_t id = last_limiter_id.fetch_add(1, std::memory_order_relaxed) + 1;  // never reused
+  const LimiterId id;
   Hooks hooks;  // the store that decides (a Redis limiter's), the timeout and over-release reports
   std::atomic<std::int64_t> store_over_releases{0};  // releases the store found nothing held for
   Semaphore semaphore;                              // unused when shared
@@ -174,8 +197,13 @@ struct Concurrency {
 
   static Outcome take(ConcurrencyCore& core, Nanos timeout_ns) {
     const Outcome outcome = take_slot(core, timeout_ns);
-    thread_account.after_acquire(core.id, outcome == Outcome::acquired);
+    thread_account.after_acquire(core.id, outcome == Outcome::acquired, is_live);
     return outcome;
+  }
+
+  // A store's answer falls under the same over-release rule as the core's own.
+  static void after_store(ConcurrencyCore& core, Outcome outcome) {
+    if (outcome != Outcome::error) thread_account.after_acquire(core.id, outcome == Outcome::acquired, is_live);
   }
 
   static Outcome take_slot(ConcurrencyCore& core, Nanos timeout_ns) {
@@ -320,7 +348,7 @@ struct Concurrency {
 void count_async_acquired(ConcurrencyCore& core, Nanos started_ns) {
   core.total_acquired.fetch_add(1, std::memory_order_relaxed);
   if (started_ns != 0) core.waits.record(now_ns() - started_ns);
-  thread_account.after_acquire(core.id, true);
+  thread_account.after_acquire(core.id, true, is_live);
 }
 
 // For acquire_async: a slot now (True), or `w` queued for one (False). Raises LimiterClosed.
@@ -379,13 +407,13 @@ bool async_cancel(ConcurrencyCore& core, AsyncWait& w) {
 }
 
 PyObject* release_slot(PyObject* self, ConcurrencyCore& core) {
-  if (core.hooks.has_store()) {
+  if (thread_account.release_answers_failure(core.id)) {
+    core.releases_after_failure.fetch_add(1, std::memory_order_relaxed);
+  } else if (core.hooks.has_store()) {
     bool released = false;
     if (!give_back_to_store(core.hooks, self, &released)) return nullptr;
     if (released) Py_RETURN_NONE;
     core.store_over_releases.fetch_add(1, std::memory_order_relaxed);
-  } else if (thread_account.release_answers_failure(core.id)) {
-    core.releases_after_failure.fetch_add(1, std::memory_order_relaxed);
   } else if (core.give_back()) {
     core.released.record(coarse_now_ns());
     Py_RETURN_NONE;
@@ -428,9 +456,31 @@ PyMethodDef fast_methods[] = {
     fast_method("__exit__", fast_exit, "__exit__($self, *exc_info, /)\n--\n\nrelease()."),
     {nullptr, nullptr, 0, nullptr}};
 
+// The over-release rule (ThreadAccount) for a limiter made of others (CombinedLimiter).
+struct ReleaseRule {
+  const LimiterId id;
+};
+
+void register_release_rule(py::module_& m) {
+  py::class_<ReleaseRule>(m, "ReleaseRule", R"doc(
+The over-release rule of ConcurrencyLimiter for a limiter written in Python (CombinedLimiter): each
+thread's account of the slots it holds and of its last failed acquire (thread_account.hpp). A
+release() from a thread that holds no slot, right after its own failed acquire, answers that
+failure (omnigen releases in a `finally`) and must be ignored.)doc")
+      .def(py::init<>())
+      .def("after_acquire", [](const ReleaseRule& r, bool acquired) { thread_account.after_acquire(r.id, acquired, is_live); },
+           py::arg("acquired"), "This thread's acquire took a slot (True) or nothing (False).")
+      .def("release_answers_failure",
+           [](const ReleaseRule& r) { return thread_account.release_answers_failure(r.id); },
+           "This thread releases: True when it answers its own failed acquire (to be ignored).")
+      .def("held", [](const ReleaseRule& r) { return thread_account.held(r.id); },
+           "Slots this thread holds (0 when it holds none, or tracks more limiters than it can).");
+}
+
 }  // namespace
 
 void register_semaphore(py::module_& m) {
+  register_release_rule(m);
   Concurrency::default_timeout = PyLong_FromLong(120);
   if (Concurrency::default_timeout == nullptr) throw py::error_already_set();
 
@@ -523,11 +573,14 @@ released only while a caller waits.)doc");
              // The store's in-process fallback (an outage policy's `local`) takes a slot of this core.
              Nanos timeout_ns = 0;
              if (!parse_timeout(timeout.ptr(), &timeout_ns)) throw py::error_already_set();
-             const Outcome outcome = Concurrency::take(core, timeout_ns);
+             Nanos started_ns = 0;
+             const Outcome outcome = Concurrency::queue_for_slot(core, timeout_ns, started_ns);
              if (outcome == Outcome::error) throw py::error_already_set();
              return outcome == Outcome::acquired;
            },
-           py::arg("timeout"), "Takes a slot of this core itself, whatever the store (nothing counted as refused).")
+           py::arg("timeout"),
+           "Takes a slot of this core itself, whatever the store: nothing counted as refused, no pause\n"
+           "waited out, the thread's account left to the store's acquire().")
       .def("_release_here", [](ConcurrencyCore& core) {
              // The store's in-process fallback (an outage policy's `local`) gives a slot back.
              if (core.give_back()) core.released.record(coarse_now_ns());

@@ -4,6 +4,7 @@
 // thread keeps its own.
 #include <cstdint>
 #include <cstdio>
+#include <set>
 #include <thread>
 
 #include "harness.hpp"
@@ -37,6 +38,7 @@ void run(const char* table, const Row* rows, int count) {
     }
     const ThreadAccount::Entry* e = account.find(r.limiter);
     const bool ok = ignored == r.ignored && (e != nullptr) == r.tracked && (e ? e->held : 0u) == r.held &&
+                    account.held(r.limiter) == r.held &&
                     (e ? e->failed : false) == r.failed;
     CHECK(ok);
     if (!ok) {
@@ -94,22 +96,51 @@ void several_limiters() {
       {Op::acquired, 2, false, 1, false, true},
       {Op::release, 2, false, 0, false, false},
       {Op::release, 1, true, 0, false, false},
-      // Four limiters tracked at once (failures pending): a fifth is not tracked, the rule is off.
+      // Four limiters tracked at once: a fifth takes the place of the oldest failure pending
+      // (limiter 1's, forgotten: its release is a plain one, the semaphore decides).
       {Op::failed, 1, false, 0, true, true},
       {Op::failed, 2, false, 0, true, true},
       {Op::acquired, 3, false, 1, false, true},
       {Op::failed, 4, false, 0, true, true},
-      {Op::failed, 5, false, 0, false, false},
-      {Op::release, 5, false, 0, false, false},  // a plain release (the semaphore decides)
-      // An entry that settles frees up for the next limiter.
-      {Op::release, 3, false, 0, false, false},
       {Op::failed, 5, false, 0, true, true},
-      {Op::release, 5, true, 0, false, false},
-      {Op::release, 4, true, 0, false, false},
-      {Op::release, 2, true, 0, false, false},
-      {Op::release, 1, true, 0, false, false},
+      {Op::release, 1, false, 0, false, false},
+      // The next one takes limiter 2's place (the oldest failure now), never limiter 3's (a slot).
+      {Op::failed, 6, false, 0, true, true},
+      {Op::release, 2, false, 0, false, false},
+      {Op::acquired, 3, false, 2, false, true},
+      // Entries holding slots are never given up: with four of them, a fifth is not tracked.
+      {Op::acquired, 4, false, 1, false, true},
+      {Op::acquired, 5, false, 1, false, true},
+      {Op::acquired, 6, false, 1, false, true},
+      {Op::failed, 7, false, 0, false, false},
+      {Op::release, 7, false, 0, false, false},  // the rule is off for it: a plain release
+      // An entry that settles frees up for the next limiter.
+      {Op::release, 6, false, 0, false, false},
+      {Op::failed, 7, false, 0, true, true},
+      {Op::release, 7, true, 0, false, false},
+      {Op::release, 5, false, 0, false, false},
+      {Op::release, 4, false, 0, false, false},
+      {Op::release, 3, false, 1, false, true},
+      {Op::release, 3, false, 0, false, false},
   };
   run("several_limiters", rows, static_cast<int>(sizeof(rows) / sizeof(rows[0])));
+}
+
+// A full account gives up the entry of a limiter that no longer exists (a slot held when it was
+// dropped is nobody's to release) before it turns the rule off for a new limiter.
+void dropped_limiters() {
+  ThreadAccount account;
+  std::set<std::uint64_t> alive{1, 2, 3, 4, 5};
+  auto live = [&](std::uint64_t id) { return alive.count(id) > 0; };
+  for (std::uint64_t id = 1; id <= 4; ++id) account.after_acquire(id, true, live);  // four slots held
+  account.after_acquire(5, false, live);
+  CHECK(account.find(5) == nullptr);  // four living holders: not tracked, the rule is off for it
+  alive.erase(2);                     // limiter 2 dropped while this thread held its slot
+  account.after_acquire(5, false, live);
+  CHECK(account.find(5) != nullptr);
+  CHECK(account.find(2) == nullptr);
+  CHECK(account.release_answers_failure(5));
+  CHECK(account.held(1) == 1 && account.held(3) == 1 && account.held(4) == 1);
 }
 
 // Each thread keeps its own account (a thread_local, as the bindings keep it): a failure in one
@@ -136,6 +167,7 @@ int main() {
   return omnilimit::test::run_scenarios({
       {"single_limiter", single_limiter},
       {"several_limiters", several_limiters},
+      {"dropped_limiters", dropped_limiters},
       {"per_thread", per_thread},
   });
 }

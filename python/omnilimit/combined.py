@@ -38,7 +38,7 @@ class CombinedLimiter(_async.AsyncLimiting):
     ``@limiter.limit``.
     """
 
-    __slots__ = ("_held", "_lock", "_over_releases", "concurrency", "name", "rate")
+    __slots__ = ("_lock", "_over_releases", "_rule", "concurrency", "name", "rate")
 
     def __init__(
         self,
@@ -59,9 +59,9 @@ class CombinedLimiter(_async.AsyncLimiting):
             token_burst=token_burst,
         )
         self.name = name
-        # This thread's account: .count slots it holds, .failed whether its last acquire failed
-        # while it held none (then its next release() is the `finally` of that acquire: ignored).
-        self._held = threading.local()
+        # Each thread's account of its slots here and of its last failed acquire: the native
+        # core's over-release rule (thread_account.hpp), the same as ConcurrencyLimiter's.
+        self._rule = _core.ReleaseRule()
         self._lock = threading.Lock()
         self._over_releases = 0  # releases ignored here (the concurrency part counts its own)
 
@@ -130,15 +130,13 @@ class CombinedLimiter(_async.AsyncLimiting):
 
     def _took(self) -> bool:
         """Both parts are had: the slot is this thread's to release."""
-        self._held.count = getattr(self._held, "count", 0) + 1
-        self._held.failed = False
+        self._rule.after_acquire(True)
         return True
 
     def _failed(self) -> bool:
         """An acquire failed, holding nothing: if this thread holds no slot, its next release() is
         that acquire's ``finally`` (as omnigen writes it), to be ignored."""
-        if getattr(self._held, "count", 0) == 0:
-            self._held.failed = True
+        self._rule.after_acquire(False)
         return False
 
     def close(self) -> None:
@@ -165,10 +163,8 @@ class CombinedLimiter(_async.AsyncLimiting):
         right after its own failed acquire (omnigen releases in a ``finally`` even then), is
         ignored and counted in ``over_release_count`` (logged the first time). Any other release
         frees a slot, even one another thread acquired."""
-        held = getattr(self._held, "count", 0)
-        failed = getattr(self._held, "failed", False)
-        self._held.failed = False
-        if held == 0 and failed:
+        held = self._rule.held()
+        if self._rule.release_answers_failure():  # (which also counts this release off `held`)
             with self._lock:
                 self._over_releases += 1
                 first = self._over_releases == 1
@@ -182,8 +178,6 @@ class CombinedLimiter(_async.AsyncLimiting):
         if held == 0 and self.concurrency.active_calls == 0:
             self.concurrency.release()  # no slot anywhere: ignored and counted there, no request recorded
             return
-        if held > 0:
-            self._held.count = held - 1
         try:
             self.rate.record_request(tokens=tokens)
         finally:

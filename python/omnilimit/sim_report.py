@@ -13,7 +13,7 @@ from typing import Any
 from omnilimit.config import CONCURRENCY, RATE, Config, LimiterPlan
 from omnilimit.sim_provider import SimulatedProvider
 from omnilimit.sim_run import _Run
-from omnilimit.sim_setup import ApiKey, Options, _limiter_capacity_rpm, key_capacity_rpm
+from omnilimit.sim_setup import ApiKey, Options, key_capacity_rpm, keys_ceiling_rpm, limiter_ceilings_rpm
 
 HEADROOM = 0.95  # of the provider's capacity, in the recommendation
 
@@ -37,7 +37,7 @@ def _report(
     latency_s = sum(c.latency_total_s for c in all_counts) / admitted * speedup if admitted else options.latency_s
     arrivals = [t for c in all_counts for t in (c.first_arrival, c.last_arrival) if t is not None]
     throughput = _throughput(admitted, min(arrivals, default=None), max(arrivals, default=None), speedup)
-    limiter_ceilings = _limiter_capacity_rpm(config, latency_s)
+    limiter_ceilings = limiter_ceilings_rpm(config, latency_s)
     # Every ceiling on the whole run (requests/min): a limit on a share of the calls, over that share.
     ceilings = {"parallel_workers": workers * 60.0 / latency_s}
     ceilings.update({f"limiter:{key}": value for key, value in limiter_ceilings.items()})
@@ -49,8 +49,7 @@ def _report(
     # What limits the run: the lowest ceiling. 429s with a client-side ceiling lowest are bursts
     # above a slice's share (a cold start, latencies bunching), not a sustained excess.
     binding = min(ceilings, key=lambda name: ceilings[name])
-    capacities = [c / k.share for k in keys.values() if (c := key_capacity_rpm(k, latency_s, options.tokens))]
-    capacity = min(capacities) if capacities else None  # the keys' ceiling on the whole run
+    capacity = keys_ceiling_rpm(keys, latency_s, options.tokens)
     recommendation, workers_needed = _recommend(config, options, keys, per_key, latency_s, workers)
     per_role = {
         role: {

@@ -83,14 +83,6 @@ class ApiKey:
     tpm: float | None = None
     concurrency: int | None = None
 
-    def limits_text(self) -> str:
-        limits = ["no RPM limit" if self.rpm is None else f"{_number(self.rpm)} RPM ({self.rpm_source})"]
-        if self.tpm is not None:
-            limits.append(f"{_number(self.tpm)} TPM")
-        if self.concurrency is not None:
-            limits.append(f"{self.concurrency} concurrent")
-        return ", ".join(limits)
-
 
 def api_keys(config: Config, options: Options) -> dict[str, ApiKey]:
     """One API key per provider name of the configuration, with its limits from the options or,
@@ -164,7 +156,7 @@ def scaled_document(document: Mapping[str, Any], config: Config, speedup: float)
     return scaled
 
 
-def _limiter_capacity_rpm(config: Config, latency_s: float) -> dict[str, float]:
+def limiter_ceilings_rpm(config: Config, latency_s: float) -> dict[str, float]:
     """Each limiter's ceiling on the whole run's throughput (requests per minute): its own rate
     over the share of the calls that go through it (workers take the roles in turn)."""
     total_roles = len(config.roles)
@@ -200,15 +192,19 @@ def key_capacity_rpm(key: ApiKey, latency_s: float, tokens: int) -> float | None
     return provider_capacity_rpm(key.rpm, key.tpm, key.concurrency, latency_s, tokens)
 
 
+def keys_ceiling_rpm(keys: Mapping[str, ApiKey], latency_s: float, tokens: int) -> float | None:
+    """The API keys' ceiling on the whole run (requests per minute): each key's capacity over
+    the share of the calls that go to it, the lowest of them (None: no key sets a limit)."""
+    ceilings = [c / k.share for k in keys.values() if (c := key_capacity_rpm(k, latency_s, tokens)) is not None]
+    return min(ceilings) if ceilings else None
+
+
 def auto_speedup(config: Config, options: Options, workers: int, keys: Mapping[str, ApiKey]) -> float:
     """A speedup that makes the run last about TARGET_WALL_S, while the expected pace of the run
     keeps at least MIN_INTERVAL_S between requests and the mean latency at least MIN_LATENCY_S."""
-    capacities = [workers * 60.0 / options.latency_s, *_limiter_capacity_rpm(config, options.latency_s).values()]
-    for key in keys.values():
-        capacity = key_capacity_rpm(key, options.latency_s, options.tokens)
-        if capacity is not None:
-            capacities.append(capacity / key.share)  # its ceiling on the whole run
-    expected_rpm = min(capacities)
+    capacities = [workers * 60.0 / options.latency_s, *limiter_ceilings_rpm(config, options.latency_s).values()]
+    keys_ceiling = keys_ceiling_rpm(keys, options.latency_s, options.tokens)
+    expected_rpm = min(capacities) if keys_ceiling is None else min(*capacities, keys_ceiling)
     real_s = options.requests / (expected_rpm / 60.0) + options.latency_s
     bound = min(MAX_SPEEDUP, (60.0 / expected_rpm) / MIN_INTERVAL_S, options.latency_s / MIN_LATENCY_S)
     return max(1.0, min(real_s / TARGET_WALL_S, bound))
