@@ -1,0 +1,108 @@
+"""One request's way through a limiter, whatever the HTTP package: taken before the request is
+sent (``take``: a slot, a request, its estimated tokens), told of the response's status and
+headers (``heard``), and ended once, when the response is done or abandoned (``end``: the tokens
+settled by the provider's rule, the slot freed). The transports of ``omnilimit.transport.httpx2``
+and ``.httpx`` drive it.
+
+A ``ConcurrencyLimiter`` holds its slot until ``end``. A ``RateLimiter`` takes a request (and,
+with a token budget, the estimate, detached from the thread at once so that ``end`` may run in
+any thread: a stream is often closed elsewhere). ``end`` is idempotent and thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any, Union
+
+from omnilimit import _async
+from omnilimit._async import DEFAULT_TIMEOUT as DEFAULT
+from omnilimit.concurrency import ConcurrencyLimiter
+from omnilimit.rate import RateLimiter, TokenReservation
+from omnilimit.transport.settle import SettleRule, charged
+
+Limited = Union[ConcurrencyLimiter, RateLimiter]
+
+
+def limiter_of(limiter: object) -> Limited:
+    """The limiter a transport was given: a ``ConcurrencyLimiter``, a ``RateLimiter``, or a
+    ``(manager, role)`` pair naming one. TypeError for anything else, naming what it got."""
+    if isinstance(limiter, tuple) and len(limiter) == 2:
+        manager, role = limiter
+        limiter_for = getattr(manager, "limiter_for", None)
+        if limiter_for is None or not isinstance(role, str):
+            raise TypeError(f"a (manager, role) pair needs a ProviderRateLimitManager and a role name, got {limiter!r}")
+        limiter = limiter_for(role)
+    if isinstance(limiter, (ConcurrencyLimiter, RateLimiter)):
+        return limiter
+    raise TypeError(
+        f"limiter must be a ConcurrencyLimiter, a RateLimiter or a (manager, role) pair, got {type(limiter).__name__}"
+    )
+
+
+class Passage:
+    """One request through ``limiter``: ``estimate`` tokens reserved (with a token budget),
+    settled by ``rule`` at the end."""
+
+    __slots__ = ("_ended", "_lock", "_reservation", "_taken", "estimate", "limiter", "rule", "timeout")
+
+    def __init__(self, limiter: Limited, estimate: int, rule: SettleRule, timeout: object = DEFAULT) -> None:
+        self.limiter = limiter
+        self.timeout = timeout  # acquire()'s, as given (DEFAULT: the limiter's own default)
+        self.estimate = estimate
+        self.rule = rule
+        self._lock = threading.Lock()
+        self._taken = False
+        self._ended = False
+        self._reservation: TokenReservation | None = None
+
+    def _budgeted(self) -> bool:
+        return isinstance(self.limiter, RateLimiter) and self.limiter.has_token_budget
+
+    def take(self) -> None:
+        """Acquires with the limiter's default timeout (its timeout contract); raises
+        ``LimiterTimeout`` when it refuses (the SDK does not retry it: not an HTTP error)."""
+        limiter = self.limiter
+        took = limiter.acquire(**self._arguments())
+        if not took:
+            raise _async.timeout_error(limiter, self.timeout)
+        self._after_take()
+
+    async def take_async(self) -> None:
+        """``take`` for a coroutine, on its event loop."""
+        limiter = self.limiter
+        took = await limiter.acquire_async(**self._arguments())
+        if not took:
+            raise _async.timeout_error(limiter, self.timeout)
+        self._after_take()
+
+    def _arguments(self) -> dict[str, Any]:
+        arguments: dict[str, Any] = {} if self.timeout is DEFAULT else {"timeout": self.timeout}
+        if self._budgeted():
+            arguments["tokens"] = self.estimate
+        return arguments
+
+    def _after_take(self) -> None:
+        if self._budgeted():
+            assert isinstance(self.limiter, RateLimiter)
+            self._reservation = self.limiter.detach_reservation()
+        self._taken = True
+
+    def heard(self, status: int, headers: Mapping[str, str]) -> None:
+        """The response's status and headers: a 429 pauses, a 2xx caps the budget (``on_response``)."""
+        self.limiter.on_response(status, headers)
+
+    def end(self, used: int | None) -> None:
+        """The response is done (``used``: the tokens it says it used, None when it did not say):
+        settles and frees, once."""
+        with self._lock:
+            if self._ended or not self._taken:
+                return
+            self._ended = True
+        limiter: Any = self.limiter
+        if isinstance(limiter, ConcurrencyLimiter):
+            limiter.release()
+        elif self._reservation is not None:
+            self._reservation.settle(charged(self.rule, self.estimate, used))
+        else:
+            limiter.record_request()

@@ -1,0 +1,193 @@
+"""omnilimit.transport.httpx2.LimitedTransport under the real openai and anthropic SDKs, with only
+``http_client=`` changed; the network is an httpx2 MockTransport standing in for the provider."""
+
+import gc
+import gzip
+import json
+
+import pytest
+from helpers import need
+
+from omnilimit import ConcurrencyLimiter, LimiterTimeout, RateLimiter
+from omnilimit.transport.estimate import estimate_tokens
+
+httpx2 = need("httpx2")
+openai = need("openai")
+anthropic = need("anthropic")
+
+from omnilimit.transport.httpx2 import LimitedTransport  # noqa: E402 - after the check that httpx2 exists
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi. " * 50}], "max_tokens": 200}
+MESSAGE = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "Say hi. " * 50}], "max_tokens": 200}
+
+
+def chat_json(used):
+    return {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": used - 10, "completion_tokens": 10, "total_tokens": used},
+    }
+
+
+def message_json(used):
+    return {
+        "id": "m1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "hi"}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": used - 10, "output_tokens": 10},
+    }
+
+
+def openai_client(limiter, handler, max_retries=0, **options):
+    transport = LimitedTransport(limiter, httpx2.MockTransport(handler), **options)
+    return openai.OpenAI(
+        api_key="k", http_client=openai.DefaultHttpxClient(transport=transport), max_retries=max_retries
+    )
+
+
+def anthropic_client(limiter, handler, **options):
+    transport = LimitedTransport(limiter, httpx2.MockTransport(handler), **options)
+    return anthropic.Anthropic(
+        api_key="k", http_client=anthropic.DefaultHttpxClient(transport=transport), max_retries=0
+    )
+
+
+def test_openais_charge_stands_and_anthropics_unused_tokens_come_back():
+    estimate = estimate_tokens(CHAT)
+    assert estimate > 60
+    rate = RateLimiter(6000, burst_size=10, tokens_per_minute=10**6, token_burst=10**5)
+    openai_client(rate, lambda request: httpx2.Response(200, json=chat_json(60))).chat.completions.create(**CHAT)
+    assert rate.get_current_tpm() == estimate  # used 60: the estimate charged on arrival stands
+    rate2 = RateLimiter(6000, burst_size=10, tokens_per_minute=10**6, token_burst=10**5)
+    anthropic_client(rate2, lambda request: httpx2.Response(200, json=message_json(60))).messages.create(**MESSAGE)
+    assert rate2.get_current_tpm() == 60  # Anthropic gives the unused output back
+    full = 10**5
+    assert rate2.token_budget_available() > full - estimate  # the refund reached the bucket
+
+
+def test_a_gzip_body_is_read_for_its_usage():
+    def handler(request):
+        body = gzip.compress(json.dumps(chat_json(5000)).encode())
+        return httpx2.Response(
+            200, content=body, headers={"content-encoding": "gzip", "content-type": "application/json"}
+        )
+
+    rate = RateLimiter(6000, burst_size=10, tokens_per_minute=10**6, token_burst=10**5)
+    reply = openai_client(rate, handler).chat.completions.create(**CHAT)
+    assert reply.choices[0].message.content == "hi"  # the SDK got the body untouched
+    assert rate.get_current_tpm() == 5000  # more than the estimate: charged extra
+
+
+def test_a_slot_is_held_for_the_response_and_freed_after():
+    slots = ConcurrencyLimiter(2, name="transport")
+    seen = []
+
+    def handler(request):
+        seen.append(slots.active_calls)
+        return httpx2.Response(200, json=chat_json(60))
+
+    client = openai_client(slots, handler)
+    client.chat.completions.create(**CHAT)
+    assert seen == [1] and slots.active_calls == 0 and slots.total_requests == 1
+
+
+def sse_stream(n_events):
+    chunks = [
+        b"data: "
+        + json.dumps(
+            {
+                "object": "chat.completion.chunk",
+                "id": "c",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"content": f"w{i}"}}],
+            }
+        ).encode()
+        + b"\n\n"
+        for i in range(n_events)
+    ]
+    usage = {
+        "object": "chat.completion.chunk",
+        "id": "c",
+        "created": 0,
+        "model": "m",
+        "choices": [],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 900, "total_tokens": 1000},
+    }
+    return [*chunks, b"data: " + json.dumps(usage).encode() + b"\n\n", b"data: [DONE]\n\n"]
+
+
+def stream_handler(request):
+    return httpx2.Response(
+        200, headers={"content-type": "text/event-stream"}, stream=httpx2.ByteStream(b"".join(sse_stream(5)))
+    )
+
+
+def test_a_stream_holds_its_slot_until_closed_and_settles_from_its_last_event():
+    slots = ConcurrencyLimiter(2, name="stream")
+    client = openai_client(slots, stream_handler)
+    stream = client.chat.completions.create(stream=True, **CHAT)
+    assert slots.active_calls == 1
+    words = [chunk.choices[0].delta.content for chunk in stream if chunk.choices]
+    assert words == [f"w{i}" for i in range(5)]
+    assert slots.active_calls == 0  # read to the end: closed by the SDK
+
+    rate = RateLimiter(6000, burst_size=10, tokens_per_minute=10**6, token_burst=10**5)
+    for _ in openai_client(rate, stream_handler).chat.completions.create(stream=True, **CHAT):
+        pass
+    assert rate.get_current_tpm() == max(1000, estimate_tokens(CHAT))
+
+
+def test_an_abandoned_stream_frees_its_slot():
+    slots = ConcurrencyLimiter(1, name="abandoned")
+    client = openai_client(slots, stream_handler)
+    stream = client.chat.completions.create(stream=True, **CHAT)
+    next(iter(stream))
+    assert slots.active_calls == 1
+    del stream
+    gc.collect()
+    assert slots.active_calls == 0 and slots.over_release_count == 0
+
+
+def test_a_429_pauses_the_limiter_and_reaches_the_caller():
+    rate = RateLimiter(6000, burst_size=10)
+    client = openai_client(
+        rate,
+        lambda request: httpx2.Response(429, headers={"retry-after": "2"}, json={"error": {"message": "slow down"}}),
+    )
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(**CHAT)
+    assert rate.paused_for > 1.0 and rate.rate_limited_count == 1
+
+
+def test_a_refusal_raises_limiter_timeout_through_the_sdk_and_sends_nothing():
+    slots = ConcurrencyLimiter(1, name="refused")
+    assert slots.acquire(timeout=0)
+    sent = []
+    client = openai_client(
+        slots,
+        lambda request: sent.append(request) or httpx2.Response(200, json=chat_json(1)),
+        max_retries=3,
+        timeout=0.05,
+    )
+    with pytest.raises(LimiterTimeout, match=r"after 0\.05s"):
+        client.chat.completions.create(**CHAT)
+    assert sent == [] and slots.active_calls == 1
+    assert slots.blocked_count == 1  # refused once: the SDK did not retry it (max_retries=3)
+
+
+def test_the_wrong_packages_client_or_transport_is_a_clear_error():
+    httpx = need("httpx")
+    slots = ConcurrencyLimiter(1, name="wrong")
+    with pytest.raises(TypeError, match=r"transport of the httpx2 package, got httpx\..*omnilimit\.transport\.httpx"):
+        LimitedTransport(slots, httpx.HTTPTransport())
+    with pytest.raises(TypeError, match="ConcurrencyLimiter, a RateLimiter or a \\(manager, role\\) pair, got str"):
+        LimitedTransport("openai")
+    with pytest.raises(ValueError, match="timeout"):
+        LimitedTransport(slots, timeout=-1)
