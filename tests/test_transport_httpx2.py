@@ -185,9 +185,84 @@ def test_a_refusal_raises_limiter_timeout_through_the_sdk_and_sends_nothing():
 def test_the_wrong_packages_client_or_transport_is_a_clear_error():
     httpx = need("httpx")
     slots = ConcurrencyLimiter(1, name="wrong")
-    with pytest.raises(TypeError, match=r"transport of the httpx2 package, got httpx\..*omnilimit\.transport\.httpx"):
+    with pytest.raises(TypeError, match=r"must be an httpx2\.BaseTransport, got httpx\..*omnilimit\.transport\.httpx"):
         LimitedTransport(slots, httpx.HTTPTransport())
     with pytest.raises(TypeError, match="ConcurrencyLimiter, a RateLimiter or a \\(manager, role\\) pair, got str"):
         LimitedTransport("openai")
     with pytest.raises(ValueError, match="timeout"):
         LimitedTransport(slots, timeout=-1)
+    with pytest.raises(TypeError, match=r"must be an httpx2\.AsyncBaseTransport, got httpx2\.HTTPTransport"):
+        AsyncLimitedTransport(slots, httpx2.HTTPTransport())
+    # A transport in a client of the other kind: the request cannot be sent, and it says why.
+    sync_client = openai.OpenAI(
+        api_key="k", http_client=httpx2.Client(transport=AsyncLimitedTransport(slots)), max_retries=0
+    )
+    with pytest.raises(Exception, match="AsyncLimitedTransport is for an async client") as raised:
+        sync_client.chat.completions.create(**CHAT)
+    assert slots.active_calls == 0 and raised.type is not AssertionError
+    # A client of the httpx package: its requests are not httpx2's.
+    other_package = openai.OpenAI(
+        api_key="k", http_client=httpx.Client(transport=LimitedTransport(slots)), max_retries=0
+    )
+    with pytest.raises(TypeError, match="client is not an httpx2 client"):
+        other_package.chat.completions.create(**CHAT)
+    assert slots.active_calls == 0
+
+
+# ---- asyncio ----------------------------------------------------------------------------------------
+
+from omnilimit.transport.httpx2 import AsyncLimitedTransport  # noqa: E402
+
+
+def async_openai(limiter, handler, **options):
+    transport = AsyncLimitedTransport(limiter, httpx2.MockTransport(handler), **options)
+    return openai.AsyncOpenAI(
+        api_key="k", http_client=openai.DefaultAsyncHttpxClient(transport=transport), max_retries=0
+    )
+
+
+def test_asyncio_tasks_share_the_slots_and_free_them():
+    import asyncio
+
+    slots = ConcurrencyLimiter(3, name="async")
+    in_flight, most = [0], [0]
+
+    async def handler(request):
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        await asyncio.sleep(0.01)
+        in_flight[0] -= 1
+        return httpx2.Response(200, json=chat_json(60))
+
+    async def main():
+        client = async_openai(slots, handler)
+        replies = await asyncio.gather(*(client.chat.completions.create(**CHAT) for _ in range(40)))
+        return [reply.choices[0].message.content for reply in replies]
+
+    assert asyncio.run(main()) == ["hi"] * 40
+    assert most[0] == 3 and slots.active_calls == 0 and slots.total_requests == 40
+
+
+def test_an_async_anthropic_client_settles_by_anthropics_rule_and_an_async_stream_holds_its_slot():
+    import asyncio
+
+    rate = RateLimiter(6000, burst_size=10, tokens_per_minute=10**6, token_burst=10**5)
+    slots = ConcurrencyLimiter(1, name="async-stream")
+
+    async def main():
+        transport = AsyncLimitedTransport(
+            rate, httpx2.MockTransport(lambda request: httpx2.Response(200, json=message_json(60)))
+        )
+        client = anthropic.AsyncAnthropic(
+            api_key="k", http_client=anthropic.DefaultAsyncHttpxClient(transport=transport), max_retries=0
+        )
+        await client.messages.create(**MESSAGE)
+        streaming = async_openai(slots, stream_handler)
+        stream = await streaming.chat.completions.create(stream=True, **CHAT)
+        held = slots.active_calls
+        words = [chunk.choices[0].delta.content async for chunk in stream if chunk.choices]
+        return held, words
+
+    held, words = asyncio.run(main())
+    assert rate.get_current_tpm() == 60
+    assert held == 1 and words == [f"w{i}" for i in range(5)] and slots.active_calls == 0
