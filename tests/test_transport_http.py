@@ -1,5 +1,6 @@
-"""omnilimit.transport.httpx2.LimitedTransport under the real openai and anthropic SDKs, with only
-``http_client=`` changed; the network is an httpx2 MockTransport standing in for the provider."""
+"""omnilimit.transport's transports (for httpx2 and httpx) under the real openai and anthropic
+SDKs, with only ``http_client=`` changed; the network is a MockTransport standing in for the
+provider."""
 
 import gc
 import gzip
@@ -266,3 +267,55 @@ def test_an_async_anthropic_client_settles_by_anthropics_rule_and_an_async_strea
     held, words = asyncio.run(main())
     assert rate.get_current_tpm() == 60
     assert held == 1 and words == [f"w{i}" for i in range(5)] and slots.active_calls == 0
+
+
+# ---- the httpx package: the same transports ------------------------------------------------------
+
+
+def test_the_httpx_packages_transports_under_the_openai_sdk():
+    import asyncio
+
+    httpx = need("httpx")
+    from omnilimit.transport import httpx as for_httpx
+
+    rate = RateLimiter(6000, burst_size=10, tokens_per_minute=10**6, token_burst=10**5)
+    transport = for_httpx.LimitedTransport(
+        rate, httpx.MockTransport(lambda request: httpx.Response(200, json=chat_json(60)))
+    )
+    client = openai.OpenAI(api_key="k", http_client=httpx.Client(transport=transport), max_retries=0)
+    assert client.chat.completions.create(**CHAT).choices[0].message.content == "hi"
+    assert rate.get_current_tpm() == estimate_tokens(CHAT)  # OpenAI's rule, as with httpx2
+
+    slots = ConcurrencyLimiter(2, name="httpx-stream")
+    streaming = for_httpx.LimitedTransport(
+        slots,
+        httpx.MockTransport(
+            lambda request: httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, stream=httpx.ByteStream(b"".join(sse_stream(3)))
+            )
+        ),
+    )
+    stream = openai.OpenAI(
+        api_key="k", http_client=httpx.Client(transport=streaming), max_retries=0
+    ).chat.completions.create(stream=True, **CHAT)
+    assert slots.active_calls == 1
+    assert [chunk.choices[0].delta.content for chunk in stream if chunk.choices] == ["w0", "w1", "w2"]
+    assert slots.active_calls == 0
+
+    async def main():
+        async_transport = for_httpx.AsyncLimitedTransport(
+            slots, httpx.MockTransport(lambda request: httpx.Response(200, json=chat_json(60)))
+        )
+        aclient = openai.AsyncOpenAI(
+            api_key="k", http_client=httpx.AsyncClient(transport=async_transport), max_retries=0
+        )
+        return await asyncio.gather(*(aclient.chat.completions.create(**CHAT) for _ in range(10)))
+
+    assert len(asyncio.run(main())) == 10 and slots.active_calls == 0 and slots.total_requests == 11
+    with pytest.raises(TypeError, match=r"must be an httpx\.BaseTransport, got httpx2\..*omnilimit\.transport\.httpx2"):
+        for_httpx.LimitedTransport(slots, httpx2.HTTPTransport())
+    wrong = openai.OpenAI(
+        api_key="k", http_client=httpx2.Client(transport=for_httpx.LimitedTransport(slots)), max_retries=0
+    )
+    with pytest.raises(TypeError, match="the client is not an httpx client"):
+        wrong.chat.completions.create(**CHAT)
