@@ -188,7 +188,7 @@ def test_the_wrong_packages_client_or_transport_is_a_clear_error():
     slots = ConcurrencyLimiter(1, name="wrong")
     with pytest.raises(TypeError, match=r"must be an httpx2\.BaseTransport, got httpx\..*omnilimit\.transport\.httpx"):
         LimitedTransport(slots, httpx.HTTPTransport())
-    with pytest.raises(TypeError, match="ConcurrencyLimiter, a RateLimiter or a \\(manager, role\\) pair, got str"):
+    with pytest.raises(TypeError, match=r"a CombinedLimiter or a \(manager, role\) pair, got str"):
         LimitedTransport("openai")
     with pytest.raises(ValueError, match="timeout"):
         LimitedTransport(slots, timeout=-1)
@@ -319,3 +319,41 @@ def test_the_httpx_packages_transports_under_the_openai_sdk():
     )
     with pytest.raises(TypeError, match="the client is not an httpx client"):
         wrong.chat.completions.create(**CHAT)
+
+
+# ---- the other limiters: combined, and a manager's role ----------------------------------------
+
+
+def test_a_combined_limiter_holds_a_slot_and_settles_its_tokens():
+    from omnilimit import CombinedLimiter
+
+    combined = CombinedLimiter(2, 6000, name="combined", burst_size=10, tokens_per_minute=10**6, token_burst=10**5)
+    seen = []
+
+    def handler(request):
+        seen.append(combined.active_calls)
+        return httpx2.Response(200, json=message_json(60))
+
+    anthropic_client(combined, handler).messages.create(**MESSAGE)
+    assert seen == [1] and combined.active_calls == 0 and combined.over_release_count == 0
+    assert combined.rate.total_requests == 1 and combined.rate.get_current_tpm() == 60  # refunded: Anthropic
+
+
+def test_a_manager_and_a_role_name_the_limiter():
+    from omnilimit import ProviderRateLimitManager
+
+    manager = ProviderRateLimitManager.from_config(
+        {"providers": {"writer": {"name": "openai", "max_concurrent_calls": 2}, "judge": {"name": "openai"}}}
+    )
+    seen = []
+
+    def handler(request):
+        seen.append(manager.limiter_for("writer").active_calls)
+        return httpx2.Response(200, json=chat_json(60))
+
+    openai_client((manager, "writer"), handler).chat.completions.create(**CHAT)
+    assert seen == [1] and manager.limiter_for("writer").total_requests == 1
+    with pytest.raises(KeyError, match="unknown role 'reader'"):
+        LimitedTransport((manager, "reader"))
+    with pytest.raises(TypeError, match=r"a \(manager, role\) pair needs"):
+        LimitedTransport((object(), "writer"))
