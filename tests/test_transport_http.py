@@ -2,6 +2,7 @@
 SDKs, with only ``http_client=`` changed; the network is a MockTransport standing in for the
 provider."""
 
+import asyncio
 import gc
 import gzip
 import json
@@ -9,17 +10,28 @@ import json
 import pytest
 from helpers import need
 
-from omnilimit import ConcurrencyLimiter, LimiterTimeout, RateLimiter
+from omnilimit import ConcurrencyLimiter, LimiterClosed, LimiterTimeout, RateLimiter
 from omnilimit.transport.estimate import estimate_tokens
 
 httpx2 = need("httpx2")
 openai = need("openai")
 anthropic = need("anthropic")
 
-from omnilimit.transport.httpx2 import LimitedTransport  # noqa: E402 - after the check that httpx2 exists
+from omnilimit.transport.httpx2 import AsyncLimitedTransport, LimitedTransport  # noqa: E402 - after the check that httpx2 exists
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi. " * 50}], "max_tokens": 200}
 MESSAGE = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "Say hi. " * 50}], "max_tokens": 200}
+
+
+SDK_ERROR = {"openai": "OpenAIError", "anthropic": "AnthropicError"}
+
+
+def create_of(client):
+    return (
+        client.messages.create
+        if hasattr(client, "messages") and not hasattr(client, "chat")
+        else client.chat.completions.create
+    )
 
 
 def chat_json(used):
@@ -52,11 +64,14 @@ def openai_client(limiter, handler, max_retries=0, **options):
     )
 
 
-def anthropic_client(limiter, handler, **options):
+def anthropic_client(limiter, handler, max_retries=0, **options):
     transport = LimitedTransport(limiter, httpx2.MockTransport(handler), **options)
     return anthropic.Anthropic(
-        api_key="k", http_client=anthropic.DefaultHttpxClient(transport=transport), max_retries=0
+        api_key="k", http_client=anthropic.DefaultHttpxClient(transport=transport), max_retries=max_retries
     )
+
+
+SDKS = {"openai": (openai_client, openai, CHAT), "anthropic": (anthropic_client, anthropic, MESSAGE)}
 
 
 def test_openais_charge_stands_and_anthropics_unused_tokens_come_back():
@@ -167,20 +182,51 @@ def test_a_429_pauses_the_limiter_and_reaches_the_caller():
     assert rate.paused_for > 1.0 and rate.rate_limited_count == 1
 
 
-def test_a_refusal_raises_limiter_timeout_through_the_sdk_and_sends_nothing():
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_a_refusal_raises_limiter_timeout_through_the_sdk_unwrapped_and_not_retried(sdk):
+    """The anthropic SDK wraps what a transport raises in APIConnectionError and retries it; the
+    refusal is also the SDK's own error, which both SDKs let through as it is."""
     slots = ConcurrencyLimiter(1, name="refused")
     assert slots.acquire(timeout=0)
     sent = []
-    client = openai_client(
+    make, sdk_module, arguments = SDKS[sdk]
+    client = make(
         slots,
         lambda request: sent.append(request) or httpx2.Response(200, json=chat_json(1)),
         max_retries=3,
         timeout=0.05,
     )
-    with pytest.raises(LimiterTimeout, match=r"after 0\.05s"):
-        client.chat.completions.create(**CHAT)
+    with pytest.raises(LimiterTimeout, match=r"after 0\.05s") as raised:
+        create_of(client)(**arguments)
+    assert isinstance(raised.value, sdk_module.__dict__[SDK_ERROR[sdk]]) and raised.value.__cause__ is None
     assert sent == [] and slots.active_calls == 1
     assert slots.blocked_count == 1  # refused once: the SDK did not retry it (max_retries=3)
+    slots.close()
+    with pytest.raises(LimiterClosed) as closed:
+        create_of(client)(**arguments)
+    assert isinstance(closed.value, sdk_module.__dict__[SDK_ERROR[sdk]]) and sent == []
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_an_async_refusal_is_not_retried_either(sdk):
+    slots = ConcurrencyLimiter(1, name="refused-async")
+    assert slots.acquire(timeout=0)
+    transport = AsyncLimitedTransport(slots, httpx2.MockTransport(lambda request: httpx2.Response(500)), timeout=0.05)
+    if sdk == "openai":
+        client = openai.AsyncOpenAI(
+            api_key="k", http_client=openai.DefaultAsyncHttpxClient(transport=transport), max_retries=3
+        )
+    else:
+        client = anthropic.AsyncAnthropic(
+            api_key="k", http_client=anthropic.DefaultAsyncHttpxClient(transport=transport), max_retries=3
+        )
+
+    async def main():
+        with pytest.raises(LimiterTimeout):
+            await create_of(client)(**SDKS[sdk][2])
+
+    asyncio.run(main())
+    assert slots.blocked_count == 1
 
 
 def test_the_wrong_packages_client_or_transport_is_a_clear_error():
@@ -211,8 +257,6 @@ def test_the_wrong_packages_client_or_transport_is_a_clear_error():
 
 
 # ---- asyncio ----------------------------------------------------------------------------------------
-
-from omnilimit.transport.httpx2 import AsyncLimitedTransport  # noqa: E402
 
 
 def async_openai(limiter, handler, **options):
@@ -357,3 +401,15 @@ def test_a_manager_and_a_role_name_the_limiter():
         LimitedTransport((manager, "reader"))
     with pytest.raises(TypeError, match=r"a \(manager, role\) pair needs"):
         LimitedTransport((object(), "writer"))
+
+
+def test_a_refusal_in_a_request_of_no_known_sdk_is_raised_as_it_is():
+    from omnilimit.transport.refusal import through_sdk
+
+    error = LimiterTimeout("Rate limit timeout after 1s for x")
+    assert through_sdk(error, {"user-agent": "python-httpx2/1.0"}) is error
+    assert through_sdk(error, {}) is error
+    joined = through_sdk(error, {"user-agent": "AsyncOpenAI/Python 3.57.0"})
+    assert isinstance(joined, LimiterTimeout) and isinstance(joined, openai.OpenAIError)
+    assert type(joined).__name__ == "LimiterTimeout" and joined.args == error.args
+    assert type(through_sdk(error, {"user-agent": "OpenAI/Python 3"})) is type(joined)  # one class, made once

@@ -3,8 +3,8 @@ packages (the two have the same transport interface): each module binds these cl
 package (``_package``).
 
 For each request: its tokens are estimated (``transport.estimate``, or ``estimate(request)``), the
-limiter is acquired (``LimiterTimeout`` when it refuses; the SDKs do not retry it: it is not an
-HTTP error), the response's status and headers are fed to it (``on_response``), and when the
+limiter is acquired (``LimiterTimeout`` when it refuses, raised so that the SDK neither wraps
+nor retries it: ``transport.refusal``), the response's status and headers are fed to it (``on_response``), and when the
 response is over (read, closed, or abandoned) the reservation is settled by the provider's rule
 (``transport.settle``) and a slot is freed (``passage.Passage``).
 """
@@ -19,9 +19,11 @@ from typing import Any, ClassVar
 
 from omnilimit import _async
 from omnilimit._async import DEFAULT_TIMEOUT as DEFAULT
+from omnilimit.errors import LimiterClosed, LimiterTimeout
 from omnilimit.transport.estimate import estimate_tokens
 from omnilimit.transport.passage import Passage, limiter_of
 from omnilimit.transport.reading import UsageReader
+from omnilimit.transport.refusal import through_sdk
 from omnilimit.transport.settle import RULES, SettleRule, provider_rule, rule_named
 
 Estimate = Callable[[Any], int]
@@ -110,7 +112,10 @@ class SyncLimiting(_Limiting):
 
     def handle_request(self, request: Any) -> Any:
         passage = self._passage(request)
-        passage.take()
+        try:
+            passage.take()
+        except (LimiterTimeout, LimiterClosed) as refusal:
+            raise through_sdk(refusal, request.headers) from None
         try:
             response = self._transport.handle_request(request)
         except BaseException:
@@ -140,7 +145,10 @@ class AsyncLimiting(_Limiting):
 
     async def handle_async_request(self, request: Any) -> Any:
         passage = self._passage(request)
-        await passage.take_async()
+        try:
+            await passage.take_async()
+        except (LimiterTimeout, LimiterClosed) as refusal:
+            raise through_sdk(refusal, request.headers) from None
         try:
             response = await self._transport.handle_async_request(request)
         except BaseException:

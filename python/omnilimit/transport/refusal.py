@@ -1,0 +1,39 @@
+"""A refusal (``LimiterTimeout``, ``LimiterClosed``) raised through an SDK unchanged and not retried.
+
+The anthropic SDK (2.x) wraps whatever its transport raises in ``APIConnectionError`` and retries
+it with back-off, unless it is one of its own errors (``AnthropicError``); the openai SDK (3.x)
+lets the errors of other packages through and also leaves its own (``OpenAIError``) as they are.
+So a refusal seen in a request of one of these SDKs (its ``User-Agent`` says which) is raised as
+a class that is both the omnilimit error and that SDK's base error: ``except LimiterTimeout``
+catches it, and neither SDK wraps it or tries again (the caller has already waited its timeout).
+The SDK is looked up among the modules already imported, never imported here.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Mapping
+
+# The start of the User-Agent an SDK's clients send (``AsyncAnthropic/Python 2.15.0``), without
+# "Async" -> (its module, the base class of its errors).
+_SDKS = {"Anthropic/": ("anthropic", "AnthropicError"), "OpenAI/": ("openai", "OpenAIError")}
+
+
+def through_sdk(error: BaseException, headers: Mapping[str, str]) -> BaseException:
+    """``error``, as the SDK that sent a request with ``headers`` lets through (see the module)."""
+    agent = headers.get("user-agent", "").removeprefix("Async")
+    for prefix, (module, base) in _SDKS.items():
+        if agent.startswith(prefix):
+            sdk_error = getattr(sys.modules.get(module), base, None)
+            if isinstance(sdk_error, type) and issubclass(sdk_error, Exception):
+                joined = _joined(type(error), sdk_error)(*error.args)
+                joined.__cause__, joined.__context__ = error.__cause__, error.__context__
+                return joined
+    return error
+
+
+@functools.cache
+def _joined(kind: type[BaseException], sdk_error: type[Exception]) -> type[BaseException]:
+    """``kind`` that is also ``sdk_error``, named as ``kind`` is (tracebacks read the same)."""
+    return type(kind.__name__, (kind, sdk_error), {"__module__": kind.__module__, "__qualname__": kind.__qualname__})
