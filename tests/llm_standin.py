@@ -1,13 +1,19 @@
 """A stand-in LLM provider that enforces rate limits the way real ones do, for acceptance tests.
 
-``LLMStandIn`` is a plain-HTTP, OpenAI-compatible server on 127.0.0.1 (an ephemeral port), standard
-library only. It answers ``POST /v1/chat/completions`` (non-streaming) well enough for the real
-``openai`` client, ``client.chat.completions.create(...)`` and ``.with_raw_response.create(...)``::
+``LLMStandIn`` is a plain-HTTP server on 127.0.0.1 (an ephemeral port), standard library only,
+that speaks enough of two APIs for the real SDKs (``llm_wire`` shapes what it says):
+
+- OpenAI's ``POST /v1/chat/completions``, for ``openai.OpenAI(base_url=provider.base_url)``;
+- Anthropic's ``POST /v1/messages``, for ``anthropic.Anthropic(base_url=provider.anthropic_url)``;
+
+each answered as JSON, or streamed as server-sent events with ``"stream": true``::
 
     with LLMStandIn(rpm=1200, tpm=240_000, max_concurrent=64) as provider:
         client = openai.OpenAI(base_url=provider.base_url, api_key="x", max_retries=0)
         ...
     provider.ok_count, provider.rejected_count, provider.served_per_second()
+
+The rules are the same for both APIs; only the names of the headers and the shapes differ.
 
 What it enforces, at the moment a request has been read (its *arrival*), under one lock:
 
@@ -17,27 +23,33 @@ What it enforces, at the moment a request has been read (its *arrival*), under o
   *every* 1-s interval: the stricter reading, and the closer one to providers. ``window="fixed"``
   counts the requests of the current whole second of the server's ``time.monotonic()`` clock
   (``[floor(now), floor(now) + 1)``), which lets up to twice the cap through across a boundary.
+  ``window="bucket"`` is a token bucket per budget instead, as Anthropic documents its limits:
+  it holds at most the cap, refills continuously at ``L / 60`` per second, and tokens given back
+  at a request's end (``settle_tokens``) go back into it at once, up to full; a 2xx's
+  ``remaining`` is what it holds, its ``reset`` the time until it is full.
 - **Tokens per minute ``tpm`` over the same slices** (at most ``ceil(tpm / 60)`` tokens in any 1-s
   window). A request costs ``prompt + max_tokens`` tokens, charged at its arrival (as OpenAI counts
-  ``max_tokens`` up front): ``prompt`` is ``estimate_prompt_tokens(messages)``, ``len(text) // 4``
-  of all message contents and at least 1, and ``max_tokens`` is the request's ``max_tokens`` (or
-  ``max_completion_tokens``; ``default_max_tokens`` when absent). The answer reports ``usage``
-  with ``completion_tokens = completion_tokens_for(max_tokens, completion_ratio)`` (deterministic:
-  ``max(1, floor(max_tokens * completion_ratio))``). With ``settle_tokens=True`` (the default) the
-  provider then settles like the client does: when the request completes, its entry in the window
-  drops from ``prompt + max_tokens`` to ``prompt + completion``; with ``False`` it keeps counting
-  ``max_tokens`` (a client must then not give the difference back).
+  ``max_tokens`` up front): ``prompt`` is ``llm_wire.prompt_tokens``, ``len(text) // 4`` of all
+  message contents (and Anthropic's ``system``) and at least 1, and ``max_tokens`` is the request's
+  ``max_tokens`` (or ``max_completion_tokens``; ``default_max_tokens`` when absent). The answer
+  reports ``usage`` with ``completion_tokens = completion_tokens_for(max_tokens, completion_ratio)``
+  (deterministic: ``max(1, floor(max_tokens * completion_ratio))``). With ``settle_tokens=True``
+  (the default) the provider then settles like the client does: when the request completes, its
+  entry in the window drops from ``prompt + max_tokens`` to ``prompt + completion``; with ``False``
+  it keeps counting ``max_tokens`` (a client must then not give the difference back).
 - **At most ``max_concurrent`` requests in flight**. A request is in flight from its arrival until
-  just BEFORE its answer is written: a client that gets its answer, releases its slot and sends the
-  next request at once must never be counted twice.
+  just BEFORE its answer (a stream: its last events) is written: a client that gets its answer,
+  releases its slot and sends the next request at once must never be counted twice.
 
 ``None`` for a limit means "no such limit". A rejected request is answered at once, with **429**
-and an OpenAI-style error body, and does not count against any budget unless
+and the API's error body, and does not count against any budget unless
 ``count_rejected=True`` (OpenAI says failed requests count too; off by default, so that a test's
 429s measure the client alone). Every admitted request sleeps a simulated latency, uniform in
 ``latency_s = (low, high)`` from a seeded generator, while it holds its concurrency slot.
 
-Headers, on every answer (2xx and 429), as OpenAI names them:
+Headers, on every answer (2xx and 429; a stream's are those of its admission), as OpenAI names
+them (Anthropic's ``anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`` say the same,
+the reset as an RFC 3339 instant, and its 429 has ``retry-after`` alone):
 
 - ``x-ratelimit-limit-requests`` / ``-tokens``: the per-minute limits L, as configured (omitted when
   there is no such limit);
@@ -58,7 +70,8 @@ admitted (the binding budget's, or for the concurrency cap, the first in-flight 
 ``set_limits(rpm=..., tpm=..., max_concurrent=...)`` changes limits at run time (a tier change);
 arguments left out are kept. Counters: ``ok_count``, ``rejected_count``, ``rejected_by`` (per
 reason), ``served_times`` / ``rejected_times`` (arrival instants, ``time.monotonic()``),
-``served_per_second()`` (per whole second of the server's clock), ``max_in_flight``, and
+``served_per_second()`` (per whole second of the server's clock), ``charges`` (each completed
+request's final charge against the token budget), ``max_in_flight``, and
 ``arrivals`` (every request: arrival, status, reason, and the client's ``x-stamp`` header when it
 sends one, e.g. its ``time.monotonic()`` at admission, to tell a client's pacing from the delays on
 the way).
@@ -83,46 +96,17 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = [
-    "LLMStandIn",
-    "completion_tokens_for",
-    "estimate_prompt_tokens",
-    "go_duration",
-    "per_second",
-]
+from llm_wire import DIALECTS, Budget, Dialect, Request
+
+__all__ = ["LLMStandIn", "completion_tokens_for", "per_second"]
 
 _KEEP: Any = object()  # set_limits(): "leave this limit as it is"
 _WINDOW_S = 1.0
 
 
-def estimate_prompt_tokens(messages: Any) -> int:
-    """The prompt's token estimate: ``len(text) // 4`` of all message contents, at least 1."""
-    chars = 0
-    for message in messages if isinstance(messages, list) else []:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):  # content parts: count their text
-            chars += sum(len(str(part.get("text", ""))) for part in content if isinstance(part, dict))
-    return max(1, chars // 4)
-
-
 def completion_tokens_for(max_tokens: int, ratio: float) -> int:
     """The completion the stand-in "generates" for ``max_tokens``: ``max(1, floor(max_tokens * ratio))``."""
     return max(1, min(max_tokens, math.floor(max_tokens * ratio)))
-
-
-def go_duration(seconds: float) -> str:
-    """``seconds`` as Go's ``time.Duration.String`` prints it, in whole milliseconds rounded up:
-    ``"0s"``, ``"250ms"``, ``"1s"``, ``"1.25s"``, ``"1m0.5s"``."""
-    ms = max(0, math.ceil(seconds * 1000.0 - 1e-6))
-    if ms == 0:
-        return "0s"
-    if ms < 1000:
-        return f"{ms}ms"
-    minutes, rest_ms = divmod(ms, 60_000)
-    secs = f"{rest_ms / 1000:.3f}".rstrip("0").rstrip(".")
-    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
 def per_second(limit_per_minute: float | None) -> int | None:
@@ -186,8 +170,8 @@ class LLMStandIn:
         count_rejected: bool = False,
         seed: int = 0,
     ) -> None:
-        if window not in ("sliding", "fixed"):
-            raise ValueError(f"window must be 'sliding' or 'fixed', got {window!r}")
+        if window not in ("sliding", "fixed", "bucket"):
+            raise ValueError(f"window must be 'sliding', 'fixed' or 'bucket', got {window!r}")
         if reset_meaning not in ("full", "next"):
             raise ValueError(f"reset_meaning must be 'full' or 'next', got {reset_meaning!r}")
         low, high = latency_s
@@ -202,6 +186,8 @@ class LLMStandIn:
         self.count_rejected = count_rejected
         self._random = random.Random(seed)
         self._lock = threading.Lock()
+        self._levels: dict[str, float] = {}  # window="bucket": what each bucket holds, at _levels_at
+        self._levels_at = time.monotonic()
         self._rpm: float | None = None
         self._tpm: float | None = None
         self._max_concurrent: int | None = None
@@ -209,6 +195,7 @@ class LLMStandIn:
         self._entries: deque[_Entry] = deque()  # admitted arrivals within the last window, oldest first
         self._in_flight_ends: list[float] = []  # expected end of each request in flight
         self._served: list[float] = []
+        self._charges: list[_Entry] = []  # completed requests: arrival and final charge
         self._rejected: list[float] = []
         self._arrivals: list[Arrival] = []
         self._rejected_by = {"requests": 0, "tokens": 0, "concurrency": 0}
@@ -261,6 +248,11 @@ class LLMStandIn:
         """What ``openai.OpenAI(base_url=...)`` takes."""
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def anthropic_url(self) -> str:
+        """What ``anthropic.Anthropic(base_url=...)`` takes."""
+        return f"http://127.0.0.1:{self.port}"
+
     # ------------------------------------------------------------------------------- limits
     def set_limits(self, rpm: Any = _KEEP, tpm: Any = _KEEP, max_concurrent: Any = _KEEP) -> None:
         """Changes the limits now (a tier change); an argument left out keeps its limit, ``None``
@@ -276,7 +268,44 @@ class LLMStandIn:
         for name, value in (("rpm", rpm), ("tpm", tpm), ("max_concurrent", max_concurrent)):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0 or None, got {value!r}")
+        self._refill(time.monotonic())
         self._rpm, self._tpm, self._max_concurrent = rpm, tpm, max_concurrent
+        # A new budget starts full, a smaller one holds no more than it, a removed one is gone.
+        self._levels = {kind: min(cap, self._levels.get(kind, cap)) for kind, cap in self._caps().items()}
+
+    def _caps(self) -> dict[str, int]:
+        """Each enforced budget's cap per 1-s window (window="bucket": what its bucket holds when full)."""
+        caps = {"requests": per_second(self._rpm), "tokens": per_second(self._tpm)}
+        return {kind: cap for kind, cap in caps.items() if cap is not None}
+
+    def _refill(self, now: float) -> None:
+        """window="bucket": each bucket refilled at its per-minute limit / 60 per second, up to its cap."""
+        elapsed, self._levels_at = max(0.0, now - self._levels_at), now
+        limits = {"requests": self._rpm, "tokens": self._tpm}
+        for kind, cap in self._caps().items():
+            limit = limits[kind]
+            assert limit is not None
+            self._levels[kind] = min(float(cap), self._levels[kind] + elapsed * limit / 60.0)
+
+    def _bucket_wait(self, tokens: int) -> tuple[float, str]:
+        """window="bucket": how long until one request and ``tokens`` are in the buckets (0.0: now)."""
+        wait, reason = 0.0, ""
+        limits = {"requests": self._rpm, "tokens": self._tpm}
+        for kind, need in (("requests", 1), ("tokens", tokens)):
+            limit = limits[kind]
+            if limit is None:
+                continue
+            missing = need - self._levels[kind]
+            kind_wait = _WINDOW_S if need > self._caps()[kind] else missing * 60.0 / limit
+            if missing > 0 and kind_wait > wait:
+                wait, reason = kind_wait, kind
+        return wait, reason
+
+    def _take(self, tokens: int) -> None:
+        if self.window == "bucket":
+            for kind, need in (("requests", 1), ("tokens", tokens)):
+                if kind in self._levels:
+                    self._levels[kind] -= need
 
     @property
     def limits(self) -> dict[str, Any]:
@@ -305,6 +334,14 @@ class LLMStandIn:
         """Arrival instants (``time.monotonic()``) of the admitted requests, in order."""
         with self._lock:
             return list(self._served)
+
+    @property
+    def charges(self) -> list[tuple[float, int]]:
+        """The completed requests' arrival instants and what each finally counts against the token
+        budget (``prompt + completion`` with ``settle_tokens``, else ``prompt + max_tokens``), in
+        completion order."""
+        with self._lock:
+            return [(e.arrived, e.tokens) for e in self._charges]
 
     @property
     def rejected_times(self) -> list[float]:
@@ -372,15 +409,20 @@ class LLMStandIn:
                 wait, reason = token_wait, "tokens"
         return max(0.0, wait), reason
 
-    def _budget_headers(self, now: float) -> dict[str, str]:
+    def _budgets(self, now: float) -> list[Budget]:
+        """The enforced budgets as they stand at ``now`` (what an answer's headers report)."""
         counted = self._counted(now)
-        headers: dict[str, str] = {}
+        budgets: list[Budget] = []
         for kind, limit, used in (
             ("requests", self._rpm, len(counted)),
             ("tokens", self._tpm, sum(e.tokens for e in counted)),
         ):
             cap = per_second(limit)
             if limit is None or cap is None:
+                continue
+            if self.window == "bucket":
+                level = self._levels[kind]
+                budgets.append(Budget(kind, limit, max(0, math.floor(level)), (cap - level) * 60.0 / limit))
                 continue
             if not counted:
                 reset = 0.0
@@ -390,19 +432,21 @@ class LLMStandIn:
                 reset = counted[-1].arrived + _WINDOW_S - now
             else:
                 reset = counted[0].arrived + _WINDOW_S - now
-            headers[f"x-ratelimit-limit-{kind}"] = str(math.ceil(limit))
-            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, cap - used))
-            headers[f"x-ratelimit-reset-{kind}"] = go_duration(reset)
-        return headers
+            budgets.append(Budget(kind, limit, max(0, cap - used), reset))
+        return budgets
 
-    def _admit(self, tokens: int, stamp: float | None) -> tuple[_Entry | None, float | None, dict[str, str], str]:
-        """At arrival: the entry and latency of an admitted request, or (None, wait, headers, reason)."""
+    def _admit(self, tokens: int, stamp: float | None) -> tuple[_Entry | None, float, list[Budget], str]:
+        """At arrival: ``(entry, latency, budgets, "")`` for an admitted request, ``(None, wait,
+        budgets, reason)`` for a refused one."""
         with self._lock:
             now = time.monotonic()
             counted = self._counted(now)
+            self._refill(now)
             reason, wait = "", 0.0
             if self._max_concurrent is not None and len(self._in_flight_ends) >= self._max_concurrent:
                 reason, wait = "concurrency", max(0.001, min(self._in_flight_ends) - now)
+            elif self.window == "bucket":
+                wait, reason = self._bucket_wait(tokens)
             else:
                 wait, reason = self._wait_for(counted, now, tokens)
             if reason:
@@ -411,7 +455,9 @@ class LLMStandIn:
                 self._rejected_by[reason] += 1
                 if self.count_rejected and reason != "concurrency":
                     self._entries.append(_Entry(now, tokens))
-                return None, wait, self._budget_headers(now), reason
+                    self._take(tokens)
+                return None, wait, self._budgets(now), reason
+            self._take(tokens)
             entry = _Entry(now, tokens)
             self._entries.append(entry)
             self._served.append(now)
@@ -420,16 +466,21 @@ class LLMStandIn:
             latency = self._random.uniform(low, high)
             self._in_flight_ends.append(now + latency)
             self._max_in_flight = max(self._max_in_flight, len(self._in_flight_ends))
-            return entry, latency, {}, ""
+            return entry, latency, self._budgets(now), ""
 
-    def _complete(self, entry: _Entry, latency: float, settled_tokens: int) -> dict[str, str]:
-        """At the end of an admitted request, BEFORE its answer is written."""
+    def _complete(self, entry: _Entry, latency: float, settled_tokens: int) -> list[Budget]:
+        """At the end of an admitted request, BEFORE the last of its answer is written."""
         with self._lock:
             now = time.monotonic()
             self._in_flight_ends.remove(entry.arrived + latency)
+            self._refill(now)
             if self.settle_tokens:
+                cap = self._caps().get("tokens")
+                if self.window == "bucket" and cap is not None:  # the difference goes back in, up to full
+                    self._levels["tokens"] = min(float(cap), self._levels["tokens"] + entry.tokens - settled_tokens)
                 entry.tokens = settled_tokens
-            return self._budget_headers(now)
+            self._charges.append(entry)
+            return self._budgets(now)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -454,70 +505,79 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
+    def _head(self, status: int, content_type: str, headers: dict[str, str], length: int | None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        if length is None:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(length))
+        self.send_header("x-request-id", f"req_{uuid.uuid4().hex[:24]}")
+        for name, value in headers.items():
+            self.send_header(name, value)
+
     def _send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-request-id", f"req_{uuid.uuid4().hex[:24]}")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
+        self._head(status, "application/json", headers or {}, len(data))
         self._headers_buffer.append(b"\r\n" + data)  # headers and body in one write
         self.flush_headers()
+
+    def _send_chunks(self, events: list[bytes]) -> None:
+        data = b"".join(events)
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if data else b"0\r\n\r\n")
+        self.wfile.flush()
 
     def do_POST(self) -> None:
         standin = self.server.standin
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        if self.path.split("?", 1)[0].rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
-            self._send_json(404, _error(f"no route {self.path}", "invalid_request_error", "not_found"))
+        path = self.path.split("?", 1)[0].rstrip("/")
+        dialect = next((d for d in DIALECTS if path in d.paths), None)
+        if dialect is None:
+            self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
             return
         try:
-            body = json.loads(raw or b"{}")
-            if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-                raise ValueError("'messages' must be a list")
-            if body.get("stream"):
-                raise ValueError("streaming is not supported by this stand-in")
-            max_tokens = body.get("max_tokens", body.get("max_completion_tokens")) or standin.default_max_tokens
-            if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-                raise ValueError(f"max_tokens must be a whole number >= 1, got {max_tokens!r}")
+            request = dialect.parse(json.loads(raw or b"{}"), standin.default_max_tokens)
         except ValueError as error:
-            self._send_json(400, _error(f"bad request: {error}", "invalid_request_error", "invalid_value"))
+            self._send_json(400, dialect.error(f"bad request: {error}", "invalid_request_error"))
             return
-        prompt = estimate_prompt_tokens(body["messages"])
         try:
             stamp: float | None = float(self.headers["x-stamp"]) if "x-stamp" in self.headers else None
         except ValueError:
             stamp = None
-        entry, latency, headers, reason = standin._admit(prompt + max_tokens, stamp)
+        entry, latency, budgets, reason = standin._admit(request.prompt + request.max_tokens, stamp)
         if entry is None:
-            assert latency is not None
-            headers["retry-after"] = str(max(1, math.ceil(latency)))
-            headers["retry-after-ms"] = str(max(1, math.ceil(latency * 1000.0)))
-            message = f"Rate limit reached ({reason}): please try again in {headers['retry-after-ms']}ms."
-            self._send_json(429, _error(message, reason, "rate_limit_exceeded"), headers)
+            headers = {**dialect.budget_headers(budgets), **dialect.retry_headers(latency)}
+            message = f"Rate limit reached ({reason}): please try again in {math.ceil(latency * 1000)}ms."
+            self._send_json(429, dialect.error(message, reason), headers)
             return
-        assert latency is not None
+        completion = completion_tokens_for(request.max_tokens, standin.completion_ratio)
+        if request.stream:
+            self._stream(standin, dialect, request, entry, latency, budgets, completion)
+            return
         time.sleep(latency)
-        completion = completion_tokens_for(max_tokens, standin.completion_ratio)
-        headers = standin._complete(entry, latency, prompt + completion)
-        payload = {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model", "stand-in"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "ok " * min(completion, 64)},
-                    "logprobs": None,
-                    "finish_reason": "length" if completion >= max_tokens else "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
-        }
-        self._send_json(200, payload, headers)
+        budgets = standin._complete(entry, latency, request.prompt + completion)
+        self._send_json(200, dialect.answer(request, completion), dialect.budget_headers(budgets))
 
-
-def _error(message: str, kind: str, code: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    def _stream(
+        self,
+        standin: LLMStandIn,
+        dialect: Dialect,
+        request: Request,
+        entry: _Entry,
+        latency: float,
+        budgets: list[Budget],
+        completion: int,
+    ) -> None:
+        """A streamed answer: the headers (the budgets at admission) and the first events at once,
+        the rest after the latency; the request leaves the concurrency count before they are written."""
+        first, last = dialect.events(request, completion)
+        try:
+            self._head(200, "text/event-stream", dialect.budget_headers(budgets), None)
+            self.end_headers()
+            self._send_chunks(first)
+        finally:
+            time.sleep(latency)
+            standin._complete(entry, latency, request.prompt + completion)
+        self._send_chunks(last)
+        self._send_chunks([])

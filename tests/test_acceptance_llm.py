@@ -47,7 +47,8 @@ from typing import Any, Union
 
 import pytest
 from helpers import need
-from llm_standin import LLMStandIn, estimate_prompt_tokens, go_duration, per_second
+from llm_standin import LLMStandIn, per_second
+from llm_wire import go_duration, prompt_tokens
 
 from omnilimit import ConcurrencyLimiter, RateLimiter, parse_rate_limit_headers
 from omnilimit.headers import parse_duration
@@ -58,7 +59,7 @@ THREADS = 64
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Summarise the plot of Hamlet in one sentence, in plain English."}]
 MAX_TOKENS = 100
-PROMPT_TOKENS = estimate_prompt_tokens(MESSAGES)
+PROMPT_TOKENS = prompt_tokens(MESSAGES)
 ESTIMATE = PROMPT_TOKENS + MAX_TOKENS  # what the provider charges up front: the client reserves as much
 LATENCY_S = (0.05, 0.10)
 

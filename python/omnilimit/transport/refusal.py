@@ -11,7 +11,6 @@ The SDK is looked up among the modules already imported, never imported here.
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Mapping
 
@@ -33,7 +32,15 @@ def through_sdk(error: BaseException, headers: Mapping[str, str]) -> BaseExcepti
     return error
 
 
-@functools.cache
+_JOINED: dict[tuple[type[BaseException], type[Exception]], type[BaseException]] = {}
+
+
 def _joined(kind: type[BaseException], sdk_error: type[Exception]) -> type[BaseException]:
-    """``kind`` that is also ``sdk_error``, named as ``kind`` is (tracebacks read the same)."""
-    return type(kind.__name__, (kind, sdk_error), {"__module__": kind.__module__, "__qualname__": kind.__qualname__})
+    """``kind`` that is also ``sdk_error``, named as ``kind`` is (tracebacks read the same); one
+    class per pair (setdefault: two threads making it at once keep the same one)."""
+    joined = _JOINED.get((kind, sdk_error))
+    if joined is None:
+        names = {"__module__": kind.__module__, "__qualname__": kind.__qualname__}
+        made = type(kind.__name__, (kind, sdk_error), names)
+        joined = _JOINED.setdefault((kind, sdk_error), made)
+    return joined

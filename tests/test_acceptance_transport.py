@@ -1,0 +1,390 @@
+"""Acceptance: the real ``openai`` and ``anthropic`` SDKs with nothing changed but ``http_client=``
+(``omnilimit.transport.httpx2``), against a provider that enforces its limits.
+
+The provider is ``llm_standin.LLMStandIn`` (both APIs, JSON and streamed), with fixed 1-s windows
+as in ``test_acceptance_llm.py`` (its docstring says why). The clients are built as a user builds
+them: ``OpenAI(http_client=DefaultHttpxClient(transport=LimitedTransport(limiter)))``, the SDK's
+default retries (``max_retries=2``: a 429 is retried by the SDK, through the transport again), and
+they call ``chat.completions.create`` / ``messages.create`` in a loop: no ``acquire``, no
+``on_response``, no ``record_request``, no 429 handler. 64 threads with a sync client, 500 tasks
+with an async one. The limiter is configured at the provider's own limits.
+
+A run ends when the limiter is closed (``close()`` at the deadline: every waiting caller gets
+``LimiterClosed`` through the SDK, the calls already admitted finish). The figures, from the
+provider's own records over D, from the first admission to the close:
+
+- ``429 share``: 429s / every request the provider saw (the SDK's retries included);
+- ``requests ratio``: admitted requests / (the provider's cap per 1-s window x D);
+- ``tokens ratio``: what the admitted requests finally count against the token budget / (the
+  provider's tokens per 1-s window x D).
+
+The acceptance bounds are the issue's: at most 1% 429s, and at least 95% of the binding budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from helpers import need
+from llm_standin import LLMStandIn, per_second
+
+from omnilimit import ConcurrencyLimiter, LimiterClosed, RateLimiter
+
+openai = need("openai")
+anthropic = need("anthropic")
+httpx2 = need("httpx2")
+from omnilimit.transport.httpx2 import AsyncLimitedTransport, LimitedTransport  # noqa: E402
+
+MESSAGES = [{"role": "user", "content": "Summarise the plot of Hamlet in one sentence, in plain English."}]
+MAX_TOKENS = 400
+CHARGE = 15 + MAX_TOKENS  # what the stand-in charges at arrival: llm_wire.prompt_tokens(MESSAGES) + max_tokens
+LATENCY_S = (0.05, 0.10)
+THREADS, TASKS = 64, 500
+
+
+@pytest.fixture
+def provider_factory() -> Iterator[Any]:
+    """Starts stand-in providers; stops them at teardown and checks that no thread outlived them."""
+    before = set(threading.enumerate())
+    started: list[LLMStandIn] = []
+
+    def start(**settings: Any) -> LLMStandIn:
+        settings.setdefault("latency_s", LATENCY_S)
+        settings.setdefault("window", "fixed")
+        provider = LLMStandIn(**settings).start()
+        started.append(provider)
+        return provider
+
+    yield start
+    for provider in started:
+        provider.stop()
+    leaked = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not leaked, f"threads left running after the stand-in stopped: {leaked}"
+
+
+# ------------------------------------------------------------------------------------------------
+# The clients, as a user builds them
+
+
+def sync_client(api: str, provider: LLMStandIn, limiter: Any, **options: Any) -> Any:
+    transport = LimitedTransport(limiter, **options)
+    if api == "openai":
+        return openai.OpenAI(
+            base_url=provider.base_url, api_key="x", http_client=openai.DefaultHttpxClient(transport=transport)
+        )
+    return anthropic.Anthropic(
+        base_url=provider.anthropic_url, api_key="x", http_client=anthropic.DefaultHttpxClient(transport=transport)
+    )
+
+
+def async_client(api: str, provider: LLMStandIn, limiter: Any, **options: Any) -> Any:
+    transport = AsyncLimitedTransport(limiter, **options)
+    if api == "openai":
+        return openai.AsyncOpenAI(
+            base_url=provider.base_url, api_key="x", http_client=openai.DefaultAsyncHttpxClient(transport=transport)
+        )
+    return anthropic.AsyncAnthropic(
+        base_url=provider.anthropic_url,
+        api_key="x",
+        http_client=anthropic.DefaultAsyncHttpxClient(transport=transport),
+    )
+
+
+def arguments(api: str, stream: bool) -> dict[str, Any]:
+    model = "gpt-4o-mini" if api == "openai" else "claude-haiku-4-5"
+    found: dict[str, Any] = {"model": model, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+    if stream:
+        found["stream"] = True
+        if api == "openai":  # without it OpenAI sends no usage: the estimate is settled
+            found["stream_options"] = {"include_usage": True}
+    return found
+
+
+def create(client: Any, api: str) -> Any:
+    return client.chat.completions.create if api == "openai" else client.messages.create
+
+
+def call(client: Any, api: str, stream: bool) -> None:
+    answer = create(client, api)(**arguments(api, stream))
+    if stream:
+        with answer:
+            for _ in answer:
+                pass
+
+
+async def call_async(client: Any, api: str, stream: bool) -> None:
+    answer = await create(client, api)(**arguments(api, stream))
+    if stream:
+        async with answer:
+            async for _ in answer:
+                pass
+
+
+# ------------------------------------------------------------------------------------------------
+# A run
+
+
+@dataclass
+class Run:
+    provider: LLMStandIn
+    closed_at: float = 0.0
+    sdk_errors: list[str] = field(default_factory=list)
+
+    def span(self, start: float | None = None) -> tuple[float, float]:
+        times = self.provider.served_times
+        return (times[0] if start is None else start), self.closed_at
+
+    def figures(self, start: float | None = None) -> dict[str, Any]:
+        """What the provider saw, over ``[start (default: the first admission), the close)``."""
+        provider = self.provider
+        first, end = self.span(start)
+        served = [t for t in provider.served_times if first <= t < end]
+        tokens = sum(tokens for t, tokens in provider.charges if first <= t < end)
+        rejected = len(provider.rejected_times)
+        limits = provider.limits
+        rps, tps = per_second(limits["rpm"]), per_second(limits["tpm"])
+        duration = end - first
+        return {
+            "D_s": round(duration, 3),
+            "served": len(served),
+            "http_429": rejected,
+            "share_429": rejected / max(1, provider.ok_count + rejected),
+            "requests_ratio": len(served) / (rps * duration) if rps else None,
+            "tokens_ratio": tokens / (tps * duration) if tps else None,
+            "rejected_by": provider.rejected_by,
+            "per_window": provider.served_per_second(),
+            "sdk_errors": len(self.sdk_errors),
+        }
+
+
+def drive_threads(api: str, provider: LLMStandIn, limiter: Any, stream: bool, seconds: float, **options: Any) -> Run:
+    """``THREADS`` threads loop on the SDK until the limiter is closed, ``seconds`` from now."""
+    run = Run(provider)
+    client = sync_client(api, provider, limiter, **options)
+    sdk = openai if api == "openai" else anthropic
+
+    def worker() -> None:
+        while True:
+            try:
+                call(client, api, stream)
+            except LimiterClosed:
+                return
+            except sdk.APIError as error:  # e.g. a 429 after the SDK's retries: reported, not fatal
+                run.sdk_errors.append(repr(error))
+
+    workers = [threading.Thread(target=worker, name=f"sdk-client-{i}") for i in range(THREADS)]
+    for w in workers:
+        w.start()
+    time.sleep(seconds)
+    run.closed_at = time.monotonic()
+    limiter.close()
+    for w in workers:
+        w.join(timeout=60)
+    client.close()
+    assert not any(w.is_alive() for w in workers), "a client thread is stuck"
+    return run
+
+
+def drive_tasks(api: str, provider: LLMStandIn, limiter: Any, stream: bool, seconds: float, **options: Any) -> Run:
+    """``TASKS`` asyncio tasks loop on the async SDK until the limiter is closed, ``seconds`` from now."""
+    run = Run(provider)
+    sdk = openai if api == "openai" else anthropic
+
+    async def main() -> None:
+        client = async_client(api, provider, limiter, **options)
+
+        async def worker() -> None:
+            while True:
+                try:
+                    await call_async(client, api, stream)
+                except LimiterClosed:
+                    return
+                except sdk.APIError as error:
+                    run.sdk_errors.append(repr(error))
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(TASKS)]
+        await asyncio.sleep(seconds)
+        run.closed_at = time.monotonic()
+        limiter.close()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
+        await client.close()
+
+    asyncio.run(main())
+    return run
+
+
+DRIVERS = {"threads": drive_threads, "tasks": drive_tasks}
+
+
+def report(name: str, figures: dict[str, Any]) -> str:
+    shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items()}
+    line = f"[{name}] {shown}"
+    print(line)
+    return line
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. At the budget, no 429s: requests-bound and tokens-bound, streamed and not, threads and tasks
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("callers", ["threads", "tasks"])
+@pytest.mark.parametrize("binding", ["requests", "tokens"])
+def test_the_sdk_with_only_http_client_changed_stays_under_the_providers_limits_at_full_speed(
+    provider_factory: Any, api: str, stream: bool, callers: str, binding: str
+) -> None:
+    """``requests``: RPM 1200 (20 per window) binds, TPM allows three times the traffic.
+    ``tokens``: TPM ``20 x CHARGE`` per window binds (each call uses all its ``max_tokens``), RPM
+    6000 does not. 5 s. At most 1% 429s; the binding budget used at >= 95%."""
+    if binding == "requests":
+        rpm, tpm = 1200, 3 * 1200 * CHARGE
+    else:
+        rpm, tpm = 6000, 20 * CHARGE * 60
+    # OpenAI's charge stands (settle_tokens=False); Anthropic gives back what is not used (none here).
+    provider = provider_factory(
+        rpm=rpm, tpm=tpm, max_concurrent=64, completion_ratio=1.0, settle_tokens=(api == "anthropic")
+    )
+    limiter = RateLimiter(rpm, provider_name="standin", tokens_per_minute=tpm)
+
+    run = DRIVERS[callers](api, provider, limiter, stream, seconds=5.0)
+
+    figures = run.figures()
+    line = report(f"{api}-{callers}-{binding}-bound-{'stream' if stream else 'json'}", figures)
+    assert figures["share_429"] <= 0.01, f"more than 1% 429s: {line}"
+    assert figures[f"{binding}_ratio"] >= 0.95, f"the binding budget used below 95%: {line}"
+    assert not run.sdk_errors, f"calls failed: {run.sdk_errors[:3]}"
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. Settling: tokens given back where the provider gives them back, and only there
+
+REFUND_BURST = 2 * CHARGE  # the token_burst the README gives: two of the largest requests' reservations
+
+
+@pytest.mark.parametrize("callers", ["threads", "tasks"])
+def test_tokens_given_back_reach_90_percent_of_the_tpm_against_a_provider_that_gives_them_back(
+    provider_factory: Any, callers: str
+) -> None:
+    """Anthropic's rule: the output tokens a call did not use are given back at its end. Each call
+    reserves ``CHARGE`` and uses half its ``max_tokens``. The stand-in is a token bucket, as
+    Anthropic documents its limits (a 1-s window cannot credit what an earlier window's call gives
+    back, see the README), TPM ``20 x CHARGE`` per second binding. With ``token_burst =
+    2 x CHARGE`` the tokens really used reach >= 90% of the TPM, with at most 1% 429s."""
+    rpm, tpm = 6000, 20 * CHARGE * 60
+    provider = provider_factory(rpm=rpm, tpm=tpm, max_concurrent=64, completion_ratio=0.5, window="bucket")
+    limiter = RateLimiter(rpm, provider_name="standin", tokens_per_minute=tpm, token_burst=REFUND_BURST)
+
+    run = DRIVERS[callers]("anthropic", provider, limiter, False, seconds=5.0)
+
+    figures = run.figures()
+    line = report(f"refunding-provider-{callers}", figures)
+    assert figures["share_429"] <= 0.01, f"more than 1% 429s: {line}"
+    assert figures["tokens_ratio"] >= 0.90, f"the tokens used reached less than 90% of the TPM: {line}"
+
+
+@pytest.mark.parametrize("settle", [None, "refund_unused"], ids=["openais-rule", "control-wrong-rule"])
+def test_settling_by_openais_rule_causes_no_429s_where_the_charge_stands(provider_factory: Any, settle: Any) -> None:
+    """OpenAI's rule: a call's charge at arrival (prompt + max_tokens) stands, whatever it used.
+    The same configuration as above (calls using half their max_tokens, token_burst 2 x CHARGE),
+    against a provider whose charge stands: the transport's default rule for OpenAI gives nothing
+    back, and no 429 comes. The control gives the unused half back (``settle="refund_unused"``):
+    the limiter then believes in tokens the provider does not have, and the provider answers 429s."""
+    rpm, tpm = 6000, 20 * CHARGE * 60
+    provider = provider_factory(
+        rpm=rpm, tpm=tpm, max_concurrent=64, completion_ratio=0.5, settle_tokens=False, window="bucket"
+    )
+    limiter = RateLimiter(rpm, provider_name="standin", tokens_per_minute=tpm, token_burst=REFUND_BURST)
+    options = {} if settle is None else {"settle": settle}
+
+    run = drive_threads("openai", provider, limiter, False, seconds=5.0, **options)
+
+    figures = run.figures()
+    line = report(f"charge-stands-{'control' if settle else 'openai-rule'}", figures)
+    if settle is None:
+        assert figures["http_429"] == 0, f"429s from settling by OpenAI's rule: {line}"
+        assert figures["tokens_ratio"] >= 0.95, f"the TPM used below 95%: {line}"
+    else:
+        assert figures["http_429"] > 0, f"giving back what the provider keeps went unpunished: {line}"
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. A tier drop, and a concurrency cap held over streams
+
+
+@pytest.mark.parametrize(("api", "callers"), [("openai", "threads"), ("anthropic", "tasks")])
+def test_a_tier_drop_mid_run_is_followed_within_5_s(provider_factory: Any, api: str, callers: str) -> None:
+    """The provider's RPM drops from 1200 to 600 3 s into a 10-s run, without telling the client;
+    calls take 0.3-0.6 s (as LLM calls do). The limiter stays configured at 1200: only the headers
+    the transport feeds it (a lower ``limit``, ``remaining``, the 429s) can tell it. From 5 s after
+    the drop: no 429, and the served rate within 10% of the new limit."""
+    provider = provider_factory(rpm=1200, tpm=3 * 1200 * CHARGE, max_concurrent=64, latency_s=(0.3, 0.6))
+    limiter = RateLimiter(1200, provider_name="standin", tokens_per_minute=3 * 1200 * CHARGE)
+    dropped: list[float] = []
+    changer = threading.Timer(3.0, lambda: (provider.set_limits(rpm=600), dropped.append(time.monotonic())))
+    changer.start()
+    try:
+        run = DRIVERS[callers](api, provider, limiter, False, seconds=10.0)
+    finally:
+        changer.cancel()
+        changer.join()
+
+    drop = dropped[0]
+    late = [round(t - drop, 3) for t in provider.rejected_times if t >= drop + 5.0]
+    after = run.figures(start=drop + 5.0)
+    line = report(
+        f"tier-drop-{api}-{callers}",
+        {
+            **after,
+            "http_429_s_after_drop": [round(t - drop, 3) for t in provider.rejected_times],
+            "limiter_rpm_now": limiter.rpm,
+        },
+    )
+    assert not late, f"429s 5 s or more after the drop: {line}"
+    assert 0.9 <= after["requests_ratio"] <= 1.1, f"the rate 5 s after the drop is not the new limit: {line}"
+
+
+def test_a_concurrency_slot_is_held_for_a_streams_life(provider_factory: Any) -> None:
+    """The provider takes at most 8 calls at once; 64 threads stream through a
+    ``ConcurrencyLimiter(8)``, the slot held from the request to the stream's end. No 429, and the
+    provider sees the 8 at once."""
+    provider = provider_factory(max_concurrent=8)
+    slots = ConcurrencyLimiter(8, name="standin")
+
+    run = drive_threads("anthropic", provider, slots, True, seconds=3.0)
+
+    figures = {**run.figures(), "max_in_flight": provider.max_in_flight}
+    line = report("concurrency-streams", figures)
+    assert figures["http_429"] == 0, f"429s under the concurrency cap: {line}"
+    assert provider.max_in_flight == 8 and slots.active_calls == 0, line
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. The stand-in itself: Anthropic's headers and the bucket
+
+
+def test_the_standin_speaks_anthropics_headers_and_its_bucket_refills(provider_factory: Any) -> None:
+    """RPM 120 (a bucket of 2, refilled at 2 per second): two calls go, the third is answered 429
+    with ``retry-after`` and Anthropic's headers, which omnilimit's parser reads; half a second
+    later one more goes."""
+    from omnilimit import parse_rate_limit_headers
+
+    provider = provider_factory(rpm=120, window="bucket")
+    body = {"model": "claude-haiku-4-5", "max_tokens": 10, "messages": MESSAGES}
+    with httpx2.Client(base_url=provider.anthropic_url) as client:
+        answers = [client.post("/v1/messages", json=body) for _ in range(3)]
+        time.sleep(0.6)
+        later = client.post("/v1/messages", json=body)
+    assert [a.status_code for a in answers] == [200, 200, 429] and later.status_code == 200
+    refused = answers[2]
+    assert refused.json()["error"]["type"] == "rate_limit_error" and refused.headers["retry-after"] == "1"
+    info = parse_rate_limit_headers(refused.headers)
+    assert info.requests_limit == 120 and info.requests_remaining == 0 and info.retry_after_s == 1.0
+    assert info.requests_reset_s is not None and 0.0 < info.requests_reset_s <= 1.0
+    assert answers[0].json()["usage"] == {"input_tokens": 15, "output_tokens": 5}
