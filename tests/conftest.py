@@ -47,3 +47,29 @@ def redis_server():
 def unique_name(request):
     """A limiter name no other test (or earlier run on the same server) uses."""
     return f"{request.node.name[:60]}-{os.getpid()}-{time.monotonic_ns()}".replace("[", "_").replace("]", "_")
+
+
+@pytest.fixture
+def provider_factory():
+    """Starts ``llm_standin.LLMStandIn`` providers (``provider_factory(rpm=..., ...)``: fixed 1-s
+    windows and calls of 50-100 ms unless told otherwise); stops them at teardown and checks that
+    no thread outlived them."""
+    import threading
+
+    from llm_standin import LLMStandIn
+
+    before = set(threading.enumerate())
+    started = []
+
+    def start(**settings):
+        settings.setdefault("latency_s", (0.05, 0.10))
+        settings.setdefault("window", "fixed")
+        provider = LLMStandIn(**settings).start()
+        started.append(provider)
+        return provider
+
+    yield start
+    for provider in started:
+        provider.stop()
+    leaked = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not leaked, f"threads left running after the stand-in stopped: {leaked}"

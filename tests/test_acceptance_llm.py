@@ -41,7 +41,6 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -64,26 +63,6 @@ ESTIMATE = PROMPT_TOKENS + MAX_TOKENS  # what the provider charges up front: the
 LATENCY_S = (0.05, 0.10)
 
 Limiter = Union[RateLimiter, ConcurrencyLimiter, None]
-
-
-@pytest.fixture
-def provider_factory() -> Iterator[Any]:
-    """Starts stand-in providers; stops them at teardown and checks that no thread outlived them."""
-    before = set(threading.enumerate())
-    started: list[LLMStandIn] = []
-
-    def start(**settings: Any) -> LLMStandIn:
-        settings.setdefault("latency_s", LATENCY_S)
-        settings.setdefault("window", "fixed")
-        provider = LLMStandIn(**settings).start()
-        started.append(provider)
-        return provider
-
-    yield start
-    for provider in started:
-        provider.stop()
-    leaked = [t for t in set(threading.enumerate()) - before if t.is_alive()]
-    assert not leaked, f"threads left running after the stand-in stopped: {leaked}"
 
 
 @dataclass

@@ -3,10 +3,10 @@ packages (the two have the same transport interface): each module binds these cl
 package (``_package``).
 
 For each request: its tokens are estimated (``transport.estimate``, or ``estimate(request)``), the
-limiter is acquired (``LimiterTimeout`` when it refuses, raised so that the SDK neither wraps
-nor retries it: ``transport.refusal``), the response's status and headers are fed to it (``on_response``), and when the
-response is over (read, closed, or abandoned) the reservation is settled by the provider's rule
-(``transport.settle``) and a slot is freed (``passage.Passage``).
+limiter is acquired (``LimiterTimeout`` when it refuses, raised so that the SDK neither wraps nor
+retries it: ``transport.refusal``), the response's status and headers are fed to it
+(``on_response``), and when the response is over (read, closed, or abandoned) the reservation is
+settled by the provider's rule (``transport.settle``) and a slot is freed (``passage.Passage``).
 """
 
 from __future__ import annotations
