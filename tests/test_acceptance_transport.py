@@ -232,25 +232,36 @@ def test_the_sdk_with_only_http_client_changed_stays_under_the_providers_limits_
 REFUND_BURST = 2 * CHARGE  # the token_burst the README gives: two of the largest requests' reservations
 
 
-@pytest.mark.parametrize("callers", ["threads", "tasks"])
+@pytest.mark.parametrize(
+    ("callers", "token_burst"),
+    [("threads", REFUND_BURST), ("tasks", REFUND_BURST), ("threads", CHARGE), ("threads", 1)],
+    ids=["threads", "tasks", "threads-burst-one-reservation", "threads-burst-1"],
+)
 def test_tokens_given_back_reach_90_percent_of_the_tpm_against_a_provider_that_gives_them_back(
-    provider_factory: Any, callers: str
+    provider_factory: Any, callers: str, token_burst: int
 ) -> None:
     """Anthropic's rule: the output tokens a call did not use are given back at its end. Each call
     reserves ``CHARGE`` and uses half its ``max_tokens``. The stand-in is a token bucket, as
     Anthropic documents its limits (a 1-s window cannot credit what an earlier window's call gives
-    back, see the README), TPM ``20 x CHARGE`` per second binding. With ``token_burst =
-    2 x CHARGE`` the tokens really used reach >= 90% of the TPM, with at most 1% 429s."""
+    back, see docs/guide/sdk-transport.md), TPM ``20 x CHARGE`` per second binding. With
+    ``token_burst = 2 x CHARGE`` the tokens really used reach >= 90% of the TPM, with at most 1%
+    429s. With a smaller burst (the figures the docs give) the calls still meet no 429; what they
+    give back is partly (one reservation) or wholly (1, the default) lost: a reservation larger
+    than the burst is paid for by waiting before the call goes, and finds the bucket full when it
+    gives tokens back. Only the first two runs assert the 90%."""
     rpm, tpm = 6000, 20 * CHARGE * 60
     provider = provider_factory(rpm=rpm, tpm=tpm, max_concurrent=64, completion_ratio=0.5, window="bucket")
-    limiter = RateLimiter(rpm, provider_name="standin", tokens_per_minute=tpm, token_burst=REFUND_BURST)
+    limiter = RateLimiter(rpm, provider_name="standin", tokens_per_minute=tpm, token_burst=token_burst)
 
     run = DRIVERS[callers]("anthropic", provider, limiter, False, seconds=5.0)
 
     figures = run.figures()
-    line = report(f"refunding-provider-{callers}", figures)
+    line = report(f"refunding-provider-{callers}-token_burst-{token_burst}", figures)
     assert figures["share_429"] <= 0.01, f"more than 1% 429s: {line}"
-    assert figures["tokens_ratio"] >= 0.90, f"the tokens used reached less than 90% of the TPM: {line}"
+    if token_burst >= REFUND_BURST:
+        assert figures["tokens_ratio"] >= 0.90, f"the tokens used reached less than 90% of the TPM: {line}"
+    else:  # not the promise: the figures the docs give for a burst below two reservations
+        assert figures["tokens_ratio"] >= 0.45, f"less than the budget of the reservations alone: {line}"
 
 
 @pytest.mark.parametrize("settle", [None, "refund_unused"], ids=["openais-rule", "control-wrong-rule"])
