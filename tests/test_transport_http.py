@@ -6,6 +6,7 @@ import asyncio
 import gc
 import gzip
 import json
+import time
 
 import pytest
 from helpers import need
@@ -180,6 +181,28 @@ def test_a_429_pauses_the_limiter_and_reaches_the_caller():
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(**CHAT)
     assert rate.paused_for > 1.0 and rate.rate_limited_count == 1
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_the_sdks_retry_of_a_429_acquires_again_after_the_pause(sdk):
+    """The SDK retries a 429 itself; the retry passes through the transport again: it takes the
+    limiter again, and not before the pause the 429 started is over. The 429 says when the budget
+    is full again (1 s) but has no Retry-After, so the SDK's own back-off is its default (0.5 s
+    at most on a first retry): the 1 s between the two requests is the limiter's."""
+    rate = RateLimiter(6000, burst_size=10, provider_name=f"retried-{sdk}")
+    sent = []
+
+    def answer(request):
+        sent.append(time.monotonic())
+        if len(sent) == 1:
+            budget = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1s"}
+            return httpx2.Response(429, headers=budget, json={"error": {"message": "slow down"}})
+        return httpx2.Response(200, json=chat_json(60) if sdk == "openai" else message_json(60))
+
+    make, _, arguments = SDKS[sdk]
+    create_of(make(rate, answer, max_retries=1))(**arguments)
+    assert len(sent) == 2 and rate.total_requests == 2 and rate.rate_limited_count == 1
+    assert sent[1] - sent[0] >= 0.95
 
 
 @pytest.mark.parametrize("sdk", ["openai", "anthropic"])
