@@ -6,6 +6,7 @@ import asyncio
 import gc
 import gzip
 import json
+import pickle
 import time
 
 import pytest
@@ -436,3 +437,5 @@ def test_a_refusal_in_a_request_of_no_known_sdk_is_raised_as_it_is():
     assert isinstance(joined, LimiterTimeout) and isinstance(joined, openai.OpenAIError)
     assert type(joined).__name__ == "LimiterTimeout" and joined.args == error.args
     assert type(through_sdk(error, {"user-agent": "OpenAI/Python 3"})) is type(joined)  # one class, made once
+    sent_back = pickle.loads(pickle.dumps(joined))  # e.g. from a process pool's worker: the plain error
+    assert type(sent_back) is LimiterTimeout and sent_back.args == error.args

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 # The start of the User-Agent an SDK's clients send (``AsyncAnthropic/Python 2.15.0``), without
 # "Async" -> (its module, the base class of its errors).
@@ -35,12 +36,22 @@ def through_sdk(error: BaseException, headers: Mapping[str, str]) -> BaseExcepti
 _JOINED: dict[tuple[type[BaseException], type[Exception]], type[BaseException]] = {}
 
 
+def _as_plain(kind: type[BaseException]) -> Any:
+    """``__reduce__`` of a joined class: pickled (a process pool sending it back), it is the plain
+    omnilimit error, which the receiving process can always rebuild."""
+
+    def reduce(self: BaseException) -> tuple[Any, tuple[Any, ...]]:
+        return kind, self.args
+
+    return reduce
+
+
 def _joined(kind: type[BaseException], sdk_error: type[Exception]) -> type[BaseException]:
     """``kind`` that is also ``sdk_error``, named as ``kind`` is (tracebacks read the same); one
     class per pair (setdefault: two threads making it at once keep the same one)."""
     joined = _JOINED.get((kind, sdk_error))
     if joined is None:
-        names = {"__module__": kind.__module__, "__qualname__": kind.__qualname__}
+        names = {"__module__": kind.__module__, "__qualname__": kind.__qualname__, "__reduce__": _as_plain(kind)}
         made = type(kind.__name__, (kind, sdk_error), names)
         joined = _JOINED.setdefault((kind, sdk_error), made)
     return joined
