@@ -243,8 +243,9 @@ def test_zero_429s_at_full_speed_when_tokens_bind(provider_factory: Any) -> None
 def test_tier_change_mid_run_stops_the_429s_within_seconds(provider_factory: Any, budget: str) -> None:
     """The provider's RPM drops from 1200 to 600 about 3 s into an 8-s run, without telling the
     client; omnilimit stays configured at 1200. The feedback of ``on_response`` (429s, and the
-    ``x-ratelimit-*`` headers of every answer) must end the 429s within a few seconds: none in the
-    last 3 s of the run, at most one new window's worth in all, and from 2 s after the drop a served
+    ``x-ratelimit-*`` headers of every answer) must end the 429s within a few seconds: the limiter
+    at the new limit, at most one stray 429 in the last 3 s of the run (see the assertion), at
+    most one new window's worth in all, and from 2 s after the drop a served
     rate within 10% of the new limit.
 
     Calls take 0.3-0.6 s here, as LLM calls do (and more): a 2xx's ``remaining`` then describes the
@@ -288,7 +289,12 @@ def test_tier_change_mid_run_stops_the_429s_within_seconds(provider_factory: Any
         limiter_rpm_now=limiter.rpm,
         per_window=provider.served_per_second(),
     )
-    assert not late, f"429s in the last 3 s of the run: {figures}"
+    # Followed: the limiter is at the new limit. At exactly a fixed window's cap, a call that
+    # reaches the provider late can share a window with the next one's calls: a stray 429 (seen
+    # once in about a dozen runs, 4.4 s after the drop). A limiter still at the old rate meets one
+    # in every window: 3 or more here.
+    assert limiter.rpm == 600, f"the limiter did not follow the provider's new limit: {figures}"
+    assert len(late) <= 1, f"429s in the last 3 s of the run: {figures}"
     assert run.rejected <= new_cap, f"more than one window's worth of 429s: {figures}"
     assert 0.9 <= settled_ratio <= 1.1, f"the rate after the drop is not the new limit: {figures}"
 

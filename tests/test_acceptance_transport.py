@@ -149,7 +149,8 @@ def test_a_tier_drop_mid_run_is_followed_within_5_s(provider_factory: Any, api: 
     """The provider's RPM drops from 1200 to 600 3 s into a 10-s run, without telling the client;
     calls take 0.3-0.6 s (as LLM calls do). The limiter stays configured at 1200: only the headers
     the transport feeds it (a lower ``limit``, ``remaining``, the 429s) can tell it. From 5 s after
-    the drop: no 429, and the served rate within 10% of the new limit."""
+    the drop: the limiter at the new limit, at most one stray 429 (none measured), and the served
+    rate within 10% of the new limit."""
     provider = provider_factory(rpm=1200, tpm=3 * 1200 * CHARGE, max_concurrent=64, latency_s=(0.3, 0.6))
     limiter = RateLimiter(1200, provider_name="standin", tokens_per_minute=3 * 1200 * CHARGE)
     dropped: list[float] = []
@@ -172,7 +173,8 @@ def test_a_tier_drop_mid_run_is_followed_within_5_s(provider_factory: Any, api: 
             "limiter_rpm_now": limiter.rpm,
         },
     )
-    assert not late, f"429s 5 s or more after the drop: {line}"
+    assert limiter.rpm == 600, f"the limiter did not follow the provider's new limit: {line}"
+    assert len(late) <= 1, f"429s 5 s or more after the drop: {line}"  # a stray one: see test_acceptance_llm
     assert 0.9 <= after["requests_ratio"] <= 1.1, f"the rate 5 s after the drop is not the new limit: {line}"
 
 
