@@ -57,7 +57,10 @@ def test_the_sdk_with_only_http_client_changed_stays_under_the_providers_limits_
 ) -> None:
     """``requests``: RPM 1200 (20 per window) binds, TPM allows three times the traffic.
     ``tokens``: TPM ``20 x CHARGE`` per window binds (each call uses all its ``max_tokens``), RPM
-    6000 does not. 5 s. At most 1% 429s; the binding budget used at >= 95%."""
+    6000 does not. 10 s. At most 1% 429s over the whole run; the binding budget used at >= 95%
+    from 1 s after the first admission: until then 500 tasks are still building their first
+    requests (the SDK's CPU, about 1.7 ms each), and on this 2-vCPU machine a 5-s run measured
+    from the first admission once fell to 91.8% (windows 6, 20, 19, 20, 8: the edges)."""
     if binding == "requests":
         rpm, tpm = 1200, 3 * 1200 * CHARGE
     else:
@@ -68,9 +71,9 @@ def test_the_sdk_with_only_http_client_changed_stays_under_the_providers_limits_
     )
     limiter = RateLimiter(rpm, provider_name="standin", tokens_per_minute=tpm)
 
-    run = DRIVERS[callers](api, provider, limiter, stream, seconds=5.0)
+    run = DRIVERS[callers](api, provider, limiter, stream, seconds=10.0)
 
-    figures = run.figures()
+    figures = run.figures(start=provider.served_times[0] + 1.0)  # the 429s: over the whole run
     line = report(f"{api}-{callers}-{binding}-bound-{'stream' if stream else 'json'}", figures)
     assert figures["share_429"] <= 0.01, f"more than 1% 429s: {line}"
     assert figures[f"{binding}_ratio"] >= 0.95, f"the binding budget used below 95%: {line}"
