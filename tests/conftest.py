@@ -16,17 +16,26 @@ def tiny_switch_interval():
     sys.setswitchinterval(previous)
 
 
+def server_under_test():
+    """The server the Redis backend's tests run against: OMNILIMIT_TEST_SERVER, "redis" (the
+    default) or "valkey" (`.ci/run` runs those tests a second time with "valkey")."""
+    server = os.environ.get("OMNILIMIT_TEST_SERVER", "redis")
+    if server not in ("redis", "valkey"):
+        raise pytest.UsageError(f"OMNILIMIT_TEST_SERVER must be 'redis' or 'valkey', got {server!r}")
+    return server
+
+
 @pytest.fixture(scope="session")
 def redis_url():
-    """A running Redis for the whole session: OMNILIMIT_TEST_REDIS_URL if set, else a server
-    started here. Tests use names of their own, so they need no flush."""
+    """A running server for the whole session: OMNILIMIT_TEST_REDIS_URL if set, else a server
+    (``server_under_test()``) started here. Tests use names of their own, so they need no flush."""
     url = os.environ.get("OMNILIMIT_TEST_REDIS_URL")
     if url:
         yield url
         return
     from redis_server import RedisServer
 
-    server = RedisServer()
+    server = RedisServer(server=server_under_test())
     server.start()
     yield server.url
     server.close()
@@ -34,13 +43,23 @@ def redis_url():
 
 @pytest.fixture
 def redis_server():
-    """A Redis server of this test's own, which it may stop and restart (``.stop()``, ``.start()``)."""
+    """A server of this test's own (``server_under_test()``), which it may stop and restart
+    (``.stop()``, ``.start()``)."""
     from redis_server import RedisServer
 
-    server = RedisServer()
+    server = RedisServer(server=server_under_test())
     server.start()
     yield server
     server.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks ``redis`` every test that needs a Redis-protocol server (it takes one of the fixtures
+    above, or names Redis in its id): ``pytest -m redis`` runs them alone."""
+    for item in items:
+        uses = {"redis_url", "redis_server"} & set(getattr(item, "fixturenames", ()))
+        if uses or "redis" in item.nodeid.lower():
+            item.add_marker(pytest.mark.redis)
 
 
 @pytest.fixture

