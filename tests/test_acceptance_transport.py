@@ -66,8 +66,15 @@ def test_the_sdk_with_only_http_client_changed_stays_under_the_providers_limits_
     else:
         rpm, tpm = 6000, 20 * CHARGE * 60
     # OpenAI's charge stands (settle_tokens=False); Anthropic gives back what is not used (none here).
+    # Anthropic documents a token bucket; its 429 says "retry after" in whole seconds, so a stray
+    # 429 of a 1-s window (a call delayed into a full window) would pause every caller a second.
     provider = provider_factory(
-        rpm=rpm, tpm=tpm, max_concurrent=64, completion_ratio=1.0, settle_tokens=(api == "anthropic")
+        rpm=rpm,
+        tpm=tpm,
+        max_concurrent=64,
+        completion_ratio=1.0,
+        settle_tokens=(api == "anthropic"),
+        window="bucket" if api == "anthropic" else "fixed",
     )
     limiter = RateLimiter(rpm, provider_name="standin", tokens_per_minute=tpm)
 
