@@ -237,18 +237,20 @@ def test_threads_and_tasks_share_one_limiter_and_the_loop_never_blocks(
     provider_factory: Any, backend: str, request: Any, unique_name: str
 ) -> None:
     """32 threads with ``OpenAI`` and 250 tasks with ``AsyncOpenAI`` (the main thread's loop) on one
-    RPM-1200 limiter (the stores refuse a token budget across processes yet). At most 1% 429s,
-    >= 90% of the RPM (92.6% to 100% measured; the 95% runs are above, one kind of caller at a
-    time), and the event loop never stalls: a ticker task sleeping 10 ms at a time is
-    never late by 0.5 s, which any blocking wait in the async transport (hundreds of callers
-    queued at 20 per second) would exceed at once.
+    RPM-1200 limiter (the stores refuse a token budget across processes yet), for 10 s, measured
+    from 1 s after the first admission (the 429s over the whole run), as the matrix is. At most 1%
+    429s, >= 90% of the RPM (the 95% runs are above, one kind of caller at a time), and the event
+    loop never stalls: a ticker task sleeping 10 ms at a time is never late by 0.5 s, which any
+    blocking wait in the async transport (hundreds of callers queued at 20 per second) would
+    exceed at once.
 
-    Redis: 1% to 9% 429s were measured here (hand-wired callers too: 1 to 2 per 5 s). Its store
-    books each caller's instant on the server at once, and the caller sleeps to it locally: a
-    caller that wakes late lands in the provider's next window, and the pause of the 429 that
-    follows does not reach the callers already booked (up to 64 here, 3 s of the budget), which go
-    at their instants into the same full window. Bounds for Redis: 10% and 90%."""
-    provider = provider_factory(rpm=1200, max_concurrent=64)
+    The provider is the token-bucket stand-in: this run is about sharing and the loop, not about
+    a fixed window's edges. Against fixed 1-s windows, at exactly their cap, 282 callers of one
+    process meet a stray 429 now and then (a request that reaches the provider a few ms late lands
+    in the next window): 0 to 2 in 180 measured, for every backend. Redis met 4% to 11% there
+    before a pause reached the callers already booked on the server (``test_redis.py``:
+    ``test_a_pause_reaches_the_callers_already_asleep_on_a_booking``)."""
+    provider = provider_factory(rpm=1200, max_concurrent=64, window="bucket")
     store = {
         "process": None,
         "shm": f"shm://{unique_name[-40:]}",
@@ -290,7 +292,7 @@ def test_threads_and_tasks_share_one_limiter_and_the_loop_never_blocks(
 
         tick = asyncio.ensure_future(ticker())
         tasks = [asyncio.ensure_future(task()) for _ in range(250)]
-        await asyncio.sleep(5.0)
+        await asyncio.sleep(10.0)
         run.closed_at = time.monotonic()
         limiter.close()
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
@@ -311,15 +313,12 @@ def test_threads_and_tasks_share_one_limiter_and_the_loop_never_blocks(
             t.join(timeout=60)
         sync.close()
     figures = {
-        **run.figures(),
+        **run.figures(start=provider.served_times[0] + 1.0),
         "loop_late_max_s": round(late, 3),
         "http_429_s_after_first": [round(t - provider.served_times[0], 3) for t in provider.rejected_times],
     }
     line = report(f"threads-and-tasks-{backend}", figures)
     assert not errors, errors[:3]
     assert late < 0.5, f"the event loop stalled: {line}"
-    if backend == "redis":  # see the docstring: callers booked ahead at Redis do not see a 429's pause
-        assert figures["share_429"] <= 0.10 and figures["requests_ratio"] >= 0.90, line
-        return
     assert figures["share_429"] <= 0.01, f"more than 1% 429s: {line}"
     assert figures["requests_ratio"] >= 0.90, f"the RPM used below 90%: {line}"

@@ -165,6 +165,73 @@ def test_set_rate_moves_every_host(redis_url, unique_name):
     assert one.get_stats()["rpm_limit"] == 6000
 
 
+def _booked_callers(limiter, count, run):
+    """`count` callers of `limiter` (threads, or tasks of one loop in a thread) that each acquire
+    once; returns the list their admission instants go to, and what to join."""
+    admitted = []
+    if run == "threads":
+
+        def caller():
+            if limiter.acquire(timeout=20):
+                admitted.append(time.monotonic())
+
+        threads = [start_thread(caller) for _ in range(count)]
+        return admitted, lambda: [t.join(30) for t in threads]
+
+    async def main():
+        async def task():
+            if await limiter.acquire_async(timeout=20):
+                admitted.append(time.monotonic())
+
+        await asyncio.gather(*(task() for _ in range(count)))
+
+    thread = start_thread(asyncio.run, main())
+    return admitted, lambda: thread.join(30)
+
+
+@pytest.mark.parametrize("run", ["threads", "tasks"])
+@pytest.mark.parametrize("where", ["this process", "another host"])
+def test_a_pause_reaches_the_callers_already_asleep_on_a_booking(redis_url, unique_name, where, run):
+    """Callers booked ahead (10 at one per 100 ms: up to 1 s) and a pause of 1 s declared by this
+    limiter or by another host's (pub/sub): nobody goes during the pause, and after it the callers
+    go at the pace again. Before, a booked caller went at its instant, into the provider's pause."""
+    limiter = RateLimiter(600, provider_name=unique_name, backend=redis_url)  # burst 1
+    other = limiter if where == "this process" else RateLimiter(600, provider_name=unique_name, backend=redis_url)
+    admitted, join = _booked_callers(limiter, 10, run)
+    wait_until(lambda: limiter.metrics()["waiting"] >= 8)
+    paused_at = time.monotonic()
+    assert other.pause(1.0) >= 0.99
+    join()
+    assert len(admitted) == 10
+    during = [round(a - paused_at, 3) for a in admitted if paused_at + 0.05 < a < paused_at + 0.95]
+    assert during == [], during
+    after = sorted(a for a in admitted if a >= paused_at + 0.95)
+    assert len(after) >= 8
+    gaps = [round(b - a, 3) for a, b in zip(after, after[1:])]
+    assert min(gaps) > 0.06, gaps  # paced (100 ms), not released together
+    assert limiter.get_stats()["total_requests"] == 10  # an instant voided by the pause is not counted
+
+
+@pytest.mark.parametrize("run", ["threads", "tasks"])
+@pytest.mark.parametrize("where", ["this process", "another host"])
+def test_a_slower_rate_reaches_the_callers_already_asleep_on_a_booking(redis_url, unique_name, where, run):
+    """Callers booked at 1200 RPM (one per 50 ms) and the rate set to 300 RPM (one per 200 ms),
+    here or on another host: the callers still asleep go at the new pace, not at the old one."""
+    limiter = RateLimiter(1200, provider_name=unique_name, backend=redis_url)
+    other = limiter if where == "this process" else RateLimiter(1200, provider_name=unique_name, backend=redis_url)
+    admitted, join = _booked_callers(limiter, 12, run)
+    wait_until(lambda: limiter.metrics()["waiting"] >= 10)
+    changed_at = time.monotonic()
+    other.set_rate(300)
+    join()
+    assert len(admitted) == 12
+    after = sorted(a for a in admitted if a > changed_at + 0.05)
+    assert len(after) >= 8
+    gaps = [round(b - a, 3) for a, b in zip(after, after[1:])]
+    assert min(gaps) > 0.15, [round(a - changed_at, 3) for a in after]  # 200 ms apart, not 50
+    assert limiter.get_stats()["total_requests"] == 12  # moved, not booked twice
+
+
 def test_a_cancelled_async_wait_gives_its_booking_back(redis_url, unique_name):
     limiter = RateLimiter(60, provider_name=unique_name, backend=redis_url)  # one a second
 

@@ -11,7 +11,8 @@ interval is capped at ``MAX_INTERVAL_US`` so that now + the interval stays below
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import os
+from typing import Any, NamedTuple
 
 from omnilimit import _core
 from omnilimit._log import logger
@@ -37,16 +38,23 @@ class RedisBucket:
     def args(self) -> list[Any]:
         return [repr(interval_us(self.rpm)), self.burst, IDLE_TTL_S]
 
-    def configure(self, announce: bool = False) -> None:
+    @property
+    def origin(self) -> str:
+        """This bucket's id in this process (a forked child's differs), in what it publishes: the
+        process that made a change has followed it already and skips its own message."""
+        return f"{os.getpid()}:{id(self):x}"
+
+    def configure(self, announce: bool = False) -> Move | None:
         """Writes this bucket's rate and burst for every host; while Redis is unreachable, when it
-        returns (``configure_pending``). ``announce``: warns when it replaces another host's."""
+        returns (``configure_pending``). ``announce``: warns when it replaces another host's.
+        Returns how the instants still to come moved (None: the pace did not change)."""
         try:
-            before = self.link.run("RATE_CONFIGURE", self.keys, [*self.args(), self.channel])
+            reply = self.link.run("RATE_CONFIGURE", self.keys, [*self.args(), self.channel])
         except BackendDown:
             self._pending = True
-            return
+            return None
         self._pending = False
-        interval, burst = (text(v) for v in before)
+        interval, burst, *moved = (text(v) for v in reply)
         if announce and interval and (float(interval) != interval_us(self.rpm) or int(burst) != self.burst):
             logger.warning(
                 "%s: the shared limiter on Redis ran at %.6g RPM with burst %s: it now runs at "
@@ -57,24 +65,34 @@ class RedisBucket:
                 self.rpm,
                 self.burst,
             )
+        return Move.parse(moved)
 
     def configure_pending(self) -> None:
         if self._pending:
             self.configure()
 
-    def book(self, deadline: int, count_refusal: bool = True) -> tuple[bool, float, str]:
-        """Books the next instant if it comes by ``deadline`` (the core's clock): (booked, the wait
-        in seconds, the instant booked, to refund it by). Raises BackendDown."""
+    def book(self, deadline: int, count_refusal: bool = True) -> tuple[float, Booking | None]:
+        """Books the next instant if it comes by ``deadline`` (the core's clock): (the wait in
+        seconds, the booking; None when its wait would have passed the deadline: nothing booked).
+        Raises BackendDown."""
         max_wait_us = -1 if deadline >= _core.FOREVER_NS else max(0, (deadline - _core.monotonic_ns()) // 1000)
         reply = self.link.run("RATE_ACQUIRE", self.keys, [*self.args(), 1, max_wait_us, int(count_refusal)])
-        booked = int(reply[0]) == 1
-        return booked, int(reply[1]) / 1e6, text(reply[2]) if booked else ""
+        wait_s = int(reply[1]) / 1e6
+        if int(reply[0]) != 1:
+            return wait_s, None
+        return wait_s, Booking(float(text(reply[2])), float(text(reply[3])), wait_s)
 
-    def refund(self, go_at: str) -> None:
+    def refund(self, go_at: float) -> None:
         """Gives a booking back, if its time has not come (unreachable: it stays, delaying the
         others one interval)."""
         with contextlib.suppress(BackendDown):
-            self.link.run("RATE_REFUND", self.keys, [*self.args(), 1, go_at, self.channel])
+            self.link.run("RATE_REFUND", self.keys, [*self.args(), 1, repr(go_at), self.channel, "refund"])
+
+    def void(self, go_at: float) -> None:
+        """Uncounts a booking whose instant came inside a pause, and was not used (the instant is
+        spent: the bucket does not move). Unreachable: it stays counted."""
+        with contextlib.suppress(BackendDown):
+            self.link.run("RATE_REFUND", self.keys, [*self.args(), 1, repr(go_at), self.channel, "void"])
 
     def cap(self, requests: int) -> None:
         """Keeps at most ``requests`` available now, for every host (unreachable: nothing)."""
@@ -82,9 +100,12 @@ class RedisBucket:
             self.link.run("RATE_HOLD", self.keys, [*self.args(), "cap", requests])
 
     def pause(self, seconds: float) -> float | None:
-        """Nobody goes for ``seconds``: the seconds until the bucket admits again (None: unreachable)."""
+        """Nobody goes for ``seconds``, on any host (the pause is published for the callers already
+        booked): the seconds until the bucket admits again (None: unreachable)."""
         try:
-            wait_us = self.link.run("RATE_HOLD", self.keys, [*self.args(), "pause", int(seconds * 1e6)])
+            wait_us = self.link.run(
+                "RATE_HOLD", self.keys, [*self.args(), "pause", int(seconds * 1e6), self.channel, self.origin]
+            )
         except BackendDown:
             return None
         return int(wait_us) / 1e6
@@ -96,6 +117,50 @@ class RedisBucket:
             return list(self.link.run("RATE_STATS", self.keys, self.args()))
         except BackendDown:
             return None
+
+
+class Move(NamedTuple):
+    """How a new rate moved the instants still to come: made under a configuration counted below
+    ``cfg``, an instant at ``at_us`` + d (the server's clock) moved to ``at_us`` + d * ``ratio``."""
+
+    cfg: float
+    at_us: float
+    ratio: float
+
+    @staticmethod
+    def parse(fields: list[str]) -> Move | None:
+        """From a script's reply or a ``configure`` message: None when the pace did not change."""
+        if len(fields) != 3 or not all(fields):
+            return None
+        cfg, at_us, ratio = (float(f) for f in fields)
+        return Move(cfg, at_us, ratio)
+
+
+class Booking:
+    """An instant a caller booked: ``go_at_us`` on the server's clock, under the configuration
+    ``cfg``, ``wait_s`` after the caller's clock read ``booked_ns``. ``instant_us(moves)`` follows the
+    moves of the rates set since."""
+
+    __slots__ = ("booked_ns", "cfg", "go_at_us", "wait_s")
+
+    def __init__(self, go_at_us: float, cfg: float, wait_s: float) -> None:
+        self.go_at_us = go_at_us
+        self.cfg = cfg
+        self.wait_s = wait_s
+        self.booked_ns = _core.monotonic_ns()
+
+    def instant_us(self, moves: dict[float, Move]) -> float:
+        """The instant after every move made since the booking, in their order."""
+        at = self.go_at_us
+        for cfg in sorted(k for k in moves if k > self.cfg):
+            move = moves[cfg]
+            if at > move.at_us:
+                at = move.at_us + (at - move.at_us) * move.ratio
+        return at
+
+    def until_ns(self, instant_us: float) -> int:
+        """When the caller may go, on its own clock, for the instant ``instant_us``."""
+        return self.booked_ns + int(self.wait_s * 1e9) + int((instant_us - self.go_at_us) * 1000)
 
 
 def interval_us(rpm: float) -> float:

@@ -4,8 +4,10 @@ A caller whose turn lies beyond its deadline books nothing and stands by (in the
 ``Standby``, where this process's own changes and ``close()`` wake it). The scripts that may bring
 a turn closer on any host (a refund, a new configuration) publish on the limiter's ``changed``
 channel; this process's feed, one daemon thread subscribed to that channel, passes each message
-on (``on_change``: the core's ``_notify_standing``), and every caller standing by looks again. The
-thread starts when a caller first stands by and runs until the limiter is closed or collected.
+on (``on_change(message)``), and every caller standing by looks again. A pause or a new
+configuration (``pause SECONDS ORIGIN``, ``configure ORIGIN``) also reaches the callers asleep on an
+instant they booked: they give it up and book again (``redis_rate``). The thread starts when a
+caller first books a wait or stands by, and runs until the limiter is closed or collected.
 
 A subscription that breaks wakes everyone too (they look again, and meet the outage policy or a
 free turn), and is made again after ``RETRY_S``.
@@ -25,7 +27,7 @@ from omnilimit.backends.redis_link import RETRY_S, RedisLink
 class ChangeFeed:
     """One limiter's subscription to its ``changed`` channel, in this process. Thread-safe."""
 
-    def __init__(self, link: RedisLink, channel: str, on_change: Callable[[], None]) -> None:
+    def __init__(self, link: RedisLink, channel: str, on_change: Callable[[str], None]) -> None:
         self._link = link
         self._channel = channel
         self._on_change = on_change
@@ -73,11 +75,12 @@ class ChangeFeed:
                     if message["type"] == "subscribe":
                         self.listening.set()
                     elif message["type"] == "message":
-                        self._on_change()
+                        data = message["data"]
+                        self._on_change(data.decode() if isinstance(data, bytes) else str(data))
             except unreachable as error:
                 self.listening.clear()
                 self._link.unreachable(error)
-                self._on_change()  # everyone looks again, and meets the outage policy
+                self._on_change("")  # everyone looks again, and meets the outage policy
                 self._stop.wait(RETRY_S)
             finally:
                 if pubsub is not None:

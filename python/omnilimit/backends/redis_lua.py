@@ -62,7 +62,7 @@ end
 # 3 ttl_s (the configuration in ARGV only seeds a bucket that does not exist yet, or expired:
 # the stored one wins).
 _RATE_STATE = """
-local s = redis.call('HMGET', KEYS[1], 'tat', 'interval', 'burst', 'sec')
+local s = redis.call('HMGET', KEYS[1], 'tat', 'interval', 'burst', 'sec', 'cfg')
 local interval = tonumber(s[2]) or tonumber(ARGV[1])
 local burst = tonumber(s[3]) or tonumber(ARGV[2])
 local tat = tonumber(s[1]) or now
@@ -71,7 +71,9 @@ local ttl = tonumber(ARGV[3])
 -- Writes the bucket: with the configuration when it had none, with the expiry once a second.
 local function save(new_tat)
   if not s[2] then
-    redis.call('HSET', KEYS[1], 'tat', exact(new_tat), 'interval', exact(interval), 'burst', burst, 'sec', second)
+    redis.call('HSET', KEYS[1], 'tat', exact(new_tat), 'interval', exact(interval), 'burst', burst, 'sec', second,
+               'cfg', exact(now))
+    s[5] = exact(now)
     redis.call('EXPIRE', KEYS[1], ttl)
   elseif tonumber(s[4]) ~= second then
     redis.call('HSET', KEYS[1], 'tat', exact(new_tat), 'sec', second)
@@ -84,8 +86,9 @@ end
 
 # ARGV 4: cost, 5: max_wait_us (< 0: no limit), 6: '1' to count a refusal ('0' for a caller that
 # stands by and will look again: it is counted once, at its last look).
-# Returns {1, wait_us, go_at_us} (booked: go in wait_us) or {0, wait_us} (the wait a booking would
-# have had exceeds max_wait_us: nothing booked).
+# Returns {1, wait_us, go_at_us, cfg} (booked: go in wait_us; cfg: the configuration's count, see
+# RATE_CONFIGURE) or {0, wait_us} (the wait a booking would have had exceeds max_wait_us: nothing
+# booked).
 RATE_ACQUIRE = (
     _NOW
     + _RATE_STATE
@@ -108,21 +111,28 @@ end
 save(new_tat)
 redis.call('HINCRBY', KEYS[1], 'admitted', 1)
 count_in_window(KEYS[2], go_at, 1)
-return {1, math.ceil(wait), exact(go_at)}
+return {1, math.ceil(wait), exact(go_at), s[5] or '0'}
 """
 )
 
-# A booking given back before its instant (a caller interrupted while it slept): the bucket
-# moves back by its cost, never before now, and the callers standing by hear of it. ARGV 4: cost,
-# 5: go_at_us, 6: the `changed` channel.
-# Returns 1 if refunded, 0 if its instant had already come (it was used).
+# A booking given back before its instant (a caller interrupted while it slept, or a new rate):
+# the bucket moves back by its cost, never before now, and the callers standing by hear of it.
+# ARGV 4: cost, 5: go_at_us, 6: the `changed` channel, 7: 'refund', or 'void' for an instant that
+# came inside a pause and was not used (it is uncounted; the bucket does not move).
+# Returns 1 if refunded (or uncounted), 0 if its instant had already come (it was used).
 RATE_REFUND = (
     _NOW
     + _RATE_STATE
     + _WINDOW
     + """
 local go_at = tonumber(ARGV[5])
-if go_at <= now or not s[1] then return 0 end
+if not s[1] then return 0 end
+if ARGV[7] == 'void' then
+  redis.call('HINCRBY', KEYS[1], 'admitted', -1)
+  count_in_window(KEYS[2], go_at, -1)
+  return 1
+end
+if go_at <= now then return 0 end
 local back = tat - interval * tonumber(ARGV[4])
 if back < now then back = now end
 save(back)
@@ -134,28 +144,44 @@ return 1
 )
 
 # Sets the configuration every host follows (the latest wins), keeping what is owed converted to
-# the new pace; a change is published on the `changed` channel (ARGV 4). Returns {previous
-# interval_us, previous burst} as strings ('' when the bucket did not exist).
+# the new pace: every instant still to come, at `now` + d, moves to `now` + d * ratio (the new
+# interval over the old). The bucket's `cfg` counts these moves (it starts at the bucket's birth
+# in µs, so a bucket made again after its expiry counts above the one before), and each booking
+# says which `cfg` it was made under: a caller asleep on an instant follows every move made since.
+# A change is published on the `changed` channel (ARGV 4): 'configure CFG NOW RATIO'. Returns
+# {previous interval_us, previous burst} as strings ('' when the bucket did not exist), then
+# {cfg, now, ratio} of the move ('' when the pace did not change).
 RATE_CONFIGURE = (
     _NOW
     + """
-local s = redis.call('HMGET', KEYS[1], 'tat', 'interval', 'burst')
+local s = redis.call('HMGET', KEYS[1], 'tat', 'interval', 'burst', 'cfg')
 local new_interval, new_burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local tat = tonumber(s[1]) or now
 local old_interval = tonumber(s[2])
-if old_interval and tat > now then tat = now + (tat - now) * new_interval / old_interval end
-if tat < now then tat = now end
-redis.call('HSET', KEYS[1], 'tat', exact(tat), 'interval', exact(new_interval), 'burst', new_burst, 'sec', second)
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-if s[2] and (tonumber(s[2]) ~= new_interval or tonumber(s[3]) ~= new_burst) then
-  redis.call('PUBLISH', ARGV[4], 'configure')
+local cfg = tonumber(s[4]) or now
+local ratio = 1
+if old_interval and old_interval ~= new_interval then
+  ratio = new_interval / old_interval
+  cfg = cfg + 1
 end
-return {s[2] or '', s[3] or ''}
+if tat > now then tat = now + (tat - now) * ratio end
+if tat < now then tat = now end
+redis.call('HSET', KEYS[1], 'tat', exact(tat), 'interval', exact(new_interval), 'burst', new_burst, 'sec', second,
+           'cfg', exact(cfg))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+local moved = {'', '', ''}
+if ratio ~= 1 then moved = {exact(cfg), exact(now), exact(ratio)} end
+if s[2] and (ratio ~= 1 or tonumber(s[3]) ~= new_burst) then
+  redis.call('PUBLISH', ARGV[4], 'configure ' .. table.concat(moved, ' '))
+end
+return {s[2] or '', s[3] or '', moved[1], moved[2], moved[3]}
 """
 )
 
 # Holds the bucket back for every host. ARGV 4: mode, 5: value.
-# mode 'pause': nobody goes for value µs (a provider's 429), and then at the paced rate.
+# mode 'pause': nobody goes for value µs (a provider's 429), and then at the paced rate. The pause
+# is published on the `changed` channel (ARGV 6) as 'pause VALUE ORIGIN' (ARGV 7, the pauser's id):
+# the callers every host has already booked inside it give their instants up and book again.
 # mode 'cap': at most value requests are available now (a provider's remaining budget).
 # Returns the µs until the next request may go.
 RATE_HOLD = (
@@ -166,6 +192,7 @@ local value = tonumber(ARGV[5])
 local floor
 if ARGV[4] == 'pause' then
   floor = now + value + (burst - 1) * interval
+  redis.call('PUBLISH', ARGV[6], 'pause ' .. ARGV[5] .. ' ' .. ARGV[7])
 else
   if value > burst then value = burst end
   floor = now + (burst - value) * interval

@@ -10,6 +10,13 @@ this process's changes and, through the limiter's ``changed`` channel (``redis_c
 every host's; then it looks again. The limiter's native core is also the in-process limiter of
 the ``local`` outage policy (at ``local_fraction`` of the limit), and keeps this process's pause
 and counters for ``metrics()``.
+
+A booked instant is not final. A new rate, set here or on another host, moves every instant still
+to come to the new pace (the script converts what is owed; each sleeper follows the same move, in
+order: ``redis_bucket.Booking``). A pause (a provider's 429) declared on any host voids the instants
+that fall inside it: a caller that wakes at its instant while the pause is in effect books again
+(after the pause, at the pace), as the in-process limiter's callers do. Other hosts' pauses and
+rates reach this process through the ``changed`` channel.
 """
 
 from __future__ import annotations
@@ -20,12 +27,11 @@ import weakref
 from typing import Any
 
 from omnilimit import _async, _core
-from omnilimit.backends.redis_bucket import RedisBucket, interval_us, text
+from omnilimit.backends.redis_bucket import Booking, Move, RedisBucket, interval_us, text
 from omnilimit.backends.redis_changes import ChangeFeed
 from omnilimit.backends.redis_link import BackendDown, OneRead, RedisLink
 from omnilimit.backends.redis_outage import OutagePolicy
 from omnilimit.backends.redis_waits import ProcessWaits
-from omnilimit.pause import sleep_until
 from omnilimit.spec import check_policy, name_for_key
 
 
@@ -45,10 +51,12 @@ class RedisRateStore:
     __slots__ = (
         "__weakref__",
         "_bucket",
+        "_changes",
         "_feed",
         "_limiter",
         "_link",
         "_mine",
+        "_moves",
         "_outage",
         "_reads",
         "local_fraction",
@@ -74,11 +82,13 @@ class RedisRateStore:
         self._reads = OneRead(self._bucket.snapshot)
         self._limiter: weakref.ref[Any] | None = None
         me = weakref.ref(self)
-        self._feed = ChangeFeed(self._link, self._bucket.channel, lambda: _notify(me))
+        self._moves: dict[float, Move] = {}  # the latest moves of the instants by new rates, by their cfg
+        self._changes = 0  # bumped with each new move: the sleepers look at their instants again
+        self._feed = ChangeFeed(self._link, self._bucket.channel, lambda message: _notify(me, message))
         weakref.finalize(self, self._feed.stop)
         self._mine = ProcessWaits()  # this process's callers asleep or standing by, and waits
         self._link.on_recovery.append(self._bucket.configure_pending)
-        self._bucket.configure(announce=True)
+        self._moved(self._bucket.configure(announce=True))
 
     def bind(self, limiter: Any) -> None:
         self._limiter = weakref.ref(limiter)
@@ -121,15 +131,17 @@ class RedisRateStore:
             seen = limiter._standby_generation()  # before the look: a change after it ends the stand-by
             last_look = fail_fast or _core.monotonic_ns() >= deadline
             try:
-                booked, wait_s, go_at = self._bucket.book(deadline, last_look)
+                wait_s, booking = self._bucket.book(deadline, last_look)
             except BackendDown:
                 decided = self._outage.answer(limiter, deadline, limiter._acquire_here, _nothing_to_record)
                 if decided is None:
                     continue
                 return decided
-            if booked:
+            if booking is not None:
                 if wait_s > 0:
-                    self._sleep(limiter, wait_s, go_at)
+                    self._feed.listen(0)  # other hosts' pauses and rates reach the sleepers
+                    if not self._sleep(limiter, booking):
+                        continue  # the instant fell inside a pause: book again
                 self._mine.admitted(started)
                 return True
             if last_look:
@@ -139,18 +151,55 @@ class RedisRateStore:
             with self._mine.waiting():
                 limiter._stand_by(seen, deadline)
 
-    def _sleep(self, limiter: Any, wait_s: float, go_at: str) -> None:
-        """Sleeps until a booked instant; close() or Ctrl-C gives the booking back and raises."""
+    def _sleep(self, limiter: Any, booking: Booking) -> bool:
+        """Sleeps until a booked instant, following the moves of new rates meanwhile: True when the
+        caller may go; False when a pause is in effect at the instant (the provider wants nothing
+        before its end; the instant is uncounted and the caller books again). close() or Ctrl-C
+        gives the booking back and raises."""
+        changes = -1
+        instant = booking.go_at_us
+        until = 0
         with self._mine.waiting():
             try:
-                sleep_until(limiter, _core.monotonic_ns() + int(wait_s * 1e9))
+                while True:
+                    if limiter.closed:
+                        raise _core.LimiterClosed("the limiter is closed")
+                    seen = limiter._standby_generation()  # before the looks: a change after them wakes it
+                    if changes != self._changes:
+                        changes = self._changes
+                        instant = booking.instant_us(self._moves)
+                        until = booking.until_ns(instant)
+                    if _core.monotonic_ns() >= until:
+                        break
+                    limiter._stand_by(seen, until)
             except BaseException:  # interrupted or closed: give the booking back if its time has not come
-                self._refund(limiter, go_at)
+                self._refund(limiter, instant)
                 raise
+        return self._not_paused(limiter, instant)
 
-    def _refund(self, limiter: Any, go_at: str) -> None:
-        self._bucket.refund(go_at)
+    def _not_paused(self, limiter: Any, instant: float) -> bool:
+        """After the sleep: True when no pause is in effect; else uncounts the instant, False."""
+        if limiter._pause_go_in() <= 0:
+            return True
+        self._bucket.void(instant)
+        return False
+
+    def _refund(self, limiter: Any, instant: float) -> None:
+        self._bucket.refund(instant)
         limiter._notify_standing()  # this process's callers standing by look again at once
+
+    def _moved(self, move: Move | None) -> None:
+        """A new rate moved the instants still to come (here, or heard from another host): this
+        process's sleepers follow it."""
+        if move is None or move.cfg in self._moves:
+            return
+        self._moves[move.cfg] = move
+        while len(self._moves) > _MOVES_KEPT:
+            del self._moves[min(self._moves)]
+        self._changes += 1
+        limiter = None if self._limiter is None else self._limiter()
+        if limiter is not None:
+            limiter._notify_standing()
 
     async def acquire_async(
         self, limiter: Any, timeout: float | None = 60, tokens: int = 0, fail_fast: bool = False
@@ -171,7 +220,7 @@ class RedisRateStore:
                     waiter.future = future = loop.create_future()  # before the look
                 last_look = fail_fast or _core.monotonic_ns() >= deadline
                 try:
-                    booked, wait_s, go_at = await loop.run_in_executor(None, self._bucket.book, deadline, last_look)
+                    wait_s, booking = await loop.run_in_executor(None, self._bucket.book, deadline, last_look)
                 except BackendDown:
                     decided = await self._outage.answer_async(
                         limiter, deadline, limiter._acquire_async_here, _nothing_to_record
@@ -179,9 +228,11 @@ class RedisRateStore:
                     if decided is None:
                         continue
                     return decided
-                if booked:
+                if booking is not None:
                     if wait_s > 0:
-                        await self._sleep_async(limiter, loop, wait_s, go_at)
+                        self._feed.listen(0)  # other hosts' pauses and rates reach the sleepers
+                        if not await self._sleep_async(limiter, loop, booking):
+                            continue  # the instant fell inside a pause: book again
                     self._mine.admitted(started)
                     return True
                 if last_look:
@@ -199,15 +250,35 @@ class RedisRateStore:
             if waiter is not None:
                 limiter._async_stand_by_end(waiter)
 
-    async def _sleep_async(self, limiter: Any, loop: asyncio.AbstractEventLoop, wait_s: float, go_at: str) -> None:
-        until = _core.monotonic_ns() + int(wait_s * 1e9)
+    async def _sleep_async(self, limiter: Any, loop: asyncio.AbstractEventLoop, booking: Booking) -> bool:
+        """``_sleep`` on the loop's timer, woken by the same changes."""
+        changes = -1
+        instant = booking.go_at_us
+        until = 0
+        waiter = _core.AsyncWait(_async.notifier(loop))
         with self._mine.waiting():
             try:
-                while _core.monotonic_ns() < until:
-                    await _async.stand_by(limiter, until)  # raises LimiterClosed
+                limiter._async_stand_by(waiter)  # raises LimiterClosed
+                try:
+                    while True:
+                        waiter.future = future = loop.create_future()  # before the looks
+                        if changes != self._changes:
+                            changes = self._changes
+                            instant = booking.instant_us(self._moves)
+                            until = booking.until_ns(instant)
+                        if _core.monotonic_ns() >= until:
+                            break
+                        await _async.wake_or_timer(loop, future, until)
+                        if limiter.closed:
+                            raise _core.LimiterClosed("the limiter is closed")
+                finally:
+                    limiter._async_stand_by_end(waiter)
             except BaseException:  # cancelled or closed: give the booking back
-                await asyncio.shield(loop.run_in_executor(None, self._refund, limiter, go_at))
+                await asyncio.shield(loop.run_in_executor(None, self._refund, limiter, instant))
                 raise
+        if limiter._pause_go_in() <= 0:
+            return True  # no round trip on the common path
+        return bool(await loop.run_in_executor(None, self._not_paused, limiter, instant))
 
     def close(self) -> None:
         """Stops listening for other hosts' changes."""
@@ -217,12 +288,13 @@ class RedisRateStore:
 
     def set_rate(self, requests_per_minute: int | float) -> None:
         """Changes the shared rate (every host follows; what is owed is converted to the new
-        pace). While Redis is unreachable it is written when Redis returns."""
+        pace, and the callers asleep on an instant, on every host, move with it). While Redis is
+        unreachable it is written when Redis returns."""
         self._bucket.rpm = requests_per_minute
-        self._bucket.configure()
+        self._moved(self._bucket.configure())
 
     def set_burst(self, burst_size: int) -> None:
-        """Changes the shared burst (every host follows)."""
+        """Changes the shared burst (every host follows; instants already booked stay)."""
         self._bucket.burst = burst_size
         self._bucket.configure()
 
@@ -232,7 +304,9 @@ class RedisRateStore:
 
     def pause(self, seconds: float) -> float | None:
         """Nobody, on any host, goes for ``seconds`` (a provider's 429); then requests resume at the
-        paced rate. Returns the seconds until going, None while Redis is unreachable."""
+        paced rate. The other hosts hear of it and pause their cores too (their callers asleep on an
+        instant inside the pause book again). Returns the seconds until going, None while Redis is
+        unreachable."""
         return self._bucket.pause(seconds)
 
     # ---- the shared state ------------------------------------------------------------------------
@@ -301,6 +375,9 @@ class RedisRateStore:
         )
 
 
+_MOVES_KEPT = 256
+"""The moves by new rates a store remembers: a caller asleep across more of them follows the latest 256."""
+
 _SHARED = {"tokens_available": 0, "total_requests": 3, "blocked_count": 4, "get_current_rpm": 5, "predicted_wait": 6}
 """Where RATE_STATS answers each shared figure."""
 
@@ -315,9 +392,19 @@ def _nothing_to_record(how: str) -> None:
     """A rate limiter's admission by the outage policy holds nothing to give back."""
 
 
-def _notify(store: weakref.ref[RedisRateStore]) -> None:
-    """The feed heard of a change: the limiter's callers standing by look again."""
+def _notify(store: weakref.ref[RedisRateStore], message: str) -> None:
+    """The feed heard of a change (``message``: what a script published; "" when the subscription
+    broke): another host's pause pauses this process's core, a new rate moves the sleepers'
+    instants, and the callers standing by look again."""
     found = store()
     limiter = None if found is None or found._limiter is None else found._limiter()
-    if limiter is not None:
-        limiter._notify_standing()
+    if found is None or limiter is None:
+        return
+    kind, _, rest = message.partition(" ")
+    if kind == "pause":
+        value, _, origin = rest.partition(" ")
+        if origin != found._bucket.origin:
+            _core.RateCore.pause(limiter, int(value) / 1e6)
+    elif kind == "configure":
+        found._moved(Move.parse(rest.split(" ")))
+    limiter._notify_standing()
