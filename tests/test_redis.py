@@ -212,6 +212,19 @@ def test_a_pause_reaches_the_callers_already_asleep_on_a_booking(redis_url, uniq
     assert limiter.get_stats()["total_requests"] == 10  # an instant voided by the pause is not counted
 
 
+def test_a_process_that_subscribes_late_catches_up_with_the_latest_pause_and_rate(redis_url, unique_name):
+    """A caller's first booking starts its process's subscription; what another host published
+    before it was confirmed (a pause, a new rate) is read back once (RATE_LATEST)."""
+    late = RateLimiter(600, provider_name=unique_name, backend=redis_url)
+    other = RateLimiter(600, provider_name=unique_name, backend=redis_url)
+    other.pause(2.0)
+    other.set_rate(300)
+    assert late.paused_for == 0  # it heard nothing: it never waited, so never subscribed
+    late.store._catch_up(late)
+    assert 1.5 < late.paused_for <= 2.0
+    assert late.store._moves and next(iter(late.store._moves.values())).ratio == 2.0  # 600 -> 300 RPM
+
+
 @pytest.mark.parametrize("run", ["threads", "tasks"])
 @pytest.mark.parametrize("where", ["this process", "another host"])
 def test_a_slower_rate_reaches_the_callers_already_asleep_on_a_booking(redis_url, unique_name, where, run):
@@ -633,8 +646,10 @@ def test_bad_constructor_arguments():
         RateLimiter(60, on_backend_error="open")
     with pytest.raises(ValueError, match="only to a Redis"):
         ConcurrencyLimiter(2, lease_seconds=5)
-    with pytest.raises(ValueError, match="token budget"):
-        RateLimiter(60, tokens_per_minute=1000, backend="redis://127.0.0.1:1/0")
+    with pytest.raises(ValueError, match="token budget"):  # the in-process fallback holds no token budget yet
+        RateLimiter(
+            60, tokens_per_minute=1000, backend="redis://127.0.0.1:1/0", on_backend_error="local", local_fraction=0.5
+        )
     import redis.asyncio
 
     async def asyncio_client():  # made on a loop: Python 3.9's asyncio needs one

@@ -354,6 +354,7 @@ PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, 
       PyObject* given[3] = {values[0] != nullptr ? values[0] : Rate::default_timeout,
                             values[1] != nullptr ? values[1] : zero_tokens, fail_fast ? Py_True : Py_False};
       outcome = take_from_store(core->hooks, self, given, 3);
+      if (outcome == Outcome::acquired && core->dual) latest_reservations.remember(core->id, tokens);
     } else {
       outcome = take_request(*core, timeout_ns, tokens, fail_fast);
     }
@@ -370,6 +371,16 @@ PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, 
     if (!report_timeout(core->hooks, core->blocked, denied ? 0 : timeout_ns, shown)) return nullptr;
     Py_RETURN_FALSE;
   });
+}
+
+// Charges or gives back `used - reserved` tokens: in the store that decides (a shared budget), or
+// in the core's own queue.
+void settle(RateCore& core, std::int64_t reserved, std::int64_t used) {
+  if (core.hooks.has_store()) {
+    core.hooks.store.attr("settle")(reserved, used);
+  } else {
+    core.dual->settle(reserved, used, now_ns());
+  }
 }
 
 // The current task's latest unsettled reservation on `core` (a coroutine's acquire_async), taken.
@@ -396,7 +407,7 @@ void record(RateCore& core, std::int64_t used) {
     } else {
       reserved = take_task_reservation(core).value_or(0);
     }
-    if (used >= 0 && used != reserved) core.dual->settle(reserved, used, now_ns());
+    if (used >= 0 && used != reserved) settle(core, reserved, used);
   }
   const std::int64_t counted = used >= 0 ? used : reserved;
   if (counted > 0) core.tokens_used.record(now, counted);
@@ -673,13 +684,16 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
            },
            py::arg("now_ns") = py::none(), "Whole requests that could go now without waiting.")
       .def("token_budget_available",
-           [](const RateCore& c) { return c.dual ? c.dual->tokens_available(now_ns()) : std::int64_t{0}; },
+           [](const RateCore& c) {
+             return figure(c.hooks, "token_budget_available",
+                           py::int_(c.dual ? c.dual->tokens_available(now_ns()) : std::int64_t{0}));
+           },
            "Tokens of the token budget that could be taken now without waiting (0 without a budget).")
       .def("get_current_rpm", [](const RateCore& c) {
         return figure(c.hooks, "get_current_rpm", py::int_(c.recorded.count()));
       },
            "record_request() calls in the last 60 seconds.")
-      .def("get_current_tpm", [](const RateCore& c) { return c.tokens_used.count(); },
+      .def("get_current_tpm", [](const RateCore& c) { return figure(c.hooks, "get_current_tpm", py::int_(c.tokens_used.count())); },
            "Tokens recorded (used, or reserved when not given) in the last 60 seconds.")
       .def("limit_available", [](RateCore& c, std::int64_t n) { c.limit_available(check_tokens(n), now_ns()); },
            py::arg("requests"), "Leaves at most `requests` available now (the provider reports fewer remaining).")
@@ -746,7 +760,7 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
            [](RateCore& c, std::int64_t reserved, std::int64_t used) {
              check_tokens(reserved);
              check_tokens(used);
-             if (c.dual && used != reserved) c.dual->settle(reserved, used, now_ns());
+             if (c.dual && used != reserved) settle(c, reserved, used);
              c.recorded.record(coarse_now_ns());
              if (used > 0) c.tokens_used.record(coarse_now_ns(), used);
            },
@@ -768,7 +782,8 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
          "Callers waiting now for their instant (or a pause's end).")
       .def("predicted_wait",
            [](RateCore& c, std::int64_t tokens) {
-             return figure(c.hooks, "predicted_wait", py::float_(static_cast<double>(c.wait_for_turn(tokens, now_ns())) / 1e9));
+             return figure(c.hooks, "predicted_wait",
+                           py::float_(static_cast<double>(c.wait_for_turn(tokens, now_ns())) / 1e9), py::int_(tokens));
            },
            py::arg("tokens") = 0, "Seconds a caller arriving now would wait (for `tokens` too).");
   cls.def("_async_reserve", &async_reserve, py::arg("waiter"), py::arg("deadline_ns"))

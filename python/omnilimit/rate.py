@@ -8,10 +8,11 @@ from omnilimit import _async, _core, rate_async
 from omnilimit._log import TimeoutWarnings, logger
 from omnilimit._validate import MAX_COUNT, flag, label, positive_rate, token_count, whole_number
 from omnilimit.backends.redis_rate import RedisRateStore
+from omnilimit.backends.redis_tokens import RedisTokenStore
 from omnilimit.feedback import ProviderFeedback, _common_metrics
 from omnilimit.headers import RateLimitInfo
 from omnilimit.spec import DEFAULT_BURST, is_redis, shared_name, store_options
-from omnilimit.store import RateStore, WithStore
+from omnilimit.store import RateStore, TokenStore, WithStore
 
 
 class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async.AsyncLimiting):
@@ -35,13 +36,14 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
     ``backend="shm"`` (or ``"shm://NAME"``; the name defaults to ``provider_name``) keeps the
     bucket, the request window, the pause and the counters in a shared-memory segment: every
     process that opens the same name shares one budget (``omnilimit.remove_shared(name)`` removes
-    the segment). Not yet with a token budget.
+    the segment). Not yet with a token budget (Redis has one).
 
     ``backend="redis://host:6379/0"`` (``rediss://``, ``redis+cluster://``, or a redis-py client)
     composes a Redis store (``limiter.store``, a ``RedisRateStore``): one budget for every host
     that names the same ``provider_name`` on that server, with ``on_backend_error`` (``closed`` |
     ``open`` | ``local``) and ``local_fraction`` (options of the store) saying what happens while
-    Redis is unreachable.
+    Redis is unreachable. With ``tokens_per_minute`` the store is a ``RedisTokenStore``: both
+    budgets and one line of waiters for every host (``on_backend_error`` ``closed`` or ``open``).
 
     ``burst_size`` and ``token_burst`` default to 1 (``DEFAULT_BURST``: strict pacing). With a
     token budget, callers that must wait queue in arrival order and go when both budgets allow
@@ -50,7 +52,7 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
     blocks.
     """
 
-    __slots__ = ("_rpm", "_store", "_timeouts", "_tpm", "provider_name")
+    __slots__ = ("_rpm", "_store", "_timeouts", "_tokens_store", "_tpm", "provider_name")
 
     def __init__(
         self,
@@ -75,12 +77,13 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         )
         checked_name = label("provider_name", provider_name)
         self._store: RateStore | None = None
+        self._tokens_store: TokenStore | None = None  # the same store, when it holds the token budget too
         shm_name = None
-        if is_redis(backend):
-            if tpm:
-                raise ValueError(
-                    "a token budget cannot be shared through Redis yet: drop tokens_per_minute or the backend"
-                )
+        if is_redis(backend) and tpm:
+            self._store = self._tokens_store = RedisTokenStore(
+                backend, checked_name, requests_per_minute, burst, tokens_per_minute or tpm, tokens_at_once, **options
+            )
+        elif is_redis(backend):
             self._store = RedisRateStore(backend, checked_name, requests_per_minute, burst, **options)
         else:
             shm_name = shared_name(backend, default=provider_name)
@@ -179,11 +182,23 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         tpm = positive_rate("tokens_per_minute", tokens_per_minute)
         super().set_tokens_per_minute(tpm)
         self._tpm = tokens_per_minute
+        if self._tokens_store is not None:
+            self._tokens_store.set_tokens_per_minute(tokens_per_minute)  # every host follows
         logger.info("RateLimiter %r: token budget set to %s TPM", self.provider_name, tokens_per_minute)
 
     def set_token_burst(self, token_burst: int) -> None:
-        """Changes the token burst now; the queued callers are re-planned."""
-        super().set_token_burst(whole_number("token_burst", token_burst))
+        """Changes the token burst now; the queued callers are re-planned (with Redis, on every host)."""
+        burst = whole_number("token_burst", token_burst)
+        super().set_token_burst(burst)
+        if self._tokens_store is not None:
+            self._tokens_store.set_token_burst(burst)
+
+    def limit_token_budget(self, tokens: int) -> None:
+        """Keeps at most ``tokens`` of the token budget available now (a provider's remaining
+        tokens); with Redis, for every host."""
+        super().limit_token_budget(tokens)
+        if self._tokens_store is not None:
+            self._tokens_store.limit_token_budget(tokens)
 
     async def acquire_async(self, timeout: float | None = 60, tokens: int = 0, fail_fast: bool = False) -> bool:
         """``acquire()`` for a coroutine: takes a request (and ``tokens``, with a budget), waiting
@@ -199,6 +214,8 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         fail_fast = flag("fail_fast", fail_fast)
         if self._store is not None:
             took = await self._store.acquire_async(self, timeout, tokens, fail_fast)
+            if took and self.has_token_budget:
+                self._async_reservation.set(tokens)  # record_request(tokens=used) in this task settles it
         else:
             took = await self._acquire_async_here(timeout, tokens, fail_fast)
         if not took:

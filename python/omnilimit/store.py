@@ -114,6 +114,23 @@ class RateStore(Store, Protocol):
         unreachable."""
 
 
+class TokenStore(RateStore, Protocol):
+    """A store of a request budget and a token budget taken together (``acquire(tokens=N)``)."""
+
+    def settle(self, reserved: int, used: int) -> None:
+        """A finished call used ``used`` of the ``reserved`` tokens: charges or gives back the
+        difference, for every host."""
+
+    def set_tokens_per_minute(self, tokens_per_minute: int | float) -> None:
+        """Writes the token rate (every host follows)."""
+
+    def set_token_burst(self, token_burst: int) -> None:
+        """Writes the token burst (every host follows)."""
+
+    def limit_token_budget(self, tokens: int) -> None:
+        """Keeps at most ``tokens`` of the token budget available now, for every host."""
+
+
 S = TypeVar("S", bound=Store)
 
 

@@ -110,6 +110,15 @@ class RedisBucket:
             return None
         return int(wait_us) / 1e6
 
+    def latest(self) -> tuple[float, Move | None]:
+        """RATE_LATEST: (seconds left of the latest pause, <= 0 for none; the latest move of a new
+        rate). Unreachable: (0, None)."""
+        try:
+            left_us, move = self.link.run("RATE_LATEST", self.keys, [])
+        except BackendDown:
+            return 0.0, None
+        return int(left_us) / 1e6, Move.parse(text(move).split(" "))
+
     def snapshot(self) -> list[Any] | None:
         """RATE_STATS, one round trip (None: unreachable): requests available, the interval (µs),
         the burst, admissions, refusals, admissions in the last minute, the wait of a newcomer (µs)."""

@@ -54,6 +54,7 @@ class ChangeFeed:
 
     def stop(self) -> None:
         self._stop.set()
+        self.listening.set()  # a caller waiting for the subscription goes on (and meets the closed limiter)
 
     def after_fork_in_child(self) -> None:
         # The parent's thread is not the child's: the child subscribes again when it needs to.

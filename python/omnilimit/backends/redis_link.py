@@ -237,10 +237,15 @@ class OneRead:
 
 def keys_for(kind: str, name: str) -> list[str]:
     """The keys of one limiter, hash-tagged by name (one Cluster slot): ``kind`` is ``rate`` (bucket
-    and counters, window) or ``sem`` (leases, config and counters, window, line, heartbeats)."""
+    and counters, window), ``tokens`` (a rate limiter with a token budget: those two, then line,
+    heartbeats, claims, window of tokens) or ``sem`` (leases, config and counters, window, line,
+    heartbeats)."""
     tag = f"omnilimit:{{{name}}}:{kind}"
     if kind == "rate":
         return [f"{tag}:bucket", f"{tag}:window"]
+    if kind == "tokens":  # the rate limiter's keys, and its line of waiters and window of tokens
+        rate = f"omnilimit:{{{name}}}:rate"
+        return [f"{rate}:{key}" for key in ("bucket", "window", "line", "heartbeats", "claims", "tokens")]
     return [f"{tag}:leases", f"{tag}:state", f"{tag}:window", f"{tag}:line", f"{tag}:heartbeats"]
 
 

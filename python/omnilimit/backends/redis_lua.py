@@ -170,7 +170,10 @@ redis.call('HSET', KEYS[1], 'tat', exact(tat), 'interval', exact(new_interval), 
            'cfg', exact(cfg))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 local moved = {'', '', ''}
-if ratio ~= 1 then moved = {exact(cfg), exact(now), exact(ratio)} end
+if ratio ~= 1 then
+  moved = {exact(cfg), exact(now), exact(ratio)}
+  redis.call('HSET', KEYS[1], 'move', table.concat(moved, ' '))  -- for a process subscribing late (RATE_LATEST)
+end
 if s[2] and (ratio ~= 1 or tonumber(s[3]) ~= new_burst) then
   redis.call('PUBLISH', ARGV[4], 'configure ' .. table.concat(moved, ' '))
 end
@@ -193,6 +196,8 @@ local floor
 if ARGV[4] == 'pause' then
   floor = now + value + (burst - 1) * interval
   redis.call('PUBLISH', ARGV[6], 'pause ' .. ARGV[5] .. ' ' .. ARGV[7])
+  local ends = tonumber(redis.call('HGET', KEYS[1], 'pause_end')) or 0
+  if now + value > ends then redis.call('HSET', KEYS[1], 'pause_end', exact(now + value)) end
 else
   if value > burst then value = burst end
   floor = now + (burst - value) * interval
@@ -202,6 +207,16 @@ save(tat)
 local go_at = tat + interval - burst * interval
 if go_at < now then go_at = now end
 return math.ceil(go_at - now)
+"""
+)
+
+# What a process that subscribes to the `changed` channel late may have missed: {µs left of the
+# latest pause (<= 0: none), the latest move of a new rate as 'CFG NOW RATIO' ('' if none)}.
+RATE_LATEST = (
+    _NOW
+    + """
+local s = redis.call('HMGET', KEYS[1], 'pause_end', 'move')
+return {math.ceil((tonumber(s[1]) or 0) - now), s[2] or ''}
 """
 )
 
@@ -394,5 +409,281 @@ if purge(redis.call('ZCARD', KEYS[4])) then announce() end
 local c = redis.call('HMGET', KEYS[2], 'admitted', 'refused', 'expired')
 return {held(), max, tonumber(c[1]) or 0, tonumber(c[2]) or 0, window_count(KEYS[3]), tonumber(c[3]) or 0,
         redis.call('ZCARD', KEYS[4])}
+"""
+)
+
+# ---- A rate limiter with a token budget: a request and N tokens together, callers in a line ----
+#
+# Two GCRAs in the rate limiter's bucket hash (KEYS 1): the requests' (`tat`, `interval`,
+# `burst`, shared with a plain rate limiter of the same name) and the tokens' (`ttat`,
+# `tinterval`, `tburst`). A caller takes one request and its N tokens at one instant, or nothing.
+# Nothing is booked ahead: callers that must wait stand in a line (KEYS 3, a sorted set: waiter
+# id -> ticket) with their claims (KEYS 5, a hash: id -> tokens; `queued` in KEYS 1 is their
+# sum), and only the head of the line may take, when both budgets allow it. So tokens given back
+# by a finished call (a settle), a provider's cap or a new limit re-plan the line at once: each
+# of them announces the head, which looks again. A newcomer goes straight away only when the line
+# is empty; else it learns its planned instant (after every claim ahead of it) and joins the
+# line if that instant comes by its deadline. A waiter looks at least every second (a heartbeat,
+# KEYS 4: id -> expiry): one whose process died leaves the line when its heartbeat expires.
+# KEYS: 1 bucket, 2 window of admissions, 3 line, 4 heartbeats, 5 claims, 6 window of tokens.
+# ARGV (every script): 1 interval_us, 2 burst, 3 ttl_s, 4 token interval_us, 5 token burst
+# (the configuration seeds a bucket that has none; the stored one wins), 6 the channel.
+_TOKENS = """
+local s = redis.call('HMGET', KEYS[1], 'tat', 'interval', 'burst', 'sec', 'cfg', 'ttat', 'tinterval', 'tburst',
+                     'queued')
+local interval = tonumber(s[2]) or tonumber(ARGV[1])
+local burst = tonumber(s[3]) or tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local tinterval = tonumber(s[7]) or tonumber(ARGV[4])
+local tburst = tonumber(s[8]) or tonumber(ARGV[5])
+local queued = tonumber(s[9]) or 0
+local tat = tonumber(s[1]) or now
+if tat < now then tat = now end
+local ttat = tonumber(s[6]) or now
+if ttat < now then ttat = now end
+-- Writes both buckets (and the configuration they had none of), the expiries once a second.
+local function save()
+  redis.call('HSET', KEYS[1], 'tat', exact(tat), 'ttat', exact(ttat), 'queued', queued)
+  if not s[2] then redis.call('HSET', KEYS[1], 'interval', exact(interval), 'burst', burst, 'cfg', exact(now)) end
+  if not s[7] then redis.call('HSET', KEYS[1], 'tinterval', exact(tinterval), 'tburst', tburst) end
+  if tonumber(s[4]) ~= second then
+    redis.call('HSET', KEYS[1], 'sec', second)
+    for i = 1, 6 do redis.call('EXPIRE', KEYS[i], ttl) end
+  end
+end
+local function head() return redis.call('ZRANGE', KEYS[3], 0, 0)[1] end
+-- Tells the head of the line to look again ('go ID'), or the callers standing by ('changed').
+local function announce()
+  local h = head()
+  redis.call('PUBLISH', ARGV[6], h and ('go ' .. h) or 'changed')
+end
+local function leave(owner)
+  redis.call('ZREM', KEYS[4], owner)
+  if redis.call('ZREM', KEYS[3], owner) == 0 then return false end
+  queued = queued - (tonumber(redis.call('HGET', KEYS[5], owner)) or 0)
+  redis.call('HDEL', KEYS[5], owner)
+  return true
+end
+-- Waiters whose heartbeat expired leave the line; true if any did.
+local function purge()
+  local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
+  for _, owner in ipairs(dead) do leave(owner) end
+  if redis.call('ZCARD', KEYS[3]) == 0 then queued = 0 end
+  return #dead > 0
+end
+-- The tokens claimed by the first `rank` waiters of the line.
+local function claimed_ahead(rank)
+  local sum, first = 0, 0
+  while first < rank do
+    local last = math.min(first + 999, rank - 1)
+    local ids = redis.call('ZRANGE', KEYS[3], first, last)
+    local values = redis.call('HMGET', KEYS[5], unpack(ids))
+    for _, v in ipairs(values) do sum = sum + (tonumber(v) or 0) end
+    first = last + 1
+  end
+  return sum
+end
+-- The instant a caller with `count` callers and `tokens` tokens ahead of it, claiming n, is
+-- admitted. A claim above the token burst is admitted when the bucket is full and goes into debt:
+-- its caller then waits out the debt (see TOKEN_TAKE), and the callers behind it wait for it.
+local function planned(count, tokens, n)
+  local go = tat + (count + 1) * interval - burst * interval
+  local by_tokens = ttat + (tokens + math.min(n, tburst)) * tinterval - tburst * tinterval
+  if by_tokens > go then go = by_tokens end
+  return go
+end
+"""
+
+# Takes a request and ARGV 8 tokens for the waiter ARGV 7. ARGV 9: max_wait_us (< 0: no limit),
+# 10: '1' to count a refusal, 11: '1' to wait in the line (else: take now or nothing),
+# 12: heartbeat_us, 13: lead_us (the head takes a turn that comes within it, and sleeps until it),
+# 14: late_us (a turn looked at up to this late, or one request interval, is taken at its instant).
+# Returns {1, wait_us} (taken: go in wait_us, the lead, or the debt of a claim above the token
+# burst: (N - burst) token intervals from a full bucket), {0, wait_us} (its turn
+# would come after max_wait_us, or it may not wait: nothing taken, not in the line), {2, wait_us}
+# (the head of the line: its turn comes in wait_us) or {3, wait_us} (behind others in the line,
+# planned in wait_us: it waits to be announced).
+TOKEN_TAKE = (
+    _NOW
+    + _WINDOW
+    + _TOKENS
+    + """
+local owner, n = ARGV[7], tonumber(ARGV[8])
+-- A look up to `late` µs after its turn (a wake-up, a round trip) still takes it at its instant:
+-- the buckets are floored at now - late here, not at now, so such lateness is not lost. `late` is
+-- the in-process queue's tolerance: ARGV 14 or one request interval, whichever is longer.
+local late = math.max(tonumber(ARGV[14]), interval)
+tat = math.max(tonumber(s[1]) or now, now - late)
+ttat = math.max(tonumber(s[6]) or now, now - late)
+local changed = purge()
+local rank = redis.call('ZRANK', KEYS[3], owner)
+local count, tokens
+if rank then
+  count, tokens = rank, claimed_ahead(rank)
+else
+  count, tokens = redis.call('ZCARD', KEYS[3]), queued
+end
+local go = planned(count, tokens, n)
+if count == 0 and go <= now + tonumber(ARGV[13]) then
+  -- The head takes its turn at `go`, booked now when it is that close: the buckets move from their
+  -- own instants, so a look that comes a little late (a wake-up, a round trip) loses no time.
+  tat = math.max(tat, go - (burst - 1) * interval) + interval
+  ttat = ttat + n * tinterval
+  if rank then leave(owner) end
+  save()
+  redis.call('HINCRBY', KEYS[1], 'admitted', 1)
+  redis.call('HINCRBY', KEYS[1], 'tokens', n)
+  count_in_window(KEYS[2], now, 1)
+  count_in_window(KEYS[6], now, n)
+  if rank or changed then announce() end
+  local at = math.max(go, ttat - tburst * tinterval, now)
+  return {1, math.ceil(at - now)}
+end
+local wait = math.max(go - now, 0)
+local max_wait = tonumber(ARGV[9])
+if ARGV[11] ~= '1' or (max_wait >= 0 and wait > max_wait) then
+  local was = rank and leave(owner)
+  if ARGV[10] == '1' then redis.call('HINCRBY', KEYS[1], 'refused', 1) end
+  if was or changed then
+    save()
+    announce()
+  end
+  return {0, math.ceil(wait)}
+end
+if not rank then
+  redis.call('ZADD', KEYS[3], redis.call('HINCRBY', KEYS[1], 'ticket', 1), owner)
+  redis.call('HSET', KEYS[5], owner, n)
+  queued = queued + n
+  redis.call('EXPIRE', KEYS[3], ttl)
+  redis.call('EXPIRE', KEYS[5], ttl)
+end
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[12]), owner)
+redis.call('EXPIRE', KEYS[4], ttl)
+save()
+if changed then announce() end
+if count == 0 then return {2, math.ceil(wait)} end
+return {3, math.ceil(wait)}
+"""
+)
+
+# The waiter ARGV 7 leaves the line (it timed out, was cancelled, or its limiter closed); ARGV 8
+# '1' counts a refusal. Returns 1 if it was in the line.
+TOKEN_LEAVE = (
+    _NOW
+    + _WINDOW
+    + _TOKENS
+    + """
+local was = leave(ARGV[7])
+if ARGV[8] == '1' then redis.call('HINCRBY', KEYS[1], 'refused', 1) end
+if was then
+  save()
+  announce()
+end
+return was and 1 or 0
+"""
+)
+
+# A finished call used ARGV 7 tokens more than it reserved (less: negative): the token bucket is
+# charged, or given back up to a full bucket, and the head of the line looks again.
+TOKEN_SETTLE = (
+    _NOW
+    + _WINDOW
+    + _TOKENS
+    + """
+local diff = tonumber(ARGV[7])
+ttat = ttat + diff * tinterval
+if ttat < now then ttat = now end
+save()
+redis.call('HINCRBY', KEYS[1], 'tokens', diff)
+count_in_window(KEYS[6], now, diff)
+announce()
+return 1
+"""
+)
+
+# Holds a budget back for every host. ARGV 7: mode, 8: value, 9: the caller's id (for a pause).
+# 'pause': no request for value µs (a provider's 429), published as 'pause VALUE ORIGIN' as the
+# plain rate limiter does; 'requests' / 'tokens': at most value requests / tokens available now.
+# Returns the µs until a request (with no tokens) may go.
+TOKEN_HOLD = (
+    _NOW
+    + _WINDOW
+    + _TOKENS
+    + """
+local mode, value = ARGV[7], tonumber(ARGV[8])
+if mode == 'pause' then
+  local floor = now + value + (burst - 1) * interval
+  if floor > tat then tat = floor end
+  redis.call('PUBLISH', ARGV[6], 'pause ' .. ARGV[8] .. ' ' .. ARGV[9])
+  local ends = tonumber(redis.call('HGET', KEYS[1], 'pause_end')) or 0
+  if now + value > ends then redis.call('HSET', KEYS[1], 'pause_end', exact(now + value)) end
+elseif mode == 'requests' then
+  if value > burst then value = burst end
+  local floor = now + (burst - value) * interval
+  if floor > tat then tat = floor end
+else
+  if value > tburst then value = tburst end
+  local floor = now + (tburst - value) * tinterval
+  if floor > ttat then ttat = floor end
+end
+save()
+announce()
+return math.ceil(math.max(planned(0, 0, 0) - now, 0))
+"""
+)
+
+# Sets the configuration of both budgets (ARGV 1, 2, 4, 5) for every host, keeping what is owed
+# in each converted to its new pace; a new request interval is published as RATE_CONFIGURE does
+# (the plain rate limiters' sleepers move), and the head of the line looks again. Returns the
+# previous {interval_us, burst, token interval_us, token burst} as strings ('' where none).
+TOKEN_CONFIGURE = (
+    _NOW
+    + _WINDOW
+    + _TOKENS
+    + """
+local before = {s[2] or '', s[3] or '', s[7] or '', s[8] or ''}
+local new_interval, new_burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local new_tinterval, new_tburst = tonumber(ARGV[4]), tonumber(ARGV[5])
+local old_interval, old_tinterval = tonumber(s[2]), tonumber(s[7])
+local cfg = tonumber(s[5]) or now
+if old_interval and old_interval ~= new_interval then
+  local ratio = new_interval / old_interval
+  tat = now + (tat - now) * ratio
+  cfg = cfg + 1
+  local move = exact(cfg) .. ' ' .. exact(now) .. ' ' .. exact(ratio)
+  redis.call('HSET', KEYS[1], 'move', move)
+  redis.call('PUBLISH', ARGV[6], 'configure ' .. move)
+end
+if old_tinterval and old_tinterval ~= new_tinterval then ttat = now + (ttat - now) * new_tinterval / old_tinterval end
+interval, burst, tinterval, tburst = new_interval, new_burst, new_tinterval, new_tburst
+redis.call('HSET', KEYS[1], 'interval', exact(interval), 'burst', burst, 'tinterval', exact(tinterval),
+           'tburst', tburst, 'cfg', exact(cfg))
+s[2], s[7] = 'set', 'set'
+save()
+announce()
+return before
+"""
+)
+
+# What every host's stats read (nothing is written). Returns {requests available now,
+# interval_us, burst, admitted, refused, admissions in the last 60 s, µs the request bucket is
+# ahead of now, tokens available now, token interval_us, token burst, tokens charged in the last
+# 60 s, waiters in the line, tokens they claim, µs the token bucket is ahead of now, tokens
+# charged in all}.
+TOKEN_STATS = (
+    _NOW
+    + _WINDOW
+    + _TOKENS
+    + """
+local function available(at, every, most)
+  local n = math.floor((now + most * every - at) / every)
+  if n > most then n = most end
+  if n < 0 then n = 0 end
+  return n
+end
+local c = redis.call('HMGET', KEYS[1], 'admitted', 'refused', 'tokens')
+return {available(tat, interval, burst), exact(interval), burst, tonumber(c[1]) or 0, tonumber(c[2]) or 0,
+        window_count(KEYS[2]), math.ceil(tat - now), available(ttat, tinterval, tburst), exact(tinterval), tburst,
+        window_count(KEYS[6]), redis.call('ZCARD', KEYS[3]), queued, math.ceil(ttat - now), tonumber(c[3]) or 0}
 """
 )

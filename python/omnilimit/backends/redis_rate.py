@@ -139,7 +139,8 @@ class RedisRateStore:
                 return decided
             if booking is not None:
                 if wait_s > 0:
-                    self._feed.listen(0)  # other hosts' pauses and rates reach the sleepers
+                    if self._feed.listen(min(wait_s, 1.0)):  # other hosts' pauses and rates reach the sleepers
+                        self._catch_up(limiter)
                     if not self._sleep(limiter, booking):
                         continue  # the instant fell inside a pause: book again
                 self._mine.admitted(started)
@@ -177,6 +178,18 @@ class RedisRateStore:
                 raise
         return self._not_paused(limiter, instant)
 
+    def _catch_up(self, limiter: Any) -> None:
+        """Just subscribed: follows what was published before (the latest pause and move of a new
+        rate), which this process's sleepers would otherwise miss."""
+        left_s, move = self._bucket.latest()
+        if left_s > 0:
+            _core.RateCore.pause(limiter, left_s)
+        self._moved(move)
+
+    def _subscribe(self, limiter: Any, wait_s: float) -> None:
+        if self._feed.listen(wait_s):
+            self._catch_up(limiter)
+
     def _not_paused(self, limiter: Any, instant: float) -> bool:
         """After the sleep: True when no pause is in effect; else uncounts the instant, False."""
         if limiter._pause_go_in() <= 0:
@@ -193,9 +206,10 @@ class RedisRateStore:
         process's sleepers follow it."""
         if move is None or move.cfg in self._moves:
             return
-        self._moves[move.cfg] = move
-        while len(self._moves) > _MOVES_KEPT:
-            del self._moves[min(self._moves)]
+        moves = {**self._moves, move.cfg: move}  # a new dict: sleepers read the old one meanwhile
+        while len(moves) > _MOVES_KEPT:
+            del moves[min(moves)]
+        self._moves = moves
         self._changes += 1
         limiter = None if self._limiter is None else self._limiter()
         if limiter is not None:
@@ -230,7 +244,8 @@ class RedisRateStore:
                     return decided
                 if booking is not None:
                     if wait_s > 0:
-                        self._feed.listen(0)  # other hosts' pauses and rates reach the sleepers
+                        if not self._feed.listening.is_set():  # other hosts' pauses and rates reach the sleepers
+                            await loop.run_in_executor(None, self._subscribe, limiter, min(wait_s, 1.0))
                         if not await self._sleep_async(limiter, loop, booking):
                             continue  # the instant fell inside a pause: book again
                     self._mine.admitted(started)

@@ -1,0 +1,394 @@
+"""A token budget shared through Redis (``RateLimiter(..., tokens_per_minute=..., backend="redis://...")``):
+one request and N tokens together, one line of waiters for every host, reserve-and-settle. Two
+limiter objects of one name stand for two hosts; the multi-process runs use real processes.
+Against a real redis-server (and Valkey: ``OMNILIMIT_TEST_SERVER=valkey``)."""
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from helpers import common_start, need, run_children, start_thread, wait_until
+
+from omnilimit import ConfigError, LimiterClosed, ProviderRateLimitManager, RateLimiter
+
+redis = need("redis")
+
+
+def budget(url, name, rpm=600, tpm=60_000, token_burst=1000, **options):
+    return RateLimiter(rpm, provider_name=name, backend=url, tokens_per_minute=tpm, token_burst=token_burst, **options)
+
+
+def test_two_hosts_share_one_token_budget_and_its_figures(redis_url, unique_name):
+    one, other = budget(redis_url, unique_name, tpm=600), budget(redis_url, unique_name, tpm=600)
+    assert type(one.store).__name__ == "RedisTokenStore"
+    assert "tokens_per_minute=600" in repr(one) and "backend=" in repr(one)
+    assert one.acquire(tokens=800, timeout=0)
+    assert 200 <= other.token_budget_available() <= 202  # every host's figure, read from Redis
+    assert other.acquire(tokens=800, timeout=0) is False  # the same budget: 200 left
+    stats = other.get_stats()
+    assert stats["tpm_limit"] == 600 and stats["current_tpm"] == 800 and stats["total_requests"] == 1
+    assert stats["blocked_count"] == 1 and other.metrics()["denied"] == 1
+
+
+def test_a_request_and_its_tokens_are_taken_together_or_not_at_all(redis_url, unique_name):
+    limiter = budget(redis_url, unique_name, rpm=60, tpm=60)  # one request and one token a second
+    assert limiter.acquire(tokens=100, timeout=0)
+    assert limiter.acquire(tokens=100, timeout=0) is False  # no request left: its tokens stay
+    assert 900 <= limiter.token_budget_available() <= 901
+    assert limiter.acquire(tokens=2000, timeout=0, fail_fast=True) is False  # beyond the burst: a debt to wait
+    assert 900 <= limiter.token_budget_available() <= 902
+
+
+def test_settling_gives_back_or_charges_for_every_host(redis_url, unique_name):
+    one = budget(redis_url, unique_name, rpm=6000, tpm=600)
+    other = budget(redis_url, unique_name, rpm=6000, tpm=600)
+    assert one.acquire(tokens=800, timeout=0)
+    one.record_request(tokens=300)  # 500 given back
+    assert 700 <= other.token_budget_available() <= 705
+    assert one.acquire(tokens=600, timeout=1)  # the next request: 10 ms on
+    reservation = one.detach_reservation()  # settled from another thread, as a stream's end is
+    start_thread(reservation.settle, 900).join()  # 300 more charged
+    assert other.token_budget_available() <= 10
+    assert other.get_stats()["current_tpm"] == 300 + 900
+
+
+def test_tokens_given_back_serve_the_caller_already_in_line(redis_url, unique_name):
+    """A caller in line for 800 tokens (planned 8 s away at 6000 TPM) goes as soon as another
+    host's call settles: its unused tokens serve the line, not only later arrivals."""
+    one = budget(redis_url, unique_name, tpm=6000)
+    other = budget(redis_url, unique_name, tpm=6000)
+    assert one.acquire(tokens=1000, timeout=0)
+    went = []
+    waiter = start_thread(lambda: went.append((other.acquire(tokens=800, timeout=20), time.monotonic())))
+    wait_until(lambda: other.metrics()["waiting_everywhere"] == 1)
+    assert other.predicted_wait(0) > 5  # behind the line's 800
+    assert other.predicted_wait(500) > other.predicted_wait(0) + 4  # and 500 more: 5 s at 100 tokens/s
+    settled = time.monotonic()
+    one.record_request(tokens=100)  # 900 back
+    waiter.join(10)
+    assert went and went[0][0] and went[0][1] - settled < 0.5, went
+
+
+def test_the_line_keeps_arrival_order_across_hosts(redis_url, unique_name):
+    """Waiters of two hosts, large and small claims mixed: they go in the order they arrived; a
+    small claim never passes a large one ahead of it."""
+    hosts = [budget(redis_url, unique_name, rpm=6000, tpm=60_000), budget(redis_url, unique_name, rpm=6000, tpm=60_000)]
+    assert hosts[0].acquire(tokens=1000, timeout=0)  # empty: everyone waits
+    order, lock = [], threading.Lock()
+    claims = [900, 100, 700, 50, 1000, 200, 600, 10]
+
+    def caller(i):
+        assert hosts[i % 2].acquire(tokens=claims[i], timeout=30)
+        with lock:
+            order.append(i)
+
+    threads = []
+    for i in range(len(claims)):
+        threads.append(start_thread(caller, i))
+        wait_until(lambda n=i + 1: hosts[0].metrics()["waiting_everywhere"] == n)
+    for t in threads:
+        t.join(30)
+    assert order == list(range(len(claims)))
+
+
+def test_a_turn_beyond_the_timeout_takes_no_place_and_is_refused_at_the_deadline(redis_url, unique_name):
+    limiter = budget(redis_url, unique_name, tpm=6000)
+    assert limiter.acquire(tokens=1000, timeout=0)
+    started = time.monotonic()
+    assert limiter.acquire(tokens=500, timeout=0.3) is False  # 5 s away
+    assert 0.3 <= time.monotonic() - started < 1.0
+    assert limiter.metrics()["waiting_everywhere"] == 0
+    started = time.monotonic()
+    assert limiter.acquire(tokens=500, timeout=3, fail_fast=True) is False
+    assert time.monotonic() - started < 0.2
+    assert limiter.get_stats()["blocked_count"] == 2  # each refusal counted once
+
+
+def test_a_caller_standing_by_goes_when_tokens_come_back(redis_url, unique_name):
+    """Its turn (5 s away) lay beyond its timeout (2 s): it stood by, and goes when a settle
+    brings the turn within reach."""
+    one, other = budget(redis_url, unique_name, tpm=6000), budget(redis_url, unique_name, tpm=6000)
+    assert one.acquire(tokens=1000, timeout=0)
+    went = []
+    t = start_thread(lambda: went.append(other.acquire(tokens=500, timeout=2)))
+    time.sleep(0.3)
+    one.record_request(tokens=0)
+    t.join(5)
+    assert went == [True]
+
+
+@pytest.mark.parametrize("where", ["this process", "another host"])
+def test_a_pause_holds_the_line_of_every_host(redis_url, unique_name, where):
+    limiter = budget(redis_url, unique_name, rpm=6000)
+    other = limiter if where == "this process" else budget(redis_url, unique_name, rpm=6000)
+    paused_at = time.monotonic()
+    assert other.pause(0.5) >= 0.49
+    assert limiter.acquire(tokens=10, timeout=0) is False
+    assert limiter.acquire(tokens=10, timeout=2)
+    assert time.monotonic() - paused_at >= 0.45
+
+
+def test_a_new_token_rate_on_another_host_replans_the_line(redis_url, unique_name):
+    one, other = budget(redis_url, unique_name, tpm=600), budget(redis_url, unique_name, tpm=600)
+    assert one.acquire(tokens=1000, timeout=0)
+    went = []
+    t = start_thread(lambda: went.append((one.acquire(tokens=500, timeout=60), time.monotonic())))
+    wait_until(lambda: one.metrics()["waiting_everywhere"] == 1)  # planned 50 s away
+    changed = time.monotonic()
+    other.set_tokens_per_minute(600_000)  # owed converted: the turn comes at once
+    t.join(5)
+    assert went and went[0][0] and went[0][1] - changed < 0.5
+    assert one.get_stats()["tpm_limit"] == 600_000  # every host reads the latest configuration
+
+
+def test_a_provider_cap_on_tokens_holds_every_host(redis_url, unique_name):
+    one, other = budget(redis_url, unique_name, rpm=6000), budget(redis_url, unique_name, rpm=6000)
+    other.limit_token_budget(100)
+    assert one.token_budget_available() <= 100
+    assert one.acquire(tokens=500, timeout=0) is False
+
+
+def test_coroutines_wait_in_the_same_line_and_a_cancelled_one_leaves_it(redis_url, unique_name):
+    limiter = budget(redis_url, unique_name, rpm=6000, tpm=6000)
+
+    async def main():
+        assert await limiter.acquire_async(tokens=1000, timeout=0)
+        first = asyncio.ensure_future(limiter.acquire_async(tokens=900, timeout=30))  # ~9 s away
+        await asyncio.sleep(0.3)
+        second = asyncio.ensure_future(limiter.acquire_async(tokens=10, timeout=30))
+        await asyncio.sleep(0.3)
+        assert limiter.metrics()["waiting_everywhere"] == 2
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        started = time.monotonic()
+        assert await asyncio.wait_for(second, 5)  # the claim ahead left: 10 tokens are there now
+        took = time.monotonic() - started
+        limiter.record_request(tokens=400)  # settles this task's own reservation (1000), not the other task's
+        return took
+
+    assert asyncio.run(main()) < 1.0
+    assert limiter.metrics()["waiting_everywhere"] == 0
+    assert limiter.get_stats()["current_tpm"] == 400 + 10
+
+
+def test_close_wakes_this_process_waiters_in_line(redis_url, unique_name):
+    limiter = budget(redis_url, unique_name, tpm=600)
+    assert limiter.acquire(tokens=1000, timeout=0)
+    raised = []
+
+    def waiter():
+        try:
+            limiter.acquire(tokens=500, timeout=60)
+        except LimiterClosed:
+            raised.append(time.monotonic())
+
+    t = start_thread(waiter)
+    wait_until(lambda: limiter.metrics()["waiting_everywhere"] == 1)
+    closed = time.monotonic()
+    limiter.close()
+    t.join(5)
+    assert raised and raised[0] - closed < 0.5
+    wait_until(lambda: budget(redis_url, unique_name, tpm=600).metrics()["waiting_everywhere"] == 0, timeout=2)
+
+
+def test_a_killed_waiters_place_in_line_is_dropped(redis_url, unique_name):
+    """A process killed (SIGKILL) while it waits in the line: the waiter behind it goes once the
+    dead one's heartbeat expires (3 s), not after the dead one's turn."""
+    limiter = budget(redis_url, unique_name, tpm=6000)
+    assert limiter.acquire(tokens=1000, timeout=0)
+    script = textwrap.dedent(
+        f"""
+        from omnilimit import RateLimiter
+        limiter = RateLimiter(600, provider_name="{unique_name}", backend="{redis_url}",
+                              tokens_per_minute=6000, token_burst=1000)
+        print("waiting", flush=True)
+        limiter.acquire(tokens=1000, timeout=60)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "waiting"
+        wait_until(lambda: limiter.metrics()["waiting_everywhere"] == 1, timeout=10)
+        went = []
+        t = start_thread(lambda: went.append((limiter.acquire(tokens=10, timeout=30), time.monotonic())))
+        wait_until(lambda: limiter.metrics()["waiting_everywhere"] == 2)
+        killed = time.monotonic()
+        os.kill(child.pid, signal.SIGKILL)
+        t.join(15)
+        # Without the drop it would wait for the dead claim's turn: 10 s of tokens.
+        assert went and went[0][0] and went[0][1] - killed < 3.0 + 1.5, (went, killed)
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+
+
+def test_yaml_keys_build_a_shared_token_budget(redis_url, unique_name):
+    config = {
+        "providers": {
+            "writer": {
+                "name": "openai",
+                "rate_limit_rpm": 600,
+                "rate_limit_tpm": 60_000,
+                "rate_limit_shared_key": unique_name,
+                "rate_limit_backend": redis_url,
+                "rate_limit_on_backend_error": "open",
+            }
+        }
+    }
+    manager = ProviderRateLimitManager.from_config(config)
+    limiter = manager.limiter_for("writer")
+    assert type(limiter.store).__name__ == "RedisTokenStore" and limiter.on_backend_error == "open"
+    assert limiter.tpm == 60_000 and limiter.acquire(tokens=500, timeout=2)  # token_burst 1: a debt of 0.5 s
+    with pytest.raises(ConfigError, match="local is not available yet for a token budget"):
+        ProviderRateLimitManager.from_config(
+            {
+                "providers": {
+                    "writer": {
+                        **config["providers"]["writer"],
+                        "rate_limit_on_backend_error": "local",
+                        "rate_limit_local_fraction": 0.5,
+                    }
+                }
+            }
+        )
+
+
+FOUR_PROCESSES = """
+import json, random, threading, time
+from omnilimit import RateLimiter
+limiter = RateLimiter(1200, provider_name="{name}", backend="{url}", tokens_per_minute=40000, token_burst=1600)
+start, end = {start}, {start} + {seconds}
+events, lock = [], threading.Lock()
+
+def work():
+    while time.monotonic() < start:
+        time.sleep(0.001)
+    while True:
+        left = end - time.monotonic()
+        if left <= 0 or not limiter.acquire(tokens={claim}, timeout=left):
+            return
+        admitted = time.monotonic()
+        used = random.randint({low}, {claim})
+        time.sleep(0.05)
+        before = time.monotonic()
+        limiter.record_request(tokens=used)
+        with lock:
+            events.append(("admit", admitted, {claim}))
+            events.append(("settle", (before + time.monotonic()) / 2, used - {claim}))
+
+threads = [threading.Thread(target=work) for _ in range(16)]
+for t in threads: t.start()
+for t in threads: t.join()
+limiter.close()
+print(json.dumps(events))
+"""
+
+
+@pytest.mark.parametrize("binding", ["tokens", "requests"])
+def test_four_processes_share_one_token_budget(redis_url, unique_name, binding):
+    """4 processes x 16 threads on ``rate_limit_rpm: 1200`` + ``rate_limit_tpm: 40000`` (token
+    burst 1600). Tokens-bound: each call reserves 800 and settles a random 200-800; requests-bound:
+    20 and 5-20. Over the admissions from 1 s after the start to the end, the budget that binds is
+    used within 1% of its rate: the tokens (claims admitted minus what was given back) against the
+    TPM, or the requests against the RPM. No 1-s window takes more than the budget allows: the
+    rate plus the token burst (tokens), the rate plus two calls (requests: the instants are
+    stamped in each process after its wake-up). Measured: at most the rate plus one call."""
+    claim, low = (800, 200) if binding == "tokens" else (20, 5)
+    start = common_start(4)
+    seconds = 11.0
+    results = run_children(
+        4, FOUR_PROCESSES, name=unique_name, url=redis_url, start=start, seconds=seconds, claim=claim, low=low
+    )
+    assert all(results), "a process got nothing"
+    events = sorted((at, kind, n) for child in results for kind, at, n in child)
+    admits = [at for at, kind, _ in events if kind == "admit" and at >= start + 1.0]
+    first, last = admits[0], admits[-1]
+    inside = [(at, kind, n) for at, kind, n in events if first < at <= last]
+    if binding == "tokens":
+        net = sum(n for _, _, n in inside)  # admitted claims, less what came back
+        ideal = 40000 / 60 * (last - first)
+        peak = max(sum(n for at, _, n in inside if t <= at < t + 1.0) for t, _, _ in inside)
+        limit_1s, one_call = 40000 / 60 + 1600, 40000 / 60 + claim
+    else:
+        net = sum(1 for _, kind, _ in inside if kind == "admit")
+        ideal = 1200 / 60 * (last - first)
+        peak = max(sum(1 for at, kind, _ in inside if kind == "admit" and t <= at < t + 1.0) for t, _, _ in inside)
+        limit_1s, one_call = 1200 / 60 + 2, 1200 / 60 + 1
+    print(
+        f"\n[four-processes-{binding}-bound] {net} of {ideal:.1f} ({net / ideal:.4f}) over {last - first:.2f} s; "
+        f"busiest 1-s window {peak} (the rate + one call: {one_call:.0f})"
+    )
+    assert abs(net - ideal) <= 0.01 * ideal + 1, (net, ideal)
+    assert peak <= limit_1s
+
+
+def test_a_random_mix_of_claims_and_settles_never_overdraws(redis_url, unique_name):
+    """16 threads with claims of 1-900 tokens, settling 0 to 2x their claim: the tokens charged
+    never exceed what the budget allowed over the run (the burst plus the rate), by one claim."""
+    limiter = budget(redis_url, unique_name, rpm=60_000, tpm=120_000, token_burst=1000)
+    rng = random.Random(7)
+    plan = [(rng.randint(1, 900), rng.uniform(0.0, 2.0)) for _ in range(160)]
+    charged, lock = [], threading.Lock()
+    started = time.monotonic()
+
+    def worker(part):
+        for claim, factor in part:
+            assert limiter.acquire(tokens=claim, timeout=30)
+            used = int(claim * factor)
+            limiter.record_request(tokens=used)
+            with lock:
+                charged.append(used)
+
+    threads = [start_thread(worker, plan[i::16]) for i in range(16)]
+    for t in threads:
+        t.join(60)
+    took = time.monotonic() - started
+    assert len(charged) == len(plan)
+    allowed = 1000 + 120_000 / 60 * took
+    assert sum(charged) <= allowed + 900 * 2, (sum(charged), allowed)
+
+
+def test_closed_waits_for_redis_then_refuses_and_the_line_recovers(redis_server, unique_name, caplog):
+    """Policy closed: while Redis is away a caller waits for it until its timeout, then is refused,
+    and a settle is lost with a WARNING; a caller waiting through the outage goes once it is back
+    (a server restarted empty: a full budget again)."""
+    limiter = budget(redis_server.url, unique_name, rpm=6000, tpm=6000)
+    assert limiter.acquire(tokens=1000, timeout=0)
+    redis_server.stop()
+    with caplog.at_level(logging.WARNING, logger="omnilimit"):
+        started = time.monotonic()
+        assert limiter.acquire(tokens=10, timeout=0.3) is False
+        assert 0.25 < time.monotonic() - started < 2.0
+        assert limiter.backend_available is False and "backend_error" in limiter.get_stats()
+        limiter.record_request(tokens=0)  # the settle cannot reach Redis
+    assert "a settle of -1000 tokens was lost" in caplog.text
+    went = []
+    waiter = start_thread(lambda: went.append(limiter.acquire(tokens=10, timeout=10)))
+    time.sleep(0.5)
+    redis_server.start()
+    waiter.join(10)
+    assert went == [True] and limiter.backend_available
+    assert limiter.metrics()["outage_denied"] == 1
+
+
+def test_open_admits_every_caller_while_redis_is_away(redis_server, unique_name):
+    limiter = budget(redis_server.url, unique_name, tpm=6000, on_backend_error="open")
+    assert limiter.acquire(tokens=1000, timeout=0)
+    redis_server.stop()
+    assert all(limiter.acquire(tokens=1000, timeout=0) for _ in range(5))  # unlimited meanwhile
+    limiter.record_request(tokens=10)
+    assert limiter.metrics()["outage_admitted"] == 5
+    redis_server.start()
+    time.sleep(0.6)  # the next probe of Redis (every 0.5 s)
+    assert limiter.acquire(tokens=1, timeout=0)  # from Redis again: a restarted, empty server
+    assert limiter.backend_available and limiter.get_stats()["total_requests"] == 1
