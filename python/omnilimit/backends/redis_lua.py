@@ -461,7 +461,7 @@ local function leave(owner)
   redis.call('ZREM', KEYS[4], owner)
   if redis.call('ZREM', KEYS[3], owner) == 0 then return false end
   queued = queued - (tonumber(redis.call('HGET', KEYS[5], owner)) or 0)
-  redis.call('HDEL', KEYS[5], owner)
+  redis.call('HDEL', KEYS[5], owner, 's:' .. owner)
   return true
 end
 -- Waiters whose heartbeat expired leave the line; true if any did.
@@ -471,17 +471,16 @@ local function purge()
   if redis.call('ZCARD', KEYS[3]) == 0 then queued = 0 end
   return #dead > 0
 end
--- The tokens claimed by the first `rank` waiters of the line.
-local function claimed_ahead(rank)
-  local sum, first = 0, 0
-  while first < rank do
-    local last = math.min(first + 999, rank - 1)
-    local ids = redis.call('ZRANGE', KEYS[3], first, last)
-    local values = redis.call('HMGET', KEYS[5], unpack(ids))
-    for _, v in ipairs(values) do sum = sum + (tonumber(v) or 0) end
-    first = last + 1
-  end
-  return sum
+-- The tokens claimed ahead of `owner` (claiming n) in the line, in O(1): each waiter notes at
+-- its arrival the tokens ever claimed before it (`s:ID`, from the bucket's `claimed`), so the
+-- claims between the head and it are the difference of the two notes. A waiter that left from
+-- the middle is still counted there (never more than all the other claims in the line): the plan
+-- of a waiter behind the head errs late, never early, and only the head takes.
+local function claimed_ahead(owner, n)
+  local h = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+  local notes = redis.call('HMGET', KEYS[5], 's:' .. owner, 's:' .. h)
+  local between = (tonumber(notes[1]) or 0) - (tonumber(notes[2]) or 0)
+  return math.max(0, math.min(between, queued - n))
 end
 -- The instant a caller with `count` callers and `tokens` tokens ahead of it, claiming n, is
 -- admitted. A claim above the token burst is admitted when the bucket is full and goes into debt:
@@ -518,8 +517,10 @@ ttat = math.max(tonumber(s[6]) or now, now - late)
 local changed = purge()
 local rank = redis.call('ZRANK', KEYS[3], owner)
 local count, tokens
-if rank then
-  count, tokens = rank, claimed_ahead(rank)
+if rank == 0 then
+  count, tokens = 0, 0
+elseif rank then
+  count, tokens = rank, claimed_ahead(owner, n)
 else
   count, tokens = redis.call('ZCARD', KEYS[3]), queued
 end
@@ -552,7 +553,7 @@ if ARGV[11] ~= '1' or (max_wait >= 0 and wait > max_wait) then
 end
 if not rank then
   redis.call('ZADD', KEYS[3], redis.call('HINCRBY', KEYS[1], 'ticket', 1), owner)
-  redis.call('HSET', KEYS[5], owner, n)
+  redis.call('HSET', KEYS[5], owner, n, 's:' .. owner, redis.call('HINCRBY', KEYS[1], 'claimed', n) - n)
   queued = queued + n
   redis.call('EXPIRE', KEYS[3], ttl)
   redis.call('EXPIRE', KEYS[5], ttl)
@@ -685,5 +686,30 @@ local c = redis.call('HMGET', KEYS[1], 'admitted', 'refused', 'tokens')
 return {available(tat, interval, burst), exact(interval), burst, tonumber(c[1]) or 0, tonumber(c[2]) or 0,
         window_count(KEYS[2]), math.ceil(tat - now), available(ttat, tinterval, tburst), exact(tinterval), tburst,
         window_count(KEYS[6]), redis.call('ZCARD', KEYS[3]), queued, math.ceil(ttat - now), tonumber(c[3]) or 0}
+"""
+)
+
+# One process's waiters in the line (ids from ARGV 8) renew their heartbeats, by ARGV 7 µs, in one
+# round trip a second for all of them; waiters of any process whose heartbeat expired leave the
+# line first (and the head is announced). A waiter no longer in the line (it left, or was
+# dropped) is not put back. Returns how many were renewed.
+TOKEN_BEAT = (
+    _NOW
+    + _WINDOW
+    + _TOKENS
+    + """
+if purge() then  -- a waiter whose process died or stopped: the line moves on without it
+  save()
+  announce()
+end
+local until_us = now + tonumber(ARGV[7])
+local renewed = 0
+for i = 8, #ARGV do
+  if redis.call('ZSCORE', KEYS[4], ARGV[i]) then
+    redis.call('ZADD', KEYS[4], until_us, ARGV[i])
+    renewed = renewed + 1
+  end
+end
+return renewed
 """
 )

@@ -9,9 +9,12 @@ in Redis, across every host, and only the head of the line may take. So what cha
 while they wait (tokens a finished call gives back with ``record_request(tokens=used)``, a
 provider's cap, a pause, a new limit, on any host) re-plans the line at once: the script that
 changed it announces the head on the limiter's channel (``go ID``), and the process of that
-waiter wakes it (``redis_wakeups``); the head sleeps until its planned instant, the others until
-they are announced, and every waiter looks at least once a second (a heartbeat: a waiter whose
-process died leaves the line ``HEARTBEAT_S`` after its last look). A caller whose turn would not
+waiter wakes it (``redis_wakeups``). The head sleeps until its planned instant (looking at least
+once a second); the others wait for their announcement, their heartbeats renewed by their
+process's ``Heart``, one round trip a second for all of them (hundreds of coroutines looking
+each on their own would queue in the loop's default executor, ahead of the head's look, which has
+a thread of its own). A waiter whose process died or stopped leaves the line ``HEARTBEAT_S``
+after its last heartbeat, at the next look or beat of any process. A caller whose turn would not
 come by its deadline takes no place: it stands by until a change (any message on the channel)
 or its deadline, as on a plain Redis rate limiter.
 
@@ -24,8 +27,10 @@ budget.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
+import threading
 import time
 import weakref
 from typing import Any
@@ -42,7 +47,8 @@ from omnilimit.backends.redis_wakeups import Wakeups
 from omnilimit.pause import sleep_until
 from omnilimit.spec import check_policy, name_for_key
 
-FALLBACK_S = 1.0  # the longest a waiter in the line sleeps without looking at Redis again
+FALLBACK_S = 1.0  # the longest the head of the line sleeps without looking at Redis again
+BEHIND_S = 5.0  # ... and a waiter behind it (its heartbeat is the process's): a lost announcement
 LEAD_S = 0.02  # the head of the line books a turn this close, and sleeps until it
 LATE_S = 0.005  # a turn looked at this late is still taken at its instant (as the in-process queue's tolerance)
 TAKEN, REFUSED, HEAD, BEHIND = 1, 0, 2, 3  # TOKEN_TAKE's answers
@@ -135,6 +141,12 @@ class TokenBudgets:
         )
         return int(reply[0]), int(reply[1]) / 1e6
 
+    def beat(self, owners: list[str]) -> None:
+        """Renews the heartbeats of ``owners`` in the line (unreachable: nothing; the outage
+        policy meets them at their next look)."""
+        with contextlib.suppress(BackendDown):
+            self.link.run("TOKEN_BEAT", self.keys, [*self.args(), int(HEARTBEAT_S * 1e6), *owners])
+
     def leave(self, owner: str, refused: bool) -> None:
         """Leaves the line (unreachable: the heartbeat takes the waiter out)."""
         with contextlib.suppress(BackendDown):
@@ -163,6 +175,48 @@ class TokenBudgets:
             return None
 
 
+class Heart:
+    """Renews the heartbeats of this process's waiters behind the head of the line, one round trip
+    a second for all of them (``TokenBudgets.beat``), so that they wait for their announcement
+    without looking: hundreds of coroutines would otherwise queue their looks in the loop's
+    default executor. A daemon thread, running while there are waiters. Thread-safe."""
+
+    def __init__(self, budgets: TokenBudgets) -> None:
+        self._budgets = budgets
+        self._lock = threading.Lock()
+        self._owners: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def add(self, owner: str) -> None:
+        with self._lock:
+            self._owners.add(owner)
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._run, name="omnilimit-redis-heartbeats", daemon=True)
+                self._thread.start()
+
+    def discard(self, owner: str) -> None:
+        with self._lock:
+            self._owners.discard(owner)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._owners = set()
+        self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S / 3):
+            with self._lock:
+                owners = list(self._owners)
+                if not owners:
+                    self._thread = None
+                    return
+            self._budgets.beat(owners)
+
+
 class RedisTokenStore:
     """The budgets of a ``RateLimiter`` with a token budget, shared through Redis: every host
     naming the same ``provider_name`` on the same server shares one request budget, one token
@@ -178,6 +232,8 @@ class RedisTokenStore:
         "__weakref__",
         "_budgets",
         "_feed",
+        "_heads",
+        "_heart",
         "_limiter",
         "_link",
         "_mine",
@@ -218,6 +274,12 @@ class RedisTokenStore:
         self._feed = ChangeFeed(self._link, self._budgets.channel, lambda message: _notify(me, message))
         weakref.finalize(self, self._feed.stop)
         self._mine = ProcessWaits()
+        # Where the head of the line looks from a coroutine (see acquire_async): one thread.
+        self._heads = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"omnilimit-redis-head {name}")
+        weakref.finalize(self, self._heads.shutdown, wait=False)
+        self._heart = Heart(self._budgets)
+        _hearts.add(self._heart)
+        weakref.finalize(self, self._heart.stop)
         self._link.on_recovery.append(self._budgets.configure_pending)
         self._budgets.configure(announce=True)
 
@@ -270,6 +332,7 @@ class RedisTokenStore:
                         continue
                     return decided
                 in_line = answer in (HEAD, BEHIND)
+                self._heart_of(owner, answer)
                 if answer == TAKEN:
                     if wait_s > 0:
                         self._sleep(limiter, wait_s, tokens)
@@ -289,6 +352,7 @@ class RedisTokenStore:
                 self._budgets.leave(owner, False)
             raise
         finally:
+            self._heart.discard(owner)
             self._wakeups.unregister(owner)
 
     async def acquire_async(
@@ -305,6 +369,7 @@ class RedisTokenStore:
         waiter = self._wakeups.register(owner)
         standing: _core.AsyncWait | None = None
         in_line = False
+        answer = REFUSED
         try:
             while True:
                 if limiter.closed:
@@ -314,7 +379,11 @@ class RedisTokenStore:
                     standing.future = stood = loop.create_future()  # before the look
                 waiter.before_try()
                 last_look = not may_wait or _core.monotonic_ns() >= deadline
-                attempt = loop.run_in_executor(None, self._budgets.take, owner, tokens, deadline, last_look, may_wait)
+                # The head's looks (and an announced waiter's) skip the queue of the loop's default
+                # executor, where hundreds of waiters' heartbeat looks may wait.
+                executor = self._heads if answer == HEAD or waiter.rung else None
+                take = self._budgets.take
+                attempt = loop.run_in_executor(executor, take, owner, tokens, deadline, last_look, may_wait)
                 try:
                     answer, wait_s = await asyncio.shield(attempt)
                 except BackendDown:
@@ -330,6 +399,7 @@ class RedisTokenStore:
                     in_line = False
                     raise
                 in_line = answer in (HEAD, BEHIND)
+                self._heart_of(owner, answer)
                 if answer == TAKEN:
                     if wait_s > 0:
                         await self._sleep_async(limiter, loop, wait_s, tokens)
@@ -356,9 +426,17 @@ class RedisTokenStore:
                 await asyncio.shield(loop.run_in_executor(None, self._budgets.leave, owner, False))
             raise
         finally:
+            self._heart.discard(owner)
             self._wakeups.unregister(owner)
             if standing is not None:
                 limiter._async_stand_by_end(standing)
+
+    def _heart_of(self, owner: str, answer: int) -> None:
+        """A waiter behind the head has its heartbeat renewed by the process; the head looks itself."""
+        if answer == BEHIND:
+            self._heart.add(owner)
+        else:
+            self._heart.discard(owner)
 
     def _sleep(self, limiter: Any, wait_s: float, tokens: int) -> None:
         """Taken with a wait (the lead, or the debt of a claim above the token burst): the caller
@@ -402,6 +480,8 @@ class RedisTokenStore:
         (and meet the closed limiter)."""
         self._feed.stop()
         self._wakeups.wake_all()
+        self._heads.shutdown(wait=False)
+        self._heart.stop()
 
     # ---- changes every host follows ---------------------------------------------------------------
 
@@ -535,10 +615,12 @@ def _shown(mine: int | float, stored: Any) -> int | float:
 
 def _bound(answer: int, wait_s: float, deadline: int) -> float:
     """How long a waiter in the line sleeps before looking again unannounced: the head until its
-    planned turn, the others until announced; at most FALLBACK_S (the heartbeat), never past the
-    deadline."""
-    bound = min(FALLBACK_S, _async.seconds_left(deadline))
-    return max(0.0, min(wait_s, bound) if answer == HEAD else bound)
+    planned turn, at most FALLBACK_S (its heartbeat); the others until announced, at most BEHIND_S
+    (their process renews their heartbeats); never past the deadline."""
+    left = _async.seconds_left(deadline)
+    if answer == HEAD:
+        return max(0.0, min(wait_s, FALLBACK_S, left))
+    return max(0.0, min(BEHIND_S, left))
 
 
 def _nothing_to_record(how: str) -> None:
@@ -565,3 +647,14 @@ def _notify(store: weakref.ref[RedisTokenStore], message: str) -> None:
         if origin != found._budgets.origin:
             _core.RateCore.pause(limiter, int(value) / 1e6)
     limiter._notify_standing()
+
+
+_hearts: weakref.WeakSet[Heart] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for heart in list(_hearts):
+        heart.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
