@@ -410,3 +410,35 @@ def test_open_admits_every_caller_while_redis_is_away(redis_server, unique_name)
     time.sleep(0.6)  # the next probe of Redis (every 0.5 s)
     assert limiter.acquire(tokens=1, timeout=0)  # from Redis again: a restarted, empty server
     assert limiter.backend_available and limiter.get_stats()["total_requests"] == 1
+
+
+def test_a_forked_child_waits_in_line_from_a_coroutine(redis_url, unique_name):
+    """A process that waited in the line from a coroutine (its head looks run on a thread of its
+    own) forks: the child's coroutines wait in the line too (a thread of the child's own, not the
+    parent's, which the child does not have)."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, sys
+        from omnilimit import RateLimiter
+        limiter = RateLimiter(600, provider_name="{unique_name}", backend="{redis_url}",
+                              tokens_per_minute=6000, token_burst=1000)
+
+        async def take(tokens, timeout):
+            return await limiter.acquire_async(tokens=tokens, timeout=timeout)
+
+        assert asyncio.run(take(1000, 0))  # the bucket is empty now
+        assert asyncio.run(take(50, 5))  # ~0.5 s as the head of the line
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if asyncio.run(take(50, 5)) else 3)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status), flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "child 0", (done.stdout, done.stderr)

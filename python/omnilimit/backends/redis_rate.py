@@ -167,9 +167,7 @@ class RedisRateStore:
                         raise _core.LimiterClosed("the limiter is closed")
                     seen = limiter._standby_generation()  # before the looks: a change after them wakes it
                     if changes != self._changes:
-                        changes = self._changes
-                        instant = booking.instant_us(self._moves)
-                        until = booking.until_ns(instant)
+                        changes, instant, until = self._followed(booking)
                     if _core.monotonic_ns() >= until:
                         break
                     limiter._stand_by(seen, until)
@@ -189,6 +187,13 @@ class RedisRateStore:
     def _subscribe(self, limiter: Any, wait_s: float) -> None:
         if self._feed.listen(wait_s):
             self._catch_up(limiter)
+
+    def _followed(self, booking: Booking) -> tuple[int, float, int]:
+        """A sleeper's booking after every move heard so far: (the changes seen, its instant on the
+        server's clock, when it may go on this process's)."""
+        changes = self._changes  # read first: a move heard after it is followed at the next look
+        instant = booking.instant_us(self._moves)
+        return changes, instant, booking.until_ns(instant)
 
     def _not_paused(self, limiter: Any, instant: float) -> bool:
         """After the sleep: True when no pause is in effect; else uncounts the instant, False."""
@@ -278,9 +283,7 @@ class RedisRateStore:
                     while True:
                         waiter.future = future = loop.create_future()  # before the looks
                         if changes != self._changes:
-                            changes = self._changes
-                            instant = booking.instant_us(self._moves)
-                            until = booking.until_ns(instant)
+                            changes, instant, until = self._followed(booking)
                         if _core.monotonic_ns() >= until:
                             break
                         await _async.wake_or_timer(loop, future, until)

@@ -217,6 +217,36 @@ class Heart:
             self._budgets.beat(owners)
 
 
+class _HeadLooks:
+    """One thread of this process for the looks of the heads of the line made from coroutines
+    (``acquire_async``), so that they do not queue behind other work in the loop's default
+    executor. Made when first needed, and again in a forked child (the parent's thread is not
+    the child's)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._closed = False
+
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor | None:
+        """The thread's executor (None once closed: the loop's default one). Two callers racing
+        here may make two executors: the one dropped never started a thread."""
+        if self._closed:
+            return None
+        if self._executor is None or self._pid != os.getpid():
+            named = f"omnilimit-redis-head {self._name}"
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=named)
+            self._pid = os.getpid()
+        return self._executor
+
+    def shutdown(self) -> None:
+        self._closed = True
+        executor = self._executor
+        if executor is not None and self._pid == os.getpid():
+            executor.shutdown(wait=False)
+
+
 class RedisTokenStore:
     """The budgets of a ``RateLimiter`` with a token budget, shared through Redis: every host
     naming the same ``provider_name`` on the same server shares one request budget, one token
@@ -274,9 +304,8 @@ class RedisTokenStore:
         self._feed = ChangeFeed(self._link, self._budgets.channel, lambda message: _notify(me, message))
         weakref.finalize(self, self._feed.stop)
         self._mine = ProcessWaits()
-        # Where the head of the line looks from a coroutine (see acquire_async): one thread.
-        self._heads = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"omnilimit-redis-head {name}")
-        weakref.finalize(self, self._heads.shutdown, wait=False)
+        self._heads = _HeadLooks(name)  # where the head of the line looks from a coroutine (acquire_async)
+        weakref.finalize(self, self._heads.shutdown)
         self._heart = Heart(self._budgets)
         _hearts.add(self._heart)
         weakref.finalize(self, self._heart.stop)
@@ -381,9 +410,14 @@ class RedisTokenStore:
                 last_look = not may_wait or _core.monotonic_ns() >= deadline
                 # The head's looks (and an announced waiter's) skip the queue of the loop's default
                 # executor, where hundreds of waiters' heartbeat looks may wait.
-                executor = self._heads if answer == HEAD or waiter.rung else None
+                executor = self._heads.executor() if answer == HEAD or waiter.rung else None
                 take = self._budgets.take
-                attempt = loop.run_in_executor(executor, take, owner, tokens, deadline, last_look, may_wait)
+                try:
+                    attempt = loop.run_in_executor(executor, take, owner, tokens, deadline, last_look, may_wait)
+                except RuntimeError:  # the head's executor was shut down: the limiter closed meanwhile?
+                    if limiter.closed:
+                        raise _core.LimiterClosed("the limiter is closed") from None
+                    raise
                 try:
                     answer, wait_s = await asyncio.shield(attempt)
                 except BackendDown:
@@ -480,7 +514,7 @@ class RedisTokenStore:
         (and meet the closed limiter)."""
         self._feed.stop()
         self._wakeups.wake_all()
-        self._heads.shutdown(wait=False)
+        self._heads.shutdown()
         self._heart.stop()
 
     # ---- changes every host follows ---------------------------------------------------------------
