@@ -1,8 +1,13 @@
 """Acceptance: one token budget shared by 4 processes through Redis, against a provider that
 enforces it.
 
-The provider is ``tests/llm_standin.py``'s stand-in (RPM and TPM per fixed 1-s window, 429 with
-OpenAI's headers), in this process. Four child processes of 16 threads each call it through the
+The provider is ``tests/llm_standin.py``'s stand-in in this process (429 with OpenAI's headers),
+enforcing its RPM and TPM as token buckets holding one second's worth (``window="bucket"``). Against
+fixed 1-s windows at exactly their cap, the shared budget met 0 429s in two local runs and 1 in a
+CI run: a request admitted at the end of one window that reaches the provider a few ms late lands
+in the next, and that 429's whole-second pause then costs everyone a window (80% of the tokens).
+Such strays are the fixed window's edge, not the budget's; the in-process acceptance
+(``test_acceptance_llm.py``) keeps the fixed windows. Four child processes of 16 threads each call it through the
 real ``openai`` client as ``test_acceptance_llm.py``'s clients do (``acquire(tokens=estimate)``,
 the call with ``max_retries=0``, ``on_response`` after every response, ``record_request(tokens=
 usage)`` after a success). Behind one shared budget (``backend=`` a Redis URL) they meet no 429;
@@ -87,11 +92,10 @@ def test_four_processes_behind_one_token_budget_meet_no_429(
     """TPM binds (20 calls' worth of tokens per 1-s window; RPM 6000 does not bind), every call
     uses what it reserved. One budget in Redis: no 429 and >= 95% of the sustainable tokens
     (the window's cap times the run's span, first admission to last completion). The controls:
-    four in-process budgets at the full limits, each sending up to the whole rate. Fed the
-    provider's headers and 429s (``on_response``), they follow the remaining budget and pause, and
-    still meet 429s (about 20 in 100 calls measured); without that feedback, hundreds."""
+    four in-process budgets at the full limits, each sending up to the whole rate: hundreds of 429s
+    (165 to 172 fed the provider's headers and 429s through ``on_response``, 319 to 341 without)."""
     rpm, tpm = 6000, 20 * ESTIMATE * 60
-    provider = provider_factory(rpm=rpm, tpm=tpm, max_concurrent=64, completion_ratio=1.0)
+    provider = provider_factory(rpm=rpm, tpm=tpm, max_concurrent=64, completion_ratio=1.0, window="bucket")
     start = common_start(4)
     seconds = 6.0
     results = run_children(
@@ -128,6 +132,6 @@ def test_four_processes_behind_one_token_budget_meet_no_429(
         assert rejected == 0 and provider.rejected_count == 0, line
         assert ratio >= 0.95, line
     elif feedback:
-        assert rejected >= 5, line
+        assert rejected >= 50, line
     else:
         assert rejected >= 100, line
