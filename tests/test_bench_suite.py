@@ -19,7 +19,7 @@ from helpers import need, with_the_suite
 
 from omnilimit.cli import main as cli
 from omnilimit_bench import peers, report, suite
-from omnilimit_bench.suite import processes
+from omnilimit_bench.suite import processes, redis_hosts
 
 WITH_SUITE = with_the_suite()  # a child process finds the suite's package, as pytest does
 
@@ -527,7 +527,7 @@ def test_redis_smoke_run(redis_url: str, tmp_path: Path, capsys: pytest.CaptureF
         assert row["round_trips"] >= 1 and row["commands"] >= row["round_trips"], impl
         assert row["min_ns"] > 0 and row["median_ns"] >= row["min_ns"] and row["decisions_per_s"] > 0, impl
         assert row["server_cpu_us"] >= 0 and row["cpu_us"] >= 0, impl
-        assert row["server"].startswith("Redis ") and redis_url.split("@")[-1] in row["server"], impl
+        assert row["server"].startswith(SERVER_NAME) and redis_url.split("@")[-1] in row["server"], impl
     threads = [r for r in rows if r["part"] == "threads"]
     assert [(r["call"], r["impl"]) for r in threads] == list(decisions)
     for row in threads:
@@ -538,8 +538,20 @@ def test_redis_smoke_run(redis_url: str, tmp_path: Path, capsys: pytest.CaptureF
     assert {r["api"] for r in threads if r["impl"].startswith("pyrate-limiter")} == {"try_acquire(key, 1)"}
     assert not [s for s in data["skipped"] if s["name"] in ("pyrate-limiter", "limits")]
     printed = capsys.readouterr().out
-    assert f"{report.TITLES['redis']} (Redis " in printed
+    assert f"{report.TITLES['redis']} ({SERVER_NAME}" in printed
     assert "round trips" in printed and "x one thread" in printed
+
+
+SERVER_NAME = "Valkey " if os.environ.get("OMNILIMIT_TEST_SERVER") == "valkey" else "Redis "
+"""How the bench names the server the Redis tests run against (conftest.server_under_test)."""
+
+
+def test_the_bench_names_valkey_as_valkey() -> None:
+    """Valkey answers a ``redis_version`` too (the Redis it is compatible with): the bench reported
+    a Valkey 9.1.2 server as "Redis 7.2.4"."""
+    valkey = {"server_name": "valkey", "valkey_version": "9.1.2", "redis_version": "7.2.4"}
+    assert redis_hosts.server_label(valkey) == "Valkey 9.1.2"
+    assert redis_hosts.server_label({"redis_version": "7.0.15"}) == "Redis 7.0.15"
 
 
 def test_redis_peers_admit_the_burst_then_refuse_and_leave_no_keys(redis_url: str) -> None:

@@ -233,7 +233,7 @@ def redis_across_hosts(impls: Impls, settings: Settings) -> list[dict[str, Any]]
     url = impls.redis_url
     decisions: list[dict[str, Any]] = []
     with _redis_cases(impls, url, max(4, settings.redis_threads)) as (client, cases):
-        where = f"Redis {client.info('server')['redis_version']} at {redact(url)}"
+        where = f"{server_label(client.info('server'))} at {redact(url)}"
         deciders = [_checked(case.decide, f"{case.impl} ({case.call})") for case in cases]
         for case, decide, timed in zip(cases, deciders, times_per_call(deciders, settings)):
             decisions.append(
@@ -255,3 +255,11 @@ def redis_across_hosts(impls: Impls, settings: Settings) -> list[dict[str, Any]]
             | {"vs_one_thread": median["decisions_per_s"] / one["decisions_per_s"], "trials": mine}
         )
     return decisions + threads
+
+
+def server_label(info: dict[str, Any]) -> str:
+    """The server as INFO names it: "Redis 7.2.4", or "Valkey 9.1.2" (Valkey also answers a
+    ``redis_version``, the Redis version it is compatible with: 7.2.4)."""
+    if info.get("server_name") == "valkey":
+        return f"Valkey {info.get('valkey_version', info.get('redis_version', '?'))}"
+    return f"Redis {info.get('redis_version', '?')}"
