@@ -15,7 +15,8 @@ import threading
 import time
 
 import pytest
-from helpers import common_start, need, run_children, start_thread, wait_until
+from helpers import need, start_thread, wait_until
+from token_runs import four_processes_share_one_budget
 
 from omnilimit import ConfigError, LimiterClosed, ProviderRateLimitManager, RateLimiter
 
@@ -281,73 +282,10 @@ def test_yaml_keys_build_a_shared_token_budget(redis_url, unique_name):
         )
 
 
-FOUR_PROCESSES = """
-import json, random, threading, time
-from omnilimit import RateLimiter
-limiter = RateLimiter(1200, provider_name="{name}", backend="{url}", tokens_per_minute=40000, token_burst=1600)
-start, end = {start}, {start} + {seconds}
-events, lock = [], threading.Lock()
-
-def work():
-    while time.monotonic() < start:
-        time.sleep(0.001)
-    while True:
-        left = end - time.monotonic()
-        if left <= 0 or not limiter.acquire(tokens={claim}, timeout=left):
-            return
-        admitted = time.monotonic()
-        used = random.randint({low}, {claim})
-        time.sleep(0.05)
-        before = time.monotonic()
-        limiter.record_request(tokens=used)
-        with lock:
-            events.append(("admit", admitted, {claim}))
-            events.append(("settle", (before + time.monotonic()) / 2, used - {claim}))
-
-threads = [threading.Thread(target=work) for _ in range(16)]
-for t in threads: t.start()
-for t in threads: t.join()
-limiter.close()
-print(json.dumps(events))
-"""
-
-
 @pytest.mark.parametrize("binding", ["tokens", "requests"])
 def test_four_processes_share_one_token_budget(redis_url, unique_name, binding):
-    """4 processes x 16 threads on ``rate_limit_rpm: 1200`` + ``rate_limit_tpm: 40000`` (token
-    burst 1600). Tokens-bound: each call reserves 800 and settles a random 200-800; requests-bound:
-    20 and 5-20. Over the admissions from 1 s after the start to the end, the budget that binds is
-    used within 1% of its rate: the tokens (claims admitted minus what was given back) against the
-    TPM, or the requests against the RPM. No 1-s window takes more than the budget allows: the
-    rate plus the token burst (tokens), the rate plus two calls (requests: the instants are
-    stamped in each process after its wake-up). Measured: at most the rate plus one call."""
-    claim, low = (800, 200) if binding == "tokens" else (20, 5)
-    start = common_start(4)
-    seconds = 11.0
-    results = run_children(
-        4, FOUR_PROCESSES, name=unique_name, url=redis_url, start=start, seconds=seconds, claim=claim, low=low
-    )
-    assert all(results), "a process got nothing"
-    events = sorted((at, kind, n) for child in results for kind, at, n in child)
-    admits = [at for at, kind, _ in events if kind == "admit" and at >= start + 1.0]
-    first, last = admits[0], admits[-1]
-    inside = [(at, kind, n) for at, kind, n in events if first < at <= last]
-    if binding == "tokens":
-        net = sum(n for _, _, n in inside)  # admitted claims, less what came back
-        ideal = 40000 / 60 * (last - first)
-        peak = max(sum(n for at, _, n in inside if t <= at < t + 1.0) for t, _, _ in inside)
-        limit_1s, one_call = 40000 / 60 + 1600, 40000 / 60 + claim
-    else:
-        net = sum(1 for _, kind, _ in inside if kind == "admit")
-        ideal = 1200 / 60 * (last - first)
-        peak = max(sum(1 for at, kind, _ in inside if kind == "admit" and t <= at < t + 1.0) for t, _, _ in inside)
-        limit_1s, one_call = 1200 / 60 + 2, 1200 / 60 + 1
-    print(
-        f"\n[four-processes-{binding}-bound] {net} of {ideal:.1f} ({net / ideal:.4f}) over {last - first:.2f} s; "
-        f"busiest 1-s window {peak} (the rate + one call: {one_call:.0f})"
-    )
-    assert abs(net - ideal) <= 0.01 * ideal + 1, (net, ideal)
-    assert peak <= limit_1s
+    """The 4-process run of ``token_runs.four_processes_share_one_budget`` through Redis."""
+    four_processes_share_one_budget(redis_url, unique_name, binding)
 
 
 def test_a_random_mix_of_claims_and_settles_never_overdraws(redis_url, unique_name):

@@ -141,9 +141,15 @@ def test_names_backends_and_removal(name):
     for bad in ("shm://", "shm://a/b", "shm://.hidden", "redis:/x", "postgres://x", "SHM", 5):
         with pytest.raises(ValueError):
             RateLimiter(600, backend=bad)
-    with pytest.raises(ValueError, match="token budget"):
-        RateLimiter(600, backend=f"shm://{name}", tokens_per_minute=1000)
+    RateLimiter(600, backend=f"shm://{name}-tokens", tokens_per_minute=1000)  # its segment stays
+    try:  # a limiter with a token budget and one without are different kinds: neither opens the other's
+        with pytest.raises(SharedStateError, match="another kind"):
+            RateLimiter(600, backend=f"shm://{name}-tokens")
+    finally:
+        remove_shared(f"{name}-tokens")
     limiter = RateLimiter(600, provider_name=name, backend="shm")  # the name defaults to provider_name
+    with pytest.raises(SharedStateError, match="another kind"):
+        RateLimiter(600, backend=f"shm://{name}", tokens_per_minute=1000)
     assert limiter.shared_name == name and RateLimiter(600).shared_name is None
     assert os.stat(f"/dev/shm/omnilimit.{name}").st_mode & 0o777 == 0o600
     assert limiter.acquire(timeout=0)
@@ -387,10 +393,26 @@ def test_rate_limit_backend_in_the_yaml(name):
         ):
             with pytest.raises(ConfigError, match=match):
                 ProviderRateLimitManager.from_config({"providers": {"r": {"rate_limit_backend": bad}}})
-        with pytest.raises(ConfigError, match="token budget"):
-            ProviderRateLimitManager.from_config(
-                {"providers": {"r": {"rate_limit_rpm": 60, "rate_limit_tpm": 1000, "rate_limit_backend": "shm"}}}
-            )
+        # A token budget in the YAML is shared too: what one manager takes, the other does not have.
+        tokens_config = {
+            "providers": {
+                "r": {
+                    "rate_limit_rpm": 60,
+                    "rate_limit_burst": 5,
+                    "rate_limit_tpm": 1000,
+                    "rate_limit_token_burst": 600,
+                    "rate_limit_backend": f"shm://{name}-tpm",
+                }
+            }
+        }
+        first, second = (ProviderRateLimitManager.from_config(tokens_config).limiter_for("r") for _ in range(2))
+        try:
+            assert first.shared_name == second.shared_name == f"{name}-tpm"
+            assert first.acquire(tokens=600, timeout=0)
+            assert second.token_budget_available() < 600 and second.acquire(tokens=600, timeout=0) is False
+            assert second.acquire(tokens=0, timeout=0)  # the requests are not spent: only the tokens
+        finally:
+            remove_shared(f"{name}-tpm")
         with pytest.raises(ConfigError, match="different rate_limit_backend"):
             ProviderRateLimitManager.from_config(
                 {
@@ -525,7 +547,7 @@ def test_a_peer_stopped_holding_the_mutex_costs_a_caller_its_timeout_at_most(nam
 
 def test_a_refused_constructor_changes_nothing_shared(name, caplog):
     first = RateLimiter(600, provider_name="r", backend=f"shm://{name}")
-    with pytest.raises(ValueError, match="token budget"):
+    with pytest.raises(SharedStateError, match="another kind"):  # one with a token budget: another kind
         RateLimiter(1, burst_size=3, provider_name="r", backend=f"shm://{name}", tokens_per_minute=1000)
     with caplog.at_level(logging.WARNING, logger="omnilimit"):
         again = RateLimiter(600, provider_name="r", backend=f"shm://{name}")

@@ -7,6 +7,7 @@
 
 #include "acquire_methods.hpp"
 #include "async_wait.hpp"
+#include "omnilimit/shm_mutex.hpp"
 #include "omnilimit/shm_segment.hpp"
 #include "common.hpp"
 #include "wait.hpp"
@@ -181,6 +182,12 @@ PYBIND11_MODULE(_core, m) {
         "Removes the shared-memory segment of the shared limiter `name` (False if there was none).\n"
         "Processes that use it keep their mapping; the next one to open the name starts afresh.");
 
+  // A wait for a shared mutex that another process holds lets this process's other threads run.
+  omnilimit::set_blocking_hooks(
+      []() -> void* { return PyGILState_Check() ? static_cast<void*>(PyEval_SaveThread()) : nullptr; },
+      [](void* state) {
+        if (state != nullptr) PyEval_RestoreThread(static_cast<PyThreadState*>(state));
+      });
   m.def("_shm_prefix", &omnilimit::SharedSegment::prefix,
         "The prefix of shared limiters' segments in /dev/shm ($OMNILIMIT_SHM_PREFIX, or 'omnilimit.').");
   m.attr("FOREVER_NS") = omnilimit::kForever;

@@ -50,17 +50,19 @@ struct RateCore final : ForkAware {
   RateCore(double requests_per_minute, std::int64_t burst, double tokens_per_minute, std::int64_t token_burst,
            const std::string& shm_name, Hooks given_hooks)
       : hooks(std::move(given_hooks)),
-        segment(open_rate_segment(shm_name, Gcra::interval_for(requests_per_minute, 60.0), burst, tokens_per_minute)),
+        segment(open_rate_segment(shm_name, Gcra::interval_for(requests_per_minute, 60.0), burst,
+                                  token_interval(tokens_per_minute), token_burst)),
         local(local_rate_state(segment != nullptr, Gcra::interval_for(requests_per_minute, 60.0), burst)),
-        shared(segment ? *static_cast<RateShared*>(segment->payload()) : *local),
+        shared(segment ? rate_part(*segment, tokens_per_minute > 0.0) : *local),
+        tokens_shared(token_part(segment.get(), tokens_per_minute > 0.0)),
         bucket(shared.bucket),
         pause(shared.pause),
         recorded(shared.recorded),
+        tokens_used(tokens_shared != nullptr ? tokens_shared->tokens_used : own_tokens_used),
         total_acquired(shared.total_acquired),
         blocked(shared.blocked),
         denied(shared.denied),
         waits(shared.waits) {
-    if (!(tokens_per_minute >= 0.0)) throw std::invalid_argument("tokens_per_minute must be >= 0 (0: no token budget)");
     if (segment && !segment->created()) {
       // An existing segment keeps its state; limits configured differently here apply from now on,
       // for every process (the latest configuration wins; the Python layer logs it).
@@ -71,14 +73,28 @@ struct RateCore final : ForkAware {
         if (bucket.burst() != burst) bucket.set_burst(burst);
       }
     }
-    if (tokens_per_minute > 0.0) {
-      dual = std::make_unique<DualBucket>(bucket.interval_ns(), burst, Gcra::interval_for(tokens_per_minute, 60.0),
-                                          token_burst);
+    if (tokens_shared != nullptr) {  // one queue and one budget for every process on the host
+      dual = std::make_unique<DualBucket>(tokens_shared->queue, shared.bucket, tokens_shared->tokens);
+      const Nanos token_interval_ns = token_interval(tokens_per_minute);
+      if (!segment->created() && dual->tokens().interval_ns() != token_interval_ns) {
+        dual->set_token_interval(token_interval_ns, now_ns());
+      }
+      if (!segment->created() && dual->tokens().burst() != token_burst) dual->set_token_burst(token_burst);
+    } else if (tokens_per_minute > 0.0) {
+      dual = std::make_unique<DualBucket>(bucket.interval_ns(), burst, token_interval(tokens_per_minute), token_burst);
+    }
+    if (dual) {
       async_reservation = py::reinterpret_steal<py::object>(PyContextVar_New("omnilimit.reservation", nullptr));
       if (!async_reservation) throw py::error_already_set();
       // Every re-plan of the queue may bring a turn closer for a caller standing by outside it.
       dual->on_replan([](void* standby) noexcept { static_cast<Standby*>(standby)->notify(); }, &standby);
     }
+  }
+  // The token bucket's interval for `tokens_per_minute` (0: no token budget). Throws
+  // std::invalid_argument for a negative or non-finite rate.
+  static Nanos token_interval(double tokens_per_minute) {
+    if (!(tokens_per_minute >= 0.0)) throw std::invalid_argument("tokens_per_minute must be >= 0 (0: no token budget)");
+    return tokens_per_minute > 0.0 ? Gcra::interval_for(tokens_per_minute, 60.0) : 0;
   }
   void reinit_after_fork() noexcept override {
     bucket.reinit_after_fork();  // a shared bucket is left alone: the other processes use it
@@ -134,6 +150,7 @@ struct RateCore final : ForkAware {
   std::pair<Nanos, std::int64_t> limits_before{0, 0};  // an existing segment's (interval, burst) on opening
   std::unique_ptr<RateShared> local;       // set otherwise
   RateShared& shared;
+  TokenShared* tokens_shared;  // the segment's token budget (shared, with a token budget), or nullptr
   Gcra bucket;                       // over shared.bucket; unused when `dual` is set
   std::unique_ptr<DualBucket> dual;  // set when there is a token budget
   // With a token budget: a ContextVar holding the tokens of the current task's latest unsettled
@@ -144,7 +161,8 @@ struct RateCore final : ForkAware {
   Standby standby{shared.standby, segment != nullptr};  // where callers wait whose turn is out of reach
   std::atomic<bool> closed{false};                       // close() was called (in this process)
   RequestWindow& recorded;
-  RequestWindow tokens_used;  // tokens recorded in the last minute: the current TPM
+  RequestWindow own_tokens_used;  // unused when shared with a token budget
+  RequestWindow& tokens_used;     // tokens recorded in the last minute: the current TPM
   std::atomic<std::int64_t>& total_acquired;
   std::atomic<std::int64_t>& blocked;
   std::atomic<std::int64_t>& denied;

@@ -6,6 +6,9 @@
 // holds, the tokens stay within burst + refill, callers go in arrival order, nobody is lost or
 // left queued.
 //
+// The shared queue (SharedQueue: entries in a table, futex words, a robust mutex) runs the same
+// load through two DualBuckets over one state, as two processes would.
+//
 // Coroutine tickets (the Waker path of waker.hpp, which the asyncio bindings use), on fake event
 // loops (harness.hpp) alongside 8 plain threads, in the queue while it is settled, capped and
 // re-paced: every wake is made under the bucket's mutex and posts a shared waiter; waiters give up
@@ -50,12 +53,42 @@ const char* name_of(DualBucket::Status s) {
 // bucket must keep the exact window bound, the tokens used may not exceed the token burst plus
 // what refilled during the run, nobody may be admitted before its planned instant, and the queue
 // must end empty.
+constexpr Nanos kRequestT = 200 * kUs;
+constexpr std::int64_t kRequestB = 8;
+constexpr Nanos kTokenT = 5 * kUs;  // 200,000 tokens/s
+constexpr std::int64_t kTokenB = 400;
+
+// The state a shared DualBucket keeps in a segment, here on the heap: the same code (entries,
+// futex words, the robust mutex), within one process.
+struct SharedState {
+  omnilimit::SharedQueue queue;
+  omnilimit::GcraWords requests;
+  omnilimit::GcraWords tokens;
+  SharedState() {
+    omnilimit::Gcra::init_words(requests, kRequestT, kRequestB);
+    omnilimit::Gcra::init_words(tokens, kTokenT, kTokenB);
+  }
+};
+
+void under_load(DualBucket& first, DualBucket& second);
+
 void dual_bucket_under_load() {
-  constexpr Nanos kRequestT = 200 * kUs;
-  constexpr std::int64_t kRequestB = 8;
-  constexpr Nanos kTokenT = 5 * kUs;  // 200,000 tokens/s
-  constexpr std::int64_t kTokenB = 400;
   DualBucket bucket(kRequestT, kRequestB, kTokenT, kTokenB);
+  under_load(bucket, bucket);
+}
+
+// The same over a shared queue, through two DualBuckets over the same state (as two processes
+// would have): half the threads use each.
+void shared_dual_bucket_under_load() {
+  const auto state = std::make_unique<SharedState>();
+  DualBucket one(state->queue, state->requests, state->tokens);
+  DualBucket other(state->queue, state->requests, state->tokens);
+  CHECK(one.shared() && other.shared(), "not shared");
+  under_load(one, other);
+}
+
+void under_load(DualBucket& first, DualBucket& second) {
+  DualBucket& bucket = first;
   std::vector<std::vector<Nanos>> requests(kThreads);
   std::vector<std::int64_t> tokens_used(kThreads, 0);
   std::atomic<long> refused{0}, gave_up{0};
@@ -65,6 +98,7 @@ void dual_bucket_under_load() {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       Rng rng(300 + t);
+      DualBucket& bucket = t % 2 == 0 ? first : second;
       gate.wait();
       while (!stop.load(std::memory_order_relaxed)) {
         const std::int64_t tokens = 1 + rng.below(64);
@@ -128,7 +162,7 @@ void dual_bucket_under_load() {
   CHECK(gave_up.load() > 0 && refused.load() > 0, "the run never gave up or refused: it tested too little");
   check_every_window(all, kRequestT, kRequestB, "dual bucket requests");
   CHECK(static_cast<double>(used) <= token_bound, "tokens used ", used, " exceed burst + refill ", token_bound);
-  CHECK(bucket.queued() == 0, bucket.queued(), " tickets left in the queue");
+  CHECK(bucket.queued() == 0 && bucket.standing_by() == 0, bucket.queued(), " tickets left in the queue");
 }
 
 // The queue keeps arrival order and follows every change. Callers arrive one after another
@@ -557,6 +591,8 @@ void dual_bucket_coroutine_tickets() {
 int main() {
   return omnilimit::test::run_scenarios({
       {"dual bucket: requests and tokens together, settled, held and capped", dual_bucket_under_load},
+      {"shared dual bucket (entries, futexes, robust mutex): the same, through two buckets over one state",
+       shared_dual_bucket_under_load},
       {"dual bucket: arrival order kept through rate, burst and settle changes", dual_bucket_queue_order_and_changes},
       {"dual bucket: coroutine tickets on 2 fake loops alongside 8 threads", dual_bucket_coroutine_tickets},
   });

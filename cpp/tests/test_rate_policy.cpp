@@ -402,15 +402,10 @@ void shared_layout() {
     CHECK_EQ(reinterpret_cast<std::uintptr_t>(&local->total_acquired) % 64, 0u);
   }
   CHECK(omnilimit::local_rate_state(true, 100 * kMs, 3) == nullptr);
-  // No name: no segment. A token budget cannot be shared (refused before anything is opened).
-  CHECK(omnilimit::open_rate_segment("", 100 * kMs, 3, 0.0) == nullptr);
-  bool refused = false;
-  try {
-    (void)omnilimit::open_rate_segment("omnilimit-test-never-opened", 100 * kMs, 3, 1000.0);
-  } catch (const std::invalid_argument&) {
-    refused = true;
-  }
-  CHECK(refused);
+  // No name: no segment, with a token budget or without.
+  CHECK(omnilimit::open_rate_segment("", 100 * kMs, 3, 0, 1) == nullptr);
+  CHECK(omnilimit::open_rate_segment("", 100 * kMs, 3, kMs, 10) == nullptr);
+  static_assert(omnilimit::kTokenSegmentKind != omnilimit::kRateSegmentKind, "one kind cannot open the other");
 }
 
 }  // namespace

@@ -36,7 +36,8 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
     ``backend="shm"`` (or ``"shm://NAME"``; the name defaults to ``provider_name``) keeps the
     bucket, the request window, the pause and the counters in a shared-memory segment: every
     process that opens the same name shares one budget (``omnilimit.remove_shared(name)`` removes
-    the segment). Not yet with a token budget (Redis has one).
+    the segment). With ``tokens_per_minute`` the token budget and the queue of waiting callers live
+    there too: every process on the host shares one budget and one arrival order.
 
     ``backend="redis://host:6379/0"`` (``rediss://``, ``redis+cluster://``, or a redis-py client)
     composes a Redis store (``limiter.store``, a ``RedisRateStore``): one budget for every host
@@ -87,8 +88,6 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
             self._store = RedisRateStore(backend, checked_name, requests_per_minute, burst, **options)
         else:
             shm_name = shared_name(backend, default=provider_name)
-        if shm_name and tpm:  # refused before the segment is opened: a refused limiter changes nothing shared
-            raise ValueError("a limiter with a token budget cannot be shared between processes yet")
         timeouts = TimeoutWarnings(f"Rate limit timeout after {{}}s for {checked_name}")
         super().__init__(
             _local_share(rpm, self._store),

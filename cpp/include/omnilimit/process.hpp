@@ -54,10 +54,36 @@ inline std::int64_t process_start_time(std::int64_t pid) noexcept {
   return -1;
 }
 
+// The state of process `pid` (/proc/PID/stat field 3: R running, S sleeping, T stopped, Z zombie,
+// ...), or 0 when it does not exist or /proc cannot tell.
+inline char process_state(std::int64_t pid) noexcept {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%lld/stat", static_cast<long long>(pid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[1024];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');  // the command name may hold spaces and parentheses
+  return p != nullptr && p[1] == ' ' ? p[2] : 0;
+}
+// Stopped: SIGSTOP, a debugger, the cgroup freezer.
+inline bool process_stopped(std::int64_t pid) noexcept {
+  const char state = process_state(pid);
+  return state == 'T' || state == 't';
+}
+// A zombie has died and waits for its parent to reap it: it runs no more.
+inline bool process_dead(std::int64_t pid) noexcept {
+  const char state = process_state(pid);
+  return state == 'Z' || state == 'X';
+}
+
 // The process (pid, start time) is still the one that was recorded: alive, and not a newer process
 // that was given the same pid. Without /proc, kill() alone decides.
 inline bool same_process_alive(std::int64_t pid, std::int64_t start_time) noexcept {
-  if (!process_alive(pid)) return false;
+  if (!process_alive(pid) || process_dead(pid)) return false;
   const std::int64_t now_start = process_start_time(pid);
   return now_start < 0 || start_time < 0 || now_start == start_time;
 }
@@ -81,11 +107,12 @@ struct ProcessWord {
     const std::int64_t pid = word & kPidMask;
     const std::int64_t start = (word >> kPidBits) & kStartMask;
     if (pid == 0) return false;
-    if (!process_alive(pid)) return true;
+    if (!process_alive(pid) || process_dead(pid)) return true;
     if (start == 0) return false;
     const std::int64_t now_start = process_start_time(pid);
     return now_start >= 0 && (now_start & kStartMask) != start;
   }
+  static bool stopped(std::int64_t word) noexcept { return process_stopped(word & kPidMask); }
 };
 
 }  // namespace omnilimit

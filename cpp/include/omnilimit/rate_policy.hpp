@@ -24,6 +24,7 @@
 #include <string>
 
 #include "omnilimit/clock.hpp"
+#include "omnilimit/dual_bucket.hpp"
 #include "omnilimit/gcra.hpp"
 #include "omnilimit/histogram.hpp"
 #include "omnilimit/pause.hpp"
@@ -53,19 +54,47 @@ inline constexpr std::uint32_t kRateSegmentKind = 1;
 // power of two and its maximum.
 inline constexpr std::uint64_t kRateLayout = 4;
 
-// The segment of a shared rate limiter: opened, or created with fresh words for this rate. A
-// limiter refused for its configuration opens nothing (opening an existing segment applies the
-// limits to every process). An empty name: not shared (nullptr).
+// What the processes sharing a rate limiter with a token budget share: the rate limiter's words
+// (its bucket is the request half of the budget), the token bucket, the tokens recorded, and the
+// queue of callers waiting for both (dual_bucket.hpp).
+struct TokenShared {
+  RateShared rate;
+  GcraWords tokens;
+  RequestWindow tokens_used;  // tokens recorded in the last minute: the current TPM
+  SharedQueue queue;
+};
+inline constexpr std::uint32_t kTokenSegmentKind = 3;
+inline constexpr std::uint64_t kTokenLayout = 1;
+
+// The segment of a shared rate limiter: opened, or created with fresh words for this rate (and
+// token budget: `token_interval_ns` > 0). A limiter refused for its configuration opens nothing
+// (opening an existing segment applies the limits to every process). An empty name: not shared
+// (nullptr). A limiter with a token budget and one without are different kinds: one cannot open
+// the other's segment.
 inline std::unique_ptr<SharedSegment> open_rate_segment(const std::string& name, Nanos interval_ns,
-                                                        std::int64_t burst, double tokens_per_minute) {
+                                                        std::int64_t burst, Nanos token_interval_ns,
+                                                        std::int64_t token_burst) {
   if (name.empty()) return nullptr;
-  if (tokens_per_minute != 0.0) {
-    throw std::invalid_argument("a limiter with a token budget cannot be shared between processes yet");
+  if (token_interval_ns > 0) {
+    return std::make_unique<SharedSegment>(name, kTokenSegmentKind, sizeof(TokenShared), kTokenLayout,
+                                           [&](void* at) {
+                                             auto* shared = new (at) TokenShared();
+                                             Gcra::init_words(shared->rate.bucket, interval_ns, burst);
+                                             Gcra::init_words(shared->tokens, token_interval_ns, token_burst);
+                                           });
   }
   return std::make_unique<SharedSegment>(name, kRateSegmentKind, sizeof(RateShared), kRateLayout, [&](void* at) {
     auto* shared = new (at) RateShared();
     Gcra::init_words(shared->bucket, interval_ns, burst);
   });
+}
+// The rate limiter's part of a segment (either kind).
+inline RateShared& rate_part(SharedSegment& segment, bool token_budget) noexcept {
+  if (token_budget) return static_cast<TokenShared*>(segment.payload())->rate;
+  return *static_cast<RateShared*>(segment.payload());
+}
+inline TokenShared* token_part(SharedSegment* segment, bool token_budget) noexcept {
+  return segment != nullptr && token_budget ? static_cast<TokenShared*>(segment->payload()) : nullptr;
 }
 
 // The state of a limiter that is not shared (nullptr when it is).

@@ -52,6 +52,7 @@
 
 #include "omnilimit/clock.hpp"
 #include "omnilimit/process.hpp"
+#include "omnilimit/shm_mutex.hpp"
 
 namespace omnilimit {
 
@@ -95,13 +96,7 @@ class SharedSemaphore {
   static constexpr std::uint64_t kLayout = 2;  // the segment's layout fingerprint: 2 = atomics, cancel by CAS
 
   static void init(State& s, std::int64_t max_slots) {
-    pthread_mutexattr_t attr;
-    pthread_mutexattr_init(&attr);
-    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-    const int err = pthread_mutex_init(&s.mutex, &attr);
-    pthread_mutexattr_destroy(&attr);
-    if (err != 0) throw std::system_error(err, std::generic_category(), "cannot set up a process-shared mutex");
+    init_robust_mutex(s.mutex);
     s.max_slots.store(max_slots);
     s.held.store(0);
     s.next_ticket = 1;
@@ -256,54 +251,9 @@ class SharedSemaphore {
  private:
   // The robust mutex, had by `until_ns` (kTryLock: one try; kForever: whatever it takes) or not
   // at all. A previous owner that died inside leaves the state to be recounted.
-  class Locked {
+  class Locked : public RobustLock {
    public:
-    Locked(SharedSemaphore& sem, Nanos until_ns) : s_(sem.s_) {
-      int err;
-      if (until_ns == kTryLock) {
-        err = pthread_mutex_trylock(&s_.mutex);
-      } else if (until_ns == kForever) {
-        err = pthread_mutex_lock(&s_.mutex);
-      } else {
-        err = lock_until(s_.mutex, until_ns);
-      }
-      if (err == EOWNERDEAD) {
-        sem.recount();
-        pthread_mutex_consistent(&s_.mutex);
-        err = 0;
-      }
-      if (err == 0) {
-        owned_ = true;
-      } else if (err != EBUSY && err != ETIMEDOUT) {
-        throw std::system_error(err, std::generic_category(), "a shared limiter's mutex");
-      }
-    }
-    ~Locked() {
-      if (owned_) pthread_mutex_unlock(&s_.mutex);
-    }
-    Locked(const Locked&) = delete;
-    Locked& operator=(const Locked&) = delete;
-    explicit operator bool() const noexcept { return owned_; }
-
-   private:
-    // pthread_mutex_clocklock waits on the steady clock; ThreadSanitizer does not know it (it would
-    // report the unlock as one of an unlocked mutex), so its builds use pthread_mutex_timedlock,
-    // whose deadline is on the wall clock (a clock step moves it).
-    static int lock_until(pthread_mutex_t& mutex, Nanos until_ns) {
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30)) && !defined(__SANITIZE_THREAD__)
-      const timespec at{static_cast<time_t>(until_ns / kNanosPerSecond), static_cast<long>(until_ns % kNanosPerSecond)};
-      return pthread_mutex_clocklock(&mutex, CLOCK_MONOTONIC, &at);
-#else  // pthread_mutex_timedlock counts on CLOCK_REALTIME
-      timespec wall;
-      clock_gettime(CLOCK_REALTIME, &wall);
-      const Nanos left = std::max<Nanos>(0, until_ns - now_ns());
-      const Nanos at_ns = static_cast<Nanos>(wall.tv_sec) * kNanosPerSecond + wall.tv_nsec + left;
-      const timespec at{static_cast<time_t>(at_ns / kNanosPerSecond), static_cast<long>(at_ns % kNanosPerSecond)};
-      return pthread_mutex_timedlock(&mutex, &at);
-#endif
-    }
-    State& s_;
-    bool owned_ = false;
+    Locked(SharedSemaphore& sem, Nanos until_ns) : RobustLock(sem.s_.mutex, until_ns, [&sem] { sem.recount(); }) {}
   };
 
   static bool alive(std::int64_t pid, std::int64_t start_time) { return same_process_alive(pid, start_time); }

@@ -219,14 +219,6 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
             role=role,
             key="rate_limit_backend",
         )
-    if backend is not None and settings.tpm is not None and not is_redis(backend):
-        raise ConfigError(
-            "a limiter with a token budget (rate_limit_tpm) cannot be shared through shared memory yet "
-            "(a Redis backend can share it)",
-            source=source,
-            role=role,
-            key="rate_limit_backend",
-        )
     if settings.tpm is not None and redis_options.get("on_backend_error") == "local":
         raise ConfigError(
             "rate_limit_on_backend_error: local is not available yet for a token budget (rate_limit_tpm) "
