@@ -282,7 +282,7 @@ def test_asyncio_without_aiolimiter_lists_it_as_skipped(
 # --- 9. shared between processes -------------------------------------------------------------------
 
 SHARED_TARGETS = (
-    "shared: a decision in shared memory within 3x of in-process (rate decision, concurrency pair)",
+    "shared: a decision in shared memory within 3x of in-process (rate decision, token decision, concurrency pair)",
     "shared: rate decision in shared memory ≥10x faster than pyrate-limiter's multi-process buckets",
     "shared: processes taking from one limiter admit within 1% of ideal",
     "shared: processes taking from one limiter: no window above rate x window + burst",
@@ -291,13 +291,18 @@ SHARED_TARGETS = (
 
 def _shared_rows(
     rate: tuple[float, float] = (90.0, 88.0),  # (shm, in-process) ns
+    tokens: tuple[float, float] = (170.0, 160.0),
     pair: tuple[float, float] = (170.0, 80.0),
     peers_ns: tuple[float, ...] = (150e3, 175e3),
     error_pct: float = -0.2,
     most: tuple[int, int] = (659, 119),
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for call, (shm, alone) in ((suite.RATE_DECISION, rate), (suite.CONCURRENCY_PAIR, pair)):
+    for call, (shm, alone) in (
+        (suite.RATE_DECISION, rate),
+        (suite.TOKEN_DECISION, tokens),
+        (suite.CONCURRENCY_PAIR, pair),
+    ):
         for shared, ns in ((suite.IN_PROCESS, alone), (suite.SHM, shm)):
             rows.append({"part": "decision", "call": call, "impl": "omnilimit", "shared": shared, "min_ns": ns})
     for i, ns in enumerate(peers_ns):
@@ -326,7 +331,9 @@ def test_shared_targets_compare_the_right_rows() -> None:
 def test_shared_targets_say_what_they_measured() -> None:
     found = {t["target"]: t for t in report.targets({"shared": _shared_rows(rate=(90.0, 30.0))})}
     assert found[SHARED_TARGETS[0]]["met"] is True  # the pair is within 3x...
-    assert found[SHARED_TARGETS[0]]["measured"] == "rate decision: x 3; concurrency pair: x 2.12"
+    assert (
+        found[SHARED_TARGETS[0]]["measured"] == "rate decision: x 3; token decision: x 1.06; concurrency pair: x 2.12"
+    )
     assert found[SHARED_TARGETS[1]]["measured"] == (
         "pyrate-limiter 4.5.1 (bucket 0): x 1,667; pyrate-limiter 4.5.1 (bucket 1): x 1,944"
     )
@@ -373,6 +380,8 @@ def test_shared_smoke_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert decisions == {
         (suite.RATE_DECISION, "omnilimit", suite.IN_PROCESS),
         (suite.RATE_DECISION, "omnilimit", suite.SHM),
+        (suite.TOKEN_DECISION, "omnilimit", suite.IN_PROCESS),
+        (suite.TOKEN_DECISION, "omnilimit", suite.SHM),
         (suite.CONCURRENCY_PAIR, "omnilimit", suite.IN_PROCESS),
         (suite.CONCURRENCY_PAIR, "omnilimit", suite.SHM),
         (suite.RATE_DECISION, "MultiprocessBucket)", "Manager list + multiprocessing RLock"),
@@ -512,6 +521,7 @@ def test_redis_smoke_run(redis_url: str, tmp_path: Path, capsys: pytest.CaptureF
     assert list(decisions) == [
         (suite.ROUND_TRIP, f"redis-py {version('redis')} {suite.NO_LIMITER}"),
         (suite.RATE_DECISION, "omnilimit"),
+        (suite.TOKEN_DECISION, "omnilimit"),
         (suite.CONCURRENCY_PAIR, "omnilimit"),
         (suite.RATE_DECISION, f"pyrate-limiter {pyrate} ({peers.REDIS_LOG})"),
         (suite.RATE_DECISION, f"pyrate-limiter {pyrate} ({peers.REDIS_TOKEN_BUCKET})"),
@@ -520,6 +530,7 @@ def test_redis_smoke_run(redis_url: str, tmp_path: Path, capsys: pytest.CaptureF
     ]
     # timing-free facts: omnilimit decides in one round trip (a script), a concurrency pair in two
     assert decisions[suite.RATE_DECISION, "omnilimit"]["round_trips"] == 1
+    assert decisions[suite.TOKEN_DECISION, "omnilimit"]["round_trips"] == 1  # a request and its tokens: one script
     assert decisions[suite.CONCURRENCY_PAIR, "omnilimit"]["round_trips"] == 2
     assert decisions[suite.RATE_DECISION, "omnilimit"]["commands_by_name"]["evalsha"] >= 1
     for (_, impl), row in decisions.items():

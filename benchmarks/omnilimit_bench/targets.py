@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .suite import ASYNC_WITH, CONCURRENCY_PAIR, IN_PROCESS, RATE_DECISION, SHM
+from .suite import ASYNC_WITH, CONCURRENCY_PAIR, IN_PROCESS, RATE_DECISION, SHM, TOKEN_DECISION
 
 
 def _rows(results: dict[str, Any], section: str, **match: Any) -> list[dict[str, Any]]:
@@ -120,12 +120,15 @@ def _shared_targets(results: dict[str, Any], add: Callable[[str, list[Part | Non
         return _one(results, "shared", part="decision", call=call, impl="omnilimit", shared=shared)
 
     parts: list[Part | None] = []
-    for call in (RATE_DECISION, CONCURRENCY_PAIR):
+    for call in (RATE_DECISION, TOKEN_DECISION, CONCURRENCY_PAIR):
         shm, alone = decision(call, SHM), decision(call, IN_PROCESS)
         parts.append(
             None if shm is None or alone is None else (f"{call}: x", shm["min_ns"] / alone["min_ns"], _at_most(3))
         )
-    add("shared: a decision in shared memory within 3x of in-process (rate decision, concurrency pair)", parts)
+    add(
+        "shared: a decision in shared memory within 3x of in-process (rate decision, token decision, concurrency pair)",
+        parts,
+    )
     ours = decision(RATE_DECISION, SHM)
     rivals = [
         r

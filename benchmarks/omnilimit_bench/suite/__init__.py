@@ -40,6 +40,7 @@ from .processes import (
     SHARED_BURST,
     SHARED_RATE_PER_S,
     SHM,
+    TOKEN_DECISION,
     shared_processes,
 )
 from .redis_hosts import NO_LIMITER, REDIS_ENV_VAR, ROUND_TRIP, redis_across_hosts, redis_problem
@@ -65,6 +66,7 @@ __all__ = [
     "SHARED_RATE_PER_S",
     "SHM",
     "TASKS_ONLY",
+    "TOKEN_DECISION",
     "Impls",
     "Settings",
     "most_in_window",

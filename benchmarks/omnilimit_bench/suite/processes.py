@@ -34,6 +34,7 @@ SHARED_BURST = 60  # 100 ms of traffic: pyrate-limiter's window log gets Rate(60
 SHARED_SHORT_WINDOW_S = 0.1
 SHARED_START_TIMEOUT_S = 120.0  # for the processes to start (spawn imports omnilimit in each)
 RATE_DECISION = "rate decision"
+TOKEN_DECISION = "token decision"  # a request and 100 tokens of a token budget, together
 CONCURRENCY_PAIR = "concurrency pair"
 IN_PROCESS = "in-process"
 SHM = "shm"
@@ -97,6 +98,11 @@ def _shared_decisions(impls: Impls, settings: Settings, context: Any) -> list[di
         for shared, backend in ((IN_PROCESS, None), (SHM, "shm://" + segment("rate"))):
             lim = omnilimit.RateLimiter(HUGE, burst_size=HUGE, provider_name="bench", backend=backend)
             row(RATE_DECISION, "omnilimit", shared, "acquire(timeout=0)", partial(lim.acquire, 0))
+        for shared, backend in ((IN_PROCESS, None), (SHM, "shm://" + segment("tokens"))):
+            lim = omnilimit.RateLimiter(
+                HUGE, burst_size=HUGE, provider_name="bench", backend=backend, tokens_per_minute=HUGE, token_burst=HUGE
+            )
+            row(TOKEN_DECISION, "omnilimit", shared, "acquire(timeout=0, tokens=100)", partial(lim.acquire, 0, 100))
         for shared, backend in ((IN_PROCESS, None), (SHM, "shm://" + segment("slots"))):
             slots = omnilimit.ConcurrencyLimiter(4, name="bench", backend=backend)
             pair = _pair_without_waiting(slots)

@@ -23,6 +23,7 @@ from .per_call import times_per_call
 from .processes import (
     CONCURRENCY_PAIR,
     RATE_DECISION,
+    TOKEN_DECISION,
     _add_skipped,
     _checked,
     _pair_without_waiting,
@@ -62,7 +63,7 @@ def redis_problem(url: str | None) -> str | None:
 class _RedisCase(NamedTuple):
     """One limiter of section 10, built: ``decide()`` is one decision (True: admitted)."""
 
-    call: str  # RATE_DECISION, CONCURRENCY_PAIR or ROUND_TRIP
+    call: str  # RATE_DECISION, TOKEN_DECISION, CONCURRENCY_PAIR or ROUND_TRIP
     impl: str
     api: str
     decide: Callable[[], Any]
@@ -81,11 +82,16 @@ def _redis_cases(impls: Impls, url: str, slots: int) -> Iterator[tuple[Any, list
     closers: list[Callable[[], None]] = []
     try:
         rate = omnilimit.RateLimiter(HUGE, burst_size=HUGE, provider_name=name, backend=url)
+        tokens = omnilimit.RateLimiter(
+            HUGE, burst_size=HUGE, provider_name=name + "-tokens", backend=url, tokens_per_minute=HUGE, token_burst=HUGE
+        )
+        closers.append(tokens.close)
         pair = omnilimit.ConcurrencyLimiter(slots, name=name, backend=url)
         closers.append(pair.close)
         ours = (
             (ROUND_TRIP, f"redis-py {redis.__version__} {NO_LIMITER}", "ping()", client.ping),
             (RATE_DECISION, "omnilimit", "acquire(timeout=0)", partial(rate.acquire, 0)),
+            (TOKEN_DECISION, "omnilimit", "acquire(timeout=0, tokens=100)", partial(tokens.acquire, 0, 100)),
             (CONCURRENCY_PAIR, "omnilimit", "acquire(timeout=0); release()", _pair_without_waiting(pair)),
         )
         cases = [_RedisCase(call, impl, api, decide, api, decide) for call, impl, api, decide in ours]
@@ -101,7 +107,11 @@ def _redis_cases(impls: Impls, url: str, slots: int) -> Iterator[tuple[Any, list
             for close in closers:
                 close()
         finally:
-            client.delete(*keys_for("rate", name_for_key(name)), *keys_for("sem", name_for_key(name)))
+            client.delete(
+                *keys_for("rate", name_for_key(name)),
+                *keys_for("sem", name_for_key(name)),
+                *keys_for("tokens", name_for_key(name + "-tokens")),
+            )
             client.close()
 
 
