@@ -1,7 +1,8 @@
 """A token budget shared through shared memory (``backend="shm"`` with ``tokens_per_minute``):
 one budget and one queue of waiting callers for every process on the host, with processes that
 die (kill -9) or stop (SIGSTOP) in the queue, changes made by one process reaching the callers
-queued in the others, and close() closing this process's callers only."""
+queued in the others, and close() closing this process's callers only. And a combined limiter
+shared the same way (its slots and its budget)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import time
 import uuid
 
 import pytest
-from helpers import start_thread, wait_until
+from helpers import common_start, run_children, start_thread, wait_until
 from token_runs import four_processes_share_one_budget
 
-from omnilimit import LimiterClosed, RateLimiter, remove_shared
+from omnilimit import CombinedLimiter, ConfigError, LimiterClosed, ProviderRateLimitManager, RateLimiter, remove_shared
 
 
 @pytest.fixture
@@ -200,3 +201,128 @@ def test_coroutines_of_two_processes_share_the_queue(name):
     started = time.monotonic()
     assert asyncio.run(here()) is True  # 100 left after the other's 900: 0.5 s for the 50 more
     assert 0.2 < time.monotonic() - started < 3.0
+
+
+# --- CombinedLimiter in shared memory -------------------------------------------------------------
+
+HOLD_SLOTS = """
+import sys, time
+from omnilimit import CombinedLimiter
+limiter = CombinedLimiter(2, 6000, name="c", backend="shm://{name}", tokens_per_minute=6000, token_burst=1000)
+assert limiter.acquire(timeout=5, tokens=400) and limiter.acquire(timeout=5, tokens=400)
+print("holding", flush=True)
+sys.stdin.readline()  # until told
+limiter.release(tokens=0)
+limiter.release(tokens=0)
+print("released", flush=True)
+"""
+
+
+def test_a_combined_limiter_shares_its_slots_and_budget_between_processes(name):
+    """Another process holds both slots and 800 of the 1000 tokens: here nothing is had (and
+    nothing held after a refusal: all-or-nothing); once it releases (settling its latest
+    reservation, 400, at 0 used), the slots and those tokens are back for this process."""
+    limiter = CombinedLimiter(2, 6000, name="c", backend=f"shm://{name}", tokens_per_minute=6000, token_burst=1000)
+    assert limiter.backend == f"shm://{name}"
+    other = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HOLD_SLOTS).format(name=name)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout.readline().strip() == "holding"
+        assert limiter.active_calls == 2  # the other process's slots
+        assert limiter.acquire(timeout=0.2) is False  # no slot
+        assert limiter.concurrency.active_calls == 2 and limiter.rate.token_budget_available() < 300
+        other.stdin.write("\n")
+        other.stdin.flush()
+        assert other.stdout.readline().strip() == "released"
+        # The slots are back, and the tokens its latest reservation settled (one thread settles its latest).
+        assert limiter.acquire(timeout=1, tokens=500)
+        assert limiter.active_calls == 1
+        assert limiter.acquire(timeout=0.3, tokens=900) is False  # a slot, but no tokens in time
+        assert limiter.active_calls == 1  # ... and the slot was not kept: all-or-nothing
+        limiter.release(tokens=500)
+    finally:
+        stop(other)
+        remove_shared(f"{name}.slots")
+        remove_shared(f"{name}.rate")
+
+
+def test_combined_mode_in_the_yaml_is_shared_through_shm_and_refused_for_redis(name):
+    providers = {"rate_limit_mode": "combined", "max_concurrent_calls": 3, "rate_limit_rpm": 600}
+    config = {"providers": {"r": {**providers, "rate_limit_backend": f"shm://{name}"}}}
+    first, second = (ProviderRateLimitManager.from_config(config).limiter_for("r") for _ in range(2))
+    try:
+        assert isinstance(first, CombinedLimiter) and first.backend == second.backend == f"shm://{name}"
+        assert first.acquire(timeout=0)
+        assert second.active_calls == 1  # the slot is seen from the other limiter
+        first.release()
+    finally:
+        remove_shared(f"{name}.slots")
+        remove_shared(f"{name}.rate")
+    with pytest.raises(ConfigError, match=r"combined.*cannot be shared through Redis yet"):
+        ProviderRateLimitManager.from_config(
+            {"providers": {"r": {**providers, "rate_limit_backend": "redis://localhost:6379/0"}}}
+        )
+    with pytest.raises(ValueError, match="cannot be shared through Redis yet"):
+        CombinedLimiter(2, 60, backend="redis://localhost:6379/0")
+
+
+COMBINED_RUN = """
+import json, threading, time
+from omnilimit import CombinedLimiter
+limiter = CombinedLimiter({slots}, {rpm}, name="c", backend="shm://{name}", tokens_per_minute=600000, token_burst=10000)
+start, end = {start}, {start} + {seconds}
+calls, lock = [], threading.Lock()
+
+def work():
+    while time.monotonic() < start:
+        time.sleep(0.001)
+    while True:
+        left = end - time.monotonic()
+        if left <= 0 or not limiter.acquire(timeout=left, tokens=100):
+            return
+        began = time.monotonic()
+        time.sleep({call_s})
+        ended = time.monotonic()
+        limiter.release(tokens=50)
+        with lock:
+            calls.append((began, ended))
+
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(calls))
+"""
+
+
+@pytest.mark.parametrize("bound", ["slots", "requests"])
+def test_four_processes_share_one_combined_limiter(name, bound):
+    """4 processes x 8 threads on one CombinedLimiter in shared memory. Slots-bound (2 slots,
+    calls of 0.2 s, 1200 RPM): never more than 2 calls in flight over all the processes, and the
+    slots kept busy; requests-bound (4 slots, calls of 0.05 s, 300 RPM): the requests admitted
+    follow the RPM within one call."""
+    slots, rpm, call_s = (2, 1200, 0.2) if bound == "slots" else (4, 300, 0.05)
+    start, seconds = common_start(4), 4.0
+    try:
+        results = run_children(
+            4, COMBINED_RUN, name=name, slots=slots, rpm=rpm, start=start, seconds=seconds, call_s=call_s
+        )
+    finally:
+        remove_shared(f"{name}.slots")
+        remove_shared(f"{name}.rate")
+    calls = sorted(call for child in results for call in child)
+    edges = sorted([(began, 1) for began, _ in calls] + [(ended, -1) for _, ended in calls], key=lambda e: (e[0], e[1]))
+    in_flight = most = 0
+    for _, step in edges:
+        in_flight += step
+        most = max(most, in_flight)
+    print(f"\n[combined-shm-{bound}] {len(calls)} calls in {seconds} s, at most {most} in flight")
+    assert most <= slots
+    if bound == "slots":
+        assert len(calls) >= 0.8 * slots / call_s * seconds  # the slots are not left idle
+    else:
+        assert abs(len(calls) - (1 + rpm / 60 * seconds)) <= 2

@@ -21,6 +21,7 @@ from omnilimit._validate import flag, token_count
 from omnilimit.concurrency import ConcurrencyLimiter
 from omnilimit.feedback import Headers
 from omnilimit.rate import RateLimiter
+from omnilimit.spec import is_redis, shared_name
 
 
 class CombinedLimiter(_async.AsyncLimiting):
@@ -36,6 +37,11 @@ class CombinedLimiter(_async.AsyncLimiting):
     dictionaries (so code that looks for ``max_concurrent`` treats it as a concurrency limiter).
     Coroutines: ``await acquire_async(timeout=120, tokens=0)``, ``async with limiter:``,
     ``@limiter.limit``.
+
+    ``backend="shm"`` (or ``"shm://NAME"``; NAME defaults to ``name``) shares both parts between
+    the processes of the host: the slots in the segment ``NAME.slots``, the requests (and token
+    budget) in ``NAME.rate``. Coroutines cannot wait on it yet (the slots' futexes cannot wake an
+    event loop: a clear error). A Redis backend is refused (not yet).
     """
 
     __slots__ = ("_lock", "_over_releases", "_rule", "concurrency", "name", "rate")
@@ -49,14 +55,17 @@ class CombinedLimiter(_async.AsyncLimiting):
         burst_size: int | None = None,
         tokens_per_minute: int | float | None = None,
         token_burst: int | None = None,
+        backend: object = None,
     ) -> None:
-        self.concurrency = ConcurrencyLimiter(max_concurrent, name=name)
+        slots, requests = self._part_backends(backend, name)
+        self.concurrency = ConcurrencyLimiter(max_concurrent, name=name, backend=slots)
         self.rate = RateLimiter(
             requests_per_minute,
             burst_size,
             provider_name=name,
             tokens_per_minute=tokens_per_minute,
             token_burst=token_burst,
+            backend=requests,
         )
         self.name = name
         # Each thread's account of its slots here and of its last failed acquire: the native
@@ -64,6 +73,26 @@ class CombinedLimiter(_async.AsyncLimiting):
         self._rule = _core.ReleaseRule()
         self._lock = threading.Lock()
         self._over_releases = 0  # releases ignored here (the concurrency part counts its own)
+
+    @staticmethod
+    def _part_backends(backend: object, name: str) -> tuple[str | None, str | None]:
+        """The parts' backends: both in-process, or the segments NAME.slots and NAME.rate.
+        Raises ValueError for a Redis backend (not yet) or a bad one."""
+        if is_redis(backend):
+            raise ValueError(
+                "a combined limiter cannot be shared through Redis yet (shared memory can share it: backend='shm')"
+            )
+        base = shared_name(backend, default=name)
+        if base is None:
+            return None, None
+        return f"shm://{base}.slots", f"shm://{base}.rate"
+
+    @property
+    def backend(self) -> str | None:
+        """``shm://NAME`` for a limiter shared between processes (its parts: NAME.slots and
+        NAME.rate), None in-process."""
+        slots = self.concurrency.backend
+        return None if slots is None else str(slots)[: -len(".slots")]
 
     def acquire(self, timeout: float | None = 120, tokens: int = 0, fail_fast: bool = False) -> bool:
         """Takes a slot, then the request and its tokens, within `timeout` seconds in all (None:

@@ -212,9 +212,10 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
         token_burst=token_burst,
         **redis_options,
     )
-    if backend is not None and settings.kind == COMBINED:
+    if backend is not None and settings.kind == COMBINED and is_redis(backend):
         raise ConfigError(
-            "a combined limiter (rate_limit_mode: combined) cannot be shared between processes yet",
+            "a combined limiter (rate_limit_mode: combined) cannot be shared through Redis yet "
+            "(rate_limit_backend: shm can share it)",
             source=source,
             role=role,
             key="rate_limit_backend",
