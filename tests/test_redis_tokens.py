@@ -16,9 +16,9 @@ import time
 
 import pytest
 from helpers import need, start_thread, wait_until
-from token_runs import four_processes_share_one_budget
+from token_runs import four_processes_share_one_budget, four_processes_share_one_combined_limiter
 
-from omnilimit import ConfigError, LimiterClosed, ProviderRateLimitManager, RateLimiter
+from omnilimit import CombinedLimiter, ConfigError, LimiterClosed, ProviderRateLimitManager, RateLimiter
 
 redis = need("redis")
 
@@ -286,6 +286,84 @@ def test_yaml_keys_build_a_shared_token_budget(redis_url, unique_name):
 def test_four_processes_share_one_token_budget(redis_url, unique_name, binding):
     """The 4-process run of ``token_runs.four_processes_share_one_budget`` through Redis."""
     four_processes_share_one_budget(redis_url, unique_name, binding)
+
+
+@pytest.mark.parametrize("bound", ["slots", "requests"])
+def test_four_processes_share_one_combined_limiter(redis_url, unique_name, bound):
+    """The combined run of ``token_runs`` through Redis: the slots and the budget of every process
+    in one server."""
+    four_processes_share_one_combined_limiter(redis_url, unique_name, bound)
+
+
+def test_a_combined_limiter_shares_its_slots_and_budget_between_hosts(redis_url, unique_name):
+    """Two limiters on one name, as two hosts would have: the slots and the token budget are one;
+    a refusal holds nothing (all-or-nothing); a turn out of reach gives the slot back at once."""
+    first, second = (
+        CombinedLimiter(2, 6000, name=unique_name, backend=redis_url, tokens_per_minute=6000, token_burst=1000)
+        for _ in range(2)
+    )
+    try:
+        assert first.backend is not None and "redis" in first.backend
+        assert first.acquire(timeout=1, tokens=800) and first.acquire(timeout=1, tokens=100)
+        assert second.active_calls == 2 and second.acquire(timeout=0.2) is False  # no slot
+        first.release(tokens=100)  # (the thread's latest reservation, settled as used)
+        assert second.acquire(timeout=0.3, tokens=900) is False  # a slot, but no tokens in time
+        assert second.active_calls == 1  # the slot was not kept: all-or-nothing
+        claim = second.rate.token_budget_available() + 100  # 1 s away: the slot is given back meanwhile
+        started = time.monotonic()
+        assert second.acquire(timeout=5, tokens=claim)
+        assert 0.5 < time.monotonic() - started < 3.0
+        second.release(tokens=claim)
+        first.release(tokens=0)
+        assert first.active_calls == 0
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_combined_limiter_on_redis_from_coroutines(redis_url, unique_name):
+    """The same from coroutines: a turn out of reach gives the slot back and stands by (the server
+    asked from the default executor, never on the loop); tokens given back bring it within reach."""
+    limiter = CombinedLimiter(2, 6000, name=unique_name, backend=redis_url, tokens_per_minute=6000, token_burst=1000)
+
+    async def scenario():
+        assert await limiter.acquire_async(timeout=1, tokens=1000)  # one slot and the whole budget
+        waiter = asyncio.ensure_future(limiter.acquire_async(timeout=3, tokens=500))  # 5 s away: out of reach
+        await asyncio.sleep(0.3)
+        assert limiter.active_calls == 1 and not waiter.done()  # it gave its slot back and stands by
+        started = time.monotonic()
+        limiter.release(tokens=0)  # the 1000 come back: its turn is now
+        assert await waiter
+        took = time.monotonic() - started
+        limiter.release(tokens=500)
+        return took
+
+    try:
+        assert asyncio.run(scenario()) < 1.0
+    finally:
+        limiter.close()
+
+
+def test_combined_mode_in_the_yaml_is_shared_through_redis(redis_url, unique_name):
+    role = {
+        "rate_limit_mode": "combined",
+        "max_concurrent_calls": 1,
+        "rate_limit_rpm": 600,
+        "rate_limit_backend": redis_url,
+        "rate_limit_lease_seconds": 5,
+        "rate_limit_shared_key": unique_name,
+    }
+    config = {"providers": {"r": role}}
+    first, second = (ProviderRateLimitManager.from_config(config).limiter_for("r") for _ in range(2))
+    try:
+        assert isinstance(first, CombinedLimiter) and first.concurrency.lease_seconds == 5
+        assert first.acquire(timeout=0) and second.acquire(timeout=0.2) is False  # one slot for both
+        first.release()
+        assert second.acquire(timeout=1)
+        second.release()
+    finally:
+        first.close()
+        second.close()
 
 
 def test_a_random_mix_of_claims_and_settles_never_overdraws(redis_url, unique_name):

@@ -16,10 +16,10 @@ import time
 import uuid
 
 import pytest
-from helpers import common_start, run_children, start_thread, wait_until
-from token_runs import four_processes_share_one_budget
+from helpers import start_thread, wait_until
+from token_runs import four_processes_share_one_budget, four_processes_share_one_combined_limiter
 
-from omnilimit import CombinedLimiter, ConfigError, LimiterClosed, ProviderRateLimitManager, RateLimiter, remove_shared
+from omnilimit import CombinedLimiter, LimiterClosed, ProviderRateLimitManager, RateLimiter, remove_shared
 
 
 @pytest.fixture
@@ -251,7 +251,7 @@ def test_a_combined_limiter_shares_its_slots_and_budget_between_processes(name):
         remove_shared(f"{name}.rate")
 
 
-def test_combined_mode_in_the_yaml_is_shared_through_shm_and_refused_for_redis(name):
+def test_combined_mode_in_the_yaml_is_shared_through_shm(name):
     providers = {"rate_limit_mode": "combined", "max_concurrent_calls": 3, "rate_limit_rpm": 600}
     config = {"providers": {"r": {**providers, "rate_limit_backend": f"shm://{name}"}}}
     first, second = (ProviderRateLimitManager.from_config(config).limiter_for("r") for _ in range(2))
@@ -263,66 +263,12 @@ def test_combined_mode_in_the_yaml_is_shared_through_shm_and_refused_for_redis(n
     finally:
         remove_shared(f"{name}.slots")
         remove_shared(f"{name}.rate")
-    with pytest.raises(ConfigError, match=r"combined.*cannot be shared through Redis yet"):
-        ProviderRateLimitManager.from_config(
-            {"providers": {"r": {**providers, "rate_limit_backend": "redis://localhost:6379/0"}}}
-        )
-    with pytest.raises(ValueError, match="cannot be shared through Redis yet"):
-        CombinedLimiter(2, 60, backend="redis://localhost:6379/0")
-
-
-COMBINED_RUN = """
-import json, threading, time
-from omnilimit import CombinedLimiter
-limiter = CombinedLimiter({slots}, {rpm}, name="c", backend="shm://{name}", tokens_per_minute=600000, token_burst=10000)
-start, end = {start}, {start} + {seconds}
-calls, lock = [], threading.Lock()
-
-def work():
-    while time.monotonic() < start:
-        time.sleep(0.001)
-    while True:
-        left = end - time.monotonic()
-        if left <= 0 or not limiter.acquire(timeout=left, tokens=100):
-            return
-        began = time.monotonic()
-        time.sleep({call_s})
-        ended = time.monotonic()
-        limiter.release(tokens=50)
-        with lock:
-            calls.append((began, ended))
-
-threads = [threading.Thread(target=work) for _ in range(8)]
-for t in threads: t.start()
-for t in threads: t.join()
-print(json.dumps(calls))
-"""
 
 
 @pytest.mark.parametrize("bound", ["slots", "requests"])
 def test_four_processes_share_one_combined_limiter(name, bound):
-    """4 processes x 8 threads on one CombinedLimiter in shared memory. Slots-bound (2 slots,
-    calls of 0.2 s, 1200 RPM): never more than 2 calls in flight over all the processes, and the
-    slots kept busy; requests-bound (4 slots, calls of 0.05 s, 300 RPM): the requests admitted
-    follow the RPM within one call."""
-    slots, rpm, call_s = (2, 1200, 0.2) if bound == "slots" else (4, 300, 0.05)
-    start, seconds = common_start(4), 4.0
     try:
-        results = run_children(
-            4, COMBINED_RUN, name=name, slots=slots, rpm=rpm, start=start, seconds=seconds, call_s=call_s
-        )
+        four_processes_share_one_combined_limiter(f"shm://{name}", "c", bound)
     finally:
         remove_shared(f"{name}.slots")
         remove_shared(f"{name}.rate")
-    calls = sorted(call for child in results for call in child)
-    edges = sorted([(began, 1) for began, _ in calls] + [(ended, -1) for _, ended in calls], key=lambda e: (e[0], e[1]))
-    in_flight = most = 0
-    for _, step in edges:
-        in_flight += step
-        most = max(most, in_flight)
-    print(f"\n[combined-shm-{bound}] {len(calls)} calls in {seconds} s, at most {most} in flight")
-    assert most <= slots
-    if bound == "slots":
-        assert len(calls) >= 0.8 * slots / call_s * seconds  # the slots are not left idle
-    else:
-        assert abs(len(calls) - (1 + rpm / 60 * seconds)) <= 2

@@ -74,3 +74,57 @@ def four_processes_share_one_budget(backend, name, binding):
     )
     assert abs(net - ideal) <= 0.01 * ideal + 1, (net, ideal)
     assert peak <= limit_1s
+
+
+COMBINED_RUN = """
+import json, threading, time
+from omnilimit import CombinedLimiter
+limiter = CombinedLimiter(
+    {slots}, {rpm}, name="{name}", backend="{backend}", tokens_per_minute=600000, token_burst=10000
+)
+start, end = {start}, {start} + {seconds}
+calls, lock = [], threading.Lock()
+
+def work():
+    while time.monotonic() < start:
+        time.sleep(0.001)
+    while True:
+        left = end - time.monotonic()
+        if left <= 0 or not limiter.acquire(timeout=left, tokens=100):
+            return
+        began = time.monotonic()
+        time.sleep({call_s})
+        ended = time.monotonic()
+        limiter.release(tokens=50)
+        with lock:
+            calls.append((began, ended))
+
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(calls))
+"""
+
+
+def four_processes_share_one_combined_limiter(backend, name, bound):
+    """4 processes x 8 threads on one CombinedLimiter (``backend``: shared memory or Redis). Slots-bound (2 slots,
+    calls of 0.2 s, 1200 RPM): never more than 2 calls in flight over all the processes, and the
+    slots kept busy; requests-bound (4 slots, calls of 0.05 s, 300 RPM): the requests admitted
+    follow the RPM within one call."""
+    slots, rpm, call_s = (2, 1200, 0.2) if bound == "slots" else (4, 300, 0.05)
+    start, seconds = common_start(4), 4.0
+    results = run_children(
+        4, COMBINED_RUN, backend=backend, name=name, slots=slots, rpm=rpm, start=start, seconds=seconds, call_s=call_s
+    )
+    calls = sorted(call for child in results for call in child)
+    edges = sorted([(began, 1) for began, _ in calls] + [(ended, -1) for _, ended in calls], key=lambda e: (e[0], e[1]))
+    in_flight = most = 0
+    for _, step in edges:
+        in_flight += step
+        most = max(most, in_flight)
+    print(f"\n[combined-{backend.split(':')[0]}-{bound}] {len(calls)} calls in {seconds} s, at most {most} in flight")
+    assert most <= slots
+    if bound == "slots":
+        assert len(calls) >= 0.8 * slots / call_s * seconds  # the slots are not left idle
+    else:
+        assert abs(len(calls) - (1 + rpm / 60 * seconds)) <= 2

@@ -135,9 +135,16 @@ struct RateCore final : ForkAware {
     const Nanos wait = dual ? dual->predicted_wait(tokens, now) : bucket.wait_for(1, now);
     return RatePolicy::turn_wait(wait, pause.end_ns(now), now);
   }
-  // Whether that caller's turn comes by `deadline_ns`.
+  // Whether that caller's turn comes by `deadline_ns`: by the store that decides (it says how long
+  // a caller would wait: predicted_wait), or by this core. With the GIL held.
   bool turn_within(std::int64_t tokens, Nanos deadline_ns) {
     const Nanos now = now_ns();
+    if (hooks.has_store()) {
+      const double wait_s = figure(hooks, "predicted_wait", py::float_(0.0), py::int_(tokens)).cast<double>();
+      const Nanos wait = wait_s >= 9.2e9 ? kForever : static_cast<Nanos>(std::max(wait_s, 0.0) * 1e9);
+      // (a pause heard from any host is this core's too)
+      return RatePolicy::turn_within(RatePolicy::turn_wait(wait, pause.end_ns(now), now), now, deadline_ns);
+    }
     return RatePolicy::turn_within(wait_for_turn(tokens, now), now, deadline_ns);
   }
   void limit_available(std::int64_t n, Nanos now) {

@@ -592,11 +592,18 @@ released only while a caller waits.)doc");
       .def("_async_cancel", &async_cancel, py::arg("waiter"),
            "Takes `waiter` out of the queue; True when a slot had been handed to it (it holds it now).")
       .def("_give_back",
-           [](ConcurrencyCore& core) {
+           [](py::object self) {
              // A slot taken for a coroutine that does not use it (a pause outlasts its timeout, or it
-             // was cancelled): passed on without counting as a call, as acquire() does.
-             core.total_acquired.fetch_sub(1, std::memory_order_relaxed);
+             // was cancelled), or by a CombinedLimiter whose rate turn is out of reach: passed on
+             // without counting as a call here (a store's own count keeps it), as acquire() does.
+             ConcurrencyCore& core = self.cast<ConcurrencyCore&>();
              thread_account.gave_back(core.id);
+             if (core.hooks.has_store()) {
+               bool released = false;
+               if (!give_back_to_store(core.hooks, self.ptr(), &released)) throw py::error_already_set();
+               return;
+             }
+             core.total_acquired.fetch_sub(1, std::memory_order_relaxed);
              core.give_back();
            },
            "Passes on a slot this thread (or coroutine) took and will not use (not counted as a call).")

@@ -45,7 +45,14 @@ def build_limiter(
     if kind == COMBINED:
         assert rpm is not None
         limiter = CombinedLimiter(
-            int(limit), rpm, name=key, burst_size=burst, tokens_per_minute=tpm, token_burst=token_burst, backend=backend
+            int(limit),
+            rpm,
+            name=key,
+            burst_size=burst,
+            tokens_per_minute=tpm,
+            token_burst=token_burst,
+            backend=backend,
+            **options,
         )
         logger.info(
             "Created combined limiter: '%s' with max %s concurrent calls and %s RPM%s (%s)",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from types import TracebackType
+from typing import Any
 
 from omnilimit import _async, _core
 from omnilimit._log import logger, shown_timeout
@@ -41,7 +42,9 @@ class CombinedLimiter(_async.AsyncLimiting):
     ``backend="shm"`` (or ``"shm://NAME"``; NAME defaults to ``name``) shares both parts between
     the processes of the host: the slots in the segment ``NAME.slots``, the requests (and token
     budget) in ``NAME.rate``. Coroutines cannot wait on it yet (the slots' futexes cannot wake an
-    event loop: a clear error). A Redis backend is refused (not yet).
+    event loop: a clear error). A Redis backend (a URL or a client) shares both parts between
+    hosts; the Redis options (``on_backend_error``, ``local_fraction``, ``lease_seconds``) go to
+    the parts that take them.
     """
 
     __slots__ = ("_lock", "_over_releases", "_rule", "concurrency", "name", "rate")
@@ -56,9 +59,11 @@ class CombinedLimiter(_async.AsyncLimiting):
         tokens_per_minute: int | float | None = None,
         token_burst: int | None = None,
         backend: object = None,
+        **options: Any,
     ) -> None:
         slots, requests = self._part_backends(backend, name)
-        self.concurrency = ConcurrencyLimiter(max_concurrent, name=name, backend=slots)
+        rate_options = {key: value for key, value in options.items() if key != "lease_seconds"}
+        self.concurrency = ConcurrencyLimiter(max_concurrent, name=name, backend=slots, **options)
         self.rate = RateLimiter(
             requests_per_minute,
             burst_size,
@@ -66,6 +71,7 @@ class CombinedLimiter(_async.AsyncLimiting):
             tokens_per_minute=tokens_per_minute,
             token_burst=token_burst,
             backend=requests,
+            **rate_options,
         )
         self.name = name
         # Each thread's account of its slots here and of its last failed acquire: the native
@@ -75,13 +81,11 @@ class CombinedLimiter(_async.AsyncLimiting):
         self._over_releases = 0  # releases ignored here (the concurrency part counts its own)
 
     @staticmethod
-    def _part_backends(backend: object, name: str) -> tuple[str | None, str | None]:
-        """The parts' backends: both in-process, or the segments NAME.slots and NAME.rate.
-        Raises ValueError for a Redis backend (not yet) or a bad one."""
+    def _part_backends(backend: object, name: str) -> tuple[Any, Any]:
+        """The parts' backends: both in-process, the segments NAME.slots and NAME.rate, or the
+        same Redis server (whose keys tell the kinds apart). Raises ValueError for a bad one."""
         if is_redis(backend):
-            raise ValueError(
-                "a combined limiter cannot be shared through Redis yet (shared memory can share it: backend='shm')"
-            )
+            return backend, backend
         base = shared_name(backend, default=name)
         if base is None:
             return None, None
@@ -89,10 +93,12 @@ class CombinedLimiter(_async.AsyncLimiting):
 
     @property
     def backend(self) -> str | None:
-        """``shm://NAME`` for a limiter shared between processes (its parts: NAME.slots and
-        NAME.rate), None in-process."""
+        """``shm://NAME`` for a limiter shared between the processes of a host (its parts:
+        NAME.slots and NAME.rate), the Redis URL (without its password), or None in-process."""
         slots = self.concurrency.backend
-        return None if slots is None else str(slots)[: -len(".slots")]
+        if slots is None or not str(slots).startswith("shm://"):
+            return slots
+        return str(slots)[: -len(".slots")]
 
     def acquire(self, timeout: float | None = 120, tokens: int = 0, fail_fast: bool = False) -> bool:
         """Takes a slot, then the request and its tokens, within `timeout` seconds in all (None:
@@ -113,6 +119,8 @@ class CombinedLimiter(_async.AsyncLimiting):
                 self.concurrency._give_back()
                 raise
             self.concurrency._give_back()  # never hold a slot for a rate turn out of reach
+            if not fail_fast and self.rate.store is not None:  # other hosts' changes wake the stand-by
+                self.rate.store.listen_for_changes(min(_async.seconds_left(deadline), 1.0))
             if fail_fast or not self.rate._wait_for_turn_within(tokens, deadline):
                 self.rate._refused(timeout, fail_fast)
                 return self._failed()
@@ -128,7 +136,7 @@ class CombinedLimiter(_async.AsyncLimiting):
             if not await self.concurrency.acquire_async(timeout=_async.timeout_left(deadline)):
                 return self._failed()
             try:
-                if self.rate._turn_within(tokens, deadline) and await self.rate.acquire_async(
+                if await self._turn_within_now(tokens, deadline) and await self.rate.acquire_async(
                     timeout=_async.timeout_left(deadline), tokens=tokens, fail_fast=True
                 ):
                     return self._took()
@@ -136,9 +144,20 @@ class CombinedLimiter(_async.AsyncLimiting):
                 self.concurrency._give_back()
                 raise
             self.concurrency._give_back()
+            if not fail_fast and self.rate.store is not None:  # other hosts' changes wake the stand-by
+                wait_s = min(_async.seconds_left(deadline), 1.0)
+                await asyncio.get_running_loop().run_in_executor(None, self.rate.store.listen_for_changes, wait_s)
             if fail_fast or not await self._turn_within_async(tokens, deadline):
                 self.rate._refused(timeout, fail_fast)
                 return self._failed()
+
+    async def _turn_within_now(self, tokens: int, deadline: int) -> bool:
+        """``rate._turn_within`` from a coroutine: a Redis store is asked in the loop's default
+        executor (a round trip), never on the loop itself."""
+        if self.rate.store is None:
+            return bool(self.rate._turn_within(tokens, deadline))
+        loop = asyncio.get_running_loop()
+        return bool(await loop.run_in_executor(None, self.rate._turn_within, tokens, deadline))
 
     async def _turn_within_async(self, tokens: int, deadline: int) -> bool:
         """Stands by on the rate part until a caller for `tokens` would have its turn by
@@ -149,7 +168,7 @@ class CombinedLimiter(_async.AsyncLimiting):
         try:
             while True:
                 waiter.future = future = loop.create_future()
-                if self.rate._turn_within(tokens, deadline):
+                if await self._turn_within_now(tokens, deadline):
                     return True
                 if _core.monotonic_ns() >= deadline:
                     return False

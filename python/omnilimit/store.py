@@ -100,6 +100,10 @@ class RateStore(Store, Protocol):
     ) -> bool:
         """``acquire`` for a coroutine, waiting on its event loop."""
 
+    def listen_for_changes(self, wait_s: float) -> None:
+        """Makes sure this process hears other hosts' changes (and wakes its callers standing by
+        on each); the first time, waits up to ``wait_s`` for the subscription."""
+
     def set_rate(self, requests_per_minute: int | float) -> None:
         """Writes the rate (every host follows)."""
 

@@ -298,6 +298,11 @@ class RedisRateStore:
             return True  # no round trip on the common path
         return bool(await loop.run_in_executor(None, self._not_paused, limiter, instant))
 
+    def listen_for_changes(self, wait_s: float) -> None:
+        """Subscribes (once) to the changes every host publishes: each wakes this process's
+        callers standing by (a CombinedLimiter's, whose rate turn was out of reach)."""
+        self._feed.listen(wait_s)
+
     def close(self) -> None:
         """Stops listening for other hosts' changes."""
         self._feed.stop()

@@ -509,6 +509,11 @@ class RedisTokenStore:
         if used != reserved:
             self._budgets.settle(used - reserved)
 
+    def listen_for_changes(self, wait_s: float) -> None:
+        """Subscribes (once) to the changes every host publishes: each wakes this process's
+        callers standing by (a CombinedLimiter's, whose rate turn was out of reach)."""
+        self._feed.listen(wait_s)
+
     def close(self) -> None:
         """Stops listening for other hosts' changes; this process's waiters in the line look again
         (and meet the closed limiter)."""

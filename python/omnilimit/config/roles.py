@@ -212,14 +212,6 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
         token_burst=token_burst,
         **redis_options,
     )
-    if backend is not None and settings.kind == COMBINED and is_redis(backend):
-        raise ConfigError(
-            "a combined limiter (rate_limit_mode: combined) cannot be shared through Redis yet "
-            "(rate_limit_backend: shm can share it)",
-            source=source,
-            role=role,
-            key="rate_limit_backend",
-        )
     if settings.tpm is not None and redis_options.get("on_backend_error") == "local":
         raise ConfigError(
             "rate_limit_on_backend_error: local is not available yet for a token budget (rate_limit_tpm) "
