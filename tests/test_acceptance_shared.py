@@ -1,5 +1,5 @@
-"""Acceptance: one token budget shared by 4 processes through Redis, against a provider that
-enforces it.
+"""Acceptance: one token budget shared by 4 processes through Redis or shared memory, against a
+provider that enforces it.
 
 The provider is ``tests/llm_standin.py``'s stand-in in this process (429 with OpenAI's headers),
 enforcing its RPM and TPM as token buckets holding one second's worth (``window="bucket"``). Against
@@ -10,7 +10,8 @@ Such strays are the fixed window's edge, not the budget's; the in-process accept
 (``test_acceptance_llm.py``) keeps the fixed windows. Four child processes of 16 threads each call it through the
 real ``openai`` client as ``test_acceptance_llm.py``'s clients do (``acquire(tokens=estimate)``,
 the call with ``max_retries=0``, ``on_response`` after every response, ``record_request(tokens=
-usage)`` after a success). Behind one shared budget (``backend=`` a Redis URL) they meet no 429;
+usage)`` after a success). Behind one shared budget (``backend=`` a Redis URL, or ``shm://NAME``)
+they meet no 429;
 the control, each process with its own in-process budget at the full limits, meets hundreds.
 Figures in the output (``pytest -s``)."""
 
@@ -22,6 +23,8 @@ import pytest
 from helpers import common_start, need, run_children
 from llm_standin import per_second
 from llm_wire import prompt_tokens
+
+from omnilimit import remove_shared
 
 need("openai")
 need("redis")
@@ -82,18 +85,23 @@ print(json.dumps(figures))
 
 
 @pytest.mark.parametrize(
-    ("shared", "feedback"),
-    [(True, True), (False, True), (False, False)],
-    ids=["one-budget-in-redis", "control-a-budget-per-process", "control-without-headers"],
+    ("where", "feedback"),
+    [("redis", True), ("shm", True), ("", True), ("", False)],
+    ids=["one-budget-in-redis", "one-budget-in-shm", "control-a-budget-per-process", "control-without-headers"],
 )
 def test_four_processes_behind_one_token_budget_meet_no_429(
-    provider_factory: Any, redis_url: str, unique_name: str, shared: bool, feedback: bool
+    provider_factory: Any, request: pytest.FixtureRequest, unique_name: str, where: str, feedback: bool
 ) -> None:
     """TPM binds (20 calls' worth of tokens per 1-s window; RPM 6000 does not bind), every call
-    uses what it reserved. One budget in Redis: no 429 and >= 95% of the sustainable tokens
-    (the window's cap times the run's span, first admission to last completion). The controls:
-    four in-process budgets at the full limits, each sending up to the whole rate: hundreds of 429s
-    (165 to 172 fed the provider's headers and 429s through ``on_response``, 319 to 341 without)."""
+    uses what it reserved. One budget in Redis, or in shared memory: no 429 and >= 95% of the
+    sustainable tokens (the window's cap times the run's span, first admission to last
+    completion). The controls: four in-process budgets at the full limits, each sending up to the
+    whole rate: hundreds of 429s (165 to 172 fed the provider's headers and 429s through
+    ``on_response``, 319 to 341 without)."""
+    shared = bool(where)
+    backend = request.getfixturevalue("redis_url") if where == "redis" else f"shm://{unique_name}" if shared else ""
+    if where == "shm":
+        request.addfinalizer(lambda: remove_shared(unique_name))
     rpm, tpm = 6000, 20 * ESTIMATE * 60
     provider = provider_factory(rpm=rpm, tpm=tpm, max_concurrent=64, completion_ratio=1.0, window="bucket")
     start = common_start(4)
@@ -101,7 +109,7 @@ def test_four_processes_behind_one_token_budget_meet_no_429(
     results = run_children(
         4,
         CHILD,
-        backend=redis_url if shared else "",
+        backend=backend,
         feedback=feedback,
         rpm=rpm,
         tpm=tpm,
@@ -122,7 +130,7 @@ def test_four_processes_behind_one_token_budget_meet_no_429(
     cap = per_second(tpm)
     assert cap is not None
     ratio = tokens / (cap * span)
-    run = ("shared" if shared else "control") + ("" if feedback else "-without-headers")
+    run = (f"shared-{where}" if shared else "control") + ("" if feedback else "-without-headers")
     line = (
         f"[four-processes-{run}] calls={ok} http_429={rejected} tokens={tokens} "
         f"span_s={span:.2f} ratio={ratio:.3f} per_window={provider.served_per_second()}"
