@@ -4,6 +4,7 @@ limiter objects of one name stand for two hosts; the multi-process runs use real
 Against a real redis-server (and Valkey: ``OMNILIMIT_TEST_SERVER=valkey``)."""
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -15,7 +16,7 @@ import threading
 import time
 
 import pytest
-from helpers import need, start_thread, wait_until
+from helpers import common_start, need, start_thread, wait_until
 from token_runs import four_processes_share_one_budget, four_processes_share_one_combined_limiter
 
 from omnilimit import CombinedLimiter, ConfigError, LimiterClosed, ProviderRateLimitManager, RateLimiter
@@ -458,3 +459,100 @@ def test_a_forked_child_waits_in_line_from_a_coroutine(redis_url, unique_name):
         timeout=60,
     )
     assert done.returncode == 0 and done.stdout.strip() == "child 0", (done.stdout, done.stderr)
+
+
+RESTART_RUN = """
+import json, threading, time
+from omnilimit import RateLimiter
+limiter = RateLimiter(
+    6000, provider_name="{name}", backend="{url}", tokens_per_minute=40000, token_burst=1600,
+    on_backend_error="{policy}",
+)
+start, end = {start}, {start} + {seconds}
+events, errors, lock = [], [], threading.Lock()
+
+def work():
+    while time.monotonic() < start:
+        time.sleep(0.001)
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            went = limiter.acquire(tokens=100, timeout=min(left, 1.0))
+        except Exception as error:
+            with lock:
+                errors.append(repr(error))
+            return
+        if went:
+            with lock:
+                events.append(time.monotonic())
+            time.sleep(0.02)
+            limiter.record_request(tokens=100)
+
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps({{"events": events, "errors": errors}}))
+"""
+
+
+@pytest.mark.parametrize("policy", ["closed", "open"])
+def test_four_processes_through_a_server_restart(redis_server, unique_name, policy):
+    """4 processes x 8 threads on one token budget (40000 TPM, token burst 1600, calls of 100)
+    while the server stops for 1 s and comes back empty. ``closed``: nobody goes while it is away,
+    every process goes on once it is back, and the tokens stay within the rate plus two bursts (a
+    restarted server holds a full bucket again). ``open``: callers go unlimited while it is away,
+    and are paced again once it is back. No process raises, none is wedged."""
+    start, seconds = common_start(4), 7.0
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(RESTART_RUN).format(
+                    name=unique_name, url=redis_server.url, policy=policy, start=start, seconds=seconds
+                ),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    try:
+        time.sleep(max(0.0, start + 2.5 - time.monotonic()))
+        stopped = time.monotonic()
+        redis_server.stop()
+        time.sleep(1.0)
+        redis_server.start()
+        restarted = time.monotonic()
+        results = []
+        for child in children:
+            out, err = child.communicate(timeout=60)
+            assert child.returncode == 0, err
+            results.append(json.loads(out))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+    assert [r["errors"] for r in results] == [[]] * 4
+    events = sorted(at for r in results for at in r["events"])
+    away = [at for at in events if stopped + 0.1 < at < restarted - 0.1]
+    after = [at for at in events if at > restarted + 1.0]
+    print(
+        f"\n[restart-{policy}] {len(events)} calls; {len(away)} while the server was away; "
+        f"{len(after)} from 1 s after it came back; processes going after: "
+        f"{sum(1 for r in results if any(at > restarted for at in r['events']))}"
+    )
+    rate_per_s = 40000 / 60
+    if policy == "closed":
+        assert away == []
+        assert sum(1 for r in results if any(at > restarted for at in r["events"])) >= 2  # not wedged
+        assert len(events) * 100 <= 2 * 1600 + rate_per_s * seconds + 100
+    else:
+        assert len(away) >= 8  # unlimited meanwhile: at least one call per thread of a process
+    span = (start + seconds) - (restarted + 1.0)
+    assert len(after) * 100 <= 1600 + rate_per_s * span + 100  # paced again after the restart
+    assert len(after) * 100 >= 0.8 * rate_per_s * span
