@@ -341,6 +341,23 @@ def test_only_the_owner_releases(redis_url, unique_name):
     stranger.release()
 
 
+def test_a_concurrency_pause_reaches_every_host(redis_url, unique_name):
+    """A 429 seen on one host pauses the others' concurrency limiter too: a caller there that gets
+    a permit during the pause waits out the rest (or, when it outlasts its timeout, gives the
+    permit back and returns False once the timeout has passed)."""
+    here = ConcurrencyLimiter(2, unique_name, backend=redis_url)
+    there = ConcurrencyLimiter(2, unique_name, backend=redis_url)  # another host's limiter
+    assert 0.9 < here.pause(1.0) <= 1.0
+    started = time.monotonic()
+    assert there.acquire(timeout=0.3) is False  # the pause outlasts the timeout
+    assert 0.25 < time.monotonic() - started < 1.0 and there.active_calls == 0
+    assert there.acquire(timeout=5)
+    waited = time.monotonic() - started
+    assert 0.9 < waited < 2.0, waited  # the rest of the pause (plus its jitter), not the timeout
+    there.release()
+    assert there.paused_for == 0
+
+
 def test_a_waiter_is_woken_by_a_release_in_another_process(redis_url, unique_name):
     limiter = ConcurrencyLimiter(1, unique_name, backend=redis_url)
     child = subprocess.Popen(

@@ -80,6 +80,8 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, WithStore[ConcurrencyStore], Pro
         )
         self.name = checked_name
         self._timeouts = timeouts
+        if self._store is not None:
+            self._store.bind(self)
         if self._shared_max_before is not None:
             logger.warning(
                 "ConcurrencyLimiter %r: the shared segment %r allowed %d concurrent calls: it now allows %d, in "
@@ -97,6 +99,15 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, WithStore[ConcurrencyStore], Pro
     def lease_seconds(self) -> float | None:
         """How long a Redis permit outlives its holder's last renewal (None without Redis)."""
         return None if self._store is None else self._store.lease_seconds
+
+    def pause(self, seconds: float) -> float:
+        """Admits nothing for ``seconds`` (a provider's 429; a pause in effect that ends later
+        stays): callers that get a slot meanwhile wait out the rest, within their timeout. In
+        shared memory, for every process; with Redis, for every host. Returns the seconds until
+        this limiter may go again."""
+        local: float = super().pause(seconds)
+        shared = None if self._store is None else self._store.pause(seconds)
+        return local if shared is None else max(local, shared)
 
     # ---- acquiring ------------------------------------------------------------------------------
 

@@ -76,6 +76,14 @@ class ConcurrencyStore(Store, Protocol):
         """Gives back a slot of the calling thread (else of this process); False when none was
         held (the limiter counts and logs the over-release)."""
 
+    def bind(self, limiter: Any) -> None:
+        """Called once the limiter exists: the store may keep a weak reference to pause it when
+        another host declared a pause."""
+
+    def pause(self, seconds: float) -> float | None:
+        """Nobody, on any host, goes for ``seconds``; returns the store's seconds until going,
+        None when it cannot tell (the limiter's own pause stands)."""
+
     def set_max_concurrent(self, maximum: int) -> int:
         """Writes the cap; returns the cap of the limiter's in-process fallback."""
 

@@ -49,10 +49,11 @@ class RedisConcurrencyStore:
     ``lease_seconds`` (default 30) is how long a permit outlives its holder's last renewal: a
     crashed client's permits come back after it. ``on_backend_error`` and ``local_fraction`` say
     what happens while Redis is unreachable (``redis_outage``). ``pause()`` (a provider's 429)
-    pauses the limiter of this process only. Every method is thread-safe.
+    pauses every host: the next caller of any host to lease a permit meanwhile waits out the rest.
+    Every method is thread-safe.
     """
 
-    __slots__ = ("__weakref__", "_keeper", "_link", "_mine", "_outage", "_reads", "local_fraction", "name")
+    __slots__ = ("__weakref__", "_keeper", "_limiter", "_link", "_mine", "_outage", "_reads", "local_fraction", "name")
 
     def __init__(
         self,
@@ -67,6 +68,7 @@ class RedisConcurrencyStore:
         policy, self.local_fraction = check_policy(on_backend_error, local_fraction)
         lease_s = check_lease(lease_seconds)
         self.name = name
+        self._limiter: weakref.ref[Any] | None = None
         self._link = RedisLink(backend, f"ConcurrencyLimiter {name!r}")
         self._outage = OutagePolicy(policy, self.local_fraction, self._link)
         key_name = name_for_key(name)
@@ -121,9 +123,30 @@ class RedisConcurrencyStore:
 
     def _try(self, owner: str, mode: str) -> tuple[bool, float]:
         """One round trip: (leased, seconds until the earliest lease expires or -1). ``mode``
-        ``wait`` joins the line (or stays in it) when no permit is free for this caller."""
+        ``wait`` joins the line (or stays in it) when no permit is free for this caller. A permit
+        leased while a pause declared by any host runs pauses this process's limiter for the rest
+        of it (the caller then waits it out)."""
         reply = self._keeper.run("SEM_ACQUIRE", owner, mode)
-        return int(reply[0]) == 1, int(reply[1]) / 1e6
+        leased = int(reply[0]) == 1
+        if leased and len(reply) > 2:
+            limiter = None if self._limiter is None else self._limiter()
+            if limiter is not None:
+                _core.ConcurrencyCore.pause(limiter, int(reply[2]) / 1e6)
+        return leased, int(reply[1]) / 1e6
+
+    def bind(self, limiter: Any) -> None:
+        """Called once the limiter exists: a pause that another host declared reaches it through
+        this store's answers."""
+        self._limiter = weakref.ref(limiter)
+
+    def pause(self, seconds: float) -> float | None:
+        """Nobody, on any host, takes a permit and goes for ``seconds`` (a provider's 429): every
+        host's next caller to lease a permit meanwhile waits out the rest. Returns the seconds until
+        the pause in effect ends, None while Redis is unreachable (this process's pause stands)."""
+        try:
+            return int(self._keeper.run("SEM_PAUSE", "", int(seconds * 1e6))) / 1e6
+        except BackendDown:
+            return None
 
     def _leave(self, owner: str, refused: bool) -> None:
         """Leaves the line (if in it); ``refused`` counts a caller that gave up. If Redis is

@@ -255,7 +255,7 @@ return {available, exact(interval), burst, tonumber(c[1]) or 0, tonumber(c[2]) o
 # them.
 _LEASES = """
 local ttl = tonumber(ARGV[3])
-local st = redis.call('HMGET', KEYS[2], 'max', 'sec')
+local st = redis.call('HMGET', KEYS[2], 'max', 'sec', 'pause_end')
 local max = tonumber(st[1]) or tonumber(ARGV[2])
 -- The idle expiry of every key, refreshed at the first write of each second.
 local function touch()
@@ -297,7 +297,8 @@ end
 """
 
 # ARGV 7: 'wait' (join the line, or stay in it, when no permit is free for this caller) or 'try'.
-# Returns {1, 0} (leased) or {0, µs until the earliest lease expires, or -1 if none}.
+# Returns {1, 0} (leased), {1, 0, µs} (leased while a pause declared by any host runs for µs more:
+# the caller waits it out) or {0, µs until the earliest lease expires, or -1 if none}.
 SEM_ACQUIRE = (
     _NOW
     + _LEASES
@@ -317,6 +318,8 @@ if ahead < max - count then
   redis.call('HINCRBY', KEYS[2], 'admitted', 1)
   touch()
   if changed then announce() end
+  local paused = (tonumber(st[3]) or 0) - now
+  if paused > 0 then return {1, 0, paused} end
   return {1, 0}
 end
 if ARGV[7] == 'wait' then
@@ -332,6 +335,21 @@ if changed then announce() end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if first[2] then return {0, math.ceil(tonumber(first[2]) - now)} end
 return {0, -1}
+"""
+)
+
+# A provider's 429, for every host: nobody goes for ARGV 7 µs (a pause in effect that ends later
+# stays). Every acquire that leases a permit meanwhile is told the µs left. Returns the µs until
+# the pause in effect ends.
+SEM_PAUSE = (
+    _NOW
+    + _LEASES
+    + """
+local wanted = now + tonumber(ARGV[7])
+local was = tonumber(st[3]) or 0
+if wanted > was then redis.call('HSET', KEYS[2], 'pause_end', wanted) end
+touch()
+return math.max(wanted, was) - now
 """
 )
 
