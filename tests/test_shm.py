@@ -438,6 +438,58 @@ def test_rate_limit_backend_in_the_yaml(name):
         remove_shared(f"{name}-judge")
 
 
+SLEEPER = """
+import asyncio, sys, time
+from omnilimit import RateLimiter
+limiter = RateLimiter({rpm}, provider_name="r", backend="shm://{name}")
+print("ready", flush=True)
+sys.stdin.readline()
+if {coroutine}:
+    went = asyncio.run(limiter.acquire_async(timeout=30))
+else:
+    went = limiter.acquire(timeout=30)
+print(went, time.monotonic(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("coroutine", [False, True], ids=["thread", "coroutine"])
+def test_a_new_rate_moves_the_sleepers_of_other_processes(name, coroutine):
+    """A caller of another process asleep on its booked instant follows set_rate made here: what
+    is left of its wait is rescaled as the bucket's debt is (x 1/100: it goes at once; x 10: it
+    waits ten times longer). Without this it would keep the instant booked at the old pace."""
+    for rpm, new_rpm in ((6, 600), (60, 6)):
+        remove_shared(name)
+        limiter = RateLimiter(rpm, provider_name="r", backend=f"shm://{name}")
+        assert limiter.acquire(timeout=0)  # the next instant: one interval away (10 s, then 1 s)
+        child = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(SLEEPER).format(rpm=rpm, name=name, coroutine=coroutine)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout.readline().strip() == "ready"
+            child.stdin.write("\n")
+            child.stdin.flush()
+            interval = 60 / rpm
+            wait_until(lambda lim=limiter, after=interval: lim.predicted_wait() > after)  # it booked the next instant
+            left = limiter.predicted_wait() - interval  # what is left of the sleeper's wait
+            changed = time.monotonic()
+            limiter.set_rate(new_rpm)
+            out, err = child.communicate(timeout=30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+        went, at = out.split()
+        assert went == "True", err
+        waited, expected = float(at) - changed, left * rpm / new_rpm
+        shown = f"{left:.3f} s left became {waited:.3f} (x{rpm / new_rpm:g}: {expected:.3f})"
+        print(f"\n[shm-set-rate] {rpm} -> {new_rpm} RPM: {shown}")
+        assert expected - 0.1 <= waited <= expected + 0.5, (rpm, new_rpm, left, waited)
+
+
 def test_a_process_killed_while_changing_the_rate_does_not_wedge_the_others(name):
     """A process killed inside set_rate leaves the bucket's config lock held by a dead pid and its
     sequence counter odd. Simulated by writing those two words into the segment (the layout: a

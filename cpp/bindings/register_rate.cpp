@@ -164,7 +164,9 @@ struct RateCore final : ForkAware {
   // reservation (coroutines share their loop's thread, so a thread-local cannot tell them apart).
   py::object async_reservation;
   Pause& pause;
-  Schedule schedule;  // where this process's sleepers wait; set_rate() moves their instants
+  // Where this process's sleepers wait; set_rate() moves their instants (shared: those of every
+  // process's sleepers).
+  Schedule schedule{shared.schedule, segment != nullptr};
   Standby standby{shared.standby, segment != nullptr};  // where callers wait whose turn is out of reach
   std::atomic<bool> closed{false};                       // close() was called (in this process)
   RequestWindow& recorded;

@@ -2,7 +2,9 @@
 // change reschedules them.
 //
 // What it proves: with 16 threads booking on a Gcra and sleeping in a Schedule while the interval
-// flips 4x, every sleeper returns and the uses never exceed the burst plus the fastest rate.
+// flips 4x, every sleeper returns and the uses never exceed the burst plus the fastest rate. The
+// same over shared words (ScheduleWords: a seqlock of changes, a bell), through two Schedules as
+// two processes would have: half the threads sleep on each, the changes are made through one.
 
 #include <algorithm>
 #include <atomic>
@@ -31,11 +33,25 @@ using omnilimit::Schedule;
 // 16 threads book on a Gcra and sleep in a Schedule while this thread flips the interval between
 // 100 us and 400 us through Schedule::change: every sleeper returns (none stuck past its
 // deadline), and the uses never exceed the burst plus the fastest rate over the run.
+constexpr Nanos kFast = 100 * kUs;
+constexpr std::int64_t kB = 5;
+
+void flips(Schedule& schedule, Schedule& second);
+
 void schedule_rate_flips() {
-  constexpr Nanos kFast = 100 * kUs;
-  constexpr std::int64_t kB = 5;
-  Gcra g(kFast, kB);
   Schedule schedule;
+  flips(schedule, schedule);
+}
+
+void shared_schedule_rate_flips() {
+  omnilimit::ScheduleWords words;
+  Schedule one(words, true);
+  Schedule other(words, true);
+  flips(one, other);
+}
+
+void flips(Schedule& changes, Schedule& second) {
+  Gcra g(kFast, kB);
   std::vector<std::vector<Nanos>> uses(kThreads);
   std::atomic<bool> stop{false};
   std::atomic<long> lost{0}, late{0};
@@ -44,6 +60,7 @@ void schedule_rate_flips() {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       Rng rng(700 + t);
+      Schedule& schedule = t % 2 == 0 ? changes : second;
       gate.wait();
       while (!stop.load(std::memory_order_relaxed)) {
         const Nanos now = now_ns();
@@ -75,7 +92,7 @@ void schedule_rate_flips() {
     const Nanos interval = fast ? kFast : 4 * kFast;
     fast = !fast;
     const Nanos at = now_ns();
-    schedule.change(at, interval, [&] {
+    changes.change(at, interval, [&] {
       const Nanos old = g.interval_ns();
       g.set_interval(interval, at);
       return old;
@@ -99,5 +116,6 @@ void schedule_rate_flips() {
 int main() {
   return omnilimit::test::run_scenarios({
       {"schedule: sleepers follow the interval as it flips", schedule_rate_flips},
+      {"shared schedule (a seqlock of changes, a bell): the same through two schedules", shared_schedule_rate_flips},
   });
 }

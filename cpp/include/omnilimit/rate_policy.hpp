@@ -28,6 +28,7 @@
 #include "omnilimit/gcra.hpp"
 #include "omnilimit/histogram.hpp"
 #include "omnilimit/pause.hpp"
+#include "omnilimit/schedule.hpp"
 #include "omnilimit/shm_segment.hpp"
 #include "omnilimit/standby.hpp"
 #include "omnilimit/window.hpp"
@@ -48,11 +49,12 @@ struct RateShared {
   std::atomic<std::int64_t> denied{0};  // refused without a wait: timeout=0, or fail_fast
   WaitHistogram waits;                  // how long the callers that had to wait waited
   alignas(64) StandbyWords standby;     // callers whose turn lies past their deadline (standby.hpp)
+  alignas(64) ScheduleWords schedule;   // the rate changes every process's sleepers follow (schedule.hpp)
 };
 inline constexpr std::uint32_t kRateSegmentKind = 1;
 // The layout fingerprint: 2 added `standby`, 3 a ProcessWord owner, 4 a WaitHistogram of 32 buckets per
-// power of two and its maximum.
-inline constexpr std::uint64_t kRateLayout = 4;
+// power of two and its maximum, 5 `schedule` (a rate change moves every process's sleepers).
+inline constexpr std::uint64_t kRateLayout = 5;
 
 // What the processes sharing a rate limiter with a token budget share: the rate limiter's words
 // (its bucket is the request half of the budget), the token bucket, the tokens recorded, and the
@@ -64,7 +66,7 @@ struct TokenShared {
   SharedQueue queue;
 };
 inline constexpr std::uint32_t kTokenSegmentKind = 3;
-inline constexpr std::uint64_t kTokenLayout = 1;
+inline constexpr std::uint64_t kTokenLayout = 2;  // 2: RateShared's `schedule`
 
 // The segment of a shared rate limiter: opened, or created with fresh words for this rate (and
 // token budget: `token_interval_ns` > 0). A limiter refused for its configuration opens nothing

@@ -22,6 +22,15 @@
 // Closing. close() wakes every sleeper and listener; wait() then answers `closed`, and the caller
 // gives its reservation back (if it still can) and leaves.
 //
+// Shared between processes (a bucket in a shared-memory segment). The sequence number and the
+// changes live in the segment too (ScheduleWords), so a rate changed by any process moves the
+// sleepers of every process: a change is made under a lock word that names its process (taken
+// over if that process died mid-change), each change's record is published like a seqlock (its
+// sequence written last), and a bell (a Standby's words: a futex) rings after each change. The
+// threads of every process sleep on the bell instead of the condition variable, and coroutines
+// listen to it (a watcher thread of their process wakes them). A booking checks the shared
+// sequence, so a change made in another process while it booked makes it book again, as here.
+//
 // Thread-safety: every member is safe from any thread. Sleepers hold the mutex only while
 // checking; nobody sleeps holding it.
 #pragma once
@@ -31,18 +40,46 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <memory>
 #include <new>
+#include <optional>
 #include <thread>
 
 #include "omnilimit/clock.hpp"
 #include "omnilimit/gcra.hpp"
+#include "omnilimit/process.hpp"
+#include "omnilimit/standby.hpp"
 #include "omnilimit/waker.hpp"
 
 namespace omnilimit {
 
+// The words of one Schedule: members of an in-process limiter's state, or in a shared segment.
+struct ScheduleWords {
+  static constexpr std::uint64_t kKept = 16;
+  struct Change {  // one change, published by its sequence number (written last; 0 while written)
+    std::atomic<std::uint64_t> sequence{0};
+    std::atomic<Nanos> at_ns{0};
+    std::atomic<Nanos> old_interval{1};
+    std::atomic<Nanos> new_interval{1};
+  };
+  std::atomic<std::uint64_t> sequence{0};  // even; odd while a change is under way
+  std::atomic<std::int64_t> writer{0};     // shared: the ProcessWord of the process changing (0: none)
+  Change changes[kKept];
+  StandbyWords bell;  // shared: rung after every change (and by close(), for this process's sleepers)
+};
+
 class Schedule {
  public:
   enum class Woke { ready, deadline, lost, closed };
+
+  // In one process (words of its own).
+  Schedule() : w_(&own_) {}
+  // Over `words` (a limiter's state); `shared`: they live in a segment other processes map.
+  Schedule(ScheduleWords& words, bool shared) : w_(&words) {
+    if (shared) bell_ = std::make_unique<Standby>(words.bell, true);
+  }
+  Schedule(const Schedule&) = delete;
+  Schedule& operator=(const Schedule&) = delete;
 
   // A sleeper that does not sleep here (a coroutine on its loop's timer) but wants to hear of
   // changes: linked while it sleeps, woken through its Waker by every change, after which it
@@ -50,10 +87,18 @@ class Schedule {
   using Listener = WakerList::Entry;
 
   void listen(Listener& l) {
+    if (bell_) {
+      bell_->listen(l);
+      return;
+    }
     std::lock_guard<std::mutex> lock(mutex_);
     listeners_.link(l);
   }
   void stop_listening(Listener& l) {
+    if (bell_) {
+      bell_->stop_listening(l);
+      return;
+    }
     std::lock_guard<std::mutex> lock(mutex_);
     listeners_.unlink(l);
   }
@@ -61,22 +106,24 @@ class Schedule {
   // The schedule a booking made now belongs to: an even sequence number (waits out a change
   // under way). Read it before booking and check stable() after.
   std::uint64_t epoch() const noexcept {
-    for (;;) {
-      const std::uint64_t seq = sequence_.load(std::memory_order_acquire);
+    for (std::uint32_t spins = 0;; ++spins) {
+      const std::uint64_t seq = w_->sequence.load(std::memory_order_acquire);
       if ((seq & 1) == 0) return seq;
+      if (bell_ && (spins & 0xffffU) == 0xffffU) recover_writer();  // its process may have died mid-change
       std::this_thread::yield();
     }
   }
   // True when no change began since epoch() returned `epoch`.
-  bool stable(std::uint64_t epoch) const noexcept { return sequence_.load(std::memory_order_acquire) == epoch; }
+  bool stable(std::uint64_t epoch) const noexcept { return w_->sequence.load(std::memory_order_acquire) == epoch; }
 
   // Sleeps until `ready_ns` (moved by rate changes since `epoch`; both are updated), or until
   // `until_ns`, whichever comes first, or until close().
   Woke wait(Nanos& ready_ns, std::uint64_t& epoch, Nanos until_ns) {
+    if (bell_) return wait_on_bell(ready_ns, epoch, until_ns);
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
-      if (closed_) return Woke::closed;
-      if (epoch != sequence_.load(std::memory_order_relaxed) && !catch_up(ready_ns, epoch)) return Woke::lost;
+      if (closed_.load()) return Woke::closed;
+      if (epoch != w_->sequence.load(std::memory_order_relaxed) && !catch_up(ready_ns, epoch)) return Woke::lost;
       const Nanos now = now_ns();
       if (now >= ready_ns) return Woke::ready;
       if (now >= until_ns) return Woke::deadline;
@@ -89,7 +136,7 @@ class Schedule {
   // when it missed too many (book again).
   bool follow(Nanos& ready_ns, std::uint64_t& epoch) {
     std::lock_guard<std::mutex> lock(mutex_);
-    return epoch == sequence_.load(std::memory_order_relaxed) || catch_up(ready_ns, epoch);
+    return epoch == w_->sequence.load(std::memory_order_acquire) || catch_up(ready_ns, epoch);
   }
 
   // Runs `apply()`, which sets the interval to `new_interval` at `at_ns` (Gcra::set_interval)
@@ -98,25 +145,36 @@ class Schedule {
   void change(Nanos at_ns, Nanos new_interval, Apply&& apply) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      const std::uint64_t seq = sequence_.load(std::memory_order_relaxed);
-      sequence_.store(seq + 1, std::memory_order_seq_cst);  // odd: bookings made now are suspect
+      std::optional<WriterLock> writer;
+      if (bell_) writer.emplace(*w_);  // other processes change the same words
+      const std::uint64_t seq = w_->sequence.load(std::memory_order_relaxed);
+      w_->sequence.store(seq + 1, std::memory_order_seq_cst);  // odd: bookings made now are suspect
       const Nanos old_interval = apply();
       const std::uint64_t next = seq + 2;
-      changes_[(next / 2) % kKept] = Change{next, at_ns, old_interval, new_interval};
-      sequence_.store(next, std::memory_order_seq_cst);
+      ScheduleWords::Change& c = w_->changes[(next / 2) % ScheduleWords::kKept];
+      // A seqlock of sequentially consistent atomics: a reader that sees `next` before and after
+      // reading the fields read this change's.
+      c.sequence.store(0);  // being written
+      c.at_ns.store(at_ns);
+      c.old_interval.store(old_interval);
+      c.new_interval.store(new_interval);
+      c.sequence.store(next);
+      w_->sequence.store(next, std::memory_order_seq_cst);
       listeners_.wake_all();
     }
     cv_.notify_all();
+    if (bell_) bell_->notify();  // every process's sleepers and listeners
   }
 
-  // Wakes every sleeper (wait() answers `closed`) and listener, for good.
+  // Wakes every sleeper (wait() answers `closed`) and listener of this process, for good.
   void close() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      closed_ = true;
+      closed_.store(true);
       listeners_.wake_all();
     }
     cv_.notify_all();
+    if (bell_) bell_->notify();  // (the other processes' sleepers look again, and sleep on)
   }
 
   // In the child of fork(): nobody sleeps there, and the mutex may have been held.
@@ -124,6 +182,7 @@ class Schedule {
     new (&mutex_) std::mutex();
     new (&cv_) std::condition_variable();
     listeners_.forget_all();
+    if (bell_) bell_->reinit_after_fork(true);
   }
 
   static Nanos map(Nanos ready_ns, Nanos at_ns, Nanos old_interval, Nanos new_interval) noexcept {
@@ -133,34 +192,86 @@ class Schedule {
   }
 
  private:
-  static constexpr std::uint64_t kKept = 16;
-  struct Change {
-    std::uint64_t sequence = 0;
-    Nanos at_ns = 0;
-    Nanos old_interval = 1;
-    Nanos new_interval = 1;
-  };
+  static constexpr std::uint64_t kKept = ScheduleWords::kKept;
 
-  // Applies the changes after `epoch` to `ready_ns`; false when some were already overwritten.
-  // Called with the mutex held, so no change is half done.
+  // The writers' lock of shared words: the ProcessWord of the process changing, taken over from
+  // one that died mid-change (whose half-done change is ended: its record was never published,
+  // so a sleeper that needs it books again).
+  class WriterLock {
+   public:
+    explicit WriterLock(ScheduleWords& w) : w_(w) {
+      const std::int64_t me = ProcessWord::mine();
+      for (std::uint32_t spins = 0;; ++spins) {
+        std::int64_t owner = 0;
+        if (w_.writer.compare_exchange_weak(owner, me, std::memory_order_acquire, std::memory_order_relaxed)) return;
+        if ((spins & 0xfffU) == 0xfffU && take_over(w_, owner, me)) return;
+        std::this_thread::yield();
+      }
+    }
+    ~WriterLock() { w_.writer.store(0, std::memory_order_release); }
+    WriterLock(const WriterLock&) = delete;
+    WriterLock& operator=(const WriterLock&) = delete;
+
+    static bool take_over(ScheduleWords& w, std::int64_t owner, std::int64_t me) {
+      if (owner == 0 || owner == me || !ProcessWord::gone(owner)) return false;
+      if (!w.writer.compare_exchange_strong(owner, me, std::memory_order_acquire)) return false;
+      if (w.sequence.load() & 1U) w.sequence.fetch_add(1);
+      return true;
+    }
+
+   private:
+    ScheduleWords& w_;
+  };
+  // A reader stuck on an odd sequence: ends the change of a writer whose process died.
+  void recover_writer() const noexcept {
+    const std::int64_t owner = w_->writer.load(std::memory_order_acquire);
+    if (owner != 0 && WriterLock::take_over(*w_, owner, ProcessWord::mine())) {
+      w_->writer.store(0, std::memory_order_release);
+    }
+  }
+
+  // Shared: a thread sleeps on the bell (rung by every change, in any process, and by close()).
+  Woke wait_on_bell(Nanos& ready_ns, std::uint64_t& epoch, Nanos until_ns) {
+    Standby::Watch watch(*bell_);
+    for (;;) {
+      const std::uint32_t seen = watch.generation();  // before the look: a change after it rings
+      if (closed_.load()) return Woke::closed;
+      if (epoch != (w_->sequence.load(std::memory_order_acquire) & ~std::uint64_t{1})) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!catch_up(ready_ns, epoch)) return Woke::lost;
+      }
+      const Nanos now = now_ns();
+      if (now >= ready_ns) return Woke::ready;
+      if (now >= until_ns) return Woke::deadline;
+      watch.wait(seen, std::min(ready_ns, until_ns));
+    }
+  }
+
+  // Applies the changes published after `epoch` to `ready_ns` (one under way in another process
+  // is not yet: its bell comes); false when some were already overwritten.
   bool catch_up(Nanos& ready_ns, std::uint64_t& epoch) {
-    const std::uint64_t current = sequence_.load(std::memory_order_relaxed);
-    if ((current - epoch) / 2 > kKept) return false;
+    const std::uint64_t current = w_->sequence.load(std::memory_order_acquire) & ~std::uint64_t{1};
+    if (current < epoch || (current - epoch) / 2 > kKept) return false;
     for (std::uint64_t seq = epoch + 2; seq <= current; seq += 2) {
-      const Change& c = changes_[(seq / 2) % kKept];
-      if (c.sequence != seq) return false;
-      ready_ns = map(ready_ns, c.at_ns, c.old_interval, c.new_interval);
+      const ScheduleWords::Change& c = w_->changes[(seq / 2) % kKept];
+      const std::uint64_t before = c.sequence.load();
+      const Nanos at = c.at_ns.load();
+      const Nanos old_interval = c.old_interval.load();
+      const Nanos new_interval = c.new_interval.load();
+      if (before != seq || c.sequence.load() != seq) return false;
+      ready_ns = map(ready_ns, at, old_interval, new_interval);
     }
     epoch = current;
     return true;
   }
 
+  ScheduleWords own_;  // the words of an in-process schedule (unused over given words)
+  ScheduleWords* w_;
+  std::unique_ptr<Standby> bell_;  // set when the words are shared
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::atomic<std::uint64_t> sequence_{0};  // even; odd while a change is under way
-  WakerList listeners_;                       // guarded by mutex_
-  bool closed_ = false;                       // guarded by mutex_
-  Change changes_[kKept];                     // guarded by mutex_
+  WakerList listeners_;            // guarded by mutex_ (in one process; shared: the bell's)
+  std::atomic<bool> closed_{false};
 };
 
 }  // namespace omnilimit
