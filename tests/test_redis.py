@@ -663,10 +663,8 @@ def test_bad_constructor_arguments():
         RateLimiter(60, on_backend_error="open")
     with pytest.raises(ValueError, match="only to a Redis"):
         ConcurrencyLimiter(2, lease_seconds=5)
-    with pytest.raises(ValueError, match="token budget"):  # the in-process fallback holds no token budget yet
-        RateLimiter(
-            60, tokens_per_minute=1000, backend="redis://127.0.0.1:1/0", on_backend_error="local", local_fraction=0.5
-        )
+    with pytest.raises(ValueError, match="local_fraction"):  # the policy local needs its fraction
+        RateLimiter(60, tokens_per_minute=1000, backend="redis://127.0.0.1:1/0", on_backend_error="local")
     import redis.asyncio
 
     async def asyncio_client():  # made on a loop: Python 3.9's asyncio needs one

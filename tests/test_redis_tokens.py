@@ -19,7 +19,7 @@ import pytest
 from helpers import common_start, need, start_thread, wait_until
 from token_runs import four_processes_share_one_budget, four_processes_share_one_combined_limiter
 
-from omnilimit import CombinedLimiter, ConfigError, LimiterClosed, ProviderRateLimitManager, RateLimiter
+from omnilimit import CombinedLimiter, LimiterClosed, ProviderRateLimitManager, RateLimiter
 
 redis = need("redis")
 
@@ -269,18 +269,70 @@ def test_yaml_keys_build_a_shared_token_budget(redis_url, unique_name):
     limiter = manager.limiter_for("writer")
     assert type(limiter.store).__name__ == "RedisTokenStore" and limiter.on_backend_error == "open"
     assert limiter.tpm == 60_000 and limiter.acquire(tokens=500, timeout=2)  # token_burst 1: a debt of 0.5 s
-    with pytest.raises(ConfigError, match="local is not available yet for a token budget"):
-        ProviderRateLimitManager.from_config(
-            {
-                "providers": {
-                    "writer": {
-                        **config["providers"]["writer"],
-                        "rate_limit_on_backend_error": "local",
-                        "rate_limit_local_fraction": 0.5,
-                    }
+    local = ProviderRateLimitManager.from_config(
+        {
+            "providers": {
+                "writer": {
+                    **config["providers"]["writer"],
+                    "rate_limit_on_backend_error": "local",
+                    "rate_limit_local_fraction": 0.5,
                 }
             }
-        )
+        }
+    ).limiter_for("writer")
+    assert local.on_backend_error == "local" and local.store.local_fraction == 0.5
+
+
+@pytest.mark.parametrize("coroutine", [False, True], ids=["thread", "coroutine"])
+def test_local_limits_requests_and_tokens_at_its_fraction_while_redis_is_away(redis_server, unique_name, coroutine):
+    """Policy local with a token budget: while Redis is away, this process takes requests and
+    tokens from its own core at local_fraction of both limits (here 0.5 of 6000 TPM: 50 tokens a
+    second, token burst 100); what it reserved there is settled there (in the thread or task that
+    reserved); once Redis is back the shared budget decides again."""
+    limiter = budget(
+        redis_server.url,
+        unique_name,
+        rpm=60_000,
+        tpm=6000,
+        token_burst=100,
+        on_backend_error="local",
+        local_fraction=0.5,
+    )
+
+    async def in_a_task(tokens, timeout, used):
+        went = await limiter.acquire_async(tokens=tokens, timeout=timeout)
+        if went and used is not None:
+            limiter.record_request(tokens=used)
+        return went
+
+    def call(tokens, timeout, used=None):
+        """Acquires (and settles, given `used`) in one thread or one task."""
+        if coroutine:
+            return asyncio.run(in_a_task(tokens, timeout, used))
+        went = limiter.acquire(tokens=tokens, timeout=timeout)
+        if went and used is not None:
+            limiter.record_request(tokens=used)
+        return went
+
+    redis_server.stop()
+    try:
+        assert call(100, 0)  # the local burst
+        assert call(100, 0.3) is False  # 2 s away at 50 a second
+        started = time.monotonic()
+        assert call(50, 3, used=0)  # 0.7 s away (15 came back during the refusal); all 50 given back, locally
+        assert 0.5 < time.monotonic() - started < 2.0
+        assert call(50, 0.1)  # what was given back (0.1 s: the request 2 ms after the last one)
+        if not coroutine:  # a detached reservation settles where it was made, from any thread
+            detached = limiter.detach_reservation()
+            done = start_thread(detached.settle, 0)
+            done.join(5)
+            assert call(50, 0.1)
+        assert limiter.metrics()["outage_admitted"] == 3 + (0 if coroutine else 1)
+    finally:
+        redis_server.start()
+    time.sleep(0.6)  # the next probe of Redis
+    assert call(100, 0)  # the shared budget again: a restarted server, full
+    limiter.close()
 
 
 @pytest.mark.parametrize("binding", ["tokens", "requests"])

@@ -793,15 +793,27 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
            },
            py::arg("reserved"), py::arg("used"), "Settles a detached reservation and records the request.")
       .def("_acquire_here",
-           [](RateCore& core, py::object timeout) {
-             // The store's in-process fallback (an outage policy's `local`) takes a request of this core.
+           [](RateCore& core, py::object timeout, std::int64_t tokens) {
+             // The store's in-process fallback (an outage policy's `local`) takes a request (and
+             // its tokens) of this core.
              Nanos timeout_ns = 0;
              if (!parse_timeout(timeout.ptr(), &timeout_ns)) throw py::error_already_set();
-             const Outcome outcome = take_request(core, timeout_ns, 0, false);
+             const Outcome outcome = take_request(core, timeout_ns, check_tokens(tokens), false);
              if (outcome == Outcome::error) throw py::error_already_set();
              return outcome == Outcome::acquired;
            },
-           py::arg("timeout"), "Takes a request of this core itself, whatever the store (nothing counted as refused).");
+           py::arg("timeout"), py::arg("tokens") = 0,
+           "Takes a request (and `tokens`) of this core itself, whatever the store (nothing counted as\n"
+           "refused).")
+      .def("_settle_here",
+           [](RateCore& core, std::int64_t reserved, std::int64_t used) {
+             check_tokens(reserved);
+             check_tokens(used);
+             if (core.dual && used != reserved) core.dual->settle(reserved, used, now_ns());
+           },
+           py::arg("reserved"), py::arg("used"),
+           "Settles a reservation that this core's own budget made (a Redis store's in-process\n"
+           "fallback), whatever the store.");
   cls.def_property_readonly(
          "waiting", [](const RateCore& c) {
            return figure(c.hooks, "waiting", py::int_(c.sleeping.load(std::memory_order_relaxed)));

@@ -92,7 +92,7 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         super().__init__(
             _local_share(rpm, self._store),
             burst,
-            tpm,
+            _local_share(tpm, self._store) if tpm else 0.0,
             tokens_at_once,
             shm_name or "",
             store=self._store,
@@ -179,7 +179,7 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         the queued callers are re-planned, and one that may go now goes now. Raises ValueError for
         a limiter created without a token budget."""
         tpm = positive_rate("tokens_per_minute", tokens_per_minute)
-        super().set_tokens_per_minute(tpm)
+        super().set_tokens_per_minute(_local_share(tpm, self._store))
         self._tpm = tokens_per_minute
         if self._tokens_store is not None:
             self._tokens_store.set_tokens_per_minute(tokens_per_minute)  # every host follows
@@ -259,7 +259,9 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         """The calling thread's latest reservation on this limiter, to settle from another thread
         (``record_request(tokens=...)`` settles it only in the thread that acquired). Raises
         KeyError when the thread holds none (not acquired, already settled, or no token budget)."""
-        return TokenReservation(self, self._detach_reservation())
+        tokens = self._detach_reservation()
+        here = self._tokens_store is not None and self._tokens_store.detach_local()
+        return TokenReservation(self, tokens, here)
 
     def get_stats(self) -> dict[str, Any]:
         """The guide's keys: ``provider``, ``rpm_limit``, ``current_rpm``, ``tokens_available``,
@@ -351,20 +353,22 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
             self.limit_token_budget(min(info.tokens_remaining, MAX_COUNT))
 
 
-def _local_share(rpm: float, store: RateStore | None) -> float:
-    """The rate of the native core: the limit, or a Redis store's in-process fallback's share of it."""
-    return rpm if store is None or store.local_fraction is None else rpm * store.local_fraction
+def _local_share(rate: float, store: RateStore | None) -> float:
+    """A rate of the native core (requests or tokens per minute): the limit, or a Redis store's
+    in-process fallback's share of it."""
+    return rate if store is None or store.local_fraction is None else rate * store.local_fraction
 
 
 class TokenReservation:
     """A reservation detached from the thread that made it (``RateLimiter.detach_reservation()``):
     ``settle(used)`` once, from any thread, when the call is done."""
 
-    __slots__ = ("_limiter", "_settled", "tokens")
+    __slots__ = ("_here", "_limiter", "_settled", "tokens")
 
-    def __init__(self, limiter: RateLimiter, tokens: int) -> None:
+    def __init__(self, limiter: RateLimiter, tokens: int, here: bool = False) -> None:
         self._limiter = limiter
         self.tokens = tokens  # reserved
+        self._here = here  # made by a Redis store's local policy: settled in this process's core
         self._settled = False
 
     def settle(self, used: int | None = None) -> None:
@@ -372,7 +376,12 @@ class TokenReservation:
         (``None``: as reserved). Raises RuntimeError on a second call."""
         if self._settled:
             raise RuntimeError("this reservation was already settled")
-        self._limiter._settle(self.tokens, self.tokens if used is None else token_count(used, "used"))
+        spent = self.tokens if used is None else token_count(used, "used")
+        if self._here:
+            self._limiter._settle_here(self.tokens, spent)
+            self._limiter._settle(spent, spent)  # records the request and the tokens, settles nothing more
+        else:
+            self._limiter._settle(self.tokens, spent)
         self._settled = True
 
     def __repr__(self) -> str:

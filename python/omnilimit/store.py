@@ -133,6 +133,10 @@ class TokenStore(RateStore, Protocol):
         """A finished call used ``used`` of the ``reserved`` tokens: charges or gives back the
         difference, for every host."""
 
+    def detach_local(self) -> bool:
+        """Whether the calling thread's (or task's) latest reservation was made by the store's
+        in-process fallback (settled there); forgotten by the store."""
+
     def set_tokens_per_minute(self, tokens_per_minute: int | float) -> None:
         """Writes the token rate (every host follows)."""
 

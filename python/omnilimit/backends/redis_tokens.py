@@ -19,9 +19,10 @@ come by its deadline takes no place: it stands by until a change (any message on
 or its deadline, as on a plain Redis rate limiter.
 
 Settling is one round trip (``TOKEN_SETTLE``): the token bucket is charged the difference, or
-given it back up to a full bucket. While Redis is unreachable a settle is lost (the estimate
-stands) and the ``closed`` or ``open`` policy applies; ``local`` is not offered yet with a token
-budget.
+given it back up to a full bucket. While Redis is unreachable a settle of a reservation made on
+Redis is lost (the estimate stands) and the outage policy applies: ``closed``, ``open``, or
+``local`` (the limiter's native core at ``local_fraction`` of both the RPM and the TPM; the
+reservations it makes are settled there).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
+import functools
 import os
 import threading
 import time
@@ -287,11 +290,6 @@ class RedisTokenStore:
         local_fraction: float | None = None,
     ) -> None:
         policy, self.local_fraction = check_policy(on_backend_error, local_fraction)
-        if policy == "local":
-            raise ValueError(
-                "on_backend_error='local' is not available yet for a token budget shared through Redis: "
-                "use 'closed' or 'open'"
-            )
         self.name = name
         label = f"RateLimiter {name!r}"
         self._link = RedisLink(backend, label)
@@ -356,7 +354,9 @@ class RedisTokenStore:
                     answer, wait_s = self._budgets.take(owner, tokens, deadline, last_look, may_wait)
                 except BackendDown:
                     in_line = False  # its heartbeat takes it out of the line
-                    decided = self._outage.answer(limiter, deadline, limiter._acquire_here, _nothing_to_record)
+                    decided = self._outage.answer(
+                        limiter, deadline, functools.partial(limiter._acquire_here, tokens=tokens), _here
+                    )
                     if decided is None:
                         continue
                     return decided
@@ -366,6 +366,7 @@ class RedisTokenStore:
                     if wait_s > 0:
                         self._sleep(limiter, wait_s, tokens)
                     self._mine.admitted(started)
+                    _LOCAL.set(False)
                     return True
                 if answer == REFUSED and last_look:
                     return False
@@ -423,7 +424,7 @@ class RedisTokenStore:
                 except BackendDown:
                     in_line = False
                     decided = await self._outage.answer_async(
-                        limiter, deadline, limiter._acquire_async_here, _nothing_to_record
+                        limiter, deadline, functools.partial(limiter._acquire_async_here, tokens=tokens), _here
                     )
                     if decided is None:
                         continue
@@ -438,6 +439,7 @@ class RedisTokenStore:
                     if wait_s > 0:
                         await self._sleep_async(limiter, loop, wait_s, tokens)
                     self._mine.admitted(started)
+                    _LOCAL.set(False)
                     return True
                 if answer == REFUSED and last_look:
                     return False
@@ -503,9 +505,24 @@ class RedisTokenStore:
         elif answer in (HEAD, BEHIND):
             self._budgets.leave(owner, False)
 
+    def detach_local(self) -> bool:
+        """Whether the calling thread's (or task's) latest reservation was made by the ``local``
+        policy in this process; forgotten here (its detached reservation settles it there)."""
+        here = _LOCAL.get()
+        _LOCAL.set(False)
+        return here
+
     def settle(self, reserved: int, used: int) -> None:
         """A finished call used ``used`` tokens of the ``reserved``: charges or gives back the
-        difference, for every host, and the line is re-planned."""
+        difference, for every host, and the line is re-planned. A reservation that the ``local``
+        policy made in this process while Redis was away (the latest of this thread or task) is
+        settled there."""
+        if _LOCAL.get():
+            _LOCAL.set(False)
+            limiter = None if self._limiter is None else self._limiter()
+            if limiter is not None:
+                limiter._settle_here(reserved, used)
+            return
         if used != reserved:
             self._budgets.settle(used - reserved)
 
@@ -662,8 +679,14 @@ def _bound(answer: int, wait_s: float, deadline: int) -> float:
     return max(0.0, min(BEHIND_S, left))
 
 
-def _nothing_to_record(how: str) -> None:
-    """An admission by the outage policy holds nothing to give back."""
+# Whether the latest reservation of this thread (or task) was the local policy's, in this process.
+_LOCAL: contextvars.ContextVar[bool] = contextvars.ContextVar("omnilimit.redis_tokens.local", default=False)
+
+
+def _here(how: str) -> None:
+    """An admission by the outage policy: ``local`` reserved in this process (settled there);
+    ``open`` reserved nothing."""
+    _LOCAL.set(how == "local")
 
 
 def _notify(store: weakref.ref[RedisTokenStore], message: str) -> None:

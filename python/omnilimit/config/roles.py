@@ -212,14 +212,6 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
         token_burst=token_burst,
         **redis_options,
     )
-    if settings.tpm is not None and redis_options.get("on_backend_error") == "local":
-        raise ConfigError(
-            "rate_limit_on_backend_error: local is not available yet for a token budget (rate_limit_tpm) "
-            "shared through Redis: use closed or open",
-            source=source,
-            role=role,
-            key="rate_limit_on_backend_error",
-        )
     return settings
 
 
