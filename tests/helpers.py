@@ -74,6 +74,22 @@ def run_children(count, body, **values):
     return results
 
 
+def spawn(script, **values):
+    """A Python process running `script` (dedented, formatted with `values`), its stdin, stdout
+    and stderr piped as text: a child the test talks to line by line. ``finish(child)`` ends it."""
+    code = textwrap.dedent(script).format(**values)
+    pipe = subprocess.PIPE
+    return subprocess.Popen([sys.executable, "-c", code], stdin=pipe, stdout=pipe, stderr=pipe, text=True)
+
+
+def finish(child):
+    """Kills `child` (if still running) and closes its pipes."""
+    if child.poll() is None:
+        child.kill()
+    if not child.stdout.closed:
+        child.communicate()
+
+
 def start_thread(target, *args):
     thread = threading.Thread(target=target, args=args, daemon=True)
     thread.start()

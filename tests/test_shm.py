@@ -14,7 +14,7 @@ import time
 import uuid
 
 import pytest
-from helpers import common_start, run_children, wait_until
+from helpers import common_start, finish, run_children, spawn, wait_until
 
 from omnilimit import ConcurrencyLimiter, LimiterClosed, RateLimiter, SharedStateError, remove_shared
 
@@ -461,13 +461,7 @@ def test_a_new_rate_moves_the_sleepers_of_other_processes(name, coroutine):
         remove_shared(name)
         limiter = RateLimiter(rpm, provider_name="r", backend=f"shm://{name}")
         assert limiter.acquire(timeout=0)  # the next instant: one interval away (10 s, then 1 s)
-        child = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(SLEEPER).format(rpm=rpm, name=name, coroutine=coroutine)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        child = spawn(SLEEPER, rpm=rpm, name=name, coroutine=coroutine)
         try:
             assert child.stdout.readline().strip() == "ready"
             child.stdin.write("\n")
@@ -479,9 +473,7 @@ def test_a_new_rate_moves_the_sleepers_of_other_processes(name, coroutine):
             limiter.set_rate(new_rpm)
             out, err = child.communicate(timeout=30)
         finally:
-            if child.poll() is None:
-                child.kill()
-                child.communicate()
+            finish(child)
         went, at = out.split()
         assert went == "True", err
         waited, expected = float(at) - changed, left * rpm / new_rpm

@@ -9,14 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 import uuid
 
 import pytest
-from helpers import start_thread, wait_until
+from helpers import finish, spawn, start_thread, wait_until
 from token_runs import four_processes_share_one_budget, four_processes_share_one_combined_limiter
 
 from omnilimit import CombinedLimiter, LimiterClosed, ProviderRateLimitManager, RateLimiter, remove_shared
@@ -38,12 +35,6 @@ def budget(name, rpm=6000, tpm=6000, token_burst=1000):
     return RateLimiter(rpm, provider_name="t", backend=f"shm://{name}", tokens_per_minute=tpm, token_burst=token_burst)
 
 
-def child(script, **values):
-    """A Python process running `script` (formatted with `values`) that shares the budget."""
-    code = textwrap.dedent(script).format(**values)
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 QUEUE_UP = """
 import sys, threading, time
 from omnilimit import RateLimiter
@@ -58,14 +49,6 @@ print(results, flush=True)
 """
 
 
-def stop(process):
-    """Kills a child (if still running) and closes its pipes."""
-    if process.poll() is None:
-        process.kill()
-    if not process.stdout.closed:
-        process.communicate()
-
-
 def queued_behind(limiter, seconds):
     """Waits until a caller arriving now would wait more than `seconds` (others are queued)."""
     wait_until(lambda: limiter.predicted_wait(1) > seconds, timeout=30)
@@ -77,7 +60,7 @@ def test_a_killed_process_places_in_the_queue_are_dropped(name):
     asserted: 1 s), and what it reserved before dying stays spent (settled at its estimate)."""
     limiter = budget(name)
     assert limiter.acquire(tokens=1000, timeout=0)  # the budget is empty: 100 tokens a second come back
-    victim = child(QUEUE_UP, name=name, tokens=500, timeout=60, threads=8)
+    victim = spawn(QUEUE_UP, name=name, tokens=500, timeout=60, threads=8)
     try:
         queued_behind(limiter, 30)  # 8 x 500 tokens queued: 40 s of budget
         went = []
@@ -88,7 +71,7 @@ def test_a_killed_process_places_in_the_queue_are_dropped(name):
         victim.send_signal(signal.SIGKILL)
         waiter.join(20)
     finally:
-        stop(victim)
+        finish(victim)
     assert went and went[0][0] is True
     print(f"\n[shm-tokens-kill] a dead process's places dropped: the next caller went {went[0][1] - killed:.3f} s on")
     assert went[0][1] - killed < 1.0
@@ -101,7 +84,7 @@ def test_a_stopped_head_is_passed_and_finds_its_place_gone_when_resumed(name):
     queues again, and is admitted."""
     limiter = budget(name)
     assert limiter.acquire(tokens=1000, timeout=0)
-    victim = child(QUEUE_UP, name=name, tokens=300, timeout=30, threads=1)
+    victim = spawn(QUEUE_UP, name=name, tokens=300, timeout=30, threads=1)
     try:
         queued_behind(limiter, 2)  # its instant: 3 s after the drain
         went = []
@@ -116,7 +99,7 @@ def test_a_stopped_head_is_passed_and_finds_its_place_gone_when_resumed(name):
         victim.send_signal(signal.SIGCONT)
         out, err = victim.communicate(timeout=30)
     finally:
-        stop(victim)
+        finish(victim)
     assert victim.returncode == 0, err
     assert out.strip() == "[True]"
 
@@ -124,7 +107,7 @@ def test_a_stopped_head_is_passed_and_finds_its_place_gone_when_resumed(name):
 def test_a_faster_rate_and_a_give_back_reach_the_callers_queued_in_other_processes(name):
     limiter = budget(name)
     assert limiter.acquire(tokens=1000, timeout=0)
-    waiter = child(QUEUE_UP, name=name, tokens=900, timeout=30, threads=1)  # its turn: 9 s away
+    waiter = spawn(QUEUE_UP, name=name, tokens=900, timeout=30, threads=1)  # its turn: 9 s away
     try:
         queued_behind(limiter, 5)
         started = time.monotonic()
@@ -133,8 +116,8 @@ def test_a_faster_rate_and_a_give_back_reach_the_callers_queued_in_other_process
         assert out.strip() == "[True]", err
         assert time.monotonic() - started < 2.0
     finally:
-        stop(waiter)
-    slow = child(QUEUE_UP, name=name, tokens=1000, timeout=60, threads=1)  # 10 s away at 6000 TPM
+        finish(waiter)
+    slow = spawn(QUEUE_UP, name=name, tokens=1000, timeout=60, threads=1)  # 10 s away at 6000 TPM
     try:
         queued_behind(limiter, 5)
         started = time.monotonic()
@@ -143,13 +126,13 @@ def test_a_faster_rate_and_a_give_back_reach_the_callers_queued_in_other_process
         assert out.strip() == "[True]", err
         assert time.monotonic() - started < 2.0
     finally:
-        stop(slow)
+        finish(slow)
 
 
 def test_close_closes_this_process_callers_only(name):
     limiter = budget(name)
     assert limiter.acquire(tokens=1000, timeout=0)
-    other = child(QUEUE_UP, name=name, tokens=200, timeout=30, threads=2)  # 2 s and 4 s away
+    other = spawn(QUEUE_UP, name=name, tokens=200, timeout=30, threads=2)  # 2 s and 4 s away
     try:
         queued_behind(limiter, 3)
         errors = []
@@ -168,7 +151,7 @@ def test_close_closes_this_process_callers_only(name):
         out, err = other.communicate(timeout=30)  # the other process's callers: admitted in turn
         assert out.strip() == "[True, True]", err
     finally:
-        stop(other)
+        finish(other)
 
 
 def test_coroutines_of_two_processes_share_the_queue(name):
@@ -184,7 +167,7 @@ def test_coroutines_of_two_processes_share_the_queue(name):
         return await limiter.acquire_async(tokens=900, timeout=30)
     print(asyncio.run(main()), flush=True)
     """
-    other = child(script, name=name)
+    other = spawn(script, name=name)
     try:
         queued_behind(limiter, 5)
         started = time.monotonic()
@@ -193,7 +176,7 @@ def test_coroutines_of_two_processes_share_the_queue(name):
         assert out.strip() == "True", err
         assert time.monotonic() - started < 2.0
     finally:
-        stop(other)
+        finish(other)
 
     async def here():
         return await limiter.acquire_async(tokens=150, timeout=10)
@@ -224,13 +207,7 @@ def test_a_combined_limiter_shares_its_slots_and_budget_between_processes(name):
     reservation, 400, at 0 used), the slots and those tokens are back for this process."""
     limiter = CombinedLimiter(2, 6000, name="c", backend=f"shm://{name}", tokens_per_minute=6000, token_burst=1000)
     assert limiter.backend == f"shm://{name}"
-    other = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(HOLD_SLOTS).format(name=name)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    other = spawn(HOLD_SLOTS, name=name)
     try:
         assert other.stdout.readline().strip() == "holding"
         assert limiter.active_calls == 2  # the other process's slots
@@ -246,7 +223,7 @@ def test_a_combined_limiter_shares_its_slots_and_budget_between_processes(name):
         assert limiter.active_calls == 1  # ... and the slot was not kept: all-or-nothing
         limiter.release(tokens=500)
     finally:
-        stop(other)
+        finish(other)
         remove_shared(f"{name}.slots")
         remove_shared(f"{name}.rate")
 

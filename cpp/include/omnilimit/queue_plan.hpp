@@ -306,39 +306,40 @@ class QueuePlan {
     }
   }
 
-  void link(Link t) {
+  // The queue and the stand-by list (records with status queued and no place in the plan) are
+  // two lists of the same kind: linked at the back, unlinked from anywhere.
+  void push_back(Link t, Link& head, Link& tail) {
     Record& r = sp_.at(t);
-    r.prev = w_.tail;
+    r.prev = tail;
     r.next = Space::none;
-    if (w_.tail != Space::none) sp_.at(w_.tail).next = t; else w_.head = t;
-    w_.tail = t;
+    if (tail != Space::none) sp_.at(tail).next = t; else head = t;
+    tail = t;
+  }
+  void take_out(Link t, Link& head, Link& tail) {
+    Record& r = sp_.at(t);
+    if (r.prev != Space::none) sp_.at(r.prev).next = r.next; else head = r.next;
+    if (r.next != Space::none) sp_.at(r.next).prev = r.prev; else tail = r.prev;
+    r.prev = r.next = Space::none;
+  }
+
+  void link(Link t) {
+    push_back(t, w_.head, w_.tail);
     ++w_.queued;
   }
   // Takes `t` out of the queue; the new head (if any) is woken to take its turn.
   void unlink(Link t) {
-    Record& r = sp_.at(t);
-    if (r.prev != Space::none) sp_.at(r.prev).next = r.next; else w_.head = r.next;
-    if (r.next != Space::none) sp_.at(r.next).prev = r.prev; else w_.tail = r.prev;
-    r.prev = r.next = Space::none;
+    take_out(t, w_.head, w_.tail);
     --w_.queued;
     if (w_.head != Space::none) sp_.notify(w_.head);
   }
-  // The stand-by list: records with status queued and no place in the plan.
   void link_standby(Link t) {
-    Record& r = sp_.at(t);
-    r.prev = w_.standby_tail;
-    r.next = Space::none;
-    if (w_.standby_tail != Space::none) sp_.at(w_.standby_tail).next = t; else w_.standby_head = t;
-    w_.standby_tail = t;
-    r.standing_by = true;
+    push_back(t, w_.standby_head, w_.standby_tail);
+    sp_.at(t).standing_by = true;
     ++w_.standing;
   }
   void unlink_standby(Link t) {
-    Record& r = sp_.at(t);
-    if (r.prev != Space::none) sp_.at(r.prev).next = r.next; else w_.standby_head = r.next;
-    if (r.next != Space::none) sp_.at(r.next).prev = r.prev; else w_.standby_tail = r.prev;
-    r.prev = r.next = Space::none;
-    r.standing_by = false;
+    take_out(t, w_.standby_head, w_.standby_tail);
+    sp_.at(t).standing_by = false;
     --w_.standing;
   }
 
