@@ -413,40 +413,17 @@ class Gcra {
   // processes sharing the words share the lock, and one whose holder was killed (kill -9 in the
   // middle of a change) can be taken over: the taker ends the half-done change (the sequence
   // counter goes even again; a TAT already rescaled stays rescaled). Held for a few ns.
-  class ConfigLock {
+  class ConfigLock : public OwnerLock {
    public:
-    explicit ConfigLock(GcraWords& w) : w_(w) {
-      const std::int64_t me = ProcessWord::mine();
-      for (std::uint32_t spins = 0;; ++spins) {
-        std::int64_t owner = 0;
-        if (w_.config_owner.compare_exchange_weak(owner, me, std::memory_order_acquire, std::memory_order_relaxed)) {
-          return;
-        }
-        if ((spins & 0xfffU) == 0xfffU && take_over_from_dead(w_, owner, me)) return;
-        std::this_thread::yield();
-      }
-    }
-    ~ConfigLock() { w_.config_owner.store(0, std::memory_order_release); }
-    ConfigLock(const ConfigLock&) = delete;
-    ConfigLock& operator=(const ConfigLock&) = delete;
+    explicit ConfigLock(GcraWords& w) : OwnerLock(w.config_owner, [&w] { end_dead_change(w); }) {}
 
     // For a reader stuck on an odd sequence: if the writer's process is gone, end its change.
-    static void recover(GcraWords& w) {
-      const std::int64_t owner = w.config_owner.load(std::memory_order_acquire);
-      if (owner != 0 && take_over_from_dead(w, owner, ProcessWord::mine())) {
-        w.config_owner.store(0, std::memory_order_release);
-      }
-    }
+    static void recover(GcraWords& w) { OwnerLock::recover(w.config_owner, [&w] { end_dead_change(w); }); }
 
    private:
-    static bool take_over_from_dead(GcraWords& w, std::int64_t owner, std::int64_t me) {
-      if (owner == 0 || owner == me || !ProcessWord::gone(owner)) return false;
-      if (!w.config_owner.compare_exchange_strong(owner, me, std::memory_order_acquire)) return false;
-      const std::uint64_t sequence = w.config_sequence.load();
-      if (sequence & 1U) w.config_sequence.fetch_add(1);
-      return true;
+    static void end_dead_change(GcraWords& w) {
+      if (w.config_sequence.load() & 1U) w.config_sequence.fetch_add(1);
     }
-    GcraWords& w_;
   };
 
   // Writers hold the ConfigLock and change T or B only between these two.

@@ -14,11 +14,13 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 namespace omnilimit {
 
@@ -113,6 +115,50 @@ struct ProcessWord {
     return now_start >= 0 && (now_start & kStartMask) != start;
   }
   static bool stopped(std::int64_t word) noexcept { return process_stopped(word & kPidMask); }
+};
+
+// A lock word shared between processes, holding the ProcessWord of its holder (0: free), for
+// changes that take a few ns: takers spin. A holder killed in the middle of its change (kill -9)
+// would hold it forever, so a taker that has spun a while looks whether the holder is gone and
+// takes the lock over, first ending the half-done change (`end_half_done`, the caller's: e.g. a
+// sequence counter left odd goes even again).
+class OwnerLock {
+ public:
+  template <class EndHalfDone>
+  OwnerLock(std::atomic<std::int64_t>& word, EndHalfDone&& end_half_done) : word_(word) {
+    const std::int64_t me = ProcessWord::mine();
+    for (std::uint32_t spins = 0;; ++spins) {
+      std::int64_t owner = 0;
+      if (word_.compare_exchange_weak(owner, me, std::memory_order_acquire, std::memory_order_relaxed)) return;
+      if ((spins & 0xfffU) == 0xfffU && take_over(word_, owner, me, end_half_done)) return;
+      std::this_thread::yield();
+    }
+  }
+  ~OwnerLock() { word_.store(0, std::memory_order_release); }
+  OwnerLock(const OwnerLock&) = delete;
+  OwnerLock& operator=(const OwnerLock&) = delete;
+
+  // For a reader stuck on a half-done change: if the holder's process is gone, end its change
+  // and free the lock.
+  template <class EndHalfDone>
+  static void recover(std::atomic<std::int64_t>& word, EndHalfDone&& end_half_done) {
+    const std::int64_t owner = word.load(std::memory_order_acquire);
+    if (owner != 0 && take_over(word, owner, ProcessWord::mine(), end_half_done)) {
+      word.store(0, std::memory_order_release);
+    }
+  }
+
+ private:
+  template <class EndHalfDone>
+  static bool take_over(std::atomic<std::int64_t>& word, std::int64_t owner, std::int64_t me,
+                        EndHalfDone& end_half_done) {
+    if (owner == 0 || owner == me || !ProcessWord::gone(owner)) return false;
+    if (!word.compare_exchange_strong(owner, me, std::memory_order_acquire)) return false;
+    end_half_done();
+    return true;
+  }
+
+  std::atomic<std::int64_t>& word_;
 };
 
 }  // namespace omnilimit

@@ -194,41 +194,17 @@ class Schedule {
  private:
   static constexpr std::uint64_t kKept = ScheduleWords::kKept;
 
-  // The writers' lock of shared words: the ProcessWord of the process changing, taken over from
-  // one that died mid-change (whose half-done change is ended: its record was never published,
-  // so a sleeper that needs it books again).
-  class WriterLock {
+  // The writers' lock of shared words (an OwnerLock): a change half done by a process that died
+  // is ended (its record was never published, so a sleeper that needs it books again).
+  static void end_dead_change(ScheduleWords& w) {
+    if (w.sequence.load() & 1U) w.sequence.fetch_add(1);
+  }
+  class WriterLock : public OwnerLock {
    public:
-    explicit WriterLock(ScheduleWords& w) : w_(w) {
-      const std::int64_t me = ProcessWord::mine();
-      for (std::uint32_t spins = 0;; ++spins) {
-        std::int64_t owner = 0;
-        if (w_.writer.compare_exchange_weak(owner, me, std::memory_order_acquire, std::memory_order_relaxed)) return;
-        if ((spins & 0xfffU) == 0xfffU && take_over(w_, owner, me)) return;
-        std::this_thread::yield();
-      }
-    }
-    ~WriterLock() { w_.writer.store(0, std::memory_order_release); }
-    WriterLock(const WriterLock&) = delete;
-    WriterLock& operator=(const WriterLock&) = delete;
-
-    static bool take_over(ScheduleWords& w, std::int64_t owner, std::int64_t me) {
-      if (owner == 0 || owner == me || !ProcessWord::gone(owner)) return false;
-      if (!w.writer.compare_exchange_strong(owner, me, std::memory_order_acquire)) return false;
-      if (w.sequence.load() & 1U) w.sequence.fetch_add(1);
-      return true;
-    }
-
-   private:
-    ScheduleWords& w_;
+    explicit WriterLock(ScheduleWords& w) : OwnerLock(w.writer, [&w] { end_dead_change(w); }) {}
   };
   // A reader stuck on an odd sequence: ends the change of a writer whose process died.
-  void recover_writer() const noexcept {
-    const std::int64_t owner = w_->writer.load(std::memory_order_acquire);
-    if (owner != 0 && WriterLock::take_over(*w_, owner, ProcessWord::mine())) {
-      w_->writer.store(0, std::memory_order_release);
-    }
-  }
+  void recover_writer() const noexcept { OwnerLock::recover(w_->writer, [this] { end_dead_change(*w_); }); }
 
   // Shared: a thread sleeps on the bell (rung by every change, in any process, and by close()).
   Woke wait_on_bell(Nanos& ready_ns, std::uint64_t& epoch, Nanos until_ns) {
