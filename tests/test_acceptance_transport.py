@@ -1,8 +1,9 @@
 """Acceptance: the real ``openai`` and ``anthropic`` SDKs with nothing changed but ``http_client=``
 (``omnilimit.transport.httpx2``), against a provider that enforces its limits.
 
-The provider is ``llm_standin.LLMStandIn`` (both APIs, JSON and streamed), with fixed 1-s windows
-as in ``test_acceptance_llm.py`` (its docstring says why). The clients are built as a user builds
+The provider is ``llm_standin.LLMStandIn`` (both APIs, JSON and streamed), enforcing its limits as
+token buckets of one second's worth (``window="bucket"``: the first test says why not fixed 1-s
+windows, which ``test_acceptance_llm.py`` keeps). The clients are built as a user builds
 them: ``OpenAI(http_client=DefaultHttpxClient(transport=LimitedTransport(limiter)))``, the SDK's
 default retries (``max_retries=2``: a 429 is retried by the SDK, through the transport again), and
 they call ``chat.completions.create`` / ``messages.create`` in a loop: no ``acquire``, no
@@ -66,15 +67,19 @@ def test_the_sdk_with_only_http_client_changed_stays_under_the_providers_limits_
     else:
         rpm, tpm = 6000, 20 * CHARGE * 60
     # OpenAI's charge stands (settle_tokens=False); Anthropic gives back what is not used (none here).
-    # Anthropic documents a token bucket; its 429 says "retry after" in whole seconds, so a stray
-    # 429 of a 1-s window (a call delayed into a full window) would pause every caller a second.
+    # Both enforce a token bucket of one second's worth: against fixed 1-s windows at exactly their
+    # cap, a call admitted at the end of one window that reaches the provider a few ms late lands
+    # in the next, and the whole-second pause of that stray 429 costs every caller a window (a CI
+    # run of the openai threads/tokens/json case: 1 stray 429 in 161 requests, 87.8% of the TPM,
+    # windows 20, 0, 20, ...). That is the fixed window's edge, not the transport's; the
+    # in-process acceptance (test_acceptance_llm.py) keeps the fixed windows.
     provider = provider_factory(
         rpm=rpm,
         tpm=tpm,
         max_concurrent=64,
         completion_ratio=1.0,
         settle_tokens=(api == "anthropic"),
-        window="bucket" if api == "anthropic" else "fixed",
+        window="bucket",
     )
     limiter = RateLimiter(rpm, provider_name="standin", tokens_per_minute=tpm)
 
