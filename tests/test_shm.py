@@ -584,7 +584,8 @@ def test_a_peer_stopped_holding_the_mutex_costs_a_caller_its_timeout_at_most(nam
         peer.kill()  # it dies holding the mutex: the robust mutex hands it on
         peer.wait()
         peer.stdout.close()
-    assert limiter.acquire(timeout=1) is True
+    # (5 s: a CI run under the whole suite's load once got False within 1 s; not reproduced alone)
+    assert limiter.acquire(timeout=5) is True
     limiter.release()
     assert limiter.active_calls == 0
 
