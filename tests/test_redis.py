@@ -886,6 +886,72 @@ def test_close_wakes_the_waiters_and_refuses_newcomers(redis_url, unique_name):
     assert limiter.get_stats()["active_calls"] == 0
 
 
+def busy_limiter(kind, url, name):
+    """A limiter of ``kind`` whose next acquire must wait (in line, or asleep on a far instant)."""
+    if kind == "concurrency":
+        limiter = ConcurrencyLimiter(1, name, backend=url)
+        assert limiter.acquire(timeout=0)
+    elif kind == "tokens":
+        limiter = RateLimiter(600, provider_name=name, backend=url, tokens_per_minute=600, token_burst=1000)
+        assert limiter.acquire(tokens=1000, timeout=0)
+    else:
+        limiter = RateLimiter(6, provider_name=name, backend=url)  # the next instant is 10 s away
+        assert limiter.acquire(timeout=0)
+    return limiter
+
+
+@pytest.mark.parametrize(
+    ("kind", "how"),
+    [
+        ("concurrency", "thread"),
+        ("concurrency", "coroutine"),
+        ("tokens", "thread"),
+        ("tokens", "coroutine"),
+        ("rate", "thread"),
+    ],  # a coroutine of the rate limiter stands by on a future made before its look at closed
+)
+def test_a_close_landing_between_a_waiters_looks_still_wakes_it_at_once(redis_url, unique_name, kind, how, monkeypatch):
+    """close() sets ``closed``, then wakes this process's waiters. A waiter that looks at
+    ``closed`` just before and is woken just before it forgets its earlier wakes (its next try, or
+    its reading of the stand-by generation) would sleep its whole bound (the 1-s look of the line,
+    or until a booked instant 10 s away): close() is made to land exactly there (a CI run met it
+    once by chance: woken after 1.0 s)."""
+    from omnilimit.backends import redis_wakeups
+
+    limiter = busy_limiter(kind, url=redis_url, name=unique_name)
+    looks = []
+
+    def close_on_the_second_look(look):
+        looks.append(1)
+        if len(looks) == 2:
+            limiter.close()
+        return look()
+
+    if kind == "rate":
+        generation = RateLimiter._standby_generation
+        monkeypatch.setattr(
+            RateLimiter, "_standby_generation", lambda me: close_on_the_second_look(lambda: generation(me))
+        )
+    else:
+        forget = redis_wakeups.Waiter.before_try
+        monkeypatch.setattr(
+            redis_wakeups.Waiter, "before_try", lambda waiter: close_on_the_second_look(lambda: forget(waiter))
+        )
+    if kind == "tokens":  # the line's announcement of its head (which would rescue it) comes late
+        from omnilimit.backends import redis_tokens
+
+        monkeypatch.setattr(redis_tokens, "_notify", lambda store, message: None)
+    options = {"tokens": 500} if kind == "tokens" else {}
+    started = time.monotonic()
+    with pytest.raises(LimiterClosed):
+        if how == "thread":
+            limiter.acquire(timeout=60, **options)
+        else:
+            asyncio.run(limiter.acquire_async(timeout=60, **options))
+    assert len(looks) >= 2 and limiter.closed
+    assert time.monotonic() - started < 0.5
+
+
 def test_a_forked_child_shares_the_limiter_but_not_the_parents_permits(redis_url, unique_name):
     import multiprocessing
 

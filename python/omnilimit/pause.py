@@ -20,9 +20,10 @@ def sleep_until(limiter: Any, until_ns: int) -> None:
     """Sleeps (GIL released) until the core's clock reaches `until_ns`, in the limiter's native
     stand-by, so that ``close()`` (LimiterClosed) and Ctrl-C end it."""
     while _core.monotonic_ns() < until_ns:
+        seen = limiter._standby_generation()  # before the look at closed: close() sets it, then wakes
         if limiter.closed:
             raise _core.LimiterClosed("the limiter is closed")
-        limiter._stand_by(limiter._standby_generation(), until_ns)
+        limiter._stand_by(seen, until_ns)
     if limiter.closed:
         raise _core.LimiterClosed("the limiter is closed")
 

@@ -168,9 +168,9 @@ class RedisConcurrencyStore:
         in_line = False
         try:
             while True:
+                waiter.before_try()  # before the look at closed: close() sets it, then wakes
                 if limiter.closed:
                     raise _core.LimiterClosed("the limiter is closed")
-                waiter.before_try()
                 try:
                     got, expiry_s = self._try(owner, mode)
                 except BackendDown:
@@ -221,9 +221,9 @@ class RedisConcurrencyStore:
         in_line = False
         try:
             while True:
+                waiter.before_try()  # before the look at closed: close() sets it, then wakes
                 if limiter.closed:
                     raise _core.LimiterClosed("the limiter is closed")
-                waiter.before_try()
                 attempt = loop.run_in_executor(None, self._try, owner, mode)
                 try:
                     got, expiry_s = await asyncio.shield(attempt)

@@ -126,9 +126,9 @@ class RedisRateStore:
         _, deadline = _async.deadline(timeout)
         started = time.monotonic()
         while True:
+            seen = limiter._standby_generation()  # before the look: a change (or close()) after it ends the stand-by
             if limiter.closed:
                 raise _core.LimiterClosed("the limiter is closed")
-            seen = limiter._standby_generation()  # before the look: a change after it ends the stand-by
             last_look = fail_fast or _core.monotonic_ns() >= deadline
             try:
                 wait_s, booking = self._bucket.book(deadline, last_look)
@@ -163,9 +163,9 @@ class RedisRateStore:
         with self._mine.waiting():
             try:
                 while True:
+                    seen = limiter._standby_generation()  # before the looks: a change (or close()) after them wakes it
                     if limiter.closed:
                         raise _core.LimiterClosed("the limiter is closed")
-                    seen = limiter._standby_generation()  # before the looks: a change after them wakes it
                     if changes != self._changes:
                         changes, instant, until = self._followed(booking)
                     if _core.monotonic_ns() >= until:
@@ -232,11 +232,11 @@ class RedisRateStore:
         waiter: _core.AsyncWait | None = None  # set while standing by
         try:
             while True:
-                if limiter.closed:
-                    raise _core.LimiterClosed("the limiter is closed")
                 future = None
                 if waiter is not None:
-                    waiter.future = future = loop.create_future()  # before the look
+                    waiter.future = future = loop.create_future()  # before the look (and the look at closed)
+                if limiter.closed:
+                    raise _core.LimiterClosed("the limiter is closed")
                 last_look = fail_fast or _core.monotonic_ns() >= deadline
                 try:
                     wait_s, booking = await loop.run_in_executor(None, self._bucket.book, deadline, last_look)

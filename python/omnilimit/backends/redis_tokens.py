@@ -345,10 +345,10 @@ class RedisTokenStore:
         in_line = False
         try:
             while True:
+                seen = limiter._standby_generation()  # before the look: a change after it ends a stand-by
+                waiter.before_try()  # before the look at closed: close() sets it, then wakes
                 if limiter.closed:
                     raise _core.LimiterClosed("the limiter is closed")
-                seen = limiter._standby_generation()  # before the look: a change after it ends a stand-by
-                waiter.before_try()
                 last_look = not may_wait or _core.monotonic_ns() >= deadline
                 try:
                     answer, wait_s = self._budgets.take(owner, tokens, deadline, last_look, may_wait)
@@ -402,12 +402,12 @@ class RedisTokenStore:
         answer = REFUSED
         try:
             while True:
-                if limiter.closed:
-                    raise _core.LimiterClosed("the limiter is closed")
                 stood = None
                 if standing is not None:
                     standing.future = stood = loop.create_future()  # before the look
-                waiter.before_try()
+                waiter.before_try()  # before the look at closed: close() sets it, then wakes
+                if limiter.closed:
+                    raise _core.LimiterClosed("the limiter is closed")
                 last_look = not may_wait or _core.monotonic_ns() >= deadline
                 # The head's looks (and an announced waiter's) skip the queue of the loop's default
                 # executor, where hundreds of waiters' heartbeat looks may wait.
