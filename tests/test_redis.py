@@ -665,13 +665,6 @@ def test_bad_constructor_arguments():
         ConcurrencyLimiter(2, lease_seconds=5)
     with pytest.raises(ValueError, match="local_fraction"):  # the policy local needs its fraction
         RateLimiter(60, tokens_per_minute=1000, backend="redis://127.0.0.1:1/0", on_backend_error="local")
-    import redis.asyncio
-
-    async def asyncio_client():  # made on a loop: Python 3.9's asyncio needs one
-        return redis.asyncio.Redis()
-
-    with pytest.raises(TypeError, match="synchronous"):
-        RateLimiter(60, backend=asyncio.run(asyncio_client()))
 
 
 def test_a_client_object_is_a_backend(redis_url, unique_name):

@@ -18,6 +18,7 @@ import asyncio
 import functools
 import inspect
 import threading
+import time
 import types
 import weakref
 from collections.abc import Awaitable, Callable
@@ -111,6 +112,21 @@ async def stand_by(limiter: Any, until_ns: int) -> None:
         limiter._async_stand_by_end(waiter)
     if limiter.closed:
         raise _core.LimiterClosed("the limiter is closed")
+
+
+async def event_set(event: threading.Event, wait_s: float) -> bool:
+    """Waits on the loop until a ``threading.Event`` set by another thread is set (True), at most
+    ``wait_s`` (False). It looks at growing intervals (1 ms to 50 ms): for rare waits, such as a
+    subscription's confirmation."""
+    until = time.monotonic() + wait_s
+    interval = 0.001
+    while not event.is_set():
+        left = until - time.monotonic()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(interval, left))
+        interval = min(interval * 2, 0.05)
+    return True
 
 
 async def sleep_until(at_ns: int) -> None:

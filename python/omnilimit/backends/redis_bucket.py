@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from omnilimit import _core
 from omnilimit._log import logger
-from omnilimit.backends.redis_link import IDLE_TTL_S, BackendDown, RedisLink, channel_for, keys_for
+from omnilimit.backends.redis_link import IDLE_TTL_S, BackendDown, Call, Op, RedisLink, channel_for, keys_for
 
 MAX_INTERVAL_US = 2.0**52  # about 142 years
 
@@ -75,8 +75,11 @@ class RedisBucket:
         """Books the next instant if it comes by ``deadline`` (the core's clock): (the wait in
         seconds, the booking; None when its wait would have passed the deadline: nothing booked).
         Raises BackendDown."""
+        return self.link.drive(self.book_op(deadline, count_refusal))
+
+    def book_op(self, deadline: int, count_refusal: bool = True) -> Op[tuple[float, Booking | None]]:
         max_wait_us = -1 if deadline >= _core.FOREVER_NS else max(0, (deadline - _core.monotonic_ns()) // 1000)
-        reply = self.link.run("RATE_ACQUIRE", self.keys, [*self.args(), 1, max_wait_us, int(count_refusal)])
+        reply = yield Call("RATE_ACQUIRE", self.keys, [*self.args(), 1, max_wait_us, int(count_refusal)])
         wait_s = int(reply[1]) / 1e6
         if int(reply[0]) != 1:
             return wait_s, None
@@ -85,14 +88,16 @@ class RedisBucket:
     def refund(self, go_at: float) -> None:
         """Gives a booking back, if its time has not come (unreachable: it stays, delaying the
         others one interval)."""
+        self.link.drive(self.refund_op(go_at))
+
+    def refund_op(self, go_at: float, how: str = "refund") -> Op[None]:
         with contextlib.suppress(BackendDown):
-            self.link.run("RATE_REFUND", self.keys, [*self.args(), 1, repr(go_at), self.channel, "refund"])
+            yield Call("RATE_REFUND", self.keys, [*self.args(), 1, repr(go_at), self.channel, how])
 
     def void(self, go_at: float) -> None:
         """Uncounts a booking whose instant came inside a pause, and was not used (the instant is
         spent: the bucket does not move). Unreachable: it stays counted."""
-        with contextlib.suppress(BackendDown):
-            self.link.run("RATE_REFUND", self.keys, [*self.args(), 1, repr(go_at), self.channel, "void"])
+        self.link.drive(self.refund_op(go_at, "void"))
 
     def cap(self, requests: int) -> None:
         """Keeps at most ``requests`` available now, for every host (unreachable: nothing)."""
@@ -113,8 +118,11 @@ class RedisBucket:
     def latest(self) -> tuple[float, Move | None]:
         """RATE_LATEST: (seconds left of the latest pause, <= 0 for none; the latest move of a new
         rate). Unreachable: (0, None)."""
+        return self.link.drive(self.latest_op())
+
+    def latest_op(self) -> Op[tuple[float, Move | None]]:
         try:
-            left_us, move = self.link.run("RATE_LATEST", self.keys, [])
+            left_us, move = yield Call("RATE_LATEST", self.keys, [])
         except BackendDown:
             return 0.0, None
         return int(left_us) / 1e6, Move.parse(text(move).split(" "))

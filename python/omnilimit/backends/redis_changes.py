@@ -21,6 +21,7 @@ import threading
 import weakref
 from collections.abc import Callable
 
+from omnilimit import _async
 from omnilimit.backends.redis_link import RETRY_S, RedisLink
 
 
@@ -41,15 +42,26 @@ class ChangeFeed:
         """Makes sure the subscription runs; the first time, waits up to ``wait_s`` for it to be
         confirmed. Returns whether it had to start it (the caller should look again: a change may
         have been published before the subscription)."""
-        if self.listening.is_set():
+        if self.listening.is_set() or not self._start():
             return False
+        self.listening.wait(wait_s)
+        return True
+
+    async def listen_async(self, wait_s: float) -> bool:
+        """``listen`` for a coroutine: waits on the loop."""
+        if self.listening.is_set() or not self._start():
+            return False
+        await _async.event_set(self.listening, wait_s)
+        return True
+
+    def _start(self) -> bool:
+        """Starts the subscriber thread if it does not run; False once stopped."""
         with self._lock:
             if self._stop.is_set():
                 return False
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name=f"omnilimit-redis {self._channel}", daemon=True)
                 self._thread.start()
-        self.listening.wait(wait_s)
         return True
 
     def stop(self) -> None:

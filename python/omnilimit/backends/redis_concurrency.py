@@ -32,7 +32,7 @@ from typing import Any
 from omnilimit import _async, _core, pause
 from omnilimit._log import logger
 from omnilimit.backends.redis_leases import LOCAL, REDIS, Keeper, keepers, owner_id
-from omnilimit.backends.redis_link import IDLE_TTL_S, BackendDown, OneRead, RedisLink, channel_for, keys_for
+from omnilimit.backends.redis_link import IDLE_TTL_S, BackendDown, OneRead, Op, RedisLink, channel_for, keys_for
 from omnilimit.backends.redis_outage import OutagePolicy
 from omnilimit.backends.redis_waits import ProcessWaits
 from omnilimit.spec import check_lease, check_policy, name_for_key
@@ -126,7 +126,10 @@ class RedisConcurrencyStore:
         ``wait`` joins the line (or stays in it) when no permit is free for this caller. A permit
         leased while a pause declared by any host runs pauses this process's limiter for the rest
         of it (the caller then waits it out)."""
-        reply = self._keeper.run("SEM_ACQUIRE", owner, mode)
+        return self._link.drive(self._try_op(owner, mode))
+
+    def _try_op(self, owner: str, mode: str) -> Op[tuple[bool, float]]:
+        reply = yield self._keeper.call("SEM_ACQUIRE", owner, mode)
         leased = int(reply[0]) == 1
         if leased and len(reply) > 2:
             limiter = None if self._limiter is None else self._limiter()
@@ -151,8 +154,11 @@ class RedisConcurrencyStore:
     def _leave(self, owner: str, refused: bool) -> None:
         """Leaves the line (if in it); ``refused`` counts a caller that gave up. If Redis is
         unreachable, the heartbeat takes it out of the line."""
+        self._link.drive(self._leave_op(owner, refused))
+
+    def _leave_op(self, owner: str, refused: bool) -> Op[None]:
         with contextlib.suppress(BackendDown):
-            self._keeper.run("SEM_LEAVE", owner, "1" if refused else "0")
+            yield self._keeper.call("SEM_LEAVE", owner, "1" if refused else "0")
 
     def acquire(self, limiter: Any, timeout: float | None = 120) -> bool:
         """Takes a permit, waiting up to ``timeout`` seconds (``None``: forever, ``0``: no wait),
@@ -208,9 +214,10 @@ class RedisConcurrencyStore:
         return went
 
     async def acquire_async(self, limiter: Any, timeout: float | None = 120) -> bool:
-        """``acquire()`` for a coroutine: each try runs in the loop's default executor; between
-        tries it waits on the loop for its turn. Cancellation-safe: it leaves the line, and a
-        permit leased as it was cancelled is released."""
+        """``acquire()`` for a coroutine: each try is awaited on the loop with a ``redis.asyncio``
+        client, else runs in the loop's default executor; between tries it waits on the loop for
+        its turn. Cancellation-safe: it leaves the line, and a permit leased as it was cancelled is
+        released."""
         timeout_ns, deadline = _async.deadline(timeout)
         keeper = self._keeper
         loop = asyncio.get_running_loop()
@@ -224,7 +231,7 @@ class RedisConcurrencyStore:
                 waiter.before_try()  # before the look at closed: close() sets it, then wakes
                 if limiter.closed:
                     raise _core.LimiterClosed("the limiter is closed")
-                attempt = loop.run_in_executor(None, self._try, owner, mode)
+                attempt = self._link.submit(loop, self._try_op(owner, mode))
                 try:
                     got, expiry_s = await asyncio.shield(attempt)
                 except BackendDown:
@@ -247,17 +254,16 @@ class RedisConcurrencyStore:
                 in_line = mode == "wait"
                 left_s = _async.seconds_left(deadline)
                 if timeout_ns == 0 or left_s <= 0:
-                    await loop.run_in_executor(None, self._leave, owner, True)
+                    await self._link.submit(loop, self._leave_op(owner, True))
                     return False
-                if not keeper.listening.is_set():
-                    await loop.run_in_executor(None, keeper.listen, min(left_s, FALLBACK_S))
-                    continue
+                if await keeper.listen_async(min(left_s, FALLBACK_S)):
+                    continue  # subscribed just now: its turn may have been announced before, look again
                 future = waiter.future(loop)
                 with self._mine.waiting():
                     await _async.wake_or_timer(loop, future, _core.monotonic_ns() + int(_bound(left_s, expiry_s) * 1e9))
         except BaseException:
             if in_line:
-                await asyncio.shield(loop.run_in_executor(None, self._leave, owner, False))
+                await asyncio.shield(self._link.submit(loop, self._leave_op(owner, False)))
             raise
         finally:
             keeper.wakeups.unregister(owner)

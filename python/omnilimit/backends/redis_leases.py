@@ -16,8 +16,9 @@ import time
 import weakref
 from typing import Any
 
+from omnilimit import _async
 from omnilimit._log import logger
-from omnilimit.backends.redis_link import RETRY_S, BackendDown, RedisLink
+from omnilimit.backends.redis_link import RETRY_S, BackendDown, Call, RedisLink
 from omnilimit.backends.redis_wakeups import Wakeups
 
 HEARTBEAT_S = 3.0  # a waiter that has not looked for this long leaves the line
@@ -57,7 +58,11 @@ class Keeper:
 
     def run(self, script: str, owner: str = "", *extra: Any) -> Any:
         """One script of this limiter (one round trip); raises BackendDown."""
-        return self.link.run(script, self.keys, [*self.args, owner, self.channel, int(HEARTBEAT_S * 1e6), *extra])
+        return self.link.run(*self.call(script, owner, *extra))
+
+    def call(self, script: str, owner: str = "", *extra: Any) -> Call:
+        """What ``run`` runs, for an operation (``Op``) to yield."""
+        return Call(script, self.keys, [*self.args, owner, self.channel, int(HEARTBEAT_S * 1e6), *extra])
 
     # ---- permits held ----------------------------------------------------------------------------
 
@@ -102,11 +107,22 @@ class Keeper:
         a release may have come before the subscription)."""
         if self.listening.is_set():
             return False
+        self._want_listening()
+        self.listening.wait(wait_s)
+        return True
+
+    async def listen_async(self, wait_s: float) -> bool:
+        """``listen`` for a coroutine: waits on the loop."""
+        if self.listening.is_set():
+            return False
+        self._want_listening()
+        await _async.event_set(self.listening, wait_s)
+        return True
+
+    def _want_listening(self) -> None:
         self._wanted_listening = True
         self._poke.set()
         self.start()
-        self.listening.wait(wait_s)
-        return True
 
     def stop(self) -> None:
         self._stop.set()

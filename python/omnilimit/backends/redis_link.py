@@ -2,7 +2,9 @@
 
 ``rate_limit_backend: redis://host:port/db`` (``rediss://`` for TLS, ``redis+cluster://`` /
 ``rediss+cluster://`` for a Redis Cluster), or a ``redis.Redis`` / ``redis.cluster.RedisCluster``
-client object, names the server. redis-py is the optional extra ``omnilimit[redis]``.
+client object (``redis.asyncio`` ones too: ``redis_clients``), names the server. redis-py is the
+optional extra ``omnilimit[redis]``. Each operation on Redis is written once (an ``Op``) and run
+in a thread (``drive``) or awaited on a coroutine's loop (``drive_async``, with an asyncio client).
 
 **Outages.** A call that cannot reach Redis (refused, reset, timed out, a cluster without a
 master, a server still loading) opens an *outage*: one warning names it, and for the next
@@ -22,75 +24,47 @@ a bug or a misconfiguration, and no policy hides it.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Generator, Iterator
+from typing import Any, NamedTuple, TypeVar
 
 from omnilimit._log import logger
-from omnilimit._shown import redact, shown
 from omnilimit.backends import redis_lua
-from omnilimit.spec import _is_client, check_url
+from omnilimit.backends.redis_clients import clients_for, import_redis
 
 RETRY_S = 0.5  # during an outage, the time between two probes of Redis
 IDLE_TTL_S = 24 * 3600  # a limiter's keys expire after this long without a write
-# For clients made from a URL. A round trip on loopback or a LAN takes well under a millisecond; a
-# server that takes longer than this is hung (stopped, swapping, a long script): the call counts as
-# an outage, and the policy answers the callers until a probe gets through.
-CONNECT_TIMEOUT_S = 0.25
-SOCKET_TIMEOUT_S = 0.25
+
+T = TypeVar("T")
 
 
 class BackendDown(Exception):
     """Redis is unreachable (an outage is open); the limiter applies its policy."""
 
 
-def _import_redis() -> Any:
-    try:
-        import redis
-    except ImportError:
-        raise ImportError(
-            "a Redis backend needs redis-py: pip install 'omnilimit[redis]' (or pip install redis)"
-        ) from None
-    return redis
+class Call(NamedTuple):
+    """One script to run: what an operation (``Op``) yields, to receive the script's reply."""
+
+    script: str
+    keys: list[str]
+    args: list[Any]
 
 
-def client_for(backend: object) -> tuple[Any, str]:
-    """(a redis-py client, a description without secrets) for a URL or a client object."""
-    if not isinstance(backend, str):
-        if not _is_client(backend):
-            raise TypeError(
-                f"backend must be a URL or a redis-py client (redis.Redis, RedisCluster), got {shown(backend)}"
-            )
-        if type(backend).__module__.startswith("redis.asyncio"):
-            raise TypeError(
-                "backend must be a synchronous redis-py client (redis.Redis or RedisCluster), not redis.asyncio"
-            )
-        return backend, f"a {type(backend).__name__} client"
-    redis = _import_redis()
-    url = check_url(backend)
-    options: dict[str, Any] = {
-        "socket_connect_timeout": CONNECT_TIMEOUT_S,
-        "socket_timeout": SOCKET_TIMEOUT_S,
-        # One immediate retry on a fresh connection (a pooled connection the server closed, as on a
-        # restart), not after a timeout (a hung server would cost a caller twice): an outage then
-        # fails fast and the limiter's policy takes over.
-        "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
-    }
-    if "+cluster://" in url:
-        from redis.cluster import RedisCluster
-
-        plain = url.replace("+cluster://", "://", 1)
-        return RedisCluster.from_url(plain, **options), redact(url)
-    return redis.Redis.from_url(url, **options), redact(url)
+# An operation on Redis, written once for threads and coroutines: a generator that yields the
+# ``Call`` of each round trip and receives its reply (or has BackendDown thrown in), and returns
+# its result. ``RedisLink.drive`` runs one in the calling thread, ``drive_async`` on the loop.
+Op = Generator[Call, Any, T]
 
 
 def unreachable_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean "Redis is not there" (an outage), as opposed to a bug."""
-    redis = _import_redis()
+    redis = import_redis()
     errors: list[type[BaseException]] = [
         redis.exceptions.ConnectionError,
         redis.exceptions.TimeoutError,
@@ -119,13 +93,15 @@ class RedisLink:
     """The scripts of one limiter on one Redis, with its outage state. Thread-safe."""
 
     def __init__(self, backend: object, what: str) -> None:
-        self.client, self.where = client_for(backend)
+        self.client, self.async_client, self.where = clients_for(backend)
         self._what = what  # "rate limiter 'openai'", for the logs
-        self._scripts = {
-            name: self.client.register_script(getattr(redis_lua, name))
-            for name in dir(redis_lua)
-            if name.isupper() and not name.startswith("_")
-        }
+        names = [name for name in dir(redis_lua) if name.isupper() and not name.startswith("_")]
+        self._scripts = {name: self.client.register_script(getattr(redis_lua, name)) for name in names}
+        self._async_scripts = (
+            {}
+            if self.async_client is None
+            else {name: self.async_client.register_script(getattr(redis_lua, name)) for name in names}
+        )
         self._unreachable = unreachable_errors()
         self._lock = threading.Lock()
         self._down_since: float | None = None  # time.monotonic() when the outage began
@@ -154,13 +130,7 @@ class RedisLink:
     def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """Runs one script (one round trip). Raises BackendDown while an outage is open and it is
         not this caller's turn to probe, or when the attempt fails to reach Redis."""
-        if self._down_since is not None:
-            with self._lock:
-                now = time.monotonic()
-                if self._down_since is not None:
-                    if now < self._retry_at:
-                        raise BackendDown(self._last_error)
-                    self._retry_at = now + RETRY_S  # this caller probes; the others wait for the next turn
+        self._may_try()
         try:
             result = self._scripts[script](keys=keys, args=args)
         except self._unreachable as error:
@@ -169,6 +139,72 @@ class RedisLink:
         if self._down_since is not None:
             self._note_up()
         return result
+
+    async def run_async(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """``run`` on the ``redis.asyncio`` client, awaited on the loop."""
+        self._may_try()
+        try:
+            result = await self._async_scripts[script](keys=keys, args=args)
+        except self._unreachable as error:
+            self._note_down(error)
+            raise BackendDown(self._last_error) from error
+        if self._down_since is not None:
+            self._note_up()
+        return result
+
+    def _may_try(self) -> None:
+        """Raises BackendDown while an outage is open, unless it is this caller's turn to probe."""
+        if self._down_since is not None:
+            with self._lock:
+                now = time.monotonic()
+                if self._down_since is not None:
+                    if now < self._retry_at:
+                        raise BackendDown(self._last_error)
+                    self._retry_at = now + RETRY_S  # this caller probes; the others wait for the next turn
+
+    def drive(self, op: Op[T]) -> T:
+        """Runs an operation in the calling thread, one round trip per ``Call`` it yields."""
+        try:
+            call = next(op)
+            while True:
+                try:
+                    reply = self.run(*call)
+                except BackendDown as error:
+                    call = op.throw(error)
+                else:
+                    call = op.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def drive_async(self, op: Op[T]) -> T:
+        """``drive`` on the loop: each round trip awaited on the ``redis.asyncio`` client."""
+        try:
+            call = next(op)
+            while True:
+                try:
+                    reply = await self.run_async(*call)
+                except BackendDown as error:
+                    call = op.throw(error)
+                else:
+                    call = op.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    @property
+    def on_the_loop(self) -> bool:
+        """Whether a coroutine's round trips are awaited on its loop (a ``redis.asyncio`` client was
+        given) rather than run in the loop's default executor."""
+        return self.async_client is not None
+
+    def submit(
+        self, loop: asyncio.AbstractEventLoop, op: Op[T], executor: concurrent.futures.Executor | None = None
+    ) -> asyncio.Future[T]:
+        """A coroutine's operation, started now: a task on the loop (``on_the_loop``), else a job of
+        ``executor`` (the loop's default one if None). Either way a future, which the caller may
+        shield, and whose result a cancelled caller can still read."""
+        if self.async_client is not None:
+            return asyncio.ensure_future(self.drive_async(op))
+        return loop.run_in_executor(executor, self.drive, op)
 
     def _note_down(self, error: BaseException) -> None:
         with self._lock:

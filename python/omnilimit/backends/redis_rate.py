@@ -179,14 +179,13 @@ class RedisRateStore:
     def _catch_up(self, limiter: Any) -> None:
         """Just subscribed: follows what was published before (the latest pause and move of a new
         rate), which this process's sleepers would otherwise miss."""
-        left_s, move = self._bucket.latest()
+        self._follow_latest(limiter, self._bucket.latest())
+
+    def _follow_latest(self, limiter: Any, latest: tuple[float, Move | None]) -> None:
+        left_s, move = latest
         if left_s > 0:
             _core.RateCore.pause(limiter, left_s)
         self._moved(move)
-
-    def _subscribe(self, limiter: Any, wait_s: float) -> None:
-        if self._feed.listen(wait_s):
-            self._catch_up(limiter)
 
     def _followed(self, booking: Booking) -> tuple[int, float, int]:
         """A sleeper's booking after every move heard so far: (the changes seen, its instant on the
@@ -223,9 +222,9 @@ class RedisRateStore:
     async def acquire_async(
         self, limiter: Any, timeout: float | None = 60, tokens: int = 0, fail_fast: bool = False
     ) -> bool:
-        """``acquire()`` for a coroutine: the round trip runs in the loop's default executor and
-        the waits are the loop's timer. The same contract; cancelled while waiting, the booking is
-        given back."""
+        """``acquire()`` for a coroutine: the round trip is awaited on the loop with a
+        ``redis.asyncio`` client, else runs in the loop's default executor; the waits are the
+        loop's timer. The same contract; cancelled while waiting, the booking is given back."""
         _, deadline = _async.deadline(timeout)
         loop = asyncio.get_running_loop()
         started = time.monotonic()
@@ -239,7 +238,7 @@ class RedisRateStore:
                     raise _core.LimiterClosed("the limiter is closed")
                 last_look = fail_fast or _core.monotonic_ns() >= deadline
                 try:
-                    wait_s, booking = await loop.run_in_executor(None, self._bucket.book, deadline, last_look)
+                    wait_s, booking = await self._link.submit(loop, self._bucket.book_op(deadline, last_look))
                 except BackendDown:
                     decided = await self._outage.answer_async(
                         limiter, deadline, limiter._acquire_async_here, _nothing_to_record
@@ -249,17 +248,16 @@ class RedisRateStore:
                     return decided
                 if booking is not None:
                     if wait_s > 0:
-                        if not self._feed.listening.is_set():  # other hosts' pauses and rates reach the sleepers
-                            await loop.run_in_executor(None, self._subscribe, limiter, min(wait_s, 1.0))
+                        if await self._feed.listen_async(min(wait_s, 1.0)):  # other hosts' pauses and rates
+                            self._follow_latest(limiter, await self._link.submit(loop, self._bucket.latest_op()))
                         if not await self._sleep_async(limiter, loop, booking):
                             continue  # the instant fell inside a pause: book again
                     self._mine.admitted(started)
                     return True
                 if last_look:
                     return False
-                if not self._feed.listening.is_set():
-                    await loop.run_in_executor(None, self._feed.listen, min(_async.seconds_left(deadline), 1.0))
-                    continue
+                if await self._feed.listen_async(min(_async.seconds_left(deadline), 1.0)):
+                    continue  # subscribed just now: a change may have been published before, look again
                 if waiter is None or future is None:  # registered from now on: look again first
                     waiter = _core.AsyncWait(_async.notifier(loop))
                     limiter._async_stand_by(waiter)
@@ -292,11 +290,13 @@ class RedisRateStore:
                 finally:
                     limiter._async_stand_by_end(waiter)
             except BaseException:  # cancelled or closed: give the booking back
-                await asyncio.shield(loop.run_in_executor(None, self._refund, limiter, instant))
+                await asyncio.shield(self._link.submit(loop, self._bucket.refund_op(instant)))
+                limiter._notify_standing()  # this process's callers standing by look again at once
                 raise
         if limiter._pause_go_in() <= 0:
             return True  # no round trip on the common path
-        return bool(await loop.run_in_executor(None, self._not_paused, limiter, instant))
+        await self._link.submit(loop, self._bucket.refund_op(instant, "void"))
+        return False
 
     def listen_for_changes(self, wait_s: float) -> None:
         """Subscribes (once) to the changes every host publishes: each wakes this process's

@@ -43,7 +43,7 @@ from omnilimit._log import logger
 from omnilimit.backends.redis_bucket import interval_us, text
 from omnilimit.backends.redis_changes import ChangeFeed
 from omnilimit.backends.redis_leases import HEARTBEAT_S, owner_id
-from omnilimit.backends.redis_link import IDLE_TTL_S, BackendDown, OneRead, RedisLink, channel_for, keys_for
+from omnilimit.backends.redis_link import IDLE_TTL_S, BackendDown, Call, OneRead, Op, RedisLink, channel_for, keys_for
 from omnilimit.backends.redis_outage import OutagePolicy
 from omnilimit.backends.redis_waits import ProcessWaits
 from omnilimit.backends.redis_wakeups import Wakeups
@@ -126,8 +126,11 @@ class TokenBudgets:
 
     def take(self, owner: str, tokens: int, deadline: int, count_refusal: bool, join: bool) -> tuple[int, float]:
         """TOKEN_TAKE: (TAKEN | REFUSED | HEAD | BEHIND, the wait planned in seconds). Raises BackendDown."""
+        return self.link.drive(self.take_op(owner, tokens, deadline, count_refusal, join))
+
+    def take_op(self, owner: str, tokens: int, deadline: int, count_refusal: bool, join: bool) -> Op[tuple[int, float]]:
         max_wait_us = -1 if deadline >= _core.FOREVER_NS else max(0, (deadline - _core.monotonic_ns()) // 1000)
-        reply = self.link.run(
+        reply = yield Call(
             "TOKEN_TAKE",
             self.keys,
             [
@@ -152,13 +155,19 @@ class TokenBudgets:
 
     def leave(self, owner: str, refused: bool) -> None:
         """Leaves the line (unreachable: the heartbeat takes the waiter out)."""
+        self.link.drive(self.leave_op(owner, refused))
+
+    def leave_op(self, owner: str, refused: bool) -> Op[None]:
         with contextlib.suppress(BackendDown):
-            self.link.run("TOKEN_LEAVE", self.keys, [*self.args(), owner, int(refused)])
+            yield Call("TOKEN_LEAVE", self.keys, [*self.args(), owner, int(refused)])
 
     def settle(self, diff: int) -> None:
         """Charges ``diff`` tokens (negative: gives them back). Unreachable: lost, with a WARNING."""
+        self.link.drive(self.settle_op(diff))
+
+    def settle_op(self, diff: int) -> Op[None]:
         try:
-            self.link.run("TOKEN_SETTLE", self.keys, [*self.args(), diff])
+            yield Call("TOKEN_SETTLE", self.keys, [*self.args(), diff])
         except BackendDown:
             logger.warning("%s: Redis is unreachable: a settle of %+d tokens was lost", self.label, diff)
 
@@ -388,9 +397,10 @@ class RedisTokenStore:
     async def acquire_async(
         self, limiter: Any, timeout: float | None = 60, tokens: int = 0, fail_fast: bool = False
     ) -> bool:
-        """``acquire()`` for a coroutine: each look runs in the loop's default executor; between
-        looks it waits on the loop. Cancelled, it leaves the line; a take that completes as it is
-        cancelled is settled as unused."""
+        """``acquire()`` for a coroutine: each look is awaited on the loop with a ``redis.asyncio``
+        client, else runs in the loop's default executor; between looks it waits on the loop.
+        Cancelled, it leaves the line; a take that completes as it is cancelled is settled as
+        unused."""
         timeout_ns, deadline = _async.deadline(timeout)
         may_wait = timeout_ns != 0 and not fail_fast
         loop = asyncio.get_running_loop()
@@ -409,12 +419,13 @@ class RedisTokenStore:
                 if limiter.closed:
                     raise _core.LimiterClosed("the limiter is closed")
                 last_look = not may_wait or _core.monotonic_ns() >= deadline
-                # The head's looks (and an announced waiter's) skip the queue of the loop's default
-                # executor, where hundreds of waiters' heartbeat looks may wait.
-                executor = self._heads.executor() if answer == HEAD or waiter.rung else None
-                take = self._budgets.take
+                # Without a redis.asyncio client, the head's looks (and an announced waiter's) skip the
+                # queue of the loop's default executor, where hundreds of waiters' looks may wait.
+                ahead = answer == HEAD or waiter.rung
+                executor = self._heads.executor() if ahead and not self._link.on_the_loop else None
+                look = self._budgets.take_op(owner, tokens, deadline, last_look, may_wait)
                 try:
-                    attempt = loop.run_in_executor(executor, take, owner, tokens, deadline, last_look, may_wait)
+                    attempt = self._link.submit(loop, look, executor)
                 except RuntimeError:  # the head's executor was shut down: the limiter closed meanwhile?
                     if limiter.closed:
                         raise _core.LimiterClosed("the limiter is closed") from None
@@ -443,9 +454,8 @@ class RedisTokenStore:
                     return True
                 if answer == REFUSED and last_look:
                     return False
-                if not self._feed.listening.is_set():
-                    await loop.run_in_executor(None, self._feed.listen, min(_async.seconds_left(deadline), 1.0))
-                    continue
+                if await self._feed.listen_async(min(_async.seconds_left(deadline), 1.0)):
+                    continue  # subscribed just now: a change may have been published before, look again
                 if in_line:
                     until = _core.monotonic_ns() + int(_bound(answer, wait_s, deadline) * 1e9)
                     with self._mine.waiting():
@@ -459,7 +469,7 @@ class RedisTokenStore:
                     await _async.wake_or_timer(loop, stood, deadline)
         except BaseException:
             if in_line:
-                await asyncio.shield(loop.run_in_executor(None, self._budgets.leave, owner, False))
+                await asyncio.shield(self._link.submit(loop, self._budgets.leave_op(owner, False)))
             raise
         finally:
             self._heart.discard(owner)
@@ -491,7 +501,7 @@ class RedisTokenStore:
                 while _core.monotonic_ns() < until:
                     await _async.stand_by(limiter, until)  # raises LimiterClosed
             except BaseException:
-                await asyncio.shield(loop.run_in_executor(None, self._budgets.settle, -tokens))
+                await asyncio.shield(self._link.submit(loop, self._budgets.settle_op(-tokens)))
                 raise
 
     def _undo(self, attempt: asyncio.Future[tuple[int, float]], owner: str, tokens: int) -> None:
