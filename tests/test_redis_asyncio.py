@@ -249,3 +249,55 @@ def test_an_asyncio_cluster_client(unique_name):
         assert took and again is False and total == 1 and submitted == []
     finally:
         cluster.close()
+
+
+def test_hundreds_of_coroutines_share_a_few_connections(redis_url, unique_name):
+    """200 coroutines take a turn at once through a client whose pool holds IN_FLIGHT + 1
+    connections (redis-py raises MaxConnectionsError beyond): every one goes, with no outage."""
+    from omnilimit.backends.redis_link import IN_FLIGHT
+
+    async def body(client):
+        limiter = RateLimiter(10_000_000, provider_name=unique_name, backend=client, burst_size=1000)
+        took = await asyncio.gather(*(limiter.acquire_async(timeout=10) for _ in range(200)))
+        return took, limiter.metrics()
+
+    async def main():
+        pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=IN_FLIGHT + 1, timeout=0.001)
+        client = aioredis.Redis(connection_pool=pool)
+        try:
+            return await body(client)
+        finally:
+            await client.aclose()
+            await pool.disconnect()  # a pool given to the client is not the client's to close
+
+    took, metrics = asyncio.run(main())
+    assert all(took) and len(took) == 200
+    assert metrics["backend_outages"] == 0
+
+
+def test_the_gate_serves_in_order_and_passes_on_a_place_handed_to_a_cancelled_waiter():
+    from omnilimit.backends.redis_link import Gate
+
+    async def main():
+        gate = Gate(1)
+        order = []
+
+        async def holder(i, hold=None):
+            async with gate:
+                order.append(i)
+                if hold is not None:
+                    await hold
+
+        first_done = asyncio.get_running_loop().create_future()
+        first = asyncio.ensure_future(holder(0, first_done))
+        await asyncio.sleep(0)
+        waiters = [asyncio.ensure_future(holder(i)) for i in (1, 2, 3)]
+        await asyncio.sleep(0)
+        first_done.set_result(None)  # the place is handed to waiter 1 ...
+        waiters[0].cancel()  # ... which is cancelled before it runs: it passes the place on
+        await first
+        await asyncio.gather(*waiters, return_exceptions=True)
+        return order, waiters[0].cancelled()
+
+    order, cancelled = asyncio.run(main())
+    assert order == [0, 2, 3] and cancelled

@@ -25,6 +25,7 @@ a bug or a misconfiguration, and no policy hides it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import os
@@ -39,6 +40,7 @@ from omnilimit.backends import redis_lua
 from omnilimit.backends.redis_clients import clients_for, import_redis
 
 RETRY_S = 0.5  # during an outage, the time between two probes of Redis
+IN_FLIGHT = 8  # with a redis.asyncio client: the most round trips of one loop at once, per limiter
 IDLE_TTL_S = 24 * 3600  # a limiter's keys expire after this long without a write
 
 T = TypeVar("T")
@@ -103,6 +105,7 @@ class RedisLink:
             else {name: self.async_client.register_script(getattr(redis_lua, name)) for name in names}
         )
         self._unreachable = unreachable_errors()
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gate] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._down_since: float | None = None  # time.monotonic() when the outage began
         self._retry_at = 0.0
@@ -141,10 +144,17 @@ class RedisLink:
         return result
 
     async def run_async(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        """``run`` on the ``redis.asyncio`` client, awaited on the loop."""
+        """``run`` on the ``redis.asyncio`` client, awaited on the loop: at most ``IN_FLIGHT`` of a
+        loop's round trips at once on this link (each takes a connection of the client's pool:
+        hundreds of waiting coroutines would exhaust it), the others wait their turn in order."""
         self._may_try()
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
+        if gate is None:
+            gate = self._gates[loop] = Gate(IN_FLIGHT)
         try:
-            result = await self._async_scripts[script](keys=keys, args=args)
+            async with gate:
+                result = await self._async_scripts[script](keys=keys, args=args)
         except self._unreachable as error:
             self._note_down(error)
             raise BackendDown(self._last_error) from error
@@ -290,3 +300,39 @@ def channel_for(name: str, kind: str = "sem") -> str:
     the ids of the waiters that may go; a rate limiter's (``rate``), that its budget changed in a
     way that may bring a turn closer (a refund, a new configuration)."""
     return f"omnilimit:{{{name}}}:sem:go" if kind == "sem" else f"omnilimit:{{{name}}}:rate:changed"
+
+
+class Gate:
+    """At most ``size`` holders at once, the others served in arrival order: ``async with gate:``.
+    For one event loop; it keeps no reference to the loop while nobody waits (a loop that ends
+    drops its gate)."""
+
+    __slots__ = ("_free", "_waiting")
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def __aenter__(self) -> None:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._pass_on()  # handed the place as it was cancelled: the next one takes it
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._pass_on()
+
+    def _pass_on(self) -> None:
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():  # a cancelled waiter's future is done: skipped
+                future.set_result(None)
+                return
+        self._free += 1
