@@ -18,6 +18,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 import redis
 import redis.asyncio
@@ -28,8 +29,9 @@ SECONDS = 3.0
 ROUNDS = 3
 
 
-async def slots(backend: object, name: str) -> tuple[float, int]:
-    limiter = ConcurrencyLimiter(16, name, backend=backend)
+async def in_tasks(tasks: int, step: Callable[[], Awaitable[bool]]) -> tuple[float, int]:
+    """``tasks`` tasks run ``step`` in a loop for ``SECONDS``: (steps that returned True per
+    second, the most threads the process ran meanwhile)."""
     done = 0
     until = time.monotonic() + SECONDS
     peak_threads = threading.active_count()
@@ -37,34 +39,35 @@ async def slots(backend: object, name: str) -> tuple[float, int]:
     async def task() -> None:
         nonlocal done, peak_threads
         while time.monotonic() < until:
-            async with limiter:
-                await asyncio.sleep(0.001)
-            done += 1
-            peak_threads = max(peak_threads, threading.active_count())
-
-    started = time.monotonic()
-    await asyncio.gather(*(task() for _ in range(500)))
-    limiter.close()
-    return done / (time.monotonic() - started), peak_threads
-
-
-async def turns(backend: object, name: str) -> tuple[float, int]:
-    limiter = RateLimiter(10_000_000, provider_name=name, backend=backend, burst_size=1000)
-    done = 0
-    until = time.monotonic() + SECONDS
-    peak_threads = threading.active_count()
-
-    async def task() -> None:
-        nonlocal done, peak_threads
-        while time.monotonic() < until:
-            if await limiter.acquire_async(timeout=10):
+            if await step():
                 done += 1
             peak_threads = max(peak_threads, threading.active_count())
 
     started = time.monotonic()
-    await asyncio.gather(*(task() for _ in range(200)))
-    limiter.close()
+    await asyncio.gather(*(task() for _ in range(tasks)))
     return done / (time.monotonic() - started), peak_threads
+
+
+async def slots(backend: object, name: str) -> tuple[float, int]:
+    limiter = ConcurrencyLimiter(16, name, backend=backend)
+
+    async def hand_off() -> bool:
+        async with limiter:
+            await asyncio.sleep(0.001)
+        return True
+
+    try:
+        return await in_tasks(500, hand_off)
+    finally:
+        limiter.close()
+
+
+async def turns(backend: object, name: str) -> tuple[float, int]:
+    limiter = RateLimiter(10_000_000, provider_name=name, backend=backend, burst_size=1000)
+    try:
+        return await in_tasks(200, lambda: limiter.acquire_async(timeout=10))
+    finally:
+        limiter.close()
 
 
 def one(url: str, form: str, workload: str, round_: int) -> tuple[float, int]:

@@ -133,37 +133,26 @@ class RedisLink:
     def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """Runs one script (one round trip). Raises BackendDown while an outage is open and it is
         not this caller's turn to probe, or when the attempt fails to reach Redis."""
-        self._may_try()
-        try:
-            result = self._scripts[script](keys=keys, args=args)
-        except self._unreachable as error:
-            self._note_down(error)
-            raise BackendDown(self._last_error) from error
-        if self._down_since is not None:
-            self._note_up()
-        return result
+        with self._reaching():
+            return self._scripts[script](keys=keys, args=args)
 
     async def run_async(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """``run`` on the ``redis.asyncio`` client, awaited on the loop: at most ``IN_FLIGHT`` of a
         loop's round trips at once on this link (each takes a connection of the client's pool:
         hundreds of waiting coroutines would exhaust it), the others wait their turn in order."""
-        self._may_try()
         loop = asyncio.get_running_loop()
         gate = self._gates.get(loop)
         if gate is None:
             gate = self._gates[loop] = Gate(IN_FLIGHT)
-        try:
+        with self._reaching():
             async with gate:
-                result = await self._async_scripts[script](keys=keys, args=args)
-        except self._unreachable as error:
-            self._note_down(error)
-            raise BackendDown(self._last_error) from error
-        if self._down_since is not None:
-            self._note_up()
-        return result
+                return await self._async_scripts[script](keys=keys, args=args)
 
-    def _may_try(self) -> None:
-        """Raises BackendDown while an outage is open, unless it is this caller's turn to probe."""
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Around one round trip: raises BackendDown while an outage is open (unless it is this
+        caller's turn to probe), or when the round trip fails to reach Redis; closes an outage
+        when it succeeds."""
         if self._down_since is not None:
             with self._lock:
                 now = time.monotonic()
@@ -171,6 +160,13 @@ class RedisLink:
                     if now < self._retry_at:
                         raise BackendDown(self._last_error)
                     self._retry_at = now + RETRY_S  # this caller probes; the others wait for the next turn
+        try:
+            yield
+        except self._unreachable as error:
+            self._note_down(error)
+            raise BackendDown(self._last_error) from error
+        if self._down_since is not None:
+            self._note_up()
 
     def drive(self, op: Op[T]) -> T:
         """Runs an operation in the calling thread, one round trip per ``Call`` it yields."""
