@@ -208,6 +208,21 @@ def test_a_lease_on_a_rate_limiter_is_ignored(tmp_path: Path) -> None:
     ]
 
 
+def test_coordination_is_shown_and_ignored_on_a_concurrency_limiter(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "providers:\n  r:\n    rate_limit_rpm: 60\n    rate_limit_backend: redis://localhost:6379/0\n"
+        "    rate_limit_coordination: lease\n  c:\n    max_concurrent_calls: 4\n"
+        "    rate_limit_backend: redis://localhost:6379/0\n    rate_limit_coordination: lease\n",
+    )
+    assert "coordination=lease" in run_check(path).stdout
+    rate, concurrency = sorted(as_json(path)["limiters"], key=lambda limiter: limiter["kind"], reverse=True)
+    assert rate["kind"] == "rate" and rate["backend_options"] == {"coordination": "lease"} and not rate["ignored"]
+    assert [(i["key"], i["reason"]) for i in concurrency["ignored"]] == [
+        ("rate_limit_coordination", "coordination is how a rate limiter decides: this is a concurrency limiter")
+    ]
+
+
 def test_shm_backend(tmp_path: Path) -> None:
     path = write(tmp_path, "providers:\n  r:\n    max_concurrent_calls: 4\n    rate_limit_backend: shm\n")
     done = run_check(path)

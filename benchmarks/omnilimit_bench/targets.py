@@ -110,7 +110,22 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     )
     _asyncio_targets(results, out, add)
     _shared_targets(results, add)
+    _redis_targets(results, add)
     return out
+
+
+LEASE = "omnilimit, coordination lease"
+
+
+def _redis_targets(results: dict[str, Any], add: Callable[[str, list[Part | None]], None]) -> None:
+    """The target of section 10: a lease-mode decision against every Redis rate decision."""
+    leased = _one(results, "redis", part="decision", call=RATE_DECISION, impl=LEASE)
+    strict = [r for r in _rows(results, "redis", part="decision", call=RATE_DECISION) if r["impl"] != LEASE]
+    add(
+        "redis: a decision in lease mode ≥100x faster than strict mode and than pyrate-limiter's and limits' Redis "
+        "limiters",
+        [(r["impl"] + ": x", r["min_ns"] / leased["min_ns"], lambda v: v >= 100) for r in strict] if leased else [],
+    )
 
 
 def _shared_targets(results: dict[str, Any], add: Callable[[str, list[Part | None]], None]) -> None:

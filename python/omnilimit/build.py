@@ -63,6 +63,7 @@ def build_limiter(
             where,
         )
     elif kind == CONCURRENCY:
+        options.pop("coordination", None)  # how a rate limiter decides: a concurrency limiter has none
         limiter = ConcurrencyLimiter(max_concurrent=int(limit), name=key, backend=backend, **options)
         logger.info("Created concurrency limiter: '%s' with max %s concurrent calls (%s)", key, limit, where)
     else:

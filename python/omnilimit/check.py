@@ -173,6 +173,8 @@ def _why_ignored(key: str, settings: RoleSettings, plan: LimiterPlan) -> str | N
         return "combined needs max_concurrent_calls: this role's limiter is a rate limiter"
     if key == "rate_limit_lease_seconds" and settings.lease_seconds is not None and plan.kind == RATE:
         return "leases are for concurrency limiters: this is a rate limiter"
+    if key == "rate_limit_coordination" and settings.coordination is not None and plan.kind == CONCURRENCY:
+        return "coordination is how a rate limiter decides: this is a concurrency limiter"
     return None
 
 

@@ -357,6 +357,7 @@ def _call_key(provider_name: object, settings: Mapping[str, Any], role: str | No
         settings.get("rate_limit_on_backend_error"),
         settings.get("rate_limit_local_fraction"),
         settings.get("rate_limit_lease_seconds"),
+        settings.get("rate_limit_coordination"),
     )
 
 

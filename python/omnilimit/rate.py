@@ -7,11 +7,12 @@ from typing import Any
 from omnilimit import _async, _core, rate_async
 from omnilimit._log import TimeoutWarnings, logger
 from omnilimit._validate import MAX_COUNT, flag, label, positive_rate, token_count, whole_number
+from omnilimit.backends.redis_lease import LeaseKeeper
 from omnilimit.backends.redis_rate import RedisRateStore
 from omnilimit.backends.redis_tokens import RedisTokenStore
 from omnilimit.feedback import ProviderFeedback, _common_metrics
 from omnilimit.headers import RateLimitInfo
-from omnilimit.spec import DEFAULT_BURST, is_redis, shared_name, store_options
+from omnilimit.spec import DEFAULT_BURST, check_coordination, is_redis, shared_name, store_options
 from omnilimit.store import RateStore, TokenStore, WithStore
 
 
@@ -53,7 +54,30 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
     blocks.
     """
 
-    __slots__ = ("_rpm", "_store", "_timeouts", "_tokens_store", "_tpm", "provider_name")
+    __slots__ = ("_lease", "_rpm", "_store", "_timeouts", "_tokens_store", "_tpm", "provider_name")
+
+    @property
+    def coordination(self) -> str:
+        """``lease`` (each process decides on a leased share of a Redis budget) or ``strict``."""
+        return "strict" if self._lease is None else "lease"
+
+    @property
+    def backend(self) -> str | None:
+        if self._lease is not None:
+            return self._lease.backend
+        return WithStore.backend.fget(self)  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def backend_available(self) -> bool:
+        if self._lease is not None:
+            return self._lease.backend_available
+        return bool(WithStore.backend_available.fget(self))  # type: ignore[attr-defined]
+
+    @property
+    def on_backend_error(self) -> str | None:
+        if self._lease is not None:
+            return self._lease.on_backend_error
+        return WithStore.on_backend_error.fget(self)  # type: ignore[attr-defined,no-any-return]
 
     def __init__(
         self,
@@ -66,8 +90,10 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         backend: object = None,
         on_backend_error: str | None = None,
         local_fraction: float | None = None,
+        coordination: str | None = None,
     ) -> None:
         options = store_options(backend, on_backend_error=on_backend_error, local_fraction=local_fraction)
+        leased = check_coordination(coordination, backend) == "lease"
         rpm = positive_rate("requests_per_minute", requests_per_minute)
         burst = DEFAULT_BURST if burst_size is None else whole_number("burst_size", burst_size)
         tpm = 0.0 if tokens_per_minute is None else positive_rate("tokens_per_minute", tokens_per_minute)
@@ -79,8 +105,13 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         checked_name = label("provider_name", provider_name)
         self._store: RateStore | None = None
         self._tokens_store: TokenStore | None = None  # the same store, when it holds the token budget too
+        self._lease: LeaseKeeper | None = None
         shm_name = None
-        if is_redis(backend) and tpm:
+        if leased:
+            if tpm:
+                raise ValueError("coordination 'lease' with a token budget is not built yet: use 'strict'")
+            self._lease = LeaseKeeper(backend, checked_name, rpm, burst, f"RateLimiter {checked_name!r}", **options)
+        elif is_redis(backend) and tpm:
             self._store = self._tokens_store = RedisTokenStore(
                 backend, checked_name, requests_per_minute, burst, tokens_per_minute or tpm, tokens_at_once, **options
             )
@@ -101,6 +132,9 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         if self._store is not None:
             self._store.bind(self)
         self.provider_name = checked_name
+        self._rpm = requests_per_minute
+        if self._lease is not None:
+            self._lease.bind(self)  # the first lease: one round trip
         self._timeouts = timeouts
         if self._shared_limits_before is not None:
             was_rpm, was_burst = self._shared_limits_before
@@ -159,6 +193,11 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         turn has come), a slower one later (up to their timeout); with a token budget, the queue
         is re-planned the same way."""
         rpm = positive_rate("requests_per_minute", requests_per_minute)
+        if self._lease is not None:  # the fleet's capacity: this process's share follows at its next renewal
+            self._lease.set_capacity(rpm)
+            self._rpm = requests_per_minute
+            logger.info("RateLimiter %r: rate set to %s RPM (leased)", self.provider_name, requests_per_minute)
+            return
         super().set_rate(_local_share(rpm, self._store))
         self._rpm = requests_per_minute
         if self._store is not None:
@@ -244,7 +283,10 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         """Nobody goes for ``seconds`` (a provider's 429; with Redis, on any host); then requests
         resume at the paced rate. Returns the seconds until this limiter may go again."""
         local = super().pause(seconds)
-        shared = None if self._store is None else self._store.pause(seconds)
+        if self._lease is not None:
+            shared = self._lease.pause(seconds)
+        else:
+            shared = None if self._store is None else self._store.pause(seconds)
         return local if shared is None else max(local, shared)
 
     def close(self) -> None:
@@ -254,6 +296,8 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         super().close()
         if self._store is not None:
             self._store.close()
+        if self._lease is not None:
+            self._lease.close()
 
     def detach_reservation(self) -> TokenReservation:
         """The calling thread's latest reservation on this limiter, to settle from another thread
@@ -301,6 +345,9 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         With Redis, the shared numbers come from one read of Redis, and it adds ``backend``,
         ``backend_available``, ``backend_outages`` and ``outage_admitted`` / ``outage_denied``
         (this process's decisions taken by the outage policy)."""
+        if self._lease is not None:
+            lease = {"backend": self._lease.backend, **self._lease.metrics()}
+            return {**self.get_stats(), **_common_metrics(self), "predicted_wait_s": self.predicted_wait(), **lease}
         if self._store is None:
             return {**self.get_stats(), **_common_metrics(self), "predicted_wait_s": self.predicted_wait()}
         with self._store.held_read():
@@ -314,6 +361,11 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
     def __repr__(self) -> str:
         if self._store is not None:
             return f"RateLimiter({self._store.described()})"
+        if self._lease is not None:
+            return (
+                f"RateLimiter(requests_per_minute={self._rpm!r}, burst_size={self._lease.burst}, "
+                f"provider_name={self.provider_name!r}, backend={self._lease.backend!r}, coordination='lease')"
+            )
         budget = f", tokens_per_minute={self._tpm!r}, token_burst={self.token_burst}" if self._tpm is not None else ""
         return (
             f"RateLimiter(requests_per_minute={self._rpm!r}, burst_size={self.burst}, "

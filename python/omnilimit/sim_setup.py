@@ -23,6 +23,7 @@ BACKEND_KEYS = (
     "rate_limit_on_backend_error",
     "rate_limit_local_fraction",
     "rate_limit_lease_seconds",
+    "rate_limit_coordination",
 )
 
 

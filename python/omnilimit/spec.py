@@ -154,6 +154,22 @@ def check_policy(policy: object, local_fraction: object) -> tuple[str, float | N
     return "local", fraction
 
 
+COORDINATIONS = ("strict", "lease")
+"""The values of ``coordination``: a Redis rate limiter decides each acquire in Redis (``strict``)
+or in its process on a leased share of the budget (``lease``)."""
+
+
+def check_coordination(coordination: object, backend: object) -> str:
+    """``strict`` (None) or ``lease``; ValueError for anything else, or ``lease`` without Redis."""
+    if coordination is None:
+        return "strict"
+    if coordination not in COORDINATIONS:
+        raise ValueError(f"coordination must be one of {', '.join(COORDINATIONS)}, got {shown(coordination)}")
+    if coordination == "lease" and not is_redis(backend):
+        raise ValueError("coordination 'lease' leases shares of a Redis budget: it needs a Redis backend")
+    return str(coordination)
+
+
 def store_options(backend: object, **options: Any) -> dict[str, Any]:
     """The options given (not None) for a Redis store: ValueError when there are some and
     ``backend`` is not Redis (they would mean nothing there)."""

@@ -88,9 +88,14 @@ def _redis_cases(impls: Impls, url: str, slots: int) -> Iterator[tuple[Any, list
         closers.append(tokens.close)
         pair = omnilimit.ConcurrencyLimiter(slots, name=name, backend=url)
         closers.append(pair.close)
+        leased = omnilimit.RateLimiter(
+            HUGE, burst_size=HUGE, provider_name=name + "-lease", backend=url, coordination="lease"
+        )
+        closers.append(leased.close)
         ours = (
             (ROUND_TRIP, f"redis-py {redis.__version__} {NO_LIMITER}", "ping()", client.ping),
             (RATE_DECISION, "omnilimit", "acquire(timeout=0)", partial(rate.acquire, 0)),
+            (RATE_DECISION, "omnilimit, coordination lease", "acquire(timeout=0)", partial(leased.acquire, 0)),
             (TOKEN_DECISION, "omnilimit", "acquire(timeout=0, tokens=100)", partial(tokens.acquire, 0, 100)),
             (CONCURRENCY_PAIR, "omnilimit", "acquire(timeout=0); release()", _pair_without_waiting(pair)),
         )
@@ -111,6 +116,7 @@ def _redis_cases(impls: Impls, url: str, slots: int) -> Iterator[tuple[Any, list
                 *keys_for("rate", name_for_key(name)),
                 *keys_for("sem", name_for_key(name)),
                 *keys_for("tokens", name_for_key(name + "-tokens")),
+                *keys_for("lease", name_for_key(name + "-lease")),
             )
             client.close()
 

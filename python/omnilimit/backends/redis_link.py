@@ -280,11 +280,13 @@ class OneRead:
 def keys_for(kind: str, name: str) -> list[str]:
     """The keys of one limiter, hash-tagged by name (one Cluster slot): ``kind`` is ``rate`` (bucket
     and counters, window), ``tokens`` (a rate limiter with a token budget: those two, then line,
-    heartbeats, claims, window of tokens) or ``sem`` (leases, config and counters, window, line,
-    heartbeats)."""
+    heartbeats, claims, window of tokens), ``lease`` (a rate limiter in lease mode: its leases and
+    state) or ``sem`` (leases, config and counters, window, line, heartbeats)."""
     tag = f"omnilimit:{{{name}}}:{kind}"
     if kind == "rate":
         return [f"{tag}:bucket", f"{tag}:window"]
+    if kind == "lease":  # a rate limiter in lease mode: the leases, and the state (its pause)
+        return [f"{tag}:leases", f"{tag}:state"]
     if kind == "tokens":  # the rate limiter's keys, and its line of waiters and window of tokens
         rate = f"omnilimit:{{{name}}}:rate"
         return [f"{rate}:{key}" for key in ("bucket", "window", "line", "heartbeats", "claims", "tokens")]

@@ -731,3 +731,81 @@ end
 return renewed
 """
 )
+
+# ---- lease mode: each process decides locally on a share of the budget -------------------------
+#
+# KEYS 1: the leases (a hash, process -> "share expiry_us wants used"), KEYS 2: the state (a hash:
+# ``pause_end``). A process renews its lease with what it wants (requests per minute) and used;
+# the script drops the leases that ran out, then grants it its proportional share of the capacity
+# among the live leases: what it wants, if that is at most an equal share; else the equal share
+# plus the part of what the others leave unused in proportion to what it wants beyond it. At most
+# twice its share before (or the equal share), and never more than the capacity the other live
+# leases leave free, so the live leases never sum above the capacity: a process whose share
+# shrinks gives it up when it renews, and only then may another be granted it.
+
+# Renews ARGV 2's lease. ARGV 1: the capacity (requests per minute), 3: what it wants, 4: what it
+# used (both per minute), 5: the lease (µs), 6: the keys' idle TTL (s). Returns {the share (a
+# string), the live leases, the µs left of the pause in effect (0: none), the capacity the live
+# leases use (a string)}.
+LEASE_GRANT = (
+    _NOW
+    + """
+local capacity = tonumber(ARGV[1])
+local me = ARGV[2]
+local wants = math.min(tonumber(ARGV[3]), capacity)
+local all = redis.call('HGETALL', KEYS[1])
+local others_have, used, had = 0, tonumber(ARGV[4]), 0
+local wanted = {wants}
+for i = 1, #all, 2 do
+  if all[i] == me then
+    had = tonumber(string.match(all[i + 1], '^(%S+)'))
+  else
+    local has, expiry, their_wants, their_use = string.match(all[i + 1], '^(%S+) (%S+) (%S+) (%S+)$')
+    if tonumber(expiry) <= now then
+      redis.call('HDEL', KEYS[1], all[i])
+    else
+      others_have = others_have + tonumber(has)
+      used = used + tonumber(their_use)
+      wanted[#wanted + 1] = math.min(tonumber(their_wants), capacity)
+    end
+  end
+end
+local equal = capacity / #wanted
+local unused, beyond = 0, 0
+for _, w in ipairs(wanted) do
+  if w < equal then unused = unused + (equal - w) else beyond = beyond + (w - equal) end
+end
+local share = wants
+if wants > equal then
+  share = equal
+  if beyond > 0 then share = equal + unused * (wants - equal) / beyond end
+end
+-- A share grows to at most twice what it was (or the equal share): a process that renews first
+-- does not take what the others, which have not reported their demand yet, are about to want.
+share = math.max(0, math.min(share, math.max(2 * had, equal), capacity - others_have))
+local lease = exact(share) .. ' ' .. exact(now + tonumber(ARGV[5])) .. ' ' .. exact(wants) .. ' ' .. ARGV[4]
+redis.call('HSET', KEYS[1], me, lease)
+local ttl = tonumber(ARGV[6])
+redis.call('EXPIRE', KEYS[1], ttl)
+local pause_end = tonumber(redis.call('HGET', KEYS[2], 'pause_end') or '0')
+return {exact(share), #wanted, math.max(0, math.ceil(pause_end - now)), exact(used)}
+"""
+)
+
+# Gives ARGV 1's lease back (its process closes): the others may be granted it at once.
+LEASE_RETURN = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+"""
+
+# Nobody goes for ARGV 1 µs (a provider's 429), on any process, from its next renewal; a pause in
+# effect that ends later stays. ARGV 2: the keys' idle TTL (s). Returns the µs left of the pause.
+LEASE_PAUSE = (
+    _NOW
+    + """
+local pause_end = math.max(tonumber(redis.call('HGET', KEYS[2], 'pause_end') or '0'), now + tonumber(ARGV[1]))
+redis.call('HSET', KEYS[2], 'pause_end', exact(pause_end))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
+return math.ceil(pause_end - now)
+"""
+)

@@ -28,8 +28,14 @@ LIMITER_KEYS = (
     "rate_limit_on_backend_error",
     "rate_limit_local_fraction",
     "rate_limit_lease_seconds",
+    "rate_limit_coordination",
 )
-REDIS_ONLY_KEYS = ("rate_limit_on_backend_error", "rate_limit_local_fraction", "rate_limit_lease_seconds")
+REDIS_ONLY_KEYS = (
+    "rate_limit_on_backend_error",
+    "rate_limit_local_fraction",
+    "rate_limit_lease_seconds",
+    "rate_limit_coordination",
+)
 LIMITER_NAMESPACE = ("rate_limit_", "max_concurrent")  # a key starting so is the limiter's: never a client's
 NUMERIC_KEYS = (
     "max_concurrent_calls",

@@ -15,7 +15,15 @@ from omnilimit.config.describe import SETTING, limit_text
 from omnilimit.config.keys import COMBINED, CONCURRENCY, MODES, RATE, REDIS_ONLY_KEYS, _refuse_unknown_keys
 from omnilimit.defaults import get_default_rate_limit
 from omnilimit.errors import ConfigError
-from omnilimit.spec import DEFAULT_BURST, MAX_CONCURRENT, check_backend, check_lease, check_policy, is_redis
+from omnilimit.spec import (
+    COORDINATIONS,
+    DEFAULT_BURST,
+    MAX_CONCURRENT,
+    check_backend,
+    check_lease,
+    check_policy,
+    is_redis,
+)
 
 
 def _redacted_repr(self: Any) -> str:
@@ -42,6 +50,7 @@ class RoleSettings:
     on_backend_error: str | None = None  # rate_limit_on_backend_error (Redis only; None: closed)
     local_fraction: float | None = None  # rate_limit_local_fraction (Redis, policy local)
     lease_seconds: float | None = None  # rate_limit_lease_seconds (Redis concurrency; None: 30)
+    coordination: str | None = None  # rate_limit_coordination (Redis rate limiters; None: strict)
     burst: int | None = None  # rate_limit_burst (None: DEFAULT_BURST)
     token_burst: int | None = None  # rate_limit_token_burst (None: DEFAULT_BURST; needs rate_limit_tpm)
 
@@ -52,6 +61,7 @@ class RoleSettings:
             "on_backend_error": self.on_backend_error,
             "local_fraction": self.local_fraction,
             "lease_seconds": self.lease_seconds,
+            "coordination": self.coordination,
         }
         return {name: value for name, value in options.items() if value is not None}
 
@@ -120,6 +130,7 @@ class RoleSettings:
             "rate_limit_on_backend_error": self.on_backend_error,
             "rate_limit_local_fraction": self.local_fraction,
             "rate_limit_lease_seconds": self.lease_seconds,
+            "rate_limit_coordination": self.coordination,
         }
 
     @property
@@ -198,6 +209,14 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
         if backend == "memory":
             backend = None
     redis_options = _redis_options(provider_config, backend, source=source, role=role)
+    if redis_options.get("coordination") == "lease":
+        not_yet = "with rate_limit_tpm (a token budget)" if tpm is not None else None
+        if mode == COMBINED and max_concurrent is not None:
+            not_yet = "in rate_limit_mode: combined"
+        if not_yet is not None:
+            raise ConfigError(
+                f"lease is not built yet {not_yet}: use strict", source=source, role=role, key="rate_limit_coordination"
+            )
     settings = RoleSettings(
         role=role,
         provider=provider_name,
@@ -218,7 +237,7 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
 def _redis_options(
     provider_config: Mapping[str, Any], backend: str | None, *, source: str, role: str | None
 ) -> dict[str, Any]:
-    """rate_limit_on_backend_error / _local_fraction / _lease_seconds, checked: they need a Redis
+    """rate_limit_on_backend_error / _local_fraction / _lease_seconds / _coordination, checked: they need a Redis
     backend, and the policy ``local`` needs a fraction (ConfigError otherwise)."""
     given = {key: provider_config[key] for key in REDIS_ONLY_KEYS if provider_config.get(key) is not None}
     if not given:
@@ -245,6 +264,16 @@ def _redis_options(
     options: dict[str, Any] = {"local_fraction": fraction}
     if "rate_limit_on_backend_error" in given:
         options["on_backend_error"] = policy
+    coordination = given.get("rate_limit_coordination")
+    if coordination is not None:
+        if coordination not in COORDINATIONS:
+            raise ConfigError(
+                f"must be one of {', '.join(COORDINATIONS)}, got {shown(coordination)}",
+                source=source,
+                role=role,
+                key="rate_limit_coordination",
+            )
+        options["coordination"] = coordination
     lease = given.get("rate_limit_lease_seconds")
     if lease is not None:
         try:

@@ -1,0 +1,251 @@
+"""Lease mode (``RateLimiter(..., backend=URL, coordination="lease")``): each process decides on
+its native core at a leased share of the Redis budget; shares follow demand, the live leases never
+sum above the capacity. Two limiter objects of one name stand for two processes (each has a lease
+of its own); the fleet runs use real processes. Against a real redis-server (and Valkey)."""
+
+import json
+import threading
+import time
+
+import pytest
+from helpers import common_start, finish, need, run_children, spawn, start_thread, wait_until
+
+from omnilimit import ConfigError, ProviderRateLimitManager, RateLimiter
+from omnilimit.backends import redis_lease
+
+need("redis")
+
+
+def leased(url, name, rpm=600, **options):
+    return RateLimiter(rpm, provider_name=name, backend=url, coordination="lease", **options)
+
+
+def hammer(limiter, seconds, threads=8):
+    """``threads`` threads take turns for ``seconds``; returns the admission instants."""
+    until = time.monotonic() + seconds
+    admitted, lock = [], threading.Lock()
+
+    def work():
+        while (left := until - time.monotonic()) > 0:
+            if limiter.acquire(timeout=min(left, 1.0)):
+                with lock:
+                    admitted.append(time.monotonic())
+
+    workers = [start_thread(work) for _ in range(threads)]
+    for worker in workers:
+        worker.join()
+    return admitted
+
+
+def test_bad_coordination_settings(redis_url, unique_name):
+    with pytest.raises(ValueError, match="coordination must be one of strict, lease"):
+        RateLimiter(60, backend=redis_url, coordination="fast")
+    with pytest.raises(ValueError, match="needs a Redis backend"):
+        RateLimiter(60, coordination="lease")
+    with pytest.raises(ValueError, match="needs a Redis backend"):
+        RateLimiter(60, backend="shm", coordination="lease")
+    with pytest.raises(ValueError, match="token budget is not built yet"):
+        RateLimiter(60, backend=redis_url, coordination="lease", tokens_per_minute=1000)
+    strict = RateLimiter(60, provider_name=unique_name, backend=redis_url, coordination="strict")
+    assert strict.coordination == "strict" and strict.store is not None
+
+
+def test_a_busy_process_gets_nearly_the_whole_budget_and_the_leases_never_sum_above_it(redis_url, unique_name):
+    """One busy limiter beside an idle one: within 3 s the busy one's share is >= 90% of the
+    capacity; at every renewal the two shares together stay within it; decisions never leave the
+    process (no store)."""
+    busy, idle = leased(redis_url, unique_name), leased(redis_url, unique_name)
+    assert busy.store is None and busy.coordination == "lease" and "coordination='lease'" in repr(busy)
+    sums = []
+    sampling = True
+
+    def sample():
+        while sampling:
+            sums.append(busy.metrics()["lease_share_rpm"] + idle.metrics()["lease_share_rpm"])
+            time.sleep(0.05)
+
+    sampler = start_thread(sample)
+    started = time.monotonic()
+    admitted = hammer(busy, 3.0)
+    sampling = False
+    sampler.join()
+    share = busy.metrics()["lease_share_rpm"]
+    assert share >= 0.9 * 600, share
+    assert max(sums) <= 600 * (1 + 1e-9)
+    late = [at for at in admitted if at >= started + 2.0]  # the last second, at the share
+    assert 0.85 * 10 <= len(late) <= 10 + 2, len(late)
+    assert idle.metrics()["lease_share_rpm"] <= 0.02 * 600 + 1e-9  # it used nothing: it wants its floor
+
+
+def test_two_busy_processes_split_the_budget(redis_url, unique_name):
+    one, other = leased(redis_url, unique_name), leased(redis_url, unique_name)
+    results = {}
+    runs = [
+        start_thread(lambda limiter=limiter: results.update({id(limiter): hammer(limiter, 4.0)}))
+        for limiter in (one, other)
+    ]
+    for run in runs:
+        run.join()
+    shares = [one.metrics()["lease_share_rpm"], other.metrics()["lease_share_rpm"]]
+    assert sum(shares) <= 600 * (1 + 1e-9)
+    assert all(250 <= share <= 350 for share in shares), shares  # half each, give or take a renewal
+    for limiter in (one, other):
+        assert limiter.metrics()["lease_live"] == 2 and limiter.metrics()["lease_renewals"] >= 6
+
+
+def test_a_closed_process_gives_its_share_back_at_once(redis_url, unique_name):
+    one, other = leased(redis_url, unique_name), leased(redis_url, unique_name)
+    runs = [start_thread(hammer, limiter, 3.0) for limiter in (one, other)]
+    for run in runs:
+        run.join()
+    one.close()
+    wait_until(lambda: other.metrics()["lease_live"] == 1, timeout=3)
+    admitted = hammer(other, 2.5)
+    assert other.metrics()["lease_share_rpm"] >= 0.9 * 600
+    assert len(admitted) >= 15  # more than its half: the other's share came back
+
+
+def test_a_pause_reaches_the_other_processes_at_their_next_renewal(redis_url, unique_name):
+    one, other = leased(redis_url, unique_name, rpm=6000), leased(redis_url, unique_name, rpm=6000)
+    one.pause(2.0)
+    wait_until(lambda: other.paused_for > 0.5, timeout=redis_lease.RENEW_S * 3)
+    started = time.monotonic()
+    assert other.acquire(timeout=5)
+    assert time.monotonic() - started > 0.5  # it waited the pause out
+
+
+def test_metrics_and_figures_in_lease_mode(redis_url, unique_name):
+    limiter = leased(redis_url, unique_name)
+    metrics = limiter.metrics()
+    for key in ("lease_share_rpm", "lease_wants_rpm", "lease_expires_in_s", "lease_renewals", "lease_live"):
+        assert key in metrics
+    assert metrics["coordination"] == "lease" and 2.0 < metrics["lease_expires_in_s"] <= redis_lease.LEASE_S
+    assert limiter.backend.startswith("redis://") and limiter.backend_available
+    assert limiter.get_stats()["rpm_limit"] == 600
+
+
+def test_a_lease_that_runs_out_while_redis_is_away_hands_over_to_the_policy(redis_server, unique_name):
+    """Redis stopped: the process keeps deciding on its lease until it runs out, then ``closed``
+    refuses (after the caller's timeout); Redis back: a renewal gets through and it goes again."""
+    limiter = RateLimiter(600, provider_name=unique_name, backend=redis_server.url, coordination="lease")
+    hammer(limiter, 1.5, threads=2)  # a share well above its floor
+    redis_server.stop()
+    stopped = time.monotonic()
+    admitted = hammer(limiter, 1.0, threads=2)
+    assert len(admitted) >= 3  # still on its lease
+    wait_until(lambda: time.monotonic() - stopped > redis_lease.LEASE_S + redis_lease.RENEW_S * 2, timeout=10)
+    assert limiter.acquire(timeout=0.3) is False  # the lease ran out: closed
+    redis_server.start()
+    assert limiter.acquire(timeout=5)
+    assert limiter.metrics()["backend_outages"] == 1
+
+
+FLEET = """
+import json, threading, time
+from omnilimit import ConfigError, ProviderRateLimitManager, RateLimiter
+limiter = RateLimiter(600, provider_name="{name}", backend="{url}", coordination="lease")
+start, end = {start}, {start} + {seconds}
+admitted, lock = [], threading.Lock()
+busy = {busy}
+
+def work():
+    while time.monotonic() < start:
+        time.sleep(0.001)
+    while busy and (left := end - time.monotonic()) > 0:
+        if limiter.acquire(timeout=min(left, 1.0)):
+            with lock:
+                admitted.append(time.monotonic())
+
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+if not busy:
+    time.sleep(max(0.0, end - time.monotonic()))
+for t in threads: t.join()
+limiter.close()
+print(json.dumps(admitted))
+"""
+
+
+def test_eight_processes_share_one_budget_in_lease_mode(redis_url, unique_name):
+    """8 processes x 8 threads on one 600-RPM budget for 10 s: from 2 s after the start (the
+    leases begin at their floor and grow at the first renewals) the fleet admits at the capacity
+    within 2%: the sum of each process's rate (its admissions from its first to its last in that
+    span, over the span; a count of all the processes' admissions over a fixed window would be off
+    by up to one tick of each of the 8 buckets, 10% of 80). Every 1-s window stays within the rate
+    plus the processes' local bursts (1 each) and one call."""
+    start = common_start(8)
+    seconds = 10.0
+    results = run_children(8, FLEET, name=unique_name, url=redis_url, start=start, seconds=seconds, busy=True)
+    rates = []
+    for child in results:
+        mine = sorted(at for at in child if at >= start + 2.0)
+        assert len(mine) >= 5, mine  # every process had its share
+        rates.append((len(mine) - 1) / (mine[-1] - mine[0]))
+    assert abs(sum(rates) - 10.0) <= 0.2, (sum(rates), rates)
+    counted = sorted(at for child in results for at in child if at >= start + 2.0)
+    windows = [sum(1 for at in counted if t <= at < t + 1.0) for t in counted]
+    assert max(windows) <= 10 + 8 + 1, max(windows)
+
+
+def test_one_busy_process_among_seven_idle_gets_nearly_the_budget(redis_url, unique_name):
+    """1 busy process beside 7 idle ones (each holding a lease, using nothing): from 3 s after the
+    start the busy one takes >= 90% of the budget."""
+    start = common_start(8)
+    seconds = 6.0
+    idle = [spawn(FLEET, name=unique_name, url=redis_url, start=start, seconds=seconds, busy=False) for _ in range(7)]
+    try:
+        (admitted,) = run_children(1, FLEET, name=unique_name, url=redis_url, start=start, seconds=seconds, busy=True)
+        for child in idle:
+            out, err = child.communicate(timeout=30)
+            assert child.returncode == 0, err
+            assert json.loads(out) == []
+    finally:
+        for child in idle:
+            finish(child)
+    late = [at for at in admitted if at >= start + 3.0]
+    assert len(late) >= 0.9 * 600 / 60 * (seconds - 3.0), len(late)
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"rate_limit_coordination": "lease"}, "applies only to a Redis"),
+        ({"rate_limit_backend": "redis://h/0", "rate_limit_coordination": "fast"}, "must be one of strict, lease"),
+        (
+            {"rate_limit_backend": "redis://h/0", "rate_limit_coordination": "lease", "rate_limit_tpm": 1000},
+            "not built yet with rate_limit_tpm",
+        ),
+        (
+            {
+                "rate_limit_backend": "redis://h/0",
+                "rate_limit_coordination": "lease",
+                "max_concurrent_calls": 4,
+                "rate_limit_mode": "combined",
+            },
+            "not built yet in rate_limit_mode: combined",
+        ),
+    ],
+)
+def test_bad_coordination_keys_are_config_errors(settings, match):
+    with pytest.raises(ConfigError, match=match) as raised:
+        ProviderRateLimitManager.from_config({"providers": {"p": {"rate_limit_rpm": 60, **settings}}})
+    assert "rate_limit_coordination" in str(raised.value) or "applies only" in str(raised.value)
+
+
+def test_the_yaml_key_makes_a_leased_limiter(redis_url, unique_name):
+    manager = ProviderRateLimitManager.from_config(
+        {
+            "providers": {
+                "writer": {
+                    "name": unique_name,
+                    "rate_limit_rpm": 600,
+                    "rate_limit_backend": redis_url,
+                    "rate_limit_coordination": "lease",
+                }
+            }
+        }
+    )
+    limiter = manager.limiter_for("writer")
+    assert limiter.coordination == "lease" and limiter.store is None
+    assert limiter.metrics()["lease_renewals"] >= 1
+    limiter.close()
