@@ -92,7 +92,7 @@ def test_bench_smoke_run_writes_every_section(
     assert set(data["results"]) == set(suite.SECTIONS) - {"redis"}
     for section, rows in data["results"].items():
         assert any(r["impl"] == "omnilimit" for r in rows), section
-    assert len(data["targets"]) == 20
+    assert len(data["targets"]) == 21
     accuracy = next(r for r in data["results"]["rate_accuracy"] if r["impl"] == "omnilimit")
     assert 0 < accuracy["admitted"] <= accuracy["ideal"] + 1
     [redis] = [s for s in data["skipped"] if s["name"] == report.TITLES["redis"]]
@@ -521,6 +521,7 @@ def test_redis_smoke_run(redis_url: str, tmp_path: Path, capsys: pytest.CaptureF
     assert list(decisions) == [
         (suite.ROUND_TRIP, f"redis-py {version('redis')} {suite.NO_LIMITER}"),
         (suite.RATE_DECISION, "omnilimit"),
+        (suite.RATE_DECISION, LEASE),
         (suite.TOKEN_DECISION, "omnilimit"),
         (suite.CONCURRENCY_PAIR, "omnilimit"),
         (suite.RATE_DECISION, f"pyrate-limiter {pyrate} ({peers.REDIS_LOG})"),
@@ -533,9 +534,12 @@ def test_redis_smoke_run(redis_url: str, tmp_path: Path, capsys: pytest.CaptureF
     assert decisions[suite.TOKEN_DECISION, "omnilimit"]["round_trips"] == 1  # a request and its tokens: one script
     assert decisions[suite.CONCURRENCY_PAIR, "omnilimit"]["round_trips"] == 2
     assert decisions[suite.RATE_DECISION, "omnilimit"]["commands_by_name"]["evalsha"] >= 1
+    leased = decisions[suite.RATE_DECISION, LEASE]  # decided in the process, on its leased share
+    assert leased["round_trips"] == 0 and leased["commands"] < 0.01, leased
     for (_, impl), row in decisions.items():
         assert row["counted"] == smoke.redis_counted and row["refused"] == 0, impl
-        assert row["round_trips"] >= 1 and row["commands"] >= row["round_trips"], impl
+        if impl != LEASE:
+            assert row["round_trips"] >= 1 and row["commands"] >= row["round_trips"], impl
         assert row["min_ns"] > 0 and row["median_ns"] >= row["min_ns"] and row["decisions_per_s"] > 0, impl
         assert row["server_cpu_us"] >= 0 and row["cpu_us"] >= 0, impl
         assert row["server"].startswith(SERVER_NAME) and redis_url.split("@")[-1] in row["server"], impl
@@ -552,6 +556,8 @@ def test_redis_smoke_run(redis_url: str, tmp_path: Path, capsys: pytest.CaptureF
     assert f"{report.TITLES['redis']} ({SERVER_NAME}" in printed
     assert "round trips" in printed and "x one thread" in printed
 
+
+LEASE = "omnilimit, coordination lease"  # the bench's row of a rate limiter in lease mode
 
 SERVER_NAME = "Valkey " if os.environ.get("OMNILIMIT_TEST_SERVER") == "valkey" else "Redis "
 """How the bench names the server the Redis tests run against (conftest.server_under_test)."""
