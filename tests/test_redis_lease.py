@@ -249,3 +249,48 @@ def test_the_yaml_key_makes_a_leased_limiter(redis_url, unique_name):
     assert limiter.coordination == "lease" and limiter.store is None
     assert limiter.metrics()["lease_renewals"] >= 1
     limiter.close()
+
+
+HOLDER = """
+import threading, time
+from omnilimit import RateLimiter
+limiter = RateLimiter(600, provider_name="{name}", backend="{url}", coordination="lease")
+
+def work():
+    while True:
+        limiter.acquire(timeout=1.0)
+
+for _ in range(8):
+    threading.Thread(target=work, daemon=True).start()
+while limiter.metrics()["lease_share_rpm"] < 200:
+    time.sleep(0.05)
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_process_share_comes_back_within_its_lease(redis_url, unique_name):
+    """A busy process killed (SIGKILL) while it holds half the budget: the other busy process gets
+    nearly all of it once the dead one's lease has run out (3 s after its last renewal was sent),
+    and not before it."""
+    import signal
+
+    mine = leased(redis_url, unique_name)
+    busy = start_thread(hammer, mine, 12.0)
+    child = spawn(HOLDER, name=unique_name, url=redis_url)
+    try:
+        assert child.stdout.readline().strip() == "holding"
+        wait_until(lambda: mine.metrics()["lease_share_rpm"] <= 310, timeout=5)  # shared: half each
+        child.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        child.wait(5)
+        shares = []
+        while time.monotonic() - killed < redis_lease.LEASE_S + 2.0:
+            shares.append((time.monotonic() - killed, mine.metrics()["lease_share_rpm"]))
+            time.sleep(0.05)
+    finally:
+        finish(child)
+    back = next(at for at, share in shares if share >= 0.9 * 600)
+    assert back <= redis_lease.LEASE_S + 2 * redis_lease.RENEW_S, shares
+    assert all(share <= 310 for at, share in shares if at < redis_lease.LEASE_S - redis_lease.RENEW_S - 0.2), shares
+    busy.join()
