@@ -105,10 +105,16 @@ def test_a_closed_process_gives_its_share_back_at_once(redis_url, unique_name):
     assert len(admitted) >= 15  # more than its half: the other's share came back
 
 
-def test_a_pause_reaches_the_other_processes_at_their_next_renewal(redis_url, unique_name):
+def test_a_pause_reaches_the_other_processes_at_once(redis_url, unique_name):
+    """Through the subscription, well before their next renewal (every RENEW_S); the renewals
+    carry it too (a process that was not subscribed yet)."""
     one, other = leased(redis_url, unique_name, rpm=6000), leased(redis_url, unique_name, rpm=6000)
+    wait_until(lambda: other._lease._feed.listening.is_set(), timeout=5)
+    renewals = other.metrics()["lease_renewals"]
+    seen = []
     one.pause(2.0)
-    wait_until(lambda: other.paused_for > 0.5, timeout=redis_lease.RENEW_S * 3)
+    wait_until(lambda: other.paused_for > 0.5 and not seen.append(other.metrics()["lease_renewals"]), timeout=1.5)
+    assert seen[-1] == renewals  # paused before its next renewal: the message did it
     started = time.monotonic()
     assert other.acquire(timeout=5)
     assert time.monotonic() - started > 0.5  # it waited the pause out

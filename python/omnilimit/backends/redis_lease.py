@@ -20,7 +20,8 @@ process gives up a share when it renews, and only then may another be granted it
 A lease that runs out (Redis unreachable for ``LEASE_S``) hands the decisions to the outage
 policy: ``closed`` pauses this process's limiter until a renewal gets through (callers wait up to
 their timeout); ``open`` lets it run unlimited; ``local`` runs it at ``local_fraction`` of the
-capacity. A 429's ``pause()`` pauses this process at once and every other at its next renewal.
+capacity. A 429's ``pause()`` pauses every process at once (published on the limiter's channel,
+heard by each process's ``ChangeFeed``), and the renewals carry it while it lasts.
 A process that stops renewing (killed, stopped) loses its share when its lease runs out.
 """
 
@@ -35,8 +36,9 @@ from typing import Any
 
 from omnilimit import _core
 from omnilimit._log import logger
+from omnilimit.backends.redis_changes import ChangeFeed
 from omnilimit.backends.redis_leases import owner_id
-from omnilimit.backends.redis_link import IDLE_TTL_S, BackendDown, RedisLink, keys_for
+from omnilimit.backends.redis_link import IDLE_TTL_S, BackendDown, RedisLink, channel_for, keys_for
 from omnilimit.spec import check_policy, name_for_key
 
 LEASE_S = 3.0  # a lease's life, from the moment its renewal was sent
@@ -63,6 +65,9 @@ class LeaseKeeper:
         self.on_backend_error, self.local_fraction = check_policy(on_backend_error or "closed", local_fraction)
         self._link = RedisLink(backend, label)
         self._keys = keys_for("lease", name_for_key(name))
+        self._channel = channel_for(name_for_key(name), "lease")
+        me = weakref.ref(self)
+        self._feed = ChangeFeed(self._link, self._channel, lambda message: _heard(me, message))
         self._label = label
         self.capacity = float(capacity)
         self.burst = burst
@@ -96,6 +101,7 @@ class LeaseKeeper:
         self._limiter = weakref.ref(limiter)
         self._counted = (limiter.total_requests, limiter.blocked_count, time.monotonic())
         self._renew(limiter, first=True)
+        self._feed.listen(0.0)  # subscribes in its own thread: another process's pause reaches this one at once
         self._start()
 
     def _start(self) -> None:
@@ -183,7 +189,8 @@ class LeaseKeeper:
         """Every process pauses for ``seconds`` from its next renewal (this one has already): the
         seconds left of the pause in effect (None: Redis unreachable)."""
         try:
-            return int(self._link.run("LEASE_PAUSE", self._keys, [int(seconds * 1e6), IDLE_TTL_S])) / 1e6
+            args = [int(seconds * 1e6), IDLE_TTL_S, self._channel, self._owner]
+            return int(self._link.run("LEASE_PAUSE", self._keys, args)) / 1e6
         except BackendDown:
             return None
 
@@ -204,6 +211,7 @@ class LeaseKeeper:
     def close(self) -> None:
         """Stops renewing and gives the lease back: the other processes may be granted it at once."""
         self._stop.set()
+        self._feed.stop()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(1.0)  # a renewal in flight would grant the lease again after its return
@@ -220,6 +228,18 @@ class LeaseKeeper:
             return
         self._apply(limiter, 0.0)
         self._start()
+
+
+def _heard(keeper: weakref.ref[LeaseKeeper], message: str) -> None:
+    """The subscription heard ``pause µs ORIGIN`` from a process (its own already paused)."""
+    found = keeper()
+    limiter = None if found is None or found._limiter is None else found._limiter()
+    kind, _, rest = message.partition(" ")
+    if found is None or limiter is None or kind != "pause":
+        return
+    value, _, origin = rest.partition(" ")
+    if origin != found._owner:
+        _core.RateCore.pause(limiter, int(value) / 1e6)
 
 
 def _text(value: Any) -> str:

@@ -296,7 +296,10 @@ def keys_for(kind: str, name: str) -> list[str]:
 def channel_for(name: str, kind: str = "sem") -> str:
     """The pub/sub channel of a limiter: a concurrency limiter's (``sem``) scripts publish there
     the ids of the waiters that may go; a rate limiter's (``rate``), that its budget changed in a
-    way that may bring a turn closer (a refund, a new configuration)."""
+    way that may bring a turn closer (a refund, a new configuration); a rate limiter's in lease
+    mode (``lease``), its pauses."""
+    if kind == "lease":
+        return f"omnilimit:{{{name}}}:lease:changed"
     return f"omnilimit:{{{name}}}:sem:go" if kind == "sem" else f"omnilimit:{{{name}}}:rate:changed"
 
 

@@ -798,14 +798,17 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 """
 
-# Nobody goes for ARGV 1 µs (a provider's 429), on any process, from its next renewal; a pause in
-# effect that ends later stays. ARGV 2: the keys' idle TTL (s). Returns the µs left of the pause.
+# Nobody goes for ARGV 1 µs (a provider's 429), on any process: published on ARGV 3 as "pause µs
+# ORIGIN" (ARGV 4) for the processes subscribed, and returned by every renewal while it lasts; a
+# pause in effect that ends later stays. ARGV 2: the keys' idle TTL (s). Returns the µs left.
 LEASE_PAUSE = (
     _NOW
     + """
 local pause_end = math.max(tonumber(redis.call('HGET', KEYS[2], 'pause_end') or '0'), now + tonumber(ARGV[1]))
 redis.call('HSET', KEYS[2], 'pause_end', exact(pause_end))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
-return math.ceil(pause_end - now)
+local left = math.ceil(pause_end - now)
+redis.call('PUBLISH', ARGV[3], 'pause ' .. left .. ' ' .. ARGV[4])
+return left
 """
 )
