@@ -44,8 +44,6 @@ def test_bad_coordination_settings(redis_url, unique_name):
         RateLimiter(60, coordination="lease")
     with pytest.raises(ValueError, match="needs a Redis backend"):
         RateLimiter(60, backend="shm", coordination="lease")
-    with pytest.raises(ValueError, match="token budget is not built yet"):
-        RateLimiter(60, backend=redis_url, coordination="lease", tokens_per_minute=1000)
     strict = RateLimiter(60, provider_name=unique_name, backend=redis_url, coordination="strict")
     assert strict.coordination == "strict" and strict.store is not None
 
@@ -218,10 +216,6 @@ def test_one_busy_process_among_seven_idle_gets_nearly_the_budget(redis_url, uni
         ({"rate_limit_coordination": "lease"}, "applies only to a Redis"),
         ({"rate_limit_backend": "redis://h/0", "rate_limit_coordination": "fast"}, "must be one of strict, lease"),
         (
-            {"rate_limit_backend": "redis://h/0", "rate_limit_coordination": "lease", "rate_limit_tpm": 1000},
-            "not built yet with rate_limit_tpm",
-        ),
-        (
             {
                 "rate_limit_backend": "redis://h/0",
                 "rate_limit_coordination": "lease",
@@ -374,3 +368,34 @@ def test_eight_leased_processes_against_a_provider_that_enforces_the_rpm(provide
     print(line)
     assert rejected <= 0.01 * (len(ok) + rejected), line
     assert rate >= 0.95 * rpm / 60, line
+
+
+def test_a_token_budget_is_leased_too(redis_url, unique_name):
+    """6000 TPM (100 tokens a second) and a request budget that does not bind, two processes: the
+    busy one gets >= 90% of the tokens within 3 s and takes them at its share; a call that used
+    less than it reserved gives the rest back to its process's bucket (settled locally)."""
+    options = {"tokens_per_minute": 6000, "token_burst": 200}
+    busy, idle = (
+        leased(redis_url, unique_name, rpm=6000, **options),
+        leased(redis_url, unique_name, rpm=6000, **options),
+    )
+    assert "tokens_per_minute=6000" in repr(busy) and "coordination='lease'" in repr(busy)
+    until = time.monotonic() + 4.0
+    admitted, lock = [], threading.Lock()
+
+    def work():
+        while (left := until - time.monotonic()) > 0:
+            if busy.acquire(tokens=50, timeout=min(left, 1.0)):
+                with lock:
+                    admitted.append(time.monotonic())
+                busy.record_request(tokens=25)  # half of what it reserved: the rest goes back
+
+    workers = [start_thread(work) for _ in range(8)]
+    for worker in workers:
+        worker.join()
+    metrics = busy.metrics()
+    assert metrics["lease_token_share_tpm"] >= 0.9 * 6000, metrics
+    assert metrics["lease_token_share_tpm"] + idle.metrics()["lease_token_share_tpm"] <= 6000 * (1 + 1e-9)
+    late = [at for at in admitted if at >= until - 2.0]
+    # 25 tokens a call once settled: about twice the calls that 50 each would allow (2 per second)
+    assert len(late) >= 1.5 * 2 * 2.0 * metrics["lease_token_share_tpm"] / 6000, len(late)

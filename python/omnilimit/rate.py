@@ -108,9 +108,16 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         self._lease: LeaseKeeper | None = None
         shm_name = None
         if leased:
-            if tpm:
-                raise ValueError("coordination 'lease' with a token budget is not built yet: use 'strict'")
-            self._lease = LeaseKeeper(backend, checked_name, rpm, burst, f"RateLimiter {checked_name!r}", **options)
+            self._lease = LeaseKeeper(
+                backend,
+                checked_name,
+                rpm,
+                burst,
+                f"RateLimiter {checked_name!r}",
+                tokens_per_minute=tpm,
+                token_burst=tokens_at_once,
+                **options,
+            )
         elif is_redis(backend) and tpm:
             self._store = self._tokens_store = RedisTokenStore(
                 backend, checked_name, requests_per_minute, burst, tokens_per_minute or tpm, tokens_at_once, **options
@@ -218,6 +225,10 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         the queued callers are re-planned, and one that may go now goes now. Raises ValueError for
         a limiter created without a token budget."""
         tpm = positive_rate("tokens_per_minute", tokens_per_minute)
+        if self._lease is not None:  # the fleet's token budget: this process's share follows at its next renewal
+            self._lease.set_token_capacity(tpm)
+            self._tpm = tokens_per_minute
+            return
         super().set_tokens_per_minute(_local_share(tpm, self._store))
         self._tpm = tokens_per_minute
         if self._tokens_store is not None:
@@ -227,6 +238,9 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
     def set_token_burst(self, token_burst: int) -> None:
         """Changes the token burst now; the queued callers are re-planned (with Redis, on every host)."""
         burst = whole_number("token_burst", token_burst)
+        if self._lease is not None:  # the fleet's token burst: this process's part follows at its next renewal
+            self._lease.token_burst = burst
+            return
         super().set_token_burst(burst)
         if self._tokens_store is not None:
             self._tokens_store.set_token_burst(burst)
@@ -362,9 +376,12 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         if self._store is not None:
             return f"RateLimiter({self._store.described()})"
         if self._lease is not None:
+            budget = (
+                "" if self._tpm is None else f", tokens_per_minute={self._tpm!r}, token_burst={self._lease.token_burst}"
+            )
             return (
                 f"RateLimiter(requests_per_minute={self._rpm!r}, burst_size={self._lease.burst}, "
-                f"provider_name={self.provider_name!r}, backend={self._lease.backend!r}, coordination='lease')"
+                f"provider_name={self.provider_name!r}{budget}, backend={self._lease.backend!r}, coordination='lease')"
             )
         budget = f", tokens_per_minute={self._tpm!r}, token_burst={self.token_burst}" if self._tpm is not None else ""
         return (

@@ -12,8 +12,9 @@ leases, at most twice its share before (or the equal share), never more than the
 free. So the live leases never sum above the capacity, and one busy process among idle ones gets
 nearly the whole budget within a few renewals.
 
-Each process's local bucket runs at its share with a local burst of ``burst_size`` times its
-share of the capacity (at least 1): in any window of W seconds the fleet admits at most
+A token budget is leased the same way, beside the requests (the tokens a process used over the
+last minute are its report). Each process's local bucket runs at its share with a local burst of
+``burst_size`` times its share of the capacity (at least 1; the token burst likewise): in any window of W seconds the fleet admits at most
 ``capacity * W / 60 + sum of the local bursts`` plus what changes hands within one renewal (a
 process gives up a share when it renews, and only then may another be granted it).
 
@@ -61,6 +62,8 @@ class LeaseKeeper:
         label: str,
         on_backend_error: str | None = None,
         local_fraction: float | None = None,
+        tokens_per_minute: float = 0.0,
+        token_burst: int = 1,
     ) -> None:
         self.on_backend_error, self.local_fraction = check_policy(on_backend_error or "closed", local_fraction)
         self._link = RedisLink(backend, label)
@@ -71,6 +74,11 @@ class LeaseKeeper:
         self._label = label
         self.capacity = float(capacity)
         self.burst = burst
+        self.token_capacity = float(tokens_per_minute)  # 0: no token budget
+        self.token_burst = token_burst
+        self.token_share = 0.0
+        self.token_wants = 0.0
+        self.fleet_tokens_used = 0.0
         self._lock = threading.Lock()
         self._owner = owner_id()
         self._limiter: weakref.ref[Any] | None = None
@@ -85,6 +93,7 @@ class LeaseKeeper:
         self._counted = (0, 0, time.monotonic())  # admitted, refused, when: at the last renewal
         self._on_policy = False
         self._applied = 0.0  # the rate the local bucket runs at
+        self._applied_tokens = 0.0  # the token rate of the local token bucket
         _keepers.add(self)
 
     @property
@@ -115,58 +124,73 @@ class LeaseKeeper:
                 return
             self._renew(limiter)
 
-    def _demand(self, limiter: Any, first: bool) -> tuple[float, float]:
-        """(what this process wants, what it used), in requests per minute, since the last renewal."""
+    def _demand(self, limiter: Any, first: bool) -> tuple[float, float, float, float]:
+        """(what this process wants, what it used), in requests per minute since the last renewal,
+        then the same in tokens per minute (over the last minute: the core counts no total)."""
         admitted, refused, at = limiter.total_requests, limiter.blocked_count, time.monotonic()
         was_admitted, was_refused, was_at = self._counted
         self._counted = (admitted, refused, at)
         used = (admitted - was_admitted) * 60.0 / max(at - was_at, 1e-3)
+        tokens_used = float(limiter.get_current_tpm()) if self.token_capacity else 0.0
         if first:
-            return self.capacity * FLOOR, 0.0
-        if limiter.waiting > 0 or refused > was_refused:
-            return self.capacity, used  # short of its share: it wants all it can get
-        return max(self.capacity * FLOOR, used * WANT_MORE), used
+            return self.capacity * FLOOR, 0.0, self.token_capacity * FLOOR, 0.0
+        if limiter.waiting > 0 or refused > was_refused:  # short of its share: it wants all it can get
+            return self.capacity, used, self.token_capacity, tokens_used
+        tokens_wanted = max(self.token_capacity * FLOOR, tokens_used * WANT_MORE)
+        return max(self.capacity * FLOOR, used * WANT_MORE), used, tokens_wanted, tokens_used
 
     def _renew(self, limiter: Any, first: bool = False) -> None:
-        wants, used = self._demand(limiter, first)
+        wants, used, tokens_wanted, tokens_used = self._demand(limiter, first)
         sent = time.monotonic()
+        args = [repr(self.capacity), self._owner, repr(wants), repr(used), int(LEASE_S * 1e6), IDLE_TTL_S]
+        args += [repr(self.token_capacity), repr(tokens_wanted), repr(tokens_used)]
         try:
-            reply = self._link.run(
-                "LEASE_GRANT",
-                self._keys,
-                [repr(self.capacity), self._owner, repr(wants), repr(used), int(LEASE_S * 1e6), IDLE_TTL_S],
-            )
+            reply = self._link.run("LEASE_GRANT", self._keys, args)
         except BackendDown:
             if time.monotonic() >= self._expires_at:
                 self._apply_policy(limiter)
             return
         share, live, pause_us, fleet = float(_text(reply[0])), int(reply[1]), int(reply[2]), float(_text(reply[3]))
+        token_share, fleet_tokens = float(_text(reply[4])), float(_text(reply[5]))
         with self._lock:
             self.share, self.wants, self.live, self.fleet_used = share, wants, live, fleet
+            self.token_share, self.token_wants, self.fleet_tokens_used = token_share, tokens_wanted, fleet_tokens
             self.renewals += 1
             self._expires_at = sent + LEASE_S
             self._on_policy = False
-        self._apply(limiter, share)
+        self._apply(limiter, share, token_share)
         if pause_us > 0:
             _core.RateCore.pause(limiter, pause_us / 1e6)
 
-    def _apply(self, limiter: Any, rate: float) -> None:
-        """Runs the local bucket at ``rate`` requests per minute (a share of 0: as good as nothing,
-        the core needs a positive rate), with its part of the burst."""
+    def _apply(self, limiter: Any, rate: float, tokens: float | None = None) -> None:
+        """Runs the local buckets at ``rate`` requests and ``tokens`` tokens per minute (None: in
+        proportion to the requests; a share of 0: as good as nothing, the core needs a positive
+        rate), each with its part of the burst. A rate is set only when it changes: a new rate
+        re-plans the callers asleep on an instant or queued."""
         rate = max(rate, self.capacity * 1e-9)
-        if rate != self._applied:  # a new rate re-plans the callers asleep on an instant: only when it changes
+        if rate != self._applied:
             _core.RateCore.set_rate(limiter, rate)
             self._applied = rate
         local_burst = max(1, int(self.burst * min(rate, self.capacity) / self.capacity))
         if local_burst != limiter.burst:
             _core.RateCore.set_burst(limiter, local_burst)
+        if not self.token_capacity:
+            return
+        fraction = min(rate, self.capacity) / self.capacity
+        tokens = max(self.token_capacity * fraction if tokens is None else tokens, self.token_capacity * 1e-9)
+        if tokens != self._applied_tokens:
+            _core.RateCore.set_tokens_per_minute(limiter, tokens)
+            self._applied_tokens = tokens
+        local_token_burst = max(1, int(self.token_burst * min(tokens, self.token_capacity) / self.token_capacity))
+        if local_token_burst != limiter.token_burst:
+            _core.RateCore.set_token_burst(limiter, local_token_burst)
 
     def _apply_policy(self, limiter: Any) -> None:
         """The lease ran out while Redis is unreachable: the outage policy decides."""
         first = not self._on_policy
         self._on_policy = True
         if self.on_backend_error == "open":
-            self._apply(limiter, UNLIMITED)
+            self._apply(limiter, UNLIMITED, self.token_capacity * UNLIMITED / self.capacity)
         elif self.on_backend_error == "local":
             self._apply(limiter, self.capacity * (self.local_fraction or 1.0))
         else:
@@ -184,6 +208,10 @@ class LeaseKeeper:
         """A new capacity for the fleet, from this process's next renewal (each process asks with
         the capacity it knows: the latest written wins at each renewal)."""
         self.capacity = float(capacity)
+
+    def set_token_capacity(self, tokens_per_minute: float) -> None:
+        """The same for the token budget."""
+        self.token_capacity = float(tokens_per_minute)
 
     def pause(self, seconds: float) -> float | None:
         """Every process pauses for ``seconds`` from its next renewal (this one has already): the
@@ -204,6 +232,15 @@ class LeaseKeeper:
                 "lease_renewals": self.renewals,
                 "lease_live": self.live,
                 "fleet_used_rpm": self.fleet_used,
+                **(
+                    {
+                        "lease_token_share_tpm": self.token_share,
+                        "lease_token_wants_tpm": self.token_wants,
+                        "fleet_used_tpm": self.fleet_tokens_used,
+                    }
+                    if self.token_capacity
+                    else {}
+                ),
                 "backend_available": self.backend_available,
                 "backend_outages": self._link.outages,
             }

@@ -744,51 +744,61 @@ return renewed
 # shrinks gives it up when it renews, and only then may another be granted it.
 
 # Renews ARGV 2's lease. ARGV 1: the capacity (requests per minute), 3: what it wants, 4: what it
-# used (both per minute), 5: the lease (µs), 6: the keys' idle TTL (s). Returns {the share (a
-# string), the live leases, the µs left of the pause in effect (0: none), the capacity the live
-# leases use (a string)}.
+# used (both per minute), 5: the lease (µs), 6: the keys' idle TTL (s); 7, 8, 9: the same three for
+# tokens per minute (ARGV 7 = 0: no token budget). A lease is "expiry share wants used tshare
+# twants tused". Returns {the share (a string), the live leases, the µs left of the pause in effect
+# (0: none), what the live leases used (a string), the token share, the tokens they used}.
 LEASE_GRANT = (
     _NOW
     + """
-local capacity = tonumber(ARGV[1])
+local function grant(capacity, wants, had, others)
+  local equal = capacity / (#others + 1)
+  local unused, beyond, others_have = 0, 0, 0
+  local function weigh(w)
+    if w < equal then unused = unused + (equal - w) else beyond = beyond + (w - equal) end
+  end
+  weigh(wants)
+  for _, other in ipairs(others) do
+    others_have = others_have + other[1]
+    weigh(math.min(other[2], capacity))
+  end
+  local share = wants
+  if wants > equal then
+    share = equal
+    if beyond > 0 then share = equal + unused * (wants - equal) / beyond end
+  end
+  -- A share grows to at most twice what it was (or the equal share): a process that renews first
+  -- does not take what the others, which have not reported their demand yet, are about to want.
+  return math.max(0, math.min(share, math.max(2 * had, equal), capacity - others_have))
+end
+local capacity, tcapacity = tonumber(ARGV[1]), tonumber(ARGV[7])
 local me = ARGV[2]
-local wants = math.min(tonumber(ARGV[3]), capacity)
+local wants, twants = math.min(tonumber(ARGV[3]), capacity), math.min(tonumber(ARGV[8]), tcapacity)
+local used, tused = tonumber(ARGV[4]), tonumber(ARGV[9])
+local had, thad = 0, 0
+local others, tothers = {}, {}
 local all = redis.call('HGETALL', KEYS[1])
-local others_have, used, had = 0, tonumber(ARGV[4]), 0
-local wanted = {wants}
 for i = 1, #all, 2 do
+  local f = {}
+  for field in string.gmatch(all[i + 1], '%S+') do f[#f + 1] = tonumber(field) end
   if all[i] == me then
-    had = tonumber(string.match(all[i + 1], '^(%S+)'))
+    had, thad = f[2] or 0, f[5] or 0
+  elseif #f ~= 7 or f[1] <= now then
+    redis.call('HDEL', KEYS[1], all[i])
   else
-    local has, expiry, their_wants, their_use = string.match(all[i + 1], '^(%S+) (%S+) (%S+) (%S+)$')
-    if tonumber(expiry) <= now then
-      redis.call('HDEL', KEYS[1], all[i])
-    else
-      others_have = others_have + tonumber(has)
-      used = used + tonumber(their_use)
-      wanted[#wanted + 1] = math.min(tonumber(their_wants), capacity)
-    end
+    others[#others + 1] = {f[2], f[3]}
+    tothers[#tothers + 1] = {f[5], f[6]}
+    used, tused = used + f[4], tused + f[7]
   end
 end
-local equal = capacity / #wanted
-local unused, beyond = 0, 0
-for _, w in ipairs(wanted) do
-  if w < equal then unused = unused + (equal - w) else beyond = beyond + (w - equal) end
-end
-local share = wants
-if wants > equal then
-  share = equal
-  if beyond > 0 then share = equal + unused * (wants - equal) / beyond end
-end
--- A share grows to at most twice what it was (or the equal share): a process that renews first
--- does not take what the others, which have not reported their demand yet, are about to want.
-share = math.max(0, math.min(share, math.max(2 * had, equal), capacity - others_have))
-local lease = exact(share) .. ' ' .. exact(now + tonumber(ARGV[5])) .. ' ' .. exact(wants) .. ' ' .. ARGV[4]
-redis.call('HSET', KEYS[1], me, lease)
-local ttl = tonumber(ARGV[6])
-redis.call('EXPIRE', KEYS[1], ttl)
+local share = grant(capacity, wants, had, others)
+local tshare = tcapacity > 0 and grant(tcapacity, twants, thad, tothers) or 0
+local lease = {exact(now + tonumber(ARGV[5])), exact(share), exact(wants), ARGV[4],
+               exact(tshare), exact(twants), ARGV[9]}
+redis.call('HSET', KEYS[1], me, table.concat(lease, ' '))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
 local pause_end = tonumber(redis.call('HGET', KEYS[2], 'pause_end') or '0')
-return {exact(share), #wanted, math.max(0, math.ceil(pause_end - now)), exact(used)}
+return {exact(share), #others + 1, math.max(0, math.ceil(pause_end - now)), exact(used), exact(tshare), exact(tused)}
 """
 )
 
