@@ -10,7 +10,7 @@ import time
 import pytest
 from helpers import common_start, finish, need, run_children, spawn, start_thread, wait_until
 
-from omnilimit import ConfigError, ProviderRateLimitManager, RateLimiter
+from omnilimit import CombinedLimiter, ConfigError, ProviderRateLimitManager, RateLimiter
 from omnilimit.backends import redis_lease
 
 need("redis")
@@ -146,7 +146,7 @@ def test_a_lease_that_runs_out_while_redis_is_away_hands_over_to_the_policy(redi
 
 FLEET = """
 import json, threading, time
-from omnilimit import ConfigError, ProviderRateLimitManager, RateLimiter
+from omnilimit import CombinedLimiter, ConfigError, ProviderRateLimitManager, RateLimiter
 limiter = RateLimiter(600, provider_name="{name}", backend="{url}", coordination="lease")
 start, end = {start}, {start} + {seconds}
 admitted, lock = [], threading.Lock()
@@ -215,15 +215,6 @@ def test_one_busy_process_among_seven_idle_gets_nearly_the_budget(redis_url, uni
     [
         ({"rate_limit_coordination": "lease"}, "applies only to a Redis"),
         ({"rate_limit_backend": "redis://h/0", "rate_limit_coordination": "fast"}, "must be one of strict, lease"),
-        (
-            {
-                "rate_limit_backend": "redis://h/0",
-                "rate_limit_coordination": "lease",
-                "max_concurrent_calls": 4,
-                "rate_limit_mode": "combined",
-            },
-            "not built yet in rate_limit_mode: combined",
-        ),
     ],
 )
 def test_bad_coordination_keys_are_config_errors(settings, match):
@@ -399,3 +390,51 @@ def test_a_token_budget_is_leased_too(redis_url, unique_name):
     late = [at for at in admitted if at >= until - 2.0]
     # 25 tokens a call once settled: about twice the calls that 50 each would allow (2 per second)
     assert len(late) >= 1.5 * 2 * 2.0 * metrics["lease_token_share_tpm"] / 6000, len(late)
+
+
+def test_a_combined_limiter_leases_its_requests_and_keeps_its_slots_in_redis(redis_url, unique_name):
+    """CombinedLimiter(2 slots, 600 RPM, coordination="lease"): never more than 2 calls in flight
+    (the slots in Redis), the requests at the leased share; the YAML form builds the same."""
+    limiter = CombinedLimiter(2, 600, name=unique_name, backend=redis_url, coordination="lease")
+    assert limiter.rate.coordination == "lease" and limiter.concurrency.store is not None
+    inside, peak, lock = [0], [], threading.Lock()
+    until = time.monotonic() + 4.0
+    calls = []
+
+    def work():
+        while (left := until - time.monotonic()) > 0:
+            if not limiter.acquire(timeout=min(left, 1.0)):
+                continue
+            with lock:
+                inside[0] += 1
+                peak.append(inside[0])
+                calls.append(time.monotonic())
+            time.sleep(0.05)
+            with lock:
+                inside[0] -= 1
+            limiter.release()
+
+    workers = [start_thread(work) for _ in range(8)]
+    for worker in workers:
+        worker.join()
+    assert max(peak) <= 2
+    late = [at for at in calls if at >= until - 2.0]
+    assert 0.8 * 20 <= len(late) <= 20 + 2, len(late)  # 10 a second at the leased share, from 2 s on
+    limiter.close()
+    manager = ProviderRateLimitManager.from_config(
+        {
+            "providers": {
+                "writer": {
+                    "name": unique_name + "-yaml",
+                    "max_concurrent_calls": 2,
+                    "rate_limit_rpm": 600,
+                    "rate_limit_mode": "combined",
+                    "rate_limit_backend": redis_url,
+                    "rate_limit_coordination": "lease",
+                }
+            }
+        }
+    )
+    built = manager.limiter_for("writer")
+    assert isinstance(built, CombinedLimiter) and built.rate.coordination == "lease"
+    built.close()

@@ -43,8 +43,9 @@ class CombinedLimiter(_async.AsyncLimiting):
     the processes of the host: the slots in the segment ``NAME.slots``, the requests (and token
     budget) in ``NAME.rate``. Coroutines cannot wait on it yet (the slots' futexes cannot wake an
     event loop: a clear error). A Redis backend (a URL or a client) shares both parts between
-    hosts; the Redis options (``on_backend_error``, ``local_fraction``, ``lease_seconds``) go to
-    the parts that take them.
+    hosts; the Redis options (``on_backend_error``, ``local_fraction``, ``lease_seconds``,
+    ``coordination``) go to the parts that take them (``coordination="lease"``: the requests and
+    tokens are decided in the process on a leased share; the slots stay in Redis).
     """
 
     __slots__ = ("_lock", "_over_releases", "_rule", "concurrency", "name", "rate")
@@ -63,7 +64,8 @@ class CombinedLimiter(_async.AsyncLimiting):
     ) -> None:
         slots, requests = self._part_backends(backend, name)
         rate_options = {key: value for key, value in options.items() if key != "lease_seconds"}
-        self.concurrency = ConcurrencyLimiter(max_concurrent, name=name, backend=slots, **options)
+        slot_options = {key: value for key, value in options.items() if key != "coordination"}
+        self.concurrency = ConcurrencyLimiter(max_concurrent, name=name, backend=slots, **slot_options)
         self.rate = RateLimiter(
             requests_per_minute,
             burst_size,

@@ -14,9 +14,10 @@ nearly the whole budget within a few renewals.
 
 A token budget is leased the same way, beside the requests (the tokens a process used over the
 last minute are its report). Each process's local bucket runs at its share with a local burst of
-``burst_size`` times its share of the capacity (at least 1; the token burst likewise): in any window of W seconds the fleet admits at most
-``capacity * W / 60 + sum of the local bursts`` plus what changes hands within one renewal (a
-process gives up a share when it renews, and only then may another be granted it).
+``burst_size`` times its share of the capacity (at least 1; the token burst likewise): in any
+window of W seconds the fleet admits at most ``capacity * W / 60 + sum of the local bursts``
+plus what changes hands within one renewal (a process gives up a share when it renews, and only
+then may another be granted it).
 
 A lease that runs out (Redis unreachable for ``LEASE_S``) hands the decisions to the outage
 policy: ``closed`` pauses this process's limiter until a renewal gets through (callers wait up to

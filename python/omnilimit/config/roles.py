@@ -209,13 +209,6 @@ def role_settings(provider: object, provider_config: object, role: str | None, *
         if backend == "memory":
             backend = None
     redis_options = _redis_options(provider_config, backend, source=source, role=role)
-    if redis_options.get("coordination") == "lease" and mode == COMBINED and max_concurrent is not None:
-        raise ConfigError(
-            "lease is not built yet in rate_limit_mode: combined: use strict",
-            source=source,
-            role=role,
-            key="rate_limit_coordination",
-        )
     settings = RoleSettings(
         role=role,
         provider=provider_name,
