@@ -13,7 +13,7 @@ from helpers import common_start, finish, need, run_children, spawn, start_threa
 from omnilimit import CombinedLimiter, ConfigError, ProviderRateLimitManager, RateLimiter
 from omnilimit.backends import redis_lease
 
-need("redis")
+redis = need("redis")
 
 
 def leased(url, name, rpm=600, **options):
@@ -462,3 +462,27 @@ def test_redis_stopped_for_3_s_the_fleet_goes_on_on_its_leases_within_the_budget
     windows = [sum(1 for at in counted if t <= at < t + 1.0) for t in counted]
     assert max(windows) <= 10 + 2 + 1, max(windows)
     assert one.acquire(timeout=5) and one.backend_available  # back on Redis
+
+
+def test_a_renewal_that_meets_a_foreign_key_logs_and_hands_over_to_the_policy(redis_url, unique_name, caplog):
+    """Another program overwrites the leases' key with a string: the first renewal error is
+    logged once (the renewals go on), and once the lease has run out the policy (``closed``)
+    decides; the key put right, the renewals recover."""
+    import logging
+
+    from omnilimit.backends.redis_link import keys_for
+    from omnilimit.spec import name_for_key
+
+    limiter = leased(redis_url, unique_name)
+    client = redis.Redis.from_url(redis_url)
+    leases_key = keys_for("lease", name_for_key(unique_name))[0]
+    with caplog.at_level(logging.ERROR, logger="omnilimit"):
+        client.set(leases_key, "not a hash")
+        wait_until(lambda: "a lease renewal failed" in caplog.text, timeout=3)
+        wait_until(lambda: limiter.metrics()["lease_expires_in_s"] == 0.0, timeout=redis_lease.LEASE_S + 2)
+        time.sleep(redis_lease.RENEW_S * 2)
+        assert limiter.acquire(timeout=0.2) is False  # closed: paused until a renewal gets through
+        assert caplog.text.count("a lease renewal failed") == 1
+        client.delete(leases_key)
+        assert limiter.acquire(timeout=5)
+    limiter.close()

@@ -119,11 +119,20 @@ class LeaseKeeper:
         self._thread.start()
 
     def _run(self) -> None:
+        failing = ""
         while not self._stop.wait(RENEW_S):
             limiter = None if self._limiter is None else self._limiter()
             if limiter is None or limiter.closed:
                 return
-            self._renew(limiter)
+            try:
+                self._renew(limiter)
+                failing = ""
+            except Exception as error:  # a Redis error that is no outage (a key of another type...)
+                if str(error) != failing:  # logged once while it lasts; the renewals go on
+                    failing = str(error)
+                    logger.error("%s: a lease renewal failed: %s: %s", self._label, type(error).__name__, error)
+                if time.monotonic() >= self._expires_at:
+                    self._apply_policy(limiter)
 
     def _demand(self, limiter: Any, first: bool) -> tuple[float, float, float, float]:
         """(what this process wants, what it used), in requests per minute since the last renewal,
