@@ -329,14 +329,19 @@ print(json.dumps(figures))
 """
 
 
-def test_eight_leased_processes_against_a_provider_that_enforces_the_rpm(provider_factory, redis_url, unique_name):
+@pytest.mark.parametrize("window", ["bucket", "fixed"])
+def test_eight_leased_processes_against_a_provider_that_enforces_the_rpm(
+    provider_factory, redis_url, unique_name, window
+):
     """8 processes x 8 threads in lease mode, each call through the real openai client, against
-    the stand-in enforcing 1200 RPM as a token bucket of one second's worth (``window="bucket"``:
-    the local bursts of 8 processes fit in it): at most 1% 429s, and >= 95% of the RPM from 2 s
-    after the start (the leases grow from their floor at the first renewals)."""
+    the stand-in enforcing 1200 RPM as a token bucket of one second's worth or as fixed 1-s
+    slices at exactly the cap (the shares are whole requests a second, so no second holds more
+    than their sum): at most 1% 429s, and the RPM from 2 s after the start (the leases grow at the
+    first renewals): >= 95% against the bucket, >= 93% against the slices (95% to 100% measured;
+    a stray 429 at a slice's edge pauses everyone)."""
     need("openai")
     rpm = 1200
-    provider = provider_factory(rpm=rpm, max_concurrent=64, window="bucket")
+    provider = provider_factory(rpm=rpm, max_concurrent=64, window=window)
     start = common_start(8)
     seconds = 8.0
     results = run_children(
@@ -358,7 +363,7 @@ def test_eight_leased_processes_against_a_provider_that_enforces_the_rpm(provide
     line = f"[lease-8-processes] calls={len(ok)} http_429={rejected} rate={rate:.2f}/s of {rpm / 60:g}"
     print(line)
     assert rejected <= 0.01 * (len(ok) + rejected), line
-    assert rate >= 0.95 * rpm / 60, line
+    assert rate >= (0.95 if window == "bucket" else 0.93) * rpm / 60, line
 
 
 def test_a_token_budget_is_leased_too(redis_url, unique_name):

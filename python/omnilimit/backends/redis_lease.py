@@ -6,11 +6,12 @@ rate the keeper sets. One daemon thread per limiter and process renews the lease
 ``RENEW_S`` seconds with one round trip (``LEASE_GRANT``): it reports what the process wants and
 used, and gets its share back, valid for ``LEASE_S`` seconds. Shares follow demand: a process whose
 callers waited or were refused since the last renewal wants the whole capacity; another wants half
-as much again as it used (at least ``FLOOR`` of the capacity, so that an idle process's first
-caller does not wait for a renewal); the script grants each its proportional share among the live
-leases, at most twice its share before (or the equal share), never more than the others leave
-free. So the live leases never sum above the capacity, and one busy process among idle ones gets
-nearly the whole budget within a few renewals.
+as much again as it used (at least ``FLOOR`` of the capacity); the script grants each its
+proportional share among the live leases, at most twice its share before (or the equal share),
+never more than the others leave free, in whole requests a second when the capacity gives every
+process at least one (then no second of the fleet holds more than the capacity's). So the live
+leases never sum above the capacity, and one busy process among idle ones gets nearly the whole
+budget within a few renewals.
 
 A token budget is leased the same way, beside the requests (the tokens a process used over the
 last minute are its report). Each process's local bucket runs at its share with a local burst of

@@ -751,8 +751,10 @@ return renewed
 LEASE_GRANT = (
     _NOW
     + """
-local function grant(capacity, wants, had, others)
-  local equal = capacity / (#others + 1)
+local me = ARGV[2]
+local function grant(capacity, wants, had, others, whole)
+  local n = #others + 1
+  local equal = capacity / n
   local unused, beyond, others_have = 0, 0, 0
   local function weigh(w)
     if w < equal then unused = unused + (equal - w) else beyond = beyond + (w - equal) end
@@ -762,17 +764,42 @@ local function grant(capacity, wants, had, others)
     others_have = others_have + other[1]
     weigh(math.min(other[2], capacity))
   end
-  local share = wants
-  if wants > equal then
-    share = equal
-    if beyond > 0 then share = equal + unused * (wants - equal) / beyond end
+  local function proportional(w)
+    if w <= equal then return w end
+    if beyond > 0 then return equal + unused * (w - equal) / beyond end
+    return equal
   end
-  -- A share grows to at most twice what it was (or the equal share): a process that renews first
-  -- does not take what the others, which have not reported their demand yet, are about to want.
-  return math.max(0, math.min(share, math.max(2 * had, equal), capacity - others_have))
+  local free = capacity - others_have
+  if not whole or capacity / 60 < n then
+    -- A share grows to at most twice what it was (or the equal share): a process that renews
+    -- first does not take what the others, which have not reported their demand yet, will want.
+    return math.max(0, math.min(proportional(wants), math.max(2 * had, equal), free))
+  end
+  -- Whole requests a second, when there are enough for every process: a bucket at r a second
+  -- (burst 1) admits at most r in any second, so the shares' sum bounds every 1-s window, not
+  -- only the average. Each process gets the whole part of its proportional share; the seconds'
+  -- remainder goes, one each, to the processes short of their share (wanting at least an equal
+  -- share) with the largest fractional parts (ties: by id), the same on every renewal. An idle
+  -- process gets the whole part of what it wants: often none, and its first caller then waits for
+  -- a renewal.
+  local mine = proportional(wants) / 60
+  local given, ahead = math.floor(mine + 1e-9), 0
+  local taken = given
+  for _, other in ipairs(others) do
+    local their_wants = math.min(other[2], capacity)
+    local theirs = proportional(their_wants) / 60
+    taken = taken + math.floor(theirs + 1e-9)
+    local a, b = theirs - math.floor(theirs + 1e-9), mine - given
+    if their_wants >= equal and (a > b + 1e-9 or (math.abs(a - b) <= 1e-9 and other[3] < me)) then
+      ahead = ahead + 1
+    end
+  end
+  local remainder = math.floor(capacity / 60 + 1e-9) - taken
+  if wants >= equal and mine - given > 1e-9 and ahead < remainder then given = given + 1 end
+  local most = math.max(2 * had / 60, math.ceil(equal / 60 - 1e-9))
+  return math.max(0, math.floor(math.min(given, most, free / 60) + 1e-9)) * 60
 end
 local capacity, tcapacity = tonumber(ARGV[1]), tonumber(ARGV[7])
-local me = ARGV[2]
 local wants, twants = math.min(tonumber(ARGV[3]), capacity), math.min(tonumber(ARGV[8]), tcapacity)
 local used, tused = tonumber(ARGV[4]), tonumber(ARGV[9])
 local had, thad = 0, 0
@@ -786,13 +813,13 @@ for i = 1, #all, 2 do
   elseif #f ~= 7 or f[1] <= now then
     redis.call('HDEL', KEYS[1], all[i])
   else
-    others[#others + 1] = {f[2], f[3]}
-    tothers[#tothers + 1] = {f[5], f[6]}
+    others[#others + 1] = {f[2], f[3], all[i]}
+    tothers[#tothers + 1] = {f[5], f[6], all[i]}
     used, tused = used + f[4], tused + f[7]
   end
 end
-local share = grant(capacity, wants, had, others)
-local tshare = tcapacity > 0 and grant(tcapacity, twants, thad, tothers) or 0
+local share = grant(capacity, wants, had, others, true)
+local tshare = tcapacity > 0 and grant(tcapacity, twants, thad, tothers, false) or 0
 local lease = {exact(now + tonumber(ARGV[5])), exact(share), exact(wants), ARGV[4],
                exact(tshare), exact(twants), ARGV[9]}
 redis.call('HSET', KEYS[1], me, table.concat(lease, ' '))
