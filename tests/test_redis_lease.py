@@ -491,3 +491,34 @@ def test_a_renewal_that_meets_a_foreign_key_logs_and_hands_over_to_the_policy(re
         client.delete(leases_key)
         assert limiter.acquire(timeout=5)
     limiter.close()
+
+
+def test_the_local_policy_in_lease_mode_keeps_the_last_lease(redis_server, unique_name):
+    """``on_backend_error="local"`` needs no ``local_fraction`` in lease mode: once the lease has
+    run out with Redis away, the process goes on at its last share (YAML alike)."""
+    limiter = RateLimiter(
+        600, provider_name=unique_name, backend=redis_server.url, coordination="lease", on_backend_error="local"
+    )
+    hammer(limiter, 2.0, threads=4)  # the whole budget: nobody else is there
+    share = limiter.metrics()["lease_share_rpm"]
+    assert share >= 0.9 * 600
+    redis_server.stop()
+    time.sleep(redis_lease.LEASE_S + 2 * redis_lease.RENEW_S)
+    assert limiter.metrics()["lease_expires_in_s"] == 0.0
+    admitted = hammer(limiter, 2.0, threads=4)
+    assert len(admitted) >= 0.8 * share / 60 * 2.0, len(admitted)
+    redis_server.start()
+    ProviderRateLimitManager.from_config(  # accepted: no ConfigError for the missing fraction
+        {
+            "providers": {
+                "p": {
+                    "rate_limit_rpm": 60,
+                    "rate_limit_backend": "redis://127.0.0.1:1/0",
+                    "rate_limit_coordination": "lease",
+                    "rate_limit_on_backend_error": "local",
+                }
+            }
+        }
+    )
+    with pytest.raises(ValueError, match="needs local_fraction"):  # strict mode still needs it
+        RateLimiter(60, backend=redis_server.url, on_backend_error="local")

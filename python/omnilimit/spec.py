@@ -132,13 +132,14 @@ def check_lease(value: object) -> float:
     return float(value)
 
 
-def check_policy(policy: object, local_fraction: object) -> tuple[str, float | None]:
+def check_policy(policy: object, local_fraction: object, leased: bool = False) -> tuple[str, float | None]:
     """(policy, local fraction) checked: ValueError for an unknown policy, a fraction outside
-    (0, 1], a ``local`` policy without a fraction, or a fraction without the ``local`` policy."""
+    (0, 1], a ``local`` policy without a fraction (but in lease mode, ``leased``, where the last
+    lease is the fraction), or a fraction without the ``local`` policy."""
     if policy not in POLICIES:
         raise ValueError(f"on_backend_error must be one of {', '.join(POLICIES)}, got {shown(policy)}")
     if local_fraction is None:
-        if policy == "local":
+        if policy == "local" and not leased:
             raise ValueError(
                 "on_backend_error 'local' needs local_fraction: the share of the limit this process may use "
                 "alone while Redis is unreachable (e.g. 1/number of hosts)"

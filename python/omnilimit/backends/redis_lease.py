@@ -67,7 +67,7 @@ class LeaseKeeper:
         tokens_per_minute: float = 0.0,
         token_burst: int = 1,
     ) -> None:
-        self.on_backend_error, self.local_fraction = check_policy(on_backend_error or "closed", local_fraction)
+        self.on_backend_error, self.local_fraction = check_policy(on_backend_error or "closed", local_fraction, True)
         self._link = RedisLink(backend, label)
         self._keys = keys_for("lease", name_for_key(name))
         self._channel = channel_for(name_for_key(name), "lease")
@@ -202,8 +202,9 @@ class LeaseKeeper:
         self._on_policy = True
         if self.on_backend_error == "open":
             self._apply(limiter, UNLIMITED, self.token_capacity * UNLIMITED / self.capacity)
-        elif self.on_backend_error == "local":
-            self._apply(limiter, self.capacity * (self.local_fraction or 1.0))
+        elif self.on_backend_error == "local":  # local_fraction of the capacity, or the last lease
+            if self.local_fraction is not None:
+                self._apply(limiter, self.capacity * self.local_fraction)
         else:
             self._apply(limiter, 0.0)
             _core.RateCore.pause(limiter, 2 * RENEW_S)  # renewed while Redis stays away

@@ -243,8 +243,9 @@ def _redis_options(
             key=key,
         )
     policy = given.get("rate_limit_on_backend_error", "closed")
+    leased = given.get("rate_limit_coordination") == "lease"
     try:
-        policy, fraction = check_policy(policy, given.get("rate_limit_local_fraction"))
+        policy, fraction = check_policy(policy, given.get("rate_limit_local_fraction"), leased)
     except ValueError as error:
         key = "rate_limit_on_backend_error" if "on_backend_error must" in str(error) else "rate_limit_local_fraction"
         message = (
