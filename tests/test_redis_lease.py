@@ -522,3 +522,16 @@ def test_the_local_policy_in_lease_mode_keeps_the_last_lease(redis_server, uniqu
     )
     with pytest.raises(ValueError, match="needs local_fraction"):  # strict mode still needs it
         RateLimiter(60, backend=redis_server.url, on_backend_error="local")
+
+
+def test_an_idle_process_holds_no_request_not_even_its_burst(redis_url, unique_name):
+    """With whole requests a second, a process that has not asked yet holds a share of 0 and no
+    burst (so no second of the fleet exceeds the shares' sum); its first caller waits for a
+    renewal that finds it short, then goes."""
+    limiter = leased(redis_url, unique_name)
+    assert limiter.metrics()["lease_share_rpm"] == 0.0
+    assert limiter.acquire(timeout=0) is False
+    started = time.monotonic()
+    assert limiter.acquire(timeout=5)
+    assert time.monotonic() - started <= 3 * redis_lease.RENEW_S + 0.5
+    assert limiter.metrics()["lease_share_rpm"] > 0

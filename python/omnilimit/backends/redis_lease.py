@@ -178,10 +178,13 @@ class LeaseKeeper:
         proportion to the requests; a share of 0: as good as nothing, the core needs a positive
         rate), each with its part of the burst. A rate is set only when it changes: a new rate
         re-plans the callers asleep on an instant or queued."""
+        none = rate <= 0.0
         rate = max(rate, self.capacity * 1e-9)
         if rate != self._applied:
             _core.RateCore.set_rate(limiter, rate)
             self._applied = rate
+        if none:  # not even the burst's one request: an empty bucket (a share later turns it into one interval)
+            _core.RateCore.limit_available(limiter, 0)
         local_burst = max(1, int(self.burst * min(rate, self.capacity) / self.capacity))
         if local_burst != limiter.burst:
             _core.RateCore.set_burst(limiter, local_burst)
