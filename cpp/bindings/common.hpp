@@ -16,6 +16,10 @@
 #include <cstdint>
 
 #include "omnilimit/clock.hpp"
+#include "omnilimit/histogram.hpp"
+#include "omnilimit/pause.hpp"
+#include "omnilimit/shm_view.hpp"
+#include "omnilimit/window.hpp"
 
 namespace omnilimit::bindings {
 
@@ -123,10 +127,23 @@ PyObject* guarded(Body&& body) {
   return nullptr;
 }
 
+// (buckets, sum_us, max_ns) of a wait histogram: its non-empty buckets as (lower_ns, upper_ns,
+// count) (register_histogram.cpp; the limiters' _wait_buckets() and WaitHistogram.buckets()).
+py::tuple histogram_buckets(const WaitHistogram& histogram);
+
+// For _peek_segment (peek.cpp): the figures every shared limiter's segment holds, added to `out`
+// (admitted, timed_out, denied, rate_limited, pauses, paused_for, current_rpm, the wait quantiles
+// and wait_buckets); and a concurrency limiter's segment read (None: not one of this layout).
+void add_common_figures(py::dict& out, const Pause& pause, const RequestWindow& window,
+                        const std::atomic<std::int64_t>& admitted, const std::atomic<std::int64_t>& blocked,
+                        const std::atomic<std::int64_t>& denied, const WaitHistogram& waits);
+py::object peek_concurrency(const SegmentView& view);
+
 // ---- registration ------------------------------------------------------------------------------
 
 void register_gcra(py::module_& m);
 void register_histogram(py::module_& m);
+void register_peek(py::module_& m);
 void register_rate_core(py::module_& m);
 void register_semaphore(py::module_& m);
 void register_window(py::module_& m);

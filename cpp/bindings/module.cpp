@@ -220,4 +220,5 @@ PYBIND11_MODULE(_core, m) {
   ob::register_gcra(m);
   ob::register_rate_core(m);
   ob::register_semaphore(m);
+  ob::register_peek(m);
 }

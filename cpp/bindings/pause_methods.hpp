@@ -83,6 +83,11 @@ void add_metric_methods(pybind11::class_<Core>& cls) {
             return figure(core.hooks, "wait_max", py::float_(static_cast<double>(core.waits.max()) / 1e9));
           },
           "The longest wait of an admitted caller in seconds, exactly (0.0 if nobody waited).")
+      .def(
+          "_wait_buckets",
+          [](const Core& core) { return figure(core.hooks, "wait_buckets", histogram_buckets(core.waits)); },
+          "The wait histogram of the callers that waited: (buckets, sum_us, max_ns), buckets as\n"
+          "(lower_ns, upper_ns, count) (WaitHistogram.buckets()).")
       .def_property_readonly(
           "denied_count", [](const Core& core) { return core.denied.load(std::memory_order_relaxed); },
           "acquire(timeout=0) calls refused (part of blocked_count).")

@@ -62,6 +62,8 @@ struct RateCore final : ForkAware {
         total_acquired(shared.total_acquired),
         blocked(shared.blocked),
         denied(shared.denied),
+        tokens_admitted(shared.tokens_admitted),
+        tokens_settled(shared.tokens_settled),
         waits(shared.waits) {
     if (segment && !segment->created()) {
       // An existing segment keeps its state; limits configured differently here apply from now on,
@@ -175,6 +177,8 @@ struct RateCore final : ForkAware {
   std::atomic<std::int64_t>& total_acquired;
   std::atomic<std::int64_t>& blocked;
   std::atomic<std::int64_t>& denied;
+  std::atomic<std::int64_t>& tokens_admitted;  // with a token budget: reserved by admitted callers
+  std::atomic<std::int64_t>& tokens_settled;   // recorded as used
   std::atomic<std::int64_t> sleeping{0};  // this process's callers waiting for their instant or a pause's end
   std::atomic<std::int64_t> booked{0};    // of those, the ones asleep on a booked instant (a lone Gcra)
   WaitHistogram& waits;
@@ -294,7 +298,10 @@ Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens, bool
     if (core.closed.load()) return closed_error();
     now = now_ns();
   }
-  if (core.dual) latest_reservations.remember(core.id, tokens);
+  if (core.dual) {
+    latest_reservations.remember(core.id, tokens);
+    core.tokens_admitted.fetch_add(tokens, std::memory_order_relaxed);
+  }
   if (sleeping) core.waits.record(now - started_ns);
   core.total_acquired.fetch_add(1, std::memory_order_relaxed);
   return Outcome::acquired;
@@ -381,7 +388,10 @@ PyObject* fast_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargs, 
       PyObject* given[3] = {values[0] != nullptr ? values[0] : Rate::default_timeout,
                             values[1] != nullptr ? values[1] : zero_tokens, fail_fast ? Py_True : Py_False};
       outcome = take_from_store(core->hooks, self, given, 3);
-      if (outcome == Outcome::acquired && core->dual) latest_reservations.remember(core->id, tokens);
+      if (outcome == Outcome::acquired && core->dual) {
+        latest_reservations.remember(core->id, tokens);
+        core->tokens_admitted.fetch_add(tokens, std::memory_order_relaxed);
+      }
     } else {
       outcome = take_request(*core, timeout_ns, tokens, fail_fast);
     }
@@ -437,7 +447,10 @@ void record(RateCore& core, std::int64_t used) {
     if (used >= 0 && used != reserved) settle(core, reserved, used);
   }
   const std::int64_t counted = used >= 0 ? used : reserved;
-  if (counted > 0) core.tokens_used.record(now, counted);
+  if (counted > 0) {
+    core.tokens_used.record(now, counted);
+    if (core.dual) core.tokens_settled.fetch_add(counted, std::memory_order_relaxed);
+  }
 }
 
 // record_request(tokens=None)
@@ -483,8 +496,9 @@ PyMethodDef fast_methods[] = {
 
 // ---- coroutines (acquire_async) --------------------------------------------------------------
 
-void count_async_acquired(RateCore& core, Nanos started_ns) {
+void count_async_acquired(RateCore& core, Nanos started_ns, std::int64_t tokens = 0) {
   if (started_ns != 0) core.waits.record(now_ns() - started_ns);
+  if (tokens > 0) core.tokens_admitted.fetch_add(tokens, std::memory_order_relaxed);
   core.total_acquired.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -599,7 +613,7 @@ int async_ticket(py::object self, AsyncWait& w, std::int64_t tokens, Nanos deadl
   const Nanos now = now_ns();
   switch (core.dual->arrive(*w.ticket, now)) {
     case DualBucket::Status::admitted:
-      count_async_acquired(core, 0);
+      count_async_acquired(core, 0, tokens);
       return 0;
     case DualBucket::Status::refused:
       return 2;
@@ -622,7 +636,7 @@ py::tuple async_ticket_poll(RateCore& core, AsyncWait& w) {
   const Nanos now = now_ns();
   switch (core.dual->poll(*w.ticket, now, &wake_at)) {
     case DualBucket::Status::admitted:
-      count_async_acquired(core, w.started_ns);
+      count_async_acquired(core, w.started_ns, w.tokens);
       w.stop_counting();
       return py::make_tuple(0, py::none());
     case DualBucket::Status::refused:
@@ -720,6 +734,14 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
         return figure(c.hooks, "get_current_rpm", py::int_(c.recorded.count()));
       },
            "record_request() calls in the last 60 seconds.")
+      .def_property_readonly(
+          "tokens_admitted", [](const RateCore& c) { return c.tokens_admitted.load(std::memory_order_relaxed); },
+          "With a token budget: the tokens reserved by admitted callers, in all (shared through a\n"
+          "segment: every process's; with a Redis store: this process's).")
+      .def_property_readonly(
+          "tokens_settled", [](const RateCore& c) { return c.tokens_settled.load(std::memory_order_relaxed); },
+          "With a token budget: the tokens recorded as used (record_request(tokens=...); as reserved\n"
+          "without a count), in all.")
       .def("get_current_tpm", [](const RateCore& c) { return figure(c.hooks, "get_current_tpm", py::int_(c.tokens_used.count())); },
            "Tokens recorded (used, or reserved when not given) in the last 60 seconds.")
       .def("limit_available", [](RateCore& c, std::int64_t n) { c.limit_available(check_tokens(n), now_ns()); },
@@ -789,7 +811,10 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
              check_tokens(used);
              if (c.dual && used != reserved) settle(c, reserved, used);
              c.recorded.record(coarse_now_ns());
-             if (used > 0) c.tokens_used.record(coarse_now_ns(), used);
+             if (used > 0) {
+               c.tokens_used.record(coarse_now_ns(), used);
+               if (c.dual) c.tokens_settled.fetch_add(used, std::memory_order_relaxed);
+             }
            },
            py::arg("reserved"), py::arg("used"), "Settles a detached reservation and records the request.")
       .def("_acquire_here",
@@ -805,6 +830,11 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
            py::arg("timeout"), py::arg("tokens") = 0,
            "Takes a request (and `tokens`) of this core itself, whatever the store (nothing counted as\n"
            "refused).")
+      .def("_count_tokens_admitted",
+           [](RateCore& core, std::int64_t tokens) {
+             core.tokens_admitted.fetch_add(check_tokens(tokens), std::memory_order_relaxed);
+           },
+           py::arg("tokens"), "Counts in tokens_admitted the tokens of a coroutine a store admitted.")
       .def("_settle_here",
            [](RateCore& core, std::int64_t reserved, std::int64_t used) {
              check_tokens(reserved);

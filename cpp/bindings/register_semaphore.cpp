@@ -88,11 +88,15 @@ struct ConcurrencySegment {
   ConcurrencyCounters counters;
 };
 constexpr std::uint32_t kConcurrencySegmentKind = 2;
+// The payload's layout fingerprint: 2 the semaphore's atomics (SharedSemaphore::kLayout), 3 the
+// wait histogram's sum.
+constexpr std::uint64_t kConcurrencyLayout = 3;
+static_assert(SharedSemaphore::kLayout == 2, "bump kConcurrencyLayout when the semaphore's layout changes");
 
 std::unique_ptr<SharedSegment> open_concurrency_segment(const std::string& name, std::int64_t max_concurrent) {
   if (name.empty()) return nullptr;
   return std::make_unique<SharedSegment>(name, kConcurrencySegmentKind, sizeof(ConcurrencySegment),
-                                         SharedSemaphore::kLayout, [&](void* at) {
+                                         kConcurrencyLayout, [&](void* at) {
                                            auto* shared = new (at) ConcurrencySegment();
                                            SharedSemaphore::init(shared->semaphore, max_concurrent);
                                          });
@@ -478,6 +482,20 @@ failure (omnigen releases in a `finally`) and must be ignored.)doc")
 }
 
 }  // namespace
+
+py::object peek_concurrency(const SegmentView& view) {
+  if (view.kind() != kConcurrencySegmentKind) return py::none();
+  const auto* segment = view.payload_as<ConcurrencySegment>(kConcurrencyLayout);
+  if (segment == nullptr) return py::none();
+  const ConcurrencyCounters& c = segment->counters;
+  py::dict out;
+  out["kind"] = "concurrency";
+  out["max_concurrent"] = segment->semaphore.max_slots.load(std::memory_order_relaxed);
+  out["active"] = segment->semaphore.held.load(std::memory_order_relaxed);
+  out["waiting"] = segment->semaphore.queued.load(std::memory_order_relaxed);
+  add_common_figures(out, c.pause, c.released, c.total_acquired, c.blocked, c.denied, c.waits);
+  return std::move(out);
+}
 
 void register_semaphore(py::module_& m) {
   register_release_rule(m);

@@ -132,6 +132,22 @@ void histogram_concurrent_records() {
   CHECK(h.recorded() == static_cast<std::int64_t>(all.size()), "recorded() = ", h.recorded(), ", recorded ",
         all.size());
   check_quantiles(h, all, 0, "16 threads' waits");
+  // The export: the total in whole microseconds, each wait truncated; every wait in the bucket
+  // whose edges hold it; the buckets' counts add up to every wait.
+  std::int64_t sum_us = 0;
+  std::vector<std::int64_t> expected(WaitHistogram::kBuckets, 0);
+  for (const Nanos wait : all) {
+    sum_us += wait / 1000;
+    const int i = WaitHistogram::bucket(wait);
+    CHECK(WaitHistogram::lower_edge(i) <= wait && (wait < WaitHistogram::upper_edge(i) || i == WaitHistogram::kBuckets - 1),
+          "a wait of ", wait, " ns outside its bucket ", i);
+    ++expected[static_cast<std::size_t>(i)];
+  }
+  CHECK(h.sum_us() == sum_us, "sum_us() = ", h.sum_us(), ", the waits add up to ", sum_us, " us");
+  for (int i = 0; i < WaitHistogram::kBuckets; ++i) {
+    CHECK(h.count(i) == expected[static_cast<std::size_t>(i)], "bucket ", i, ": count ", h.count(i), ", expected ",
+          expected[static_cast<std::size_t>(i)]);
+  }
 }
 
 }  // namespace
@@ -139,6 +155,7 @@ void histogram_concurrent_records() {
 int main() {
   return omnilimit::test::run_scenarios({
       {"histogram: quantiles within 1/32 at every scale, the maximum exact", histogram_accuracy},
-      {"histogram: 16 threads record at once: no count lost, the maximum exact", histogram_concurrent_records},
+      {"histogram: 16 threads record at once: no count lost, the maximum and the sum exact",
+       histogram_concurrent_records},
   });
 }

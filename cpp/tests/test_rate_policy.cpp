@@ -388,7 +388,7 @@ void counted() {
 
 void shared_layout() {
   static_assert(omnilimit::kRateSegmentKind == 1, "the kind other processes check");
-  static_assert(omnilimit::kRateLayout == 5, "bump kRateLayout when RateShared changes");
+  static_assert(omnilimit::kRateLayout == 6, "bump kRateLayout when RateShared changes");
   static_assert(alignof(omnilimit::RateShared) >= 64, "the counters and stand-by words get their own lines");
   // Not shared: a fresh local state with this rate; shared: none.
   const auto local = omnilimit::local_rate_state(false, 100 * kMs, 3);

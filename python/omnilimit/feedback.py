@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from omnilimit._log import logger
 from omnilimit.headers import RateLimitInfo, parse_rate_limit_headers
+from omnilimit.waits import WaitCounts
 
 # How long a 429 that says nothing usable (no Retry-After, no exhausted budget with a reset)
 # pauses the limiter. One second is the granularity providers enforce their per-minute limits at.
@@ -58,6 +59,15 @@ class ProviderFeedback:
 
         @property
         def paused_for(self) -> float: ...
+
+        def _wait_buckets(self) -> tuple[list[tuple[int, int, int]], int, int]: ...
+
+    def wait_histogram(self) -> WaitCounts:
+        """How long the callers that had to wait waited, as buckets 1/32 of their value wide
+        (``omnilimit.waits.WaitCounts``): the histogram behind ``wait_quantile()``, read now. A
+        limiter shared through a segment: every process's callers; with Redis: this process's
+        admitted callers, each with the time its acquire took (round trips included)."""
+        return WaitCounts.from_native(self._wait_buckets())
 
     def _feedback_label(self) -> str:
         raise NotImplementedError

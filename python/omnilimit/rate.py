@@ -268,6 +268,7 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
             took = await self._store.acquire_async(self, timeout, tokens, fail_fast)
             if took and self.has_token_budget:
                 self._async_reservation.set(tokens)  # record_request(tokens=used) in this task settles it
+                self._count_tokens_admitted(tokens)
         else:
             took = await self._acquire_async_here(timeout, tokens, fail_fast)
         if not took:
@@ -354,23 +355,41 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         ``paused_for`` (s), ``waiting`` (callers asleep or standing by now), ``wait_p50_s`` /
         ``wait_p99_s`` (admitted callers' waits, within 5% of the exact quantiles, never above the
         maximum), ``wait_max_s`` (the longest of them, exact), ``predicted_wait_s`` (for a caller
-        arriving now).
+        arriving now); with a token budget also ``tokens_admitted`` (reserved by admitted callers)
+        and ``tokens_settled`` (recorded as used), in all since the limiter was made.
 
         With Redis, the shared numbers come from one read of Redis, and it adds ``backend``,
         ``backend_available``, ``backend_outages`` and ``outage_admitted`` / ``outage_denied``
         (this process's decisions taken by the outage policy)."""
         if self._lease is not None:
             lease = {"backend": self._lease.backend, **self._lease.metrics()}
-            return {**self.get_stats(), **_common_metrics(self), "predicted_wait_s": self.predicted_wait(), **lease}
+            return {
+                **self.get_stats(),
+                **_common_metrics(self),
+                **self._token_metrics(),
+                "predicted_wait_s": self.predicted_wait(),
+                **lease,
+            }
         if self._store is None:
-            return {**self.get_stats(), **_common_metrics(self), "predicted_wait_s": self.predicted_wait()}
+            return {
+                **self.get_stats(),
+                **_common_metrics(self),
+                **self._token_metrics(),
+                "predicted_wait_s": self.predicted_wait(),
+            }
         with self._store.held_read():
             return {
                 **self.get_stats(),
                 **_common_metrics(self),
+                **self._token_metrics(),
                 "predicted_wait_s": self.predicted_wait(),
                 **self._store.metrics(),
             }
+
+    def _token_metrics(self) -> dict[str, object]:
+        if self._tpm is None:
+            return {}
+        return {"tokens_admitted": self.tokens_admitted, "tokens_settled": self.tokens_settled}
 
     def __repr__(self) -> str:
         if self._store is not None:

@@ -6,7 +6,8 @@
 // powers of two of nanoseconds split in kSub = 32 equal parts, from 1 us to 2^44 ns (4.9 hours);
 // shorter waits share the first bucket, longer ones the last. record() is one relaxed fetch_add on
 // the bucket (its index from clz and shifts) plus, for a new longest wait only, a relaxed CAS on
-// the maximum: one load when the wait is not the longest so far.
+// the maximum: one load when the wait is not the longest so far; and one relaxed fetch_add on the
+// sum of the waits (for the exported histograms' _sum and the mean).
 //
 // Accuracy. quantile() finds the bucket [lo, up) holding the nearest-rank quantile and
 // interpolates linearly by rank inside it: the k-th of the bucket's c waits is reported as
@@ -18,6 +19,11 @@
 // quantile exceeds the maximum. (kSub = 16 with the same interpolation would be wrong by up to
 // 1/16 = 6.25% when the waits bunch at the low end of a bucket, as equal waits of a steady rate
 // do: hence 32.) Memory: 1090 counters, 8.7 KB per limiter (in its shared segment if shared).
+//
+// Export. count(i), lower_edge(i) and upper_edge(i) give the buckets themselves and sum_us() the
+// total of the waits in microseconds (each wait truncated to a whole microsecond; in ns the total
+// would wrap after 292 years of waiting, which 1000 callers always waiting reach in 107 days):
+// what telemetry exports as a histogram, coarsened to its own bounds, from these counters alone.
 //
 // Thread-safety: record() and the readers are safe from any thread; a reader sees each count (and
 // the maximum) at some instant, not all of them at the same one (fine for monitoring): a quantile
@@ -43,6 +49,7 @@ class WaitHistogram {
 
   void record(Nanos wait_ns) noexcept {
     counts_[bucket(wait_ns)].fetch_add(1, std::memory_order_relaxed);
+    if (wait_ns >= 1000) sum_us_.fetch_add(wait_ns / 1000, std::memory_order_relaxed);
     Nanos longest = max_.load(std::memory_order_relaxed);
     while (wait_ns > longest &&
            !max_.compare_exchange_weak(longest, wait_ns, std::memory_order_relaxed, std::memory_order_relaxed)) {
@@ -57,6 +64,12 @@ class WaitHistogram {
 
   // The longest wait recorded, in ns (0 if none).
   Nanos max() const noexcept { return max_.load(std::memory_order_relaxed); }
+
+  // The waits recorded in bucket i (0 <= i < kBuckets).
+  std::int64_t count(int i) const noexcept { return counts_[i].load(std::memory_order_relaxed); }
+
+  // The total of the waits recorded, in whole microseconds (each wait truncated).
+  std::int64_t sum_us() const noexcept { return sum_us_.load(std::memory_order_relaxed); }
 
   // The q-quantile (0 < q <= 1) of the waits of `total` callers, of which `total - recorded()`
   // did not wait at all, in ns (0 if it did not wait): the nearest-rank quantile within 1/32 of
@@ -112,6 +125,7 @@ class WaitHistogram {
  private:
   std::atomic<std::int64_t> counts_[kBuckets] = {};
   std::atomic<Nanos> max_{0};
+  std::atomic<std::int64_t> sum_us_{0};
 };
 
 }  // namespace omnilimit

@@ -62,6 +62,9 @@ class Pause {
 
   // True when a pause may be in effect (one load, no clock): the fast paths' test.
   bool maybe_active() const noexcept { return until_.load(std::memory_order_relaxed) != 0; }
+  // The end of the latest pause, in effect or past (0: none yet), for a reader that must not write
+  // (end_ns() clears a pause that has ended).
+  Nanos last_end_ns() const noexcept { return until_.load(std::memory_order_acquire); }
 
   // When a caller that meets the pause ending at `end` may go: `end` plus its jitter.
   Nanos release_time(Nanos end) const noexcept {

@@ -47,14 +47,17 @@ struct RateShared {
   alignas(64) std::atomic<std::int64_t> total_acquired{0};
   std::atomic<std::int64_t> blocked{0};
   std::atomic<std::int64_t> denied{0};  // refused without a wait: timeout=0, or fail_fast
+  std::atomic<std::int64_t> tokens_admitted{0};  // with a token budget: the tokens admitted callers reserved
+  std::atomic<std::int64_t> tokens_settled{0};   // and those recorded as used (record_request)
   WaitHistogram waits;                  // how long the callers that had to wait waited
   alignas(64) StandbyWords standby;     // callers whose turn lies past their deadline (standby.hpp)
   alignas(64) ScheduleWords schedule;   // the rate changes every process's sleepers follow (schedule.hpp)
 };
 inline constexpr std::uint32_t kRateSegmentKind = 1;
 // The layout fingerprint: 2 added `standby`, 3 a ProcessWord owner, 4 a WaitHistogram of 32 buckets per
-// power of two and its maximum, 5 `schedule` (a rate change moves every process's sleepers).
-inline constexpr std::uint64_t kRateLayout = 5;
+// power of two and its maximum, 5 `schedule` (a rate change moves every process's sleepers), 6 the
+// token counters and the wait histogram's sum.
+inline constexpr std::uint64_t kRateLayout = 6;
 
 // What the processes sharing a rate limiter with a token budget share: the rate limiter's words
 // (its bucket is the request half of the budget), the token bucket, the tokens recorded, and the
@@ -66,7 +69,7 @@ struct TokenShared {
   SharedQueue queue;
 };
 inline constexpr std::uint32_t kTokenSegmentKind = 3;
-inline constexpr std::uint64_t kTokenLayout = 2;  // 2: RateShared's `schedule`
+inline constexpr std::uint64_t kTokenLayout = 3;  // 2: RateShared's `schedule`, 3: its token counters
 
 // The segment of a shared rate limiter: opened, or created with fresh words for this rate (and
 // token budget: `token_interval_ns` > 0). A limiter refused for its configuration opens nothing

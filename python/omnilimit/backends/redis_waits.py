@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from omnilimit import _core
+
 
 class WaitRecorder:
     """The waits of the latest ``capacity`` admitted callers, for ``wait_quantile``, and the
@@ -18,11 +20,13 @@ class WaitRecorder:
 
     def __init__(self, capacity: int = 4096) -> None:
         self._waits: collections.deque[float] = collections.deque(maxlen=capacity)
+        self.histogram = _core.WaitHistogram()  # every wait, for wait_histogram() (lock-free)
         self._max = 0.0
         self._lock = threading.Lock()
 
     def record(self, seconds: float) -> None:
         seconds = max(0.0, seconds)
+        self.histogram.record(round(seconds * 1e9))
         with self._lock:
             self._waits.append(seconds)
             self._max = max(self._max, seconds)
@@ -52,7 +56,7 @@ class ProcessWaits:
 
     __slots__ = ("_lock", "now", "recorder")
 
-    FIGURES = frozenset({"waiting", "wait_quantile", "wait_max"})
+    FIGURES = frozenset({"waiting", "wait_quantile", "wait_max", "wait_buckets"})
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -80,4 +84,6 @@ class ProcessWaits:
             return self.now
         if name == "wait_quantile":
             return self.recorder.quantile(*args)
+        if name == "wait_buckets":
+            return self.recorder.histogram.buckets()
         return self.recorder.maximum()
