@@ -1,0 +1,369 @@
+"""omnilimit.telemetry (OpenTelemetry) and omnilimit.prometheus: every documented instrument read
+back from a real SDK (the in-memory reader) and a real text exposition, with the values the
+limiters' own counters hold; waiting and active read while callers wait."""
+
+import re
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import need, start_thread, wait_until
+
+from omnilimit import CombinedLimiter, ConcurrencyLimiter, RateLimiter, _core
+from omnilimit.waits import EXPORT_BOUNDS_S, WaitCounts
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide" / "observability.md"
+
+
+def otel_sdk():
+    need("opentelemetry.sdk.metrics")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    return reader, MeterProvider(metric_readers=[reader])
+
+
+def collected(reader):
+    """{(instrument, limiter, extra attribute value or None): point} of one collection, and the
+    instruments' units."""
+    points, units = {}, {}
+    for resource in reader.get_metrics_data().resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                units[metric.name] = metric.unit
+                for point in metric.data.data_points:
+                    attributes = dict(point.attributes)
+                    extra = [
+                        attributes[k]
+                        for k in ("omnilimit.result", "omnilimit.tokens.state", "omnilimit.part")
+                        if k in attributes
+                    ]
+                    key = (metric.name, attributes["omnilimit.limiter"], extra[0] if extra else None)
+                    assert key not in points, key
+                    points[key] = (point, attributes)
+    return points, units
+
+
+def value(points, name, limiter, extra=None):
+    return points[(name, limiter, extra)][0].value
+
+
+class Scene:
+    """Three limiters with known traffic: a concurrency limiter (2 slots), a rate limiter with a
+    token budget (60 RPM, burst 2) and a combined one (1 slot); a caller of each left waiting."""
+
+    def __init__(self):
+        self.slots = ConcurrencyLimiter(2, name="slots")
+        self.rate = RateLimiter(60, burst_size=2, provider_name="openai", tokens_per_minute=60_000, token_burst=1000)
+        self.both = CombinedLimiter(1, 6000, name="both")
+        self.limiters = {"slots": self.slots, "openai": self.rate, "both": self.both}
+        self.threads = []
+
+    def traffic(self):
+        slots, rate, both = self.slots, self.rate, self.both
+        assert slots.acquire() and slots.acquire()  # both slots held
+        assert not slots.acquire(timeout=0)  # denied
+        assert not slots.acquire(timeout=0.02)  # timed out
+        for _ in range(2):
+            assert rate.acquire(tokens=100)
+            rate.record_request(tokens=40)
+        assert not rate.acquire(timeout=0, tokens=1)  # denied: the burst is spent
+        assert both.acquire()
+        both.record_request()
+        both.release()
+        assert both.acquire()  # held: the next caller waits for the slot
+        self.threads = [
+            start_thread(slots.acquire, 30),
+            start_thread(rate.acquire, 30, 10),
+            start_thread(both.acquire, 30),
+        ]
+        wait_until(lambda: slots.waiting == 1 and rate.waiting == 1 and both.waiting == 1)
+
+    def let_go(self):
+        self.slots.release()
+        self.both.release()
+        for thread in self.threads:
+            thread.join(10)
+        assert not any(t.is_alive() for t in self.threads)
+
+
+def test_every_instrument_reads_back_with_the_right_values():
+    reader, provider = otel_sdk()
+    from omnilimit.telemetry import instrument
+
+    scene = Scene()
+    instrumentation = instrument(scene.limiters, meter_provider=provider)
+    scene.traffic()
+
+    points, units = collected(reader)  # while one caller of each waits
+    for limiter, admitted, timed_out, denied in (("slots", 2, 1, 1), ("openai", 2, 0, 1), ("both", 2, 0, 0)):
+        assert value(points, "omnilimit.requests", limiter, "admitted") == admitted
+        assert value(points, "omnilimit.requests", limiter, "timed_out") == timed_out
+        assert value(points, "omnilimit.requests", limiter, "denied") == denied
+        assert value(points, "omnilimit.requests", limiter, "rate_limited") == 0
+        assert value(points, "omnilimit.waiting", limiter) == 1
+        assert value(points, "omnilimit.pauses", limiter) == 0
+        assert value(points, "omnilimit.pause.remaining", limiter) == 0
+    assert value(points, "omnilimit.active", "slots") == 2
+    assert value(points, "omnilimit.active", "both") == 1
+    assert ("omnilimit.active", "openai", None) not in points  # a rate limiter holds no slot
+    assert value(points, "omnilimit.limit.concurrency", "slots") == 2
+    assert value(points, "omnilimit.limit.concurrency", "both") == 1
+    assert value(points, "omnilimit.limit.requests", "openai") == 60
+    assert value(points, "omnilimit.limit.requests", "both") == 6000
+    assert value(points, "omnilimit.limit.tokens", "openai") == 60_000
+    assert ("omnilimit.limit.tokens", "both", None) not in points  # no token budget
+    assert value(points, "omnilimit.rate.requests", "openai") == 2
+    assert value(points, "omnilimit.rate.requests", "both") == 1
+    assert value(points, "omnilimit.rate.tokens", "openai") == 80
+    assert value(points, "omnilimit.tokens", "openai", "admitted") == 200
+    assert value(points, "omnilimit.tokens", "openai", "settled") == 80
+    _, attributes = points[("omnilimit.requests", "slots", "admitted")]
+    assert attributes == {
+        "omnilimit.limiter": "slots",
+        "omnilimit.kind": "concurrency",
+        "omnilimit.backend": "memory",
+        "omnilimit.scope": "process",
+        "omnilimit.result": "admitted",
+    }
+    assert points[("omnilimit.waiting", "both", None)][1]["omnilimit.kind"] == "combined"
+    assert units["omnilimit.wait.duration"] == "s"
+    assert units["omnilimit.requests"] == "{request}"
+    assert units["omnilimit.limit.requests"] == "{request}/min"
+
+    scene.let_go()  # the waiters are admitted: each waited
+    scene.rate.on_rate_limited(retry_after=30)
+    points, _ = collected(reader)
+    assert value(points, "omnilimit.requests", "slots", "admitted") == 3
+    assert value(points, "omnilimit.requests", "openai", "admitted") == 3
+    assert value(points, "omnilimit.requests", "both", "admitted") == 3
+    assert value(points, "omnilimit.requests", "openai", "rate_limited") == 1
+    assert value(points, "omnilimit.pauses", "openai") == 1
+    assert 29 < value(points, "omnilimit.pause.remaining", "openai") <= 30
+    assert value(points, "omnilimit.tokens", "openai", "admitted") == 210
+    for limiter in ("slots", "openai", "both"):
+        assert value(points, "omnilimit.waiting", limiter) == 0
+    # The wait histogram: every wait of the limiter's own histogram, each in the right bucket.
+    for limiter, part, native in (
+        ("slots", "concurrency", scene.slots),
+        ("openai", "rate", scene.rate),
+        ("both", "concurrency", scene.both.concurrency),
+    ):
+        point, attributes = points[("omnilimit.wait.duration", limiter, part)]
+        waits = native.wait_histogram()
+        assert waits.count >= 1
+        assert point.count == waits.count
+        assert list(point.explicit_bounds) == list(EXPORT_BOUNDS_S)
+        below = [sum(point.bucket_counts[: i + 1]) for i in range(len(EXPORT_BOUNDS_S))]
+        assert below == waits.cumulative(EXPORT_BOUNDS_S) or all(
+            abs(a - b) <= 1 for a, b in zip(below, waits.cumulative(EXPORT_BOUNDS_S))
+        )
+        assert point.sum == pytest.approx(waits.sum_s, rel=1 / 32, abs=1e-5)
+        assert attributes["omnilimit.part"] == part
+
+    # A collection with no new wait adds nothing to the histogram (no wait counted twice).
+    before = {k: p.count for k, (p, _) in points.items() if k[0] == "omnilimit.wait.duration"}
+    points, _ = collected(reader)
+    assert {k: p.count for k, (p, _) in points.items() if k[0] == "omnilimit.wait.duration"} == before
+
+    instrumentation.close()
+    points, _ = collected(reader)
+    assert not [k for k in points if k[0] != "omnilimit.wait.duration"]  # observable ones observe nothing
+
+
+def test_the_guide_documents_every_instrument_and_metric():
+    """The guide's tables name exactly the instruments and metrics the exporters publish."""
+    reader, provider = otel_sdk()
+    need("prometheus_client", "prometheus")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from omnilimit.prometheus import collector
+    from omnilimit.telemetry import instrument
+
+    scene = Scene()
+    instrument(scene.limiters, meter_provider=provider)
+    scene.traffic()
+    scene.let_go()
+    points, _ = collected(reader)
+    text = GUIDE.read_text()
+    documented = set(re.findall(r"^\| `(omnilimit\.[a-z0-9.]+)`", text, re.M))
+    assert documented == {name for name, _, _ in points}
+    exposition = exposition_of(collector(scene.limiters))
+    families = {family.name for family in text_string_to_metric_families(exposition)}
+    documented = set(re.findall(r"^\| `(omnilimit_[a-z0-9_]+)`", text, re.M))
+    exported = {f + "_total" if f + "_total" in exposition else f for f in families}
+    assert documented == exported
+
+
+def exposition_of(collector):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return generate_latest(registry).decode()
+
+
+def test_the_prometheus_exposition_parses_and_holds_the_same_figures():
+    need("prometheus_client", "prometheus")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from omnilimit.prometheus import collector
+
+    scene = Scene()
+    scene.traffic()
+    mine = collector(scene.limiters)
+    samples = {}
+    for family in text_string_to_metric_families(exposition_of(mine)):
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            extra = labels.pop("result", labels.pop("state", labels.pop("le", None)))
+            key = (sample.name, labels.pop("limiter"), extra)
+            samples[key] = (sample.value, labels)
+    assert samples[("omnilimit_requests_total", "slots", "admitted")][0] == 2
+    assert samples[("omnilimit_requests_total", "slots", "denied")][0] == 1
+    assert samples[("omnilimit_requests_total", "slots", "timed_out")][0] == 1
+    assert samples[("omnilimit_requests_total", "openai", "denied")][0] == 1
+    assert samples[("omnilimit_waiting", "slots", None)][0] == 1
+    assert samples[("omnilimit_active", "slots", None)][0] == 2
+    assert samples[("omnilimit_limit_requests_per_minute", "openai", None)][0] == 60
+    assert samples[("omnilimit_limit_tokens_per_minute", "openai", None)][0] == 60_000
+    assert samples[("omnilimit_tokens_total", "openai", "admitted")][0] == 200
+    assert samples[("omnilimit_tokens_total", "openai", "settled")][0] == 80
+    assert samples[("omnilimit_rate_tokens_per_minute", "openai", None)][0] == 80
+    _, labels = samples[("omnilimit_waiting", "both", None)]
+    assert labels == {"kind": "combined", "backend": "memory", "scope": "process"}
+    scene.let_go()
+    samples = {}
+    for family in text_string_to_metric_families(exposition_of(mine)):
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            samples[(sample.name, labels["limiter"], labels.get("part"), labels.get("le"))] = sample.value
+    for limiter, part, native in (("slots", "concurrency", scene.slots), ("openai", "rate", scene.rate)):
+        waits = native.wait_histogram()
+        assert samples[("omnilimit_wait_seconds_count", limiter, part, None)] == waits.count
+        assert samples[("omnilimit_wait_seconds_sum", limiter, part, None)] == pytest.approx(waits.sum_s, abs=1e-6)
+        assert samples[("omnilimit_wait_seconds_bucket", limiter, part, "+Inf")] == waits.count
+        cumulative = [samples[("omnilimit_wait_seconds_bucket", limiter, part, repr(b))] for b in EXPORT_BOUNDS_S]
+        assert cumulative == waits.cumulative(EXPORT_BOUNDS_S)
+        assert cumulative == sorted(cumulative)
+        assert samples[("omnilimit_wait_p99_seconds", limiter, None, None)] == native.wait_quantile(0.99)
+
+
+def test_serve_answers_on_its_port_and_closes():
+    need("prometheus_client", "prometheus")
+    from omnilimit.prometheus import serve
+
+    limiter = RateLimiter(600, provider_name="served")
+    limiter.acquire()
+    server = serve(limiter, port=0)
+    try:
+        assert server.url.startswith("http://127.0.0.1:")
+        text = urllib.request.urlopen(server.url, timeout=5).read().decode()
+        assert 'omnilimit_requests_total{backend="memory",kind="rate",limiter="served",result="admitted"' in text
+        with pytest.raises(OSError):
+            serve(limiter, port=server.port)  # the port is taken
+    finally:
+        server.close()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(server.url, timeout=2)
+
+
+def test_the_wait_counts_coarsen_exactly_away_from_the_bounds():
+    histogram = _core.WaitHistogram()
+    waits_s = [0.001, 0.003, 0.003, 0.040, 2.0, 700.0]
+    for wait in waits_s:
+        histogram.record(round(wait * 1e9))
+    counts = WaitCounts.from_native(histogram.buckets())
+    assert counts.count == len(waits_s)
+    assert counts.sum_s == pytest.approx(sum(waits_s), abs=1e-6)
+    assert counts.max_s == 700.0
+    bounds = [0.0025, 0.01, 1.0, 120.0]
+    assert counts.cumulative(bounds) == [1, 3, 4, 5]
+    # A bound inside a bucket takes its share, never more than the waits at or below the bucket.
+    inside = counts.cumulative([0.0030])
+    assert 1 <= inside[0] <= 3
+    for bad in ([1.0, 0.5], [float("nan")], [1.0, 1.0]):
+        with pytest.raises(ValueError, match="ascending finite"):
+            counts.cumulative(bad)
+    empty = WaitCounts.from_native(_core.WaitHistogram().buckets())
+    assert empty.count == 0 and empty.cumulative(EXPORT_BOUNDS_S) == [0] * len(EXPORT_BOUNDS_S)
+
+
+def test_a_wrong_source_is_refused_at_once():
+    otel_sdk()
+    from omnilimit.telemetry import instrument
+
+    for wrong in (42, "openai", [RateLimiter(60), object()], {"k": None}):
+        with pytest.raises(TypeError, match=r"ConcurrencyLimiter, RateLimiter or CombinedLimiter|expected"):
+            instrument(wrong)
+    with pytest.raises(ValueError, match="two limiters are named 'same'"):
+        instrument([RateLimiter(60, provider_name="same"), RateLimiter(60, provider_name="same")])
+
+
+def test_without_the_packages_the_error_says_which_extra(monkeypatch):
+    import omnilimit.prometheus
+    import omnilimit.telemetry
+
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    monkeypatch.setitem(sys.modules, "opentelemetry.metrics", None)
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    monkeypatch.setitem(sys.modules, "prometheus_client.core", None)
+    with pytest.raises(ModuleNotFoundError, match=r"omnilimit\[otel\]"):
+        omnilimit.telemetry.instrument(RateLimiter(60))
+    with pytest.raises(ModuleNotFoundError, match=r"omnilimit\[prometheus\]"):
+        omnilimit.prometheus.collector(RateLimiter(60))
+
+
+def test_a_manager_is_read_at_each_collection(tmp_path):
+    reader, provider = otel_sdk()
+    from omnilimit import ProviderRateLimitManager
+    from omnilimit.telemetry import instrument
+
+    manager = ProviderRateLimitManager.from_config(
+        {"providers": {"openai": {"max_concurrent_calls": 3}, "anthropic": {"rate_limit_rpm": 120}}}
+    )
+    instrument(manager, meter_provider=provider)
+    before = {key for (name, key, _) in collected(reader)[0] if name == "omnilimit.requests"}
+    assert before == set(manager.limiters) == {"default_openai", "default_anthropic"}
+    manager.limiter_for("anthropic").acquire()
+    manager.get_limiter("built-later").acquire()  # a limiter the manager builds after instrument()
+    points, _ = collected(reader)
+    keys = {key for (name, key, _) in points if name == "omnilimit.requests"}
+    assert keys == set(manager.limiters) == before | {"built-later"}
+    assert value(points, "omnilimit.requests", "default_anthropic", "admitted") == 1
+    assert value(points, "omnilimit.requests", "built-later", "admitted") == 1
+
+
+def test_collection_adds_nothing_to_acquire_and_reads_under_load(tiny_switch_interval):
+    """Collections running while 16 threads acquire and release: every admission counted once,
+    the histogram never counting a wait twice (its count equals the limiter's at the end)."""
+    reader, provider = otel_sdk()
+    from omnilimit.telemetry import instrument
+
+    limiter = ConcurrencyLimiter(3, name="busy")
+    instrument(limiter, meter_provider=provider)
+    stop = threading.Event()
+    counts = []
+
+    def work():
+        while not stop.is_set():
+            with limiter:
+                time.sleep(0.0005)
+
+    def collect():
+        while not stop.is_set():
+            counts.append(collected(reader)[0][("omnilimit.requests", "busy", "admitted")][0].value)
+
+    threads = [start_thread(work) for _ in range(16)] + [start_thread(collect)]
+    time.sleep(1.5)
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    points, _ = collected(reader)
+    assert counts == sorted(counts) and len(counts) > 3
+    assert value(points, "omnilimit.requests", "busy", "admitted") == limiter.total_requests
+    assert points[("omnilimit.wait.duration", "busy", "concurrency")][0].count == limiter.wait_histogram().count
