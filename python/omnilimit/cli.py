@@ -25,6 +25,7 @@ COMMANDS = {
     "let through (about 7 s; demo --help)",
     "bench": "measure omnilimit against the installed peers (about 45 s; bench --help)",
     "shm": "list or remove the shared-memory segments of shared limiters (shm --help)",
+    "top": "watch the limiters live: this host's shared ones, or a program's metrics endpoint (top --help)",
 }
 
 
@@ -117,6 +118,10 @@ def _main(argv: list[str]) -> int:
         return bench(rest)
     if command == "shm":
         return shm(rest)
+    if command == "top":
+        from omnilimit.top import main as top
+
+        return top(rest)
     _parser().parse_args(argv)  # --help: the help, exit 0; anything else: `omnilimit: error: ...`, exit 2
     return ERROR_STATUS
 

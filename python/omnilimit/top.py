@@ -1,0 +1,366 @@
+"""``omnilimit top``: the limiters at work, live, one line each.
+
+Two sources. By default the shared limiters of this host: every segment in /dev/shm (backend
+``shm``) is mapped read-only and read (``_core._peek_segment``), so watching changes nothing and
+needs no configuration; the figures are every process's. With ``--url``, a running program's
+Prometheus endpoint (``omnilimit.prometheus.serve`` or a collector in its own server): any
+backend, Redis included (its figures as that program exports them: the fleet's where Redis holds
+them). A line shows the limit, the admissions, their rate per minute since the last refresh, a bar
+of how much of the limit is in use (that rate against the RPM, or the last minute's requests with
+``--once``; slots held against the maximum), the callers waiting,
+the 99th percentile of the waits, the 429s and the pauses. The screen refreshes every second
+(``--interval``); ``q`` quits. ``--once`` prints one table (no terminal needed) and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from omnilimit._shown import printable, redact
+
+PROG = "omnilimit top"
+ERROR_STATUS = 2
+
+
+@dataclass
+class Row:
+    """One limiter's line."""
+
+    name: str
+    kind: str  # rate, concurrency (a combined limiter: one line per part)
+    where: str  # shm, memory, redis, redis-lease
+    admitted: int
+    limit: float  # requests per minute, or slots
+    in_use: float  # requests in the last minute, or slots held
+    waiting: int
+    wait_p99_s: float
+    rate_limited: int
+    pauses: int
+    paused_for: float
+    rate_now: float | None = None  # admissions per minute since the last refresh (None: first look)
+    notes: list[str] = field(default_factory=list)
+
+
+# --- the sources ---------------------------------------------------------------------------------
+
+
+def shm_rows() -> list[Row]:
+    """The shared limiters of this host, one row each (a segment that cannot be read: a row with
+    its reason)."""
+    from omnilimit import _core
+
+    prefix = _core._shm_prefix()
+    try:
+        entries = sorted(name[len(prefix) :] for name in os.listdir("/dev/shm") if name.startswith(prefix))
+    except FileNotFoundError:
+        return []
+    rows = []
+    for name in entries:
+        try:
+            figures = _core._peek_segment(name)
+        except FileNotFoundError:
+            continue  # removed since the listing
+        except (OSError, ValueError, _core.SharedStateError) as error:
+            rows.append(_unreadable(name, str(error)))
+            continue
+        rows.append(_row_from_segment(name, figures))
+    return rows
+
+
+def _row_from_segment(name: str, figures: dict[str, object]) -> Row:
+    def number(key: str) -> float:
+        value = figures.get(key, 0)
+        return float(value) if isinstance(value, (int, float)) else 0.0
+
+    rate = figures["kind"] == "rate"
+    return Row(
+        name=name,
+        kind=str(figures["kind"]),
+        where="shm",
+        admitted=int(number("admitted")),
+        limit=number("rpm_limit") if rate else number("max_concurrent"),
+        in_use=number("current_rpm") if rate else number("active"),
+        waiting=int(number("waiting")),
+        wait_p99_s=number("wait_p99_s"),
+        rate_limited=int(number("rate_limited")),
+        pauses=int(number("pauses")),
+        paused_for=number("paused_for"),
+    )
+
+
+def _unreadable(name: str, why: str) -> Row:
+    return Row(name, "?", "shm", 0, 0.0, 0.0, 0, 0.0, 0, 0, 0.0, notes=[why])
+
+
+def prometheus_rows(url: str, timeout_s: float = 2.0) -> list[Row]:
+    """The limiters a program exports at ``url`` (its Prometheus text). Raises OSError when the
+    endpoint cannot be read, ValueError when it is not Prometheus text, ModuleNotFoundError without
+    prometheus-client."""
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            "reading a Prometheus endpoint needs prometheus-client: pip install 'omnilimit[prometheus]'",
+            name=error.name,
+        ) from error
+    with urllib.request.urlopen(url, timeout=timeout_s) as answer:
+        text = answer.read(16 << 20).decode("utf-8", "replace")
+    rows: dict[tuple[str, str], Row] = {}
+    waits: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    exact: set[tuple[str, str]] = set()  # the limiters whose p99 the program exported
+
+    def row(labels: dict[str, str]) -> Row:
+        key = (labels.get("limiter", "?"), labels.get("kind", "?"))
+        if key not in rows:
+            rows[key] = Row(key[0], key[1], labels.get("backend", "?"), 0, 0.0, 0.0, 0, 0.0, 0, 0, 0.0)
+        return rows[key]
+
+    for family in text_string_to_metric_families(text):
+        if not family.name.startswith("omnilimit_"):
+            continue
+        for sample in family.samples:
+            labels, value = sample.labels, sample.value
+            name = sample.name
+            if name == "omnilimit_requests_total":
+                target = row(labels)
+                if labels.get("result") == "admitted":
+                    target.admitted = int(value)
+                elif labels.get("result") == "rate_limited":
+                    target.rate_limited = int(value)
+            elif name == "omnilimit_waiting":
+                row(labels).waiting = int(value)
+            elif name == "omnilimit_active":
+                row(labels).in_use = value
+            elif (
+                name == "omnilimit_limit_concurrency" and labels.get("kind") == "concurrency"
+            ) or name == "omnilimit_limit_requests_per_minute":
+                row(labels).limit = value
+            elif name == "omnilimit_rate_requests_per_minute" and labels.get("kind") != "concurrency":
+                row(labels).in_use = value
+            elif name == "omnilimit_pauses_total":
+                row(labels).pauses = int(value)
+            elif name == "omnilimit_pause_remaining_seconds":
+                row(labels).paused_for = value
+            elif name == "omnilimit_wait_p99_seconds":
+                target = row(labels)
+                target.wait_p99_s = max(target.wait_p99_s, value)
+                exact.add((labels.get("limiter", "?"), labels.get("kind", "?")))
+            elif name == "omnilimit_wait_seconds_bucket":
+                row(labels)
+                key = (labels.get("limiter", "?"), labels.get("kind", "?"))
+                bound = math.inf if labels.get("le") == "+Inf" else float(labels.get("le", "inf"))
+                waits.setdefault(key, []).append((bound, value))
+    for key, buckets in waits.items():
+        if key not in exact:  # another exporter: estimated from the histogram's bounds
+            rows[key].wait_p99_s = _quantile(0.99, buckets, rows[key].admitted)
+    return list(rows.values())
+
+
+def _quantile(q: float, buckets: list[tuple[float, float]], admitted: int) -> float:
+    """The q-quantile of the admitted callers' waits from a cumulative histogram of the callers
+    that waited (the others waited 0), interpolated inside its bucket (histogram_quantile's rule);
+    a rank beyond the last finite bound reports that bound."""
+    ordered = sorted(buckets)
+    waited = ordered[-1][1] if ordered else 0.0
+    everyone = max(float(admitted), waited)
+    if everyone == 0:
+        return 0.0
+    rank = q * everyone - (everyone - waited)
+    if rank <= 0:
+        return 0.0
+    lower, below = 0.0, 0.0
+    for bound, count in ordered:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower
+            inside = count - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside > 0 else 1.0)
+        lower, below = bound, count
+    return lower
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+HEADER = ("LIMITER", "KIND", "WHERE", "LIMIT", "ADMITTED", "NOW/MIN", "USE", "WAITING", "P99 WAIT", "429s", "PAUSES")
+
+
+def render(rows: list[Row], width: int, source: str) -> list[str]:
+    """The screen's lines for ``rows``, each at most ``width`` characters."""
+    bar_width = max(6, min(20, width - 112))
+    lines = [_fit(f"omnilimit top  {source}  {time.strftime('%H:%M:%S')}  (q quits)", width)]
+    lines.append(
+        _fit(
+            f"{HEADER[0]:<24} {HEADER[1]:<11} {HEADER[2]:<11} {HEADER[3]:>11} {HEADER[4]:>9} {HEADER[5]:>8} "
+            f"{HEADER[6]:<{bar_width + 6}} {HEADER[7]:>7} {HEADER[8]:>9} {HEADER[9]:>6} {HEADER[10]:>6}",
+            width,
+        )
+    )
+    if not rows:
+        lines.append(_fit("(no limiter to show)", width))
+    for row in sorted(rows, key=lambda r: (r.name, r.kind)):
+        if row.notes:
+            lines.append(_fit(f"{printable(row.name)[:24]:<24} cannot be read: {'; '.join(row.notes)}", width))
+            continue
+        limit = f"{row.limit:,.0f} rpm" if row.kind == "rate" else f"{row.limit:,.0f} slots"
+        # A rate limiter's use: the rate since the last look when there is one (the last minute's
+        # requests lag a minute behind a change), against its RPM.
+        in_use = row.rate_now if row.kind == "rate" and row.rate_now is not None else row.in_use
+        used = in_use / row.limit if row.limit > 0 else 0.0
+        filled = max(0, min(bar_width, round(used * bar_width)))
+        bar = "#" * filled + "." * (bar_width - filled)
+        now = "-" if row.rate_now is None else f"{row.rate_now:,.0f}"
+        pause = f" paused {row.paused_for:.1f}s" if row.paused_for > 0 else ""
+        lines.append(
+            _fit(
+                f"{printable(row.name)[:24]:<24} {row.kind:<11} {row.where:<11} {limit:>11} {row.admitted:>9,} {now:>8} "
+                f"{bar} {used * 100:>4.0f}% {row.waiting:>7} {_seconds(row.wait_p99_s):>9} "
+                f"{row.rate_limited:>6} {row.pauses:>6}{pause}",
+                width,
+            )
+        )
+    return lines
+
+
+def _seconds(value: float) -> str:
+    if value <= 0:
+        return "0"
+    if value < 1:
+        return f"{value * 1000:.1f}ms"
+    return f"{value:.2f}s"
+
+
+def _fit(line: str, width: int) -> str:
+    return line if len(line) <= width else line[: max(0, width - 1)] + "…"
+
+
+class Rates:
+    """Admissions per minute between two looks at least ``MIN_SPAN_S`` apart, per limiter (a
+    redraw sooner after the last look, a resize, shows the rate measured before)."""
+
+    MIN_SPAN_S = 0.5
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], tuple[float, int, float | None]] = {}
+
+    def update(self, rows: list[Row]) -> None:
+        now = time.monotonic()
+        for row in rows:
+            key = (row.name, row.kind)
+            before = self._last.get(key)
+            if before is None or row.admitted < before[1]:  # new, or started afresh
+                self._last[key] = (now, row.admitted, None)
+                continue
+            then, admitted, rate = before
+            if now - then < self.MIN_SPAN_S:
+                row.rate_now = rate
+                continue
+            row.rate_now = (row.admitted - admitted) / (now - then) * 60.0
+            self._last[key] = (now, row.admitted, row.rate_now)
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Watch the limiters at work, one line each: this host's shared limiters (segments in "
+        "/dev/shm, read-only), or a program's Prometheus endpoint (--url). Refreshes every second; q quits.",
+    )
+    parser.add_argument("--url", help="a Prometheus endpoint serving omnilimit's metrics (http://HOST:PORT/metrics)")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    parser.add_argument("--once", action="store_true", help="print the table once and exit (no terminal needed)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    from omnilimit.cli import fail
+
+    args = _parser().parse_args(argv)
+    if not (math.isfinite(args.interval) and 0.05 <= args.interval <= 3600):
+        return fail("top", f"--interval must be between 0.05 and 3600 seconds, got {args.interval!r}")
+    if args.url is not None and not args.url.startswith(("http://", "https://")):
+        return fail("top", f"--url must be an http:// or https:// URL, got {printable(args.url)}")
+    source = "shared memory (/dev/shm)" if args.url is None else redact(args.url)
+
+    def look() -> list[Row]:
+        return shm_rows() if args.url is None else prometheus_rows(args.url)
+
+    try:
+        rows = look()
+    except (OSError, ValueError, ModuleNotFoundError) as error:
+        return fail("top", f"{source}: {_reason(error)}")
+    if args.once:
+        for line in render(rows, 200, source):
+            print(line)
+        return 0
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        return fail("top", "the live view needs a terminal (--once prints one table)")
+    import curses
+
+    curses.use_env(False)  # the terminal's size, not a COLUMNS / LINES exported by some earlier shell
+    return int(curses.wrapper(lambda screen: _live(screen, look, source, args.interval)))
+
+
+def _live(screen: object, look: Callable[[], list[Row]], source: str, interval: float) -> int:
+    import curses
+
+    assert isinstance(screen, curses.window)
+    curses.curs_set(0)
+    screen.timeout(50)
+    rates = Rates()
+    next_look = 0.0
+    problem = ""
+    rows: list[Row] = []
+    while True:
+        if time.monotonic() >= next_look:
+            try:
+                rows = look()
+                rates.update(rows)
+                problem = ""
+            except (OSError, ValueError) as error:
+                problem = f"cannot read {source}: {_reason(error)} (showing the last figures)"
+            next_look = time.monotonic() + interval
+            _follow_the_terminal(screen)
+            height, width = screen.getmaxyx()
+            screen.erase()
+            lines = render(rows, max(20, width - 1), source)
+            if problem:
+                lines.insert(1, _fit(problem, max(20, width - 1)))
+            for y, line in enumerate(lines[: height - 1]):
+                screen.addstr(y, 0, line)
+            screen.refresh()
+        key = screen.getch()
+        if key in (ord("q"), ord("Q")):
+            return 0
+        if key == curses.KEY_RESIZE:
+            next_look = 0.0
+
+
+def _follow_the_terminal(screen: object) -> None:
+    """Resizes curses' screen to the terminal's size when they differ: a resize that reached the
+    terminal before curses watched for it (a terminal multiplexer sizes a new pane just after
+    starting its program) sends no KEY_RESIZE, and the screen would keep its first size."""
+    import curses
+
+    assert isinstance(screen, curses.window)
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+    except OSError:
+        return
+    if (size.lines, size.columns) != screen.getmaxyx() and size.lines > 0 and size.columns > 0:
+        curses.resizeterm(size.lines, size.columns)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, urllib.error.URLError):
+        return str(error.reason)
+    return str(error)
