@@ -367,3 +367,91 @@ def test_collection_adds_nothing_to_acquire_and_reads_under_load(tiny_switch_int
     assert counts == sorted(counts) and len(counts) > 3
     assert value(points, "omnilimit.requests", "busy", "admitted") == limiter.total_requests
     assert points[("omnilimit.wait.duration", "busy", "concurrency")][0].count == limiter.wait_histogram().count
+
+
+def prometheus_samples(limiters):
+    need("prometheus_client", "prometheus")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from omnilimit.prometheus import collector
+
+    samples = {}
+    for family in text_string_to_metric_families(exposition_of(collector(limiters))):
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            extra = labels.get("result", labels.get("state", labels.get("part")))
+            if sample.name.startswith("omnilimit_wait_seconds"):
+                continue
+            samples[(sample.name, labels["limiter"], extra)] = (sample.value, labels["scope"], labels["backend"])
+    return samples
+
+
+def test_a_shared_segment_exports_every_process_figures_as_the_fleet(unique_name):
+    """Another process's admissions and 429 count in this process's export of the same segment
+    (scope fleet); a rate limiter's waiting is this process's (scope process)."""
+    from helpers import run_children
+
+    name = unique_name[-60:].lstrip("-_.")
+    try:
+        here = RateLimiter(6000, burst_size=10, provider_name="shared", backend=f"shm://{name}")
+        assert here.acquire() and here.acquire()
+        run_children(
+            1,
+            """
+            import json, omnilimit
+            there = omnilimit.RateLimiter(6000, burst_size=10, provider_name="shared", backend="shm://{name}")
+            for _ in range(5):
+                there.acquire()
+            there.on_rate_limited(retry_after=0.01)
+            print(json.dumps(there.total_requests))
+            """,
+            name=name,
+        )
+        samples = prometheus_samples([here])
+        assert samples[("omnilimit_requests_total", "shared", "admitted")] == (7, "fleet", "shm")
+        assert samples[("omnilimit_requests_total", "shared", "rate_limited")] == (1, "fleet", "shm")
+        assert samples[("omnilimit_pauses_total", "shared", None)][:2] == (1, "fleet")
+        assert samples[("omnilimit_waiting", "shared", None)] == (0, "process", "shm")
+    finally:
+        _core.remove_shared(name)
+
+
+def test_a_redis_limiter_exports_the_fleet_where_redis_holds_it(redis_url, unique_name):
+    """Two limiters of one name on one server stand for two hosts: the admissions are both
+    hosts' (scope fleet), the denials and the wait histogram this one's (scope process)."""
+    host_a = RateLimiter(60, burst_size=3, provider_name=unique_name, backend=redis_url)
+    host_b = RateLimiter(60, burst_size=3, provider_name=unique_name, backend=redis_url)
+    try:
+        assert host_a.acquire() and host_b.acquire() and host_b.acquire()
+        assert not host_b.acquire(timeout=0)
+        assert not host_b.acquire(timeout=0.01)
+        samples = prometheus_samples({"a": host_a})
+        assert samples[("omnilimit_requests_total", "a", "admitted")] == (3, "fleet", "redis")
+        assert samples[("omnilimit_requests_total", "a", "denied")] == (0, "process", "redis")
+        assert samples[("omnilimit_requests_total", "a", "timed_out")] == (0, "process", "redis")
+        theirs = prometheus_samples({"b": host_b})
+        assert theirs[("omnilimit_requests_total", "b", "denied")] == (1, "process", "redis")
+        assert theirs[("omnilimit_requests_total", "b", "timed_out")] == (1, "process", "redis")
+        assert host_a.get_stats()["blocked_count"] == 2  # Redis's count: every host's refusals
+        assert samples[("omnilimit_limit_requests_per_minute", "a", None)][0] == 60
+        assert host_a.wait_histogram().count == 1  # its one admission, round trip included
+    finally:
+        host_a.close()
+        host_b.close()
+
+
+def test_without_the_histogram_the_rest_is_still_observed():
+    reader, provider = otel_sdk()
+    from omnilimit.telemetry import instrument
+
+    limiter = ConcurrencyLimiter(1, name="lone")
+    instrument(limiter, meter_provider=provider, wait_histogram=False)
+    limiter.acquire()
+    waiter = start_thread(limiter.acquire, 10)
+    wait_until(lambda: limiter.waiting == 1)
+    limiter.release()
+    waiter.join(10)
+    points, _ = collected(reader)
+    assert value(points, "omnilimit.requests", "lone", "admitted") == 2
+    assert limiter.wait_histogram().count == 1
+    assert not [k for k in points if k[0] == "omnilimit.wait.duration"]

@@ -91,6 +91,10 @@ void add_metric_methods(pybind11::class_<Core>& cls) {
       .def_property_readonly(
           "denied_count", [](const Core& core) { return core.denied.load(std::memory_order_relaxed); },
           "acquire(timeout=0) calls refused (part of blocked_count).")
+      .def_property_readonly(
+          "_blocked_here", [](const Core& core) { return core.blocked.load(std::memory_order_relaxed); },
+          "The refusals this core counted (blocked_count without a store's figure: with Redis,\n"
+          "this process's; shared through a segment, every process's), of which denied_count.")
       .def(
           "_refused",
           [](py::object self, py::object timeout, bool denied) {

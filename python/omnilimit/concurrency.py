@@ -221,7 +221,8 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, WithStore[ConcurrencyStore], Pro
         ``predicted_wait_s`` (for a caller arriving now: 0 with a slot free, else its place in line
         over the releases per second of the last minute; None when nothing was released).
 
-        With Redis, the shared numbers come from one read of Redis, and it adds ``backend``,
+        With Redis, the shared numbers come from one read of Redis (``timed_out`` and ``denied`` are
+        this process's: Redis counts every host's refusals in ``blocked_count``), and it adds ``backend``,
         ``backend_available``, ``backend_outages``, ``leases_expired`` (permits taken back from
         clients that stopped renewing), ``waiting_everywhere`` (the line across every host;
         ``waiting`` is this process's) and ``outage_admitted`` / ``outage_denied``."""

@@ -145,11 +145,13 @@ class ProviderFeedback:
 
 
 def _common_metrics(limiter: Any) -> dict[str, object]:
-    """The metrics() keys both limiter kinds share (their native cores provide the counters)."""
+    """The metrics() keys both limiter kinds share (their native cores provide the counters).
+    ``timed_out`` and ``denied`` come from the same counters (with Redis, this process's refusals:
+    Redis counts every host's in one number, ``blocked_count``)."""
     denied = limiter.denied_count
     return {
         "admitted": limiter.total_requests,
-        "timed_out": limiter.blocked_count - denied,
+        "timed_out": limiter._blocked_here - denied,
         "denied": denied,
         "rate_limited": limiter.rate_limited_count,
         "pauses": limiter.pauses,

@@ -358,7 +358,8 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         arriving now); with a token budget also ``tokens_admitted`` (reserved by admitted callers)
         and ``tokens_settled`` (recorded as used), in all since the limiter was made.
 
-        With Redis, the shared numbers come from one read of Redis, and it adds ``backend``,
+        With Redis, the shared numbers come from one read of Redis (``timed_out`` and ``denied`` are
+        this process's: Redis counts every host's refusals in ``blocked_count``), and it adds ``backend``,
         ``backend_available``, ``backend_outages`` and ``outage_admitted`` / ``outage_denied``
         (this process's decisions taken by the outage policy)."""
         if self._lease is not None:

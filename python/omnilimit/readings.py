@@ -8,8 +8,9 @@ limiter that is never collected costs what it cost before.
 Which figures are whose. A limiter in this process: every figure is this process's. Shared through
 a segment (``shm``): the segment's counters are every process's on the host (the ``fleet``), except
 a rate limiter's ``waiting`` (callers asleep in this process). With Redis (``strict``): admissions,
-refusals, slots held, the current rate and the pause are every host's (one read of Redis); denials,
-429s, the wait histogram and a rate limiter's ``waiting`` are this process's; a concurrency
+slots held, the current rate and the pause are every host's (one read of Redis); refusals (timed out
+and denied: Redis counts every host's in one number), 429s, pauses declared, tokens, the wait
+histogram and a rate limiter's ``waiting`` are this process's; a concurrency
 limiter's ``waiting`` is the line across every host. In lease mode every figure is this process's
 (its share of the budget decides in process). ``Reading.scope`` says it per figure.
 """
@@ -33,7 +34,7 @@ RESULTS = ("admitted", "timed_out", "denied", "rate_limited")
 wait (``timeout=0``, ``fail_fast``), and 429s reported by the provider."""
 
 # The figures whose scope depends on the backend (the others are the configured limits).
-_SHARED_IN_REDIS = frozenset({"admitted", "timed_out", "active", "current_rpm", "paused_for"})
+_SHARED_IN_REDIS = frozenset({"admitted", "active", "current_rpm", "paused_for"})
 
 
 @dataclass(frozen=True)

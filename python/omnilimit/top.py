@@ -220,7 +220,8 @@ def render(rows: list[Row], width: int, source: str) -> list[str]:
         pause = f" paused {row.paused_for:.1f}s" if row.paused_for > 0 else ""
         lines.append(
             _fit(
-                f"{printable(row.name)[:24]:<24} {row.kind:<11} {row.where:<11} {limit:>11} {row.admitted:>9,} {now:>8} "
+                f"{printable(row.name)[:24]:<24} {row.kind:<11} {row.where:<11} {limit:>11} "
+                f"{row.admitted:>9,} {now:>8} "
                 f"{bar} {used * 100:>4.0f}% {row.waiting:>7} {_seconds(row.wait_p99_s):>9} "
                 f"{row.rate_limited:>6} {row.pauses:>6}{pause}",
                 width,
