@@ -455,3 +455,166 @@ def test_without_the_histogram_the_rest_is_still_observed():
     assert value(points, "omnilimit.requests", "lone", "admitted") == 2
     assert limiter.wait_histogram().count == 1
     assert not [k for k in points if k[0] == "omnilimit.wait.duration"]
+
+
+def tracing():
+    need("opentelemetry.sdk.trace")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter, provider
+
+
+def test_a_wait_longer_than_the_threshold_is_a_span_in_the_caller_context():
+    exporter, provider = tracing()
+    from omnilimit.telemetry import trace
+
+    slots = ConcurrencyLimiter(1, name="slots")
+    rate = RateLimiter(60, burst_size=1, provider_name="paced")
+    tracing_handle = trace({"slots": slots, "paced": rate}, tracer_provider=provider, threshold_s=0.05)
+    app = provider.get_tracer("app")
+    assert rate.acquire()  # the burst: no wait, no span
+    slots.acquire()
+
+    def request():
+        with app.start_as_current_span("request"):
+            assert slots.acquire(timeout=10)
+            slots.release()
+            assert rate.acquire(timeout=10)  # waits ~0.8 s for its instant (one a second)
+
+    thread = start_thread(request)
+    wait_until(lambda: slots.waiting == 1)
+    time.sleep(0.2)
+    slots.release()
+    thread.join(10)
+    spans = {
+        span.name + ":" + span.attributes.get("omnilimit.limiter", ""): span for span in exporter.get_finished_spans()
+    }
+    assert set(spans) == {"request:", "omnilimit.wait:slots", "omnilimit.wait:paced"}
+    parent = spans["request:"].context.span_id
+    for key, limiter, kind, least in (
+        ("omnilimit.wait:slots", "slots", "concurrency", 0.2),
+        ("omnilimit.wait:paced", "paced", "rate", 0.5),
+    ):
+        span = spans[key]
+        assert span.parent.span_id == parent
+        assert dict(span.attributes) | {"omnilimit.wait.seconds": 0} == {
+            "omnilimit.limiter": limiter,
+            "omnilimit.kind": kind,
+            "omnilimit.backend": "memory",
+            "omnilimit.part": kind,
+            "omnilimit.wait.seconds": 0,
+        }
+        seconds = span.attributes["omnilimit.wait.seconds"]
+        assert least <= seconds < 5
+        assert (span.end_time - span.start_time) / 1e9 == pytest.approx(seconds, abs=1e-6)
+    tracing_handle.close()
+    exporter.clear()
+    slots.acquire()
+    waiter = start_thread(slots.acquire, 10)
+    wait_until(lambda: slots.waiting == 1)
+    time.sleep(0.1)
+    slots.release()
+    waiter.join(10)
+    assert exporter.get_finished_spans() == ()  # closed: no span
+
+
+def test_a_coroutine_wait_is_a_span_of_its_task():
+    exporter, provider = tracing()
+    import asyncio
+
+    from omnilimit.telemetry import trace
+
+    both = CombinedLimiter(1, 6000, name="both")
+    trace(both, tracer_provider=provider, threshold_s=0.01)
+    app = provider.get_tracer("app")
+
+    async def main():
+        await both.acquire_async()
+
+        async def second():
+            with app.start_as_current_span("task"):
+                await both.acquire_async(timeout=10)
+                both.release()
+
+        task = asyncio.ensure_future(second())
+        await asyncio.sleep(0.1)
+        both.release()
+        await task
+
+    asyncio.run(main())
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    assert spans["omnilimit.wait"].parent.span_id == spans["task"].context.span_id
+    assert spans["omnilimit.wait"].attributes["omnilimit.kind"] == "combined"
+    assert spans["omnilimit.wait"].attributes["omnilimit.part"] == "concurrency"
+
+
+def test_a_wait_hook_that_raises_costs_the_caller_nothing(caplog):
+    limiter = ConcurrencyLimiter(1, name="hooked")
+    seen = []
+
+    def hook(seconds):
+        seen.append(seconds)
+        raise RuntimeError("a broken exporter")
+
+    limiter.watch_waits(hook, 0.0)
+    limiter.acquire()
+    waiter = start_thread(lambda: seen.append(limiter.acquire(timeout=10)))
+    wait_until(lambda: limiter.waiting == 1)
+    limiter.release()
+    waiter.join(10)
+    assert len(seen) == 2 and seen[0] > 0 and seen[1] is True  # admitted all the same
+    assert limiter.active_calls == 1
+    (record,) = [r for r in caplog.records if "wait hook" in r.getMessage()]
+    assert "a broken exporter" in record.exc_text and "not logged again" in record.getMessage()
+    limiter.release()
+    limiter.acquire()
+    waiter = start_thread(limiter.acquire, 10)
+    wait_until(lambda: limiter.waiting == 1)
+    limiter.release()
+    waiter.join(10)
+    assert len(seen) == 3 and len([r for r in caplog.records if "wait hook" in r.getMessage()]) == 1
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite number of seconds"):
+            limiter.watch_waits(hook, bad)
+
+
+def test_a_traced_limiter_is_still_freed():
+    """The hook holds no reference to its limiter (the native core is invisible to the garbage
+    collector: a cycle through it would never be freed)."""
+    import gc
+    import weakref
+
+    _, provider = tracing()
+    from omnilimit.telemetry import trace
+
+    limiter = RateLimiter(60, provider_name="gone")
+    trace(limiter, tracer_provider=provider)
+    watched = weakref.ref(limiter)
+    del limiter
+    gc.collect()
+    assert watched() is None
+
+
+def test_a_redis_limiter_wait_is_a_span_too(redis_url, unique_name):
+    exporter, provider = tracing()
+    from omnilimit.telemetry import trace
+
+    limiter = ConcurrencyLimiter(1, name=unique_name, backend=redis_url)
+    try:
+        trace({"fleet": limiter}, tracer_provider=provider, threshold_s=0.05)
+        limiter.acquire()
+        waiter = start_thread(limiter.acquire, 10)
+        wait_until(lambda: limiter.waiting == 1)
+        time.sleep(0.1)
+        limiter.release()
+        waiter.join(10)
+        (span,) = exporter.get_finished_spans()
+        assert span.attributes["omnilimit.backend"] == "redis"
+        assert span.attributes["omnilimit.wait.seconds"] >= 0.1
+    finally:
+        limiter.close()

@@ -91,6 +91,19 @@ void add_metric_methods(pybind11::class_<Core>& cls) {
       .def_property_readonly(
           "denied_count", [](const Core& core) { return core.denied.load(std::memory_order_relaxed); },
           "acquire(timeout=0) calls refused (part of blocked_count).")
+      .def(
+          "_set_wait_hook",
+          [](Core& core, py::object hook, double threshold_s) {
+            if (!(threshold_s >= 0.0) || !std::isfinite(threshold_s)) {
+              throw std::invalid_argument("the threshold must be a finite number of seconds >= 0");
+            }
+            core.hooks.long_wait_ns = hook.is_none() ? kForever : static_cast<Nanos>(threshold_s * 1e9);
+            core.hooks.on_long_wait = std::move(hook);
+          },
+          py::arg("hook"), py::arg("threshold_s") = 0.0,
+          "Calls hook(seconds) after each admitted caller that waited at least threshold_s, in that\n"
+          "caller's thread (or task), the GIL held; None removes it. The hook must not reference the\n"
+          "limiter (the native core is invisible to the garbage collector: a cycle would never be freed).")
       .def_property_readonly(
           "_blocked_here", [](const Core& core) { return core.blocked.load(std::memory_order_relaxed); },
           "The refusals this core counted (blocked_count without a store's figure: with Redis,\n"

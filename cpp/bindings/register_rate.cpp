@@ -302,7 +302,7 @@ Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens, bool
     latest_reservations.remember(core.id, tokens);
     core.tokens_admitted.fetch_add(tokens, std::memory_order_relaxed);
   }
-  if (sleeping) core.waits.record(now - started_ns);
+  if (sleeping) record_wait(core.hooks, core.waits, now - started_ns);
   core.total_acquired.fetch_add(1, std::memory_order_relaxed);
   return Outcome::acquired;
 }
@@ -497,7 +497,7 @@ PyMethodDef fast_methods[] = {
 // ---- coroutines (acquire_async) --------------------------------------------------------------
 
 void count_async_acquired(RateCore& core, Nanos started_ns, std::int64_t tokens = 0) {
-  if (started_ns != 0) core.waits.record(now_ns() - started_ns);
+  if (started_ns != 0) record_wait(core.hooks, core.waits, now_ns() - started_ns);
   if (tokens > 0) core.tokens_admitted.fetch_add(tokens, std::memory_order_relaxed);
   core.total_acquired.fetch_add(1, std::memory_order_relaxed);
 }

@@ -215,7 +215,7 @@ struct Concurrency {
     const Outcome outcome = queue_for_slot(core, timeout_ns, started_ns);
     if (outcome != Outcome::acquired) return outcome;
     if (!core.pause.maybe_active()) {
-      if (started_ns != 0) core.waits.record(now_ns() - started_ns);
+      if (started_ns != 0) record_wait(core.hooks, core.waits, now_ns() - started_ns);
       return outcome;
     }
     // A pause may be in effect: keep the slot until its end, or pass it on (SlotUnderPause).
@@ -225,7 +225,7 @@ struct Concurrency {
     const Nanos go_at = end == 0 ? 0 : core.pause.release_time(end);
     const SlotUnderPause plan = SlotUnderPause::decide(end, go_at, started_ns, timeout_ns);
     if (plan.action == SlotUnderPause::Action::go) {
-      core.waits.record(now - started_ns);
+      record_wait(core.hooks, core.waits, now - started_ns);
       return outcome;
     }
     Standby::Watch watch(core.standby);
@@ -233,7 +233,7 @@ struct Concurrency {
     if (plan.action == SlotUnderPause::Action::hold) {
       result = sleep_unless_closed(core, watch, plan.until_ns);
       if (result == WaitResult::deadline) {  // the pause's end came
-        core.waits.record(now_ns() - started_ns);
+        record_wait(core.hooks, core.waits, now_ns() - started_ns);
         return outcome;
       }
     }
@@ -351,7 +351,7 @@ struct Concurrency {
 // A coroutine's acquisition, counted as a thread's (in the loop's thread, which releases it).
 void count_async_acquired(ConcurrencyCore& core, Nanos started_ns) {
   core.total_acquired.fetch_add(1, std::memory_order_relaxed);
-  if (started_ns != 0) core.waits.record(now_ns() - started_ns);
+  if (started_ns != 0) record_wait(core.hooks, core.waits, now_ns() - started_ns);
   thread_account.after_acquire(core.id, true, is_live);
 }
 

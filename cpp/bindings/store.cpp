@@ -56,6 +56,18 @@ PyObject* timeout_message(const Hooks& hooks, PyObject* timeout) {
 
 }  // namespace
 
+void record_wait(const Hooks& hooks, WaitHistogram& waits, Nanos waited_ns) {
+  waits.record(waited_ns);
+  if (waited_ns < hooks.long_wait_ns || hooks.on_long_wait.is_none()) return;
+  const py::float_ seconds(static_cast<double>(waited_ns) / 1e9);
+  PyObject* result = PyObject_CallOneArg(hooks.on_long_wait.ptr(), seconds.ptr());
+  if (result == nullptr) {
+    PyErr_WriteUnraisable(hooks.on_long_wait.ptr());
+  } else {
+    Py_DECREF(result);
+  }
+}
+
 bool report_timeout(const Hooks& hooks, std::atomic<std::int64_t>& blocked, Nanos timeout_ns, PyObject* timeout) {
   blocked.fetch_add(1, std::memory_order_relaxed);
   if (timeout_ns == 0 || hooks.on_timeout.is_none()) return true;  // a failed try is not a timeout: polling stays quiet

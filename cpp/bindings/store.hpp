@@ -21,6 +21,10 @@ struct Hooks {
   py::object store;            // None: the core decides; else the object that does (see the Store protocol)
   py::object on_timeout;       // None, or on_timeout(timeout) -> message: a caller waited in vain
   py::object on_over_release;  // None, or on_over_release(): the first release without a held slot
+  // None, or on_long_wait(seconds): an admitted caller waited at least long_wait_ns (telemetry's
+  // spans; set and cleared by _set_wait_hook, with the GIL held, like every read of it).
+  py::object on_long_wait = py::none();
+  Nanos long_wait_ns = kForever;
 
   bool has_store() const { return !store.is_none(); }
 };
@@ -28,6 +32,11 @@ struct Hooks {
 // store.acquire(limiter, *args): True, False, or an exception (Outcome::error, with it set). The
 // arguments are the caller's, checked by the fast method already.
 Outcome take_from_store(const Hooks& hooks, PyObject* limiter, PyObject* const* args, Py_ssize_t nargs);
+
+// Records an admitted caller's wait of `waited_ns` in `waits` and, when it lasted at least
+// long_wait_ns, calls on_long_wait(seconds); an exception from it is reported as unraisable (the
+// caller keeps what it was admitted to). With the GIL held: only callers that waited get here.
+void record_wait(const Hooks& hooks, WaitHistogram& waits, Nanos waited_ns);
 
 // store.release(limiter): True when a permit was given back, False when none was held.
 // Returns false with the error set when the store raised (then *released is untouched).

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -303,6 +304,12 @@ class CombinedLimiter(_async.AsyncLimiting):
 
     def get_current_rpm(self) -> int:
         return self.rate.get_current_rpm()
+
+    def watch_waits(self, hook: Callable[[float], object] | None, threshold_s: float = 0.0) -> None:
+        """``watch_waits`` on both parts: ``hook(seconds)`` after a wait for a slot, and after a
+        wait for a rate turn, each at least ``threshold_s`` long (see ``RateLimiter.watch_waits``)."""
+        self.concurrency.watch_waits(hook, threshold_s)
+        self.rate.watch_waits(hook, threshold_s)
 
     def get_stats(self) -> dict[str, object]:
         """The concurrency keys (``max_concurrent``, ``active_calls``, ``total_requests``,

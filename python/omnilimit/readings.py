@@ -115,7 +115,7 @@ def read(key: str, limiter: Limiter) -> Reading:
     return Reading(
         key=key,
         kind="rate" if is_rate else "concurrency",
-        backend=_backend(limiter),
+        backend=backend_of(limiter),
         requests={result: int(_number(metrics[result])) for result in RESULTS},
         waiting=int(_number(waiting)),
         active=None if is_rate else int(_number(metrics["active_calls"])),
@@ -159,7 +159,7 @@ def _read_combined(key: str, limiter: CombinedLimiter) -> Reading:
     )
 
 
-def _backend(limiter: ConcurrencyLimiter | RateLimiter) -> Literal["memory", "shm", "redis", "redis-lease"]:
+def backend_of(limiter: ConcurrencyLimiter | RateLimiter) -> Literal["memory", "shm", "redis", "redis-lease"]:
     if isinstance(limiter, RateLimiter) and limiter.coordination == "lease":
         return "redis-lease"
     where = limiter.backend

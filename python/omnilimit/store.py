@@ -15,8 +15,11 @@ These protocols say what the limiters call; a store that forgets a method fails 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from omnilimit._log import logger
 
 
 class Store(Protocol):
@@ -49,6 +52,10 @@ class Store(Protocol):
 
     def metrics(self) -> dict[str, object]:
         """The keys a store adds to ``metrics()`` (``backend``, ``outage_admitted``...)."""
+
+    def watch_waits(self, hook: Callable[[float], object] | None, threshold_s: float) -> None:
+        """Calls ``hook(seconds)`` after each of this process's admitted callers that waited at
+        least ``threshold_s`` (None: stop); what ``WithStore.watch_waits`` asks of a store."""
 
     def described(self) -> str:
         """The arguments ``repr()`` of the limiter shows: its limits and name as configured here,
@@ -163,6 +170,20 @@ class WithStore(Generic[S]):
         @property
         def shared_name(self) -> str | None: ...
 
+        def _set_wait_hook(self, hook: Callable[[float], object] | None, threshold_s: float = 0.0) -> None: ...
+
+    def watch_waits(self, hook: Callable[[float], object] | None, threshold_s: float = 0.0) -> None:
+        """Calls ``hook(seconds)`` after each admitted caller of this process that waited at least
+        ``threshold_s`` seconds, in that caller's thread (or task); None stops it. One hook per
+        limiter (a second replaces the first). An exception from the hook is reported and the
+        caller keeps its admission. The hook must not hold a reference to the limiter: the native
+        core is invisible to the garbage collector, and the cycle would never be freed. Raises
+        ValueError for a threshold that is not a finite number of seconds >= 0."""
+        guarded = None if hook is None else _logging_failures(hook)
+        self._set_wait_hook(guarded, threshold_s)
+        if self._store is not None:
+            self._store.watch_waits(guarded, threshold_s)
+
     @property
     def store(self) -> S | None:
         """The store that holds the state when it lives in Redis (None: this process or shared
@@ -186,3 +207,22 @@ class WithStore(Generic[S]):
     def on_backend_error(self) -> str | None:
         """The Redis store's outage policy (None without a Redis store)."""
         return None if self.store is None else self.store.on_backend_error
+
+
+def _logging_failures(hook: Callable[[float], object]) -> Callable[[float], None]:
+    """``hook``, its exceptions logged (the first one with its traceback, the rest counted in
+    silence) instead of reaching the caller it was called for."""
+    failures = 0
+
+    def guarded(seconds: float) -> None:
+        nonlocal failures
+        try:
+            hook(seconds)
+        except Exception:
+            failures += 1
+            if failures == 1:
+                logger.exception(
+                    "the wait hook %r raised; the caller was admitted all the same (not logged again)", hook
+                )
+
+    return guarded

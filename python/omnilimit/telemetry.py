@@ -13,16 +13,22 @@ exporters as usual. The instruments, their units and attributes: docs/guide/obse
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from omnilimit.readings import RESULTS, Reading, limiters_of, read
+from omnilimit.combined import CombinedLimiter
+from omnilimit.concurrency import ConcurrencyLimiter
+from omnilimit.rate import RateLimiter
+from omnilimit.readings import RESULTS, Reading, backend_of, limiters_of, read
 from omnilimit.waits import EXPORT_BOUNDS_S, WaitCounts
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Observation
+    from opentelemetry.trace import Tracer, TracerProvider
 
 MISSING = "omnilimit.telemetry needs the OpenTelemetry API: pip install 'omnilimit[otel]'"
 
@@ -215,6 +221,76 @@ def _attributes(reading: Reading, figure: str) -> dict[str, str]:
     }
 
 
+class Tracing:
+    """The wait hooks ``trace()`` set; ``close()`` removes them."""
+
+    def __init__(self, source: object, tracer_provider: TracerProvider | None, threshold_s: float) -> None:
+        from importlib.metadata import version
+
+        try:
+            from opentelemetry import trace as otel_trace
+        except ModuleNotFoundError as error:
+            if error.name is not None and error.name.startswith("opentelemetry"):
+                raise ModuleNotFoundError(MISSING, name=error.name) from error
+            raise
+        if not (isinstance(threshold_s, (int, float)) and math.isfinite(threshold_s) and threshold_s >= 0):
+            raise ValueError(f"threshold_s must be a finite number of seconds >= 0, got {threshold_s!r}")
+        tracer = otel_trace.get_tracer(METER_NAME, version("omnilimit"), tracer_provider=tracer_provider)
+        self._parts: list[Any] = []
+        for key, limiter in limiters_of(source).items():
+            reading_kind = "combined" if isinstance(limiter, CombinedLimiter) else None
+            parts: list[tuple[str, ConcurrencyLimiter | RateLimiter]] = (
+                [("concurrency", limiter.concurrency), ("rate", limiter.rate)]
+                if isinstance(limiter, CombinedLimiter)
+                else [("rate" if isinstance(limiter, RateLimiter) else "concurrency", limiter)]
+            )
+            for part, native in parts:
+                attributes = {
+                    "omnilimit.limiter": key,
+                    "omnilimit.kind": reading_kind or part,
+                    "omnilimit.backend": backend_of(native),
+                    "omnilimit.part": part,
+                }
+                native.watch_waits(_span_maker(tracer, attributes), threshold_s)
+                self._parts.append(native)
+
+    def close(self) -> None:
+        """Removes the hooks: no span from now on."""
+        for native in self._parts:
+            native.watch_waits(None)
+        self._parts = []
+
+
+def _span_maker(tracer: Tracer, attributes: dict[str, str]) -> Callable[[float], None]:
+    """The hook of one limiter part: a span ``omnilimit.wait`` that ends now and began ``seconds``
+    ago, in the caller's context (a child of the span the caller is in). It holds no reference to
+    the limiter."""
+
+    def made(seconds: float) -> None:
+        end = time.time_ns()
+        span = tracer.start_span(
+            "omnilimit.wait",
+            start_time=end - round(seconds * 1e9),
+            attributes={**attributes, "omnilimit.wait.seconds": seconds},
+        )
+        span.end(end_time=end)
+
+    return made
+
+
+def trace(
+    manager_or_limiters: object, tracer_provider: TracerProvider | None = None, *, threshold_s: float = 0.1
+) -> Tracing:
+    """A span ``omnilimit.wait`` for each admitted caller that waited at least ``threshold_s``
+    seconds, made when it is admitted, in its thread (or task) and context: a child of the span it
+    is in, with the limiter's attributes and the wait (``omnilimit.wait.seconds``). For the
+    limiters of ``manager_or_limiters`` now (a manager's limiters built later are not traced: call
+    ``trace()`` again). Callers that did not wait cost nothing. Raises ModuleNotFoundError without
+    ``opentelemetry-api``, ValueError for a bad threshold, TypeError / ValueError for a wrong
+    source."""
+    return Tracing(manager_or_limiters, tracer_provider, threshold_s)
+
+
 def instrument(
     manager_or_limiters: object, meter_provider: MeterProvider | None = None, *, wait_histogram: bool = True
 ) -> Instrumentation:
@@ -229,4 +305,4 @@ def instrument(
     return Instrumentation(manager_or_limiters, meter_provider, wait_histogram)
 
 
-__all__ = ["RESULTS", "Instrumentation", "instrument"]
+__all__ = ["RESULTS", "Instrumentation", "Tracing", "instrument", "trace"]

@@ -27,6 +27,7 @@ import contextlib
 import functools
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from omnilimit import _async, _core, pause
@@ -363,6 +364,9 @@ class RedisConcurrencyStore:
             "outage_admitted": self._outage.admitted,
             "outage_denied": self._outage.denied,
         }
+
+    def watch_waits(self, hook: Callable[[float], object] | None, threshold_s: float) -> None:
+        self._mine.watch(hook, threshold_s)
 
     def described(self) -> str:
         return (

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from omnilimit import _async, _core
@@ -389,6 +390,9 @@ class RedisRateStore:
             "outage_admitted": self._outage.admitted,
             "outage_denied": self._outage.denied,
         }
+
+    def watch_waits(self, hook: Callable[[float], object] | None, threshold_s: float) -> None:
+        self._mine.watch(hook, threshold_s)
 
     def described(self) -> str:
         return (

@@ -36,6 +36,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from omnilimit import _async, _core
@@ -639,6 +640,9 @@ class RedisTokenStore:
             "outage_admitted": self._outage.admitted,
             "outage_denied": self._outage.denied,
         }
+
+    def watch_waits(self, hook: Callable[[float], object] | None, threshold_s: float) -> None:
+        self._mine.watch(hook, threshold_s)
 
     def described(self) -> str:
         b = self._budgets

@@ -7,7 +7,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from omnilimit import _core
@@ -54,7 +54,7 @@ class ProcessWaits:
     (``waiting``) and the waits of the admitted ones (``wait_quantile``, ``wait_max``).
     Thread-safe."""
 
-    __slots__ = ("_lock", "now", "recorder")
+    __slots__ = ("_hook", "_lock", "_threshold_s", "now", "recorder")
 
     FIGURES = frozenset({"waiting", "wait_quantile", "wait_max", "wait_buckets"})
 
@@ -62,6 +62,12 @@ class ProcessWaits:
         self._lock = threading.Lock()
         self.now = 0  # callers waiting now
         self.recorder = WaitRecorder()
+        self._hook: Callable[[float], object] | None = None  # watch()
+        self._threshold_s = 0.0
+
+    def watch(self, hook: Callable[[float], object] | None, threshold_s: float) -> None:
+        """Calls ``hook(seconds)`` after each admitted caller that waited at least ``threshold_s``."""
+        self._hook, self._threshold_s = hook, threshold_s
 
     @contextlib.contextmanager
     def waiting(self) -> Iterator[None]:
@@ -76,7 +82,11 @@ class ProcessWaits:
 
     def admitted(self, started: float) -> None:
         """A caller that began to wait at ``started`` (``time.monotonic()``) may go now."""
-        self.recorder.record(time.monotonic() - started)
+        seconds = time.monotonic() - started
+        self.recorder.record(seconds)
+        hook = self._hook
+        if hook is not None and seconds >= self._threshold_s:
+            hook(seconds)  # WithStore.watch_waits gives a hook that logs its own failures
 
     def figure(self, name: str, *args: Any) -> Any:
         """One of ``FIGURES``, with its arguments (``wait_quantile``'s q)."""
