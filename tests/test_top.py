@@ -26,11 +26,20 @@ slots.acquire(); slots.acquire()
 threading.Thread(target=slots.acquire, args=(120,), daemon=True).start()   # waits: both slots held
 while slots.waiting != 1:
     time.sleep(0.01)
+tokens = omnilimit.RateLimiter(6000, burst_size=1, provider_name="{name}-tokens", tokens_per_minute=60000,
+                               token_burst=1000, backend="shm://{name}-tokens")
 def steady():
     while True:
         rate.acquire()
         rate.record_request()
+def spend():
+    while True:
+        tokens.acquire(tokens=1000)
+        tokens.record_request(tokens=1000)
 threading.Thread(target=steady, daemon=True).start()
+threading.Thread(target=spend, daemon=True).start()
+while tokens.tokens_admitted == 0:
+    time.sleep(0.01)
 print("ready", flush=True)
 sys.stdin.readline()
 """
@@ -68,10 +77,14 @@ def test_once_shows_another_process_shared_limiters_and_changes_nothing(prefix):
         slots = line_of(shown.stdout, "job-slots")
         assert slots[1:5] == ["concurrency", "shm", "2", "slots"]
         assert slots[5] == "2"  # admitted
-        assert "100%" in slots and slots[slots.index("100%") + 1] == "1"  # both slots held, one caller waiting
+        assert slots[slots.index("100%") : slots.index("100%") + 3] == ["100%", "slots", "1"]  # one caller waiting
         rate = line_of(shown.stdout, "job-rate")
         assert rate[1:5] == ["rate", "shm", "600", "rpm"]
         assert int(rate[5].replace(",", "")) >= 5
+        assert rate[rate.index("rpm", 5) + 1] == "-"  # a rate limiter's sleepers are each process's: not in the segment
+        tokens = line_of(shown.stdout, "job-tokens")
+        assert tokens[1:7] == ["rate", "shm", "6,000", "rpm", "60k", "tpm"]
+        assert tokens[tokens.index("tpm", 7) - 1].endswith("%")  # the token budget is the limit in use
         # Read-only: the segment's figures are the child's own, and they keep moving.
         figures = _core._peek_segment("job-rate")
         assert figures["rpm_limit"] == pytest.approx(600) and figures["burst"] == 1
@@ -155,9 +168,9 @@ def test_the_live_view_in_a_real_terminal(prefix):
     tmux = ["tmux", "-L", socket]
     try:
         assert child.stdout.readline().strip() == "ready", child.stderr.read()
-        command = f"env OMNILIMIT_SHM_PREFIX={prefix} {sys.executable} -m omnilimit top"
+        # The shell tells how top ended (tmux's own pane_dead_status is not always set).
+        command = f"env OMNILIMIT_SHM_PREFIX={prefix} {sys.executable} -m omnilimit top; echo top-exited-$?; sleep 60"
         subprocess.run([*tmux, "new-session", "-d", "-s", "top", "-x", "160", "-y", "20", command], check=True)
-        subprocess.run([*tmux, "set-option", "-t", "top", "remain-on-exit", "on"], check=True)
 
         def screen():
             return subprocess.run(
@@ -181,19 +194,16 @@ def test_the_live_view_in_a_real_terminal(prefix):
         assert 300 <= int(rate[6].replace(",", "")) <= 1300  # ~600 a minute (one second's sample)
         slots = next(line.split() for line in captured.splitlines() if line.startswith("live-slots"))
         assert slots[1:5] == ["concurrency", "shm", "2", "slots"] and "100%" in slots
+        tokens = next(line.split() for line in captured.splitlines() if line.startswith("live-tokens"))
+        share = tokens[tokens.index("tpm", 7) - 1]
+        assert 50 <= int(share.rstrip("%")) <= 130  # ~60,000 tokens a minute of 60,000: the token budget binds
         subprocess.run([*tmux, "send-keys", "-t", "top", "q"], check=True)
 
-        def status():
-            return subprocess.run(
-                [*tmux, "display-message", "-p", "-t", "top", "#{pane_dead} #{pane_dead_status}"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.split()
-
-        wait_until(lambda: status()[0] == "1", timeout=10, interval=0.1)
-        assert status() == ["1", "0"]
+        deadline = time.monotonic() + 10
+        while "top-exited-" not in screen():
+            assert time.monotonic() < deadline, f"top did not end within 10 s of q; the screen:\n{screen()}"
+            time.sleep(0.1)
+        assert "top-exited-0" in screen()
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
         finish(child)
-        time.sleep(0)

@@ -15,6 +15,7 @@ the 99th percentile of the waits, the 429s and the pauses. The screen refreshes 
 from __future__ import annotations
 
 import argparse
+import collections
 import math
 import os
 import sys
@@ -35,18 +36,36 @@ class Row:
     """One limiter's line."""
 
     name: str
-    kind: str  # rate, concurrency (a combined limiter: one line per part)
+    kind: str  # rate, concurrency, combined (shown by its rate; a shared one: a line per part's segment)
     where: str  # shm, memory, redis, redis-lease
     admitted: int
     limit: float  # requests per minute, or slots
     in_use: float  # requests in the last minute, or slots held
-    waiting: int
+    waiting: int | None  # None: not known here (a shared rate limiter's sleepers are each process's)
     wait_p99_s: float
     rate_limited: int
     pauses: int
     paused_for: float
+    tpm_limit: float | None = None  # with a token budget
+    tokens_settled: int = 0  # recorded as used: what the budget spent, refunds deducted
+    tokens_in_use: float = 0.0  # tokens recorded in the last minute
     rate_now: float | None = None  # admissions per minute since the last refresh (None: first look)
+    tokens_now: float | None = None  # tokens settled per minute over the last few seconds
     notes: list[str] = field(default_factory=list)
+
+    def use(self) -> tuple[float, str]:
+        """How much of its limit is in use (1.0: all of it), and of which limit: slots held against
+        the maximum; for a rate limiter, its rate since the last look (or the last minute's)
+        against the RPM, or its tokens against the TPM when that is the larger share."""
+        if self.kind == "concurrency":
+            return (self.in_use / self.limit if self.limit > 0 else 0.0), "slots"
+        requests = self.rate_now if self.rate_now is not None else self.in_use
+        share = requests / self.limit if self.limit > 0 else 0.0
+        if self.tpm_limit:
+            tokens = self.tokens_now if self.tokens_now is not None else self.tokens_in_use
+            if tokens / self.tpm_limit > share:
+                return tokens / self.tpm_limit, "tpm"
+        return share, "rpm"
 
 
 # --- the sources ---------------------------------------------------------------------------------
@@ -88,11 +107,14 @@ def _row_from_segment(name: str, figures: dict[str, object]) -> Row:
         admitted=int(number("admitted")),
         limit=number("rpm_limit") if rate else number("max_concurrent"),
         in_use=number("current_rpm") if rate else number("active"),
-        waiting=int(number("waiting")),
+        waiting=None if "waiting" not in figures else int(number("waiting")),
         wait_p99_s=number("wait_p99_s"),
         rate_limited=int(number("rate_limited")),
         pauses=int(number("pauses")),
         paused_for=number("paused_for"),
+        tpm_limit=number("tpm_limit") if "tpm_limit" in figures else None,
+        tokens_settled=int(number("tokens_settled")),
+        tokens_in_use=number("current_tpm"),
     )
 
 
@@ -137,12 +159,18 @@ def prometheus_rows(url: str, timeout_s: float = 2.0) -> list[Row]:
                     target.rate_limited = int(value)
             elif name == "omnilimit_waiting":
                 row(labels).waiting = int(value)
-            elif name == "omnilimit_active":
-                row(labels).in_use = value
+            elif name == "omnilimit_active" and labels.get("kind") == "concurrency":
+                row(labels).in_use = value  # (a combined limiter's line shows its rate, as a rate limiter's)
             elif (
                 name == "omnilimit_limit_concurrency" and labels.get("kind") == "concurrency"
             ) or name == "omnilimit_limit_requests_per_minute":
                 row(labels).limit = value
+            elif name == "omnilimit_limit_tokens_per_minute":
+                row(labels).tpm_limit = value
+            elif name == "omnilimit_rate_tokens_per_minute":
+                row(labels).tokens_in_use = value
+            elif name == "omnilimit_tokens_total" and labels.get("state") == "settled":
+                row(labels).tokens_settled = int(value)
             elif name == "omnilimit_rate_requests_per_minute" and labels.get("kind") != "concurrency":
                 row(labels).in_use = value
             elif name == "omnilimit_pauses_total":
@@ -190,16 +218,19 @@ def _quantile(q: float, buckets: list[tuple[float, float]], admitted: int) -> fl
 # --- the table -----------------------------------------------------------------------------------
 
 HEADER = ("LIMITER", "KIND", "WHERE", "LIMIT", "ADMITTED", "NOW/MIN", "USE", "WAITING", "P99 WAIT", "429s", "PAUSES")
+LIMIT_WIDTH = 17
+FIXED_WIDTH = 24 + 11 + 11 + LIMIT_WIDTH + 9 + 8 + 12 + 7 + 9 + 6 + 6 + 10  # a line but its bar (and spaces)
 
 
 def render(rows: list[Row], width: int, source: str) -> list[str]:
     """The screen's lines for ``rows``, each at most ``width`` characters."""
-    bar_width = max(6, min(20, width - 112))
+    bar_width = max(6, min(20, width - FIXED_WIDTH))
     lines = [_fit(f"omnilimit top  {source}  {time.strftime('%H:%M:%S')}  (q quits)", width)]
     lines.append(
         _fit(
-            f"{HEADER[0]:<24} {HEADER[1]:<11} {HEADER[2]:<11} {HEADER[3]:>11} {HEADER[4]:>9} {HEADER[5]:>8} "
-            f"{HEADER[6]:<{bar_width + 6}} {HEADER[7]:>7} {HEADER[8]:>9} {HEADER[9]:>6} {HEADER[10]:>6}",
+            f"{HEADER[0]:<24} {HEADER[1]:<11} {HEADER[2]:<11} {HEADER[3]:>{LIMIT_WIDTH}} {HEADER[4]:>9} "
+            f"{HEADER[5]:>8} {HEADER[6]:<{bar_width + 12}} {HEADER[7]:>7} {HEADER[8]:>9} {HEADER[9]:>6} "
+            f"{HEADER[10]:>6}",
             width,
         )
     )
@@ -209,25 +240,37 @@ def render(rows: list[Row], width: int, source: str) -> list[str]:
         if row.notes:
             lines.append(_fit(f"{printable(row.name)[:24]:<24} cannot be read: {'; '.join(row.notes)}", width))
             continue
-        limit = f"{row.limit:,.0f} rpm" if row.kind == "rate" else f"{row.limit:,.0f} slots"
-        # A rate limiter's use: the rate since the last look when there is one (the last minute's
-        # requests lag a minute behind a change), against its RPM.
-        in_use = row.rate_now if row.kind == "rate" and row.rate_now is not None else row.in_use
-        used = in_use / row.limit if row.limit > 0 else 0.0
+        if row.kind == "concurrency":
+            limit = f"{_count(row.limit)} slots"
+        elif row.tpm_limit:
+            limit = f"{_count(row.limit)} rpm {_count(row.tpm_limit)} tpm"
+        else:
+            limit = f"{_count(row.limit)} rpm"
+        used, of = row.use()
         filled = max(0, min(bar_width, round(used * bar_width)))
         bar = "#" * filled + "." * (bar_width - filled)
         now = "-" if row.rate_now is None else f"{row.rate_now:,.0f}"
+        waiting = "-" if row.waiting is None else str(row.waiting)
         pause = f" paused {row.paused_for:.1f}s" if row.paused_for > 0 else ""
         lines.append(
             _fit(
-                f"{printable(row.name)[:24]:<24} {row.kind:<11} {row.where:<11} {limit:>11} "
+                f"{printable(row.name)[:24]:<24} {row.kind:<11} {row.where:<11} {limit:>{LIMIT_WIDTH}} "
                 f"{row.admitted:>9,} {now:>8} "
-                f"{bar} {used * 100:>4.0f}% {row.waiting:>7} {_seconds(row.wait_p99_s):>9} "
+                f"{bar} {used * 100:>4.0f}% {of:<5} {waiting:>7} {_seconds(row.wait_p99_s):>9} "
                 f"{row.rate_limited:>6} {row.pauses:>6}{pause}",
                 width,
             )
         )
     return lines
+
+
+def _count(value: float) -> str:
+    """1,200 / 60k / 12.5k / 2.5M: a limit in a few characters."""
+    if value >= 1e6:
+        return f"{value / 1e6:.3g}M"
+    if value >= 1e4:
+        return f"{value / 1e3:.3g}k"
+    return f"{value:,.0f}"
 
 
 def _seconds(value: float) -> str:
@@ -243,28 +286,29 @@ def _fit(line: str, width: int) -> str:
 
 
 class Rates:
-    """Admissions per minute between two looks at least ``MIN_SPAN_S`` apart, per limiter (a
-    redraw sooner after the last look, a resize, shows the rate measured before)."""
+    """Admissions (and tokens settled) per minute over the last few seconds, per limiter: from the oldest
+    look within ``SPAN_S`` (at least ``MIN_SPAN_S`` old) to now, so that a limiter admitting one
+    request a second does not swing between 0 and twice its rate from one refresh to the next."""
 
+    SPAN_S = 5.0
     MIN_SPAN_S = 0.5
 
     def __init__(self) -> None:
-        self._last: dict[tuple[str, str], tuple[float, int, float | None]] = {}
+        self._looks: dict[tuple[str, str], collections.deque[tuple[float, int, int]]] = {}
 
     def update(self, rows: list[Row]) -> None:
         now = time.monotonic()
         for row in rows:
-            key = (row.name, row.kind)
-            before = self._last.get(key)
-            if before is None or row.admitted < before[1]:  # new, or started afresh
-                self._last[key] = (now, row.admitted, None)
-                continue
-            then, admitted, rate = before
-            if now - then < self.MIN_SPAN_S:
-                row.rate_now = rate
-                continue
-            row.rate_now = (row.admitted - admitted) / (now - then) * 60.0
-            self._last[key] = (now, row.admitted, row.rate_now)
+            looks = self._looks.setdefault((row.name, row.kind), collections.deque())
+            if looks and (row.admitted < looks[-1][1] or row.tokens_settled < looks[-1][2]):
+                looks.clear()  # the limiter started afresh (a segment removed and made again)
+            while len(looks) > 1 and now - looks[1][0] >= self.SPAN_S:
+                looks.popleft()
+            looks.append((now, row.admitted, row.tokens_settled))
+            then, admitted, tokens = looks[0]
+            if now - then >= self.MIN_SPAN_S:
+                row.rate_now = (row.admitted - admitted) / (now - then) * 60.0
+                row.tokens_now = (row.tokens_settled - tokens) / (now - then) * 60.0
 
 
 # --- the command ---------------------------------------------------------------------------------
