@@ -13,7 +13,16 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from omnilimit.readings import Reading, limiters_of, read
+from omnilimit.readings import (
+    FIGURES,
+    REQUESTS_DESCRIPTION,
+    TOKENS_DESCRIPTION,
+    WAITS_DESCRIPTION,
+    Reading,
+    limiters_of,
+    optional_module,
+    read,
+)
 from omnilimit.waits import EXPORT_BOUNDS_S
 
 if TYPE_CHECKING:
@@ -21,19 +30,11 @@ if TYPE_CHECKING:
 
     from prometheus_client.registry import CollectorRegistry
 
-MISSING = "omnilimit.prometheus needs prometheus-client: pip install 'omnilimit[prometheus]'"
-
 LABELS = ("limiter", "kind", "backend", "scope")
 
 
 def _client() -> Any:
-    try:
-        import prometheus_client.core as core
-    except ModuleNotFoundError as error:
-        if error.name is not None and error.name.startswith("prometheus_client"):
-            raise ModuleNotFoundError(MISSING, name=error.name) from error
-        raise
-    return core
+    return optional_module("prometheus_client.core", "prometheus", "omnilimit.prometheus")
 
 
 class Collector:
@@ -57,67 +58,27 @@ class Collector:
         def family(kind: Any, name: str, documentation: str, extra: tuple[str, ...] = (), **unit: str) -> Any:
             return kind(name, documentation, labels=(*LABELS, *extra), **unit)
 
-        requests = family(
-            core.CounterMetricFamily,
-            "omnilimit_requests",
-            "Acquires by result: admitted, timed_out, denied (refused without a wait), rate_limited (429s).",
-            ("result",),
-        )
-        tokens = family(
-            core.CounterMetricFamily,
-            "omnilimit_tokens",
-            "Tokens reserved by admitted callers (admitted) and recorded as used (settled).",
-            ("state",),
-        )
-        pauses = family(
-            core.CounterMetricFamily, "omnilimit_pauses", "Pauses declared (a 429, an exhausted budget, pause())."
-        )
-        gauges = {
-            "waiting": family(core.GaugeMetricFamily, "omnilimit_waiting", "Callers waiting now."),
-            "active": family(core.GaugeMetricFamily, "omnilimit_active", "Concurrency slots held now."),
-            "max_concurrent": family(
-                core.GaugeMetricFamily, "omnilimit_limit_concurrency", "The configured maximum of calls at once."
-            ),
-            "rpm_limit": family(
-                core.GaugeMetricFamily, "omnilimit_limit_requests_per_minute", "The configured requests per minute."
-            ),
-            "tpm_limit": family(
-                core.GaugeMetricFamily, "omnilimit_limit_tokens_per_minute", "The configured tokens per minute."
-            ),
-            "current_rpm": family(
-                core.GaugeMetricFamily, "omnilimit_rate_requests_per_minute", "Requests in the last 60 seconds."
-            ),
-            "current_tpm": family(
-                core.GaugeMetricFamily, "omnilimit_rate_tokens_per_minute", "Tokens recorded in the last 60 seconds."
-            ),
-            "wait_p99_s": family(
-                core.GaugeMetricFamily,
-                "omnilimit_wait_p99_seconds",
-                "The 99th percentile of the admitted callers' waits (0 for those that did not wait), within 1/32.",
-            ),
-            "paused_for": family(
-                core.GaugeMetricFamily,
-                "omnilimit_pause_remaining_seconds",
-                "Seconds left in the pause in effect (0: none).",
-            ),
+        requests = family(core.CounterMetricFamily, "omnilimit_requests", REQUESTS_DESCRIPTION, ("result",))
+        tokens = family(core.CounterMetricFamily, "omnilimit_tokens", TOKENS_DESCRIPTION, ("state",))
+        kinds = {
+            "counter": core.CounterMetricFamily,
+            "up_down_counter": core.GaugeMetricFamily,
+            "gauge": core.GaugeMetricFamily,
         }
-        waits = family(
-            core.HistogramMetricFamily,
-            "omnilimit_wait_seconds",
-            "How long the callers that had to wait waited before they were admitted.",
-            ("part",),
-        )
+        singles = {
+            figure.field: family(kinds[figure.instrument], figure.prometheus, figure.description) for figure in FIGURES
+        }
+        waits = family(core.HistogramMetricFamily, "omnilimit_wait_seconds", WAITS_DESCRIPTION, ("part",))
         for reading in readings:
             for result, count in reading.requests.items():
                 requests.add_metric([*_labels(reading, result), result], count)
             for state, value in (("admitted", reading.tokens_admitted), ("settled", reading.tokens_settled)):
                 if value is not None:
                     tokens.add_metric([*_labels(reading, "tokens"), state], value)
-            pauses.add_metric(_labels(reading, "pauses"), reading.pauses)
-            for name, gauge in gauges.items():
+            for name, single in singles.items():
                 value = getattr(reading, name)
                 if value is not None:
-                    gauge.add_metric(_labels(reading, name), value)
+                    single.add_metric(_labels(reading, name), value)
             for part, counts in reading.waits.items():
                 cumulative = counts.cumulative(EXPORT_BOUNDS_S)
                 buckets = [(_bound(bound), float(n)) for bound, n in zip(EXPORT_BOUNDS_S, cumulative)]
@@ -125,8 +86,7 @@ class Collector:
                 waits.add_metric([*_labels(reading, "waits"), part], buckets, counts.sum_s)
         yield requests
         yield tokens
-        yield pauses
-        yield from gauges.values()
+        yield from singles.values()
         yield waits
 
 

@@ -33,6 +33,115 @@ RESULTS = ("admitted", "timed_out", "denied", "rate_limited")
 """The results ``omnilimit.requests`` counts: admitted, refused at the timeout, refused without a
 wait (``timeout=0``, ``fail_fast``), and 429s reported by the provider."""
 
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of ``Reading`` as both exporters publish it (the counters by result and by
+    token state, and the wait histogram, have shapes of their own)."""
+
+    field: str  # the Reading attribute
+    otel: str | None  # the OpenTelemetry instrument (None: Prometheus only)
+    instrument: Literal["counter", "up_down_counter", "gauge"]
+    prometheus: str  # the Prometheus metric (counters without their _total)
+    unit: str  # OpenTelemetry's unit
+    description: str
+
+
+FIGURES = (
+    Figure("waiting", "omnilimit.waiting", "up_down_counter", "omnilimit_waiting", "{request}", "Callers waiting now."),
+    Figure(
+        "active", "omnilimit.active", "up_down_counter", "omnilimit_active", "{request}", "Concurrency slots held now."
+    ),
+    Figure(
+        "max_concurrent",
+        "omnilimit.limit.concurrency",
+        "gauge",
+        "omnilimit_limit_concurrency",
+        "{request}",
+        "The configured maximum of calls at once.",
+    ),
+    Figure(
+        "rpm_limit",
+        "omnilimit.limit.requests",
+        "gauge",
+        "omnilimit_limit_requests_per_minute",
+        "{request}/min",
+        "The configured requests per minute.",
+    ),
+    Figure(
+        "tpm_limit",
+        "omnilimit.limit.tokens",
+        "gauge",
+        "omnilimit_limit_tokens_per_minute",
+        "{token}/min",
+        "The configured tokens per minute.",
+    ),
+    Figure(
+        "current_rpm",
+        "omnilimit.rate.requests",
+        "gauge",
+        "omnilimit_rate_requests_per_minute",
+        "{request}/min",
+        "Requests in the last 60 seconds.",
+    ),
+    Figure(
+        "current_tpm",
+        "omnilimit.rate.tokens",
+        "gauge",
+        "omnilimit_rate_tokens_per_minute",
+        "{token}/min",
+        "Tokens recorded in the last 60 seconds.",
+    ),
+    Figure(
+        "pauses",
+        "omnilimit.pauses",
+        "counter",
+        "omnilimit_pauses",
+        "{pause}",
+        "Pauses declared (a 429, an exhausted budget, pause()).",
+    ),
+    Figure(
+        "paused_for",
+        "omnilimit.pause.remaining",
+        "gauge",
+        "omnilimit_pause_remaining_seconds",
+        "s",
+        "Seconds left in the pause in effect (0: none).",
+    ),
+    Figure(
+        "wait_p99_s",
+        None,
+        "gauge",
+        "omnilimit_wait_p99_seconds",
+        "s",
+        "The 99th percentile of the admitted callers' waits (0 for those that did not wait), within 1/32.",
+    ),
+)
+"""The figures both exporters publish one value of per limiter (docs/guide/observability.md)."""
+
+REQUESTS_DESCRIPTION = (
+    "Acquires by result: admitted, timed_out, denied (refused without a wait), rate_limited (429s the provider "
+    "answered)."
+)
+TOKENS_DESCRIPTION = "Tokens reserved by admitted callers (admitted) and recorded as used (settled)."
+WAITS_DESCRIPTION = "How long the callers that had to wait waited before they were admitted."
+
+
+def optional_module(module: str, extra: str, user: str) -> Any:
+    """``module`` imported, or a ModuleNotFoundError that says which extra brings it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        top = module.split(".")[0]
+        if error.name is not None and error.name.split(".")[0] == top:
+            raise ModuleNotFoundError(
+                f"{user} needs {top}: pip install 'omnilimit[{extra}]'", name=error.name
+            ) from error
+        raise
+
+
 # The figures whose scope depends on the backend (the others are the configured limits).
 _SHARED_IN_REDIS = frozenset({"admitted", "active", "current_rpm", "paused_for"})
 

@@ -23,26 +23,29 @@ from typing import TYPE_CHECKING, Any
 from omnilimit.combined import CombinedLimiter
 from omnilimit.concurrency import ConcurrencyLimiter
 from omnilimit.rate import RateLimiter
-from omnilimit.readings import RESULTS, Reading, backend_of, limiters_of, read
+from omnilimit.readings import (
+    FIGURES,
+    REQUESTS_DESCRIPTION,
+    RESULTS,
+    TOKENS_DESCRIPTION,
+    WAITS_DESCRIPTION,
+    Reading,
+    backend_of,
+    limiters_of,
+    optional_module,
+    read,
+)
 from omnilimit.waits import EXPORT_BOUNDS_S, WaitCounts
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Observation
     from opentelemetry.trace import Tracer, TracerProvider
 
-MISSING = "omnilimit.telemetry needs the OpenTelemetry API: pip install 'omnilimit[otel]'"
-
 METER_NAME = "omnilimit"
 
 
 def _otel() -> Any:
-    try:
-        import opentelemetry.metrics as metrics
-    except ModuleNotFoundError as error:
-        if error.name is not None and error.name.startswith("opentelemetry"):
-            raise ModuleNotFoundError(MISSING, name=error.name) from error
-        raise
-    return metrics
+    return optional_module("opentelemetry.metrics", "otel", "omnilimit.telemetry")
 
 
 @dataclass
@@ -74,74 +77,26 @@ class Instrumentation:
         self._histogram: Histogram = meter.create_histogram(
             "omnilimit.wait.duration",
             unit="s",
-            description="How long the callers that had to wait waited before they were admitted.",
+            description=WAITS_DESCRIPTION,
             explicit_bucket_boundaries_advisory=list(EXPORT_BOUNDS_S),
         )
         # The first callback of a collection reads every limiter (and feeds the histogram); the
         # others, called next by the SDK in registration order, report from that reading.
         meter.create_observable_counter(
-            "omnilimit.requests",
-            [self._collect_requests],
-            unit="{request}",
-            description="Acquires by result: admitted, timed_out, denied (refused without a wait), "
-            "rate_limited (429s the provider answered).",
+            "omnilimit.requests", [self._collect_requests], unit="{request}", description=REQUESTS_DESCRIPTION
         )
-        meter.create_observable_up_down_counter(
-            "omnilimit.waiting", [self._observe("waiting")], unit="{request}", description="Callers waiting now."
-        )
-        meter.create_observable_up_down_counter(
-            "omnilimit.active",
-            [self._observe("active")],
-            unit="{request}",
-            description="Concurrency slots held now.",
-        )
-        meter.create_observable_gauge(
-            "omnilimit.limit.concurrency",
-            [self._observe("max_concurrent")],
-            unit="{request}",
-            description="The configured maximum of calls at once.",
-        )
-        meter.create_observable_gauge(
-            "omnilimit.limit.requests",
-            [self._observe("rpm_limit")],
-            unit="{request}/min",
-            description="The configured requests per minute.",
-        )
-        meter.create_observable_gauge(
-            "omnilimit.limit.tokens",
-            [self._observe("tpm_limit")],
-            unit="{token}/min",
-            description="The configured tokens per minute.",
-        )
-        meter.create_observable_gauge(
-            "omnilimit.rate.requests",
-            [self._observe("current_rpm")],
-            unit="{request}/min",
-            description="Requests in the last 60 seconds.",
-        )
-        meter.create_observable_gauge(
-            "omnilimit.rate.tokens",
-            [self._observe("current_tpm")],
-            unit="{token}/min",
-            description="Tokens recorded in the last 60 seconds.",
-        )
+        makers = {
+            "counter": meter.create_observable_counter,
+            "up_down_counter": meter.create_observable_up_down_counter,
+            "gauge": meter.create_observable_gauge,
+        }
+        for figure in FIGURES:
+            if figure.otel is not None:
+                makers[figure.instrument](
+                    figure.otel, [self._observe(figure.field)], unit=figure.unit, description=figure.description
+                )
         meter.create_observable_counter(
-            "omnilimit.tokens",
-            [self._observe_tokens],
-            unit="{token}",
-            description="Tokens reserved by admitted callers (admitted) and recorded as used (settled).",
-        )
-        meter.create_observable_counter(
-            "omnilimit.pauses",
-            [self._observe("pauses")],
-            unit="{pause}",
-            description="Pauses declared (a 429, an exhausted budget, pause()).",
-        )
-        meter.create_observable_gauge(
-            "omnilimit.pause.remaining",
-            [self._observe("paused_for")],
-            unit="s",
-            description="Seconds left in the pause in effect (0: none).",
+            "omnilimit.tokens", [self._observe_tokens], unit="{token}", description=TOKENS_DESCRIPTION
         )
 
     def close(self) -> None:
@@ -227,12 +182,7 @@ class Tracing:
     def __init__(self, source: object, tracer_provider: TracerProvider | None, threshold_s: float) -> None:
         from importlib.metadata import version
 
-        try:
-            from opentelemetry import trace as otel_trace
-        except ModuleNotFoundError as error:
-            if error.name is not None and error.name.startswith("opentelemetry"):
-                raise ModuleNotFoundError(MISSING, name=error.name) from error
-            raise
+        otel_trace = optional_module("opentelemetry.trace", "otel", "omnilimit.telemetry")
         if not (isinstance(threshold_s, (int, float)) and math.isfinite(threshold_s) and threshold_s >= 0):
             raise ValueError(f"threshold_s must be a finite number of seconds >= 0, got {threshold_s!r}")
         tracer = otel_trace.get_tracer(METER_NAME, version("omnilimit"), tracer_provider=tracer_provider)
