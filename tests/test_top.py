@@ -207,3 +207,57 @@ def test_the_live_view_in_a_real_terminal(prefix):
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
         finish(child)
+
+
+def test_once_reads_the_limiters_a_redis_server_holds(redis_url):
+    """Every host's figures, read with plain reads from the server: a rate limiter, one with a
+    token budget, and a concurrency limiter with two slots held."""
+    tag = f"t{uuid.uuid4().hex[:8]}"
+    from omnilimit import ConcurrencyLimiter
+
+    rate = RateLimiter(600, burst_size=3, provider_name=f"{tag}-rate", backend=redis_url)
+    tokens = RateLimiter(
+        600, burst_size=2, provider_name=f"{tag}-tokens", tokens_per_minute=60_000, token_burst=5000, backend=redis_url
+    )
+    slots = ConcurrencyLimiter(3, name=f"{tag}-slots", backend=redis_url)
+    try:
+        for _ in range(3):
+            assert rate.acquire()
+            rate.record_request()
+        assert tokens.acquire(tokens=1000)
+        tokens.record_request(tokens=800)
+        assert slots.acquire() and slots.acquire()
+        shown = top("--once", "--redis", redis_url)
+        assert shown.returncode == 0, shown.stderr
+        line = line_of(shown.stdout, f"{tag}-rate")
+        assert line[1:6] == ["rate", "redis", "600", "rpm", "3"]
+        assert line[-4:-2] == ["-", "-"]  # waiting and the p99 wait are each process's: not in Redis
+        line = line_of(shown.stdout, f"{tag}-tokens")
+        assert line[1:8] == ["rate", "redis", "600", "rpm", "60k", "tpm", "1"]
+        line = line_of(shown.stdout, f"{tag}-slots")
+        assert line[1:6] == ["concurrency", "redis", "3", "slots", "2"]
+        assert "67%" in line and line[line.index("67%") + 2] == "0"  # nobody waiting
+    finally:
+        for limiter in (rate, tokens, slots):
+            limiter.close()
+
+
+def test_a_redis_that_hangs_or_refuses_is_one_error_line():
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections, never answers
+    try:
+        started = time.monotonic()
+        shown = top("--once", "--redis", f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        assert shown.returncode == 2 and time.monotonic() - started < 30
+        assert shown.stderr.startswith("omnilimit top: error: redis://127.0.0.1:") and "imeout" in shown.stderr
+    finally:
+        silent.close()
+    shown = top("--once", "--redis", "redis://127.0.0.1:1/0")
+    assert shown.returncode == 2 and "omnilimit top: error: redis://127.0.0.1:1/0: " in shown.stderr
+    shown = top("--once", "--redis", "http://127.0.0.1:1/0")
+    assert shown.returncode == 2 and "--redis must be a redis://" in shown.stderr
+    shown = top("--once", "--redis", "redis://:secret@127.0.0.1:1/0")
+    assert shown.returncode == 2 and "secret" not in shown.stderr

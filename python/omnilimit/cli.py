@@ -25,7 +25,8 @@ COMMANDS = {
     "let through (about 7 s; demo --help)",
     "bench": "measure omnilimit against the installed peers (about 45 s; bench --help)",
     "shm": "list or remove the shared-memory segments of shared limiters (shm --help)",
-    "top": "watch the limiters live: this host's shared ones, or a program's metrics endpoint (top --help)",
+    "top": "watch the limiters live: this host's shared ones, a Redis server's, or a program's metrics "
+    "endpoint (top --help)",
 }
 
 

@@ -1,14 +1,16 @@
 """``omnilimit top``: the limiters at work, live, one line each.
 
-Two sources. By default the shared limiters of this host: every segment in /dev/shm (backend
+Three sources. By default the shared limiters of this host: every segment in /dev/shm (backend
 ``shm``) is mapped read-only and read (``_core._peek_segment``), so watching changes nothing and
-needs no configuration; the figures are every process's. With ``--url``, a running program's
+needs no configuration; the figures are every process's. With ``--redis``, the limiters a Redis
+server holds, read with plain reads (every host's figures). With ``--url``, a running program's
 Prometheus endpoint (``omnilimit.prometheus.serve`` or a collector in its own server): any
-backend, Redis included (its figures as that program exports them: the fleet's where Redis holds
-them). A line shows the limit, the admissions, their rate per minute since the last refresh, a bar
-of how much of the limit is in use (that rate against the RPM, or the last minute's requests with
-``--once``; slots held against the maximum), the callers waiting,
-the 99th percentile of the waits, the 429s and the pauses. The screen refreshes every second
+backend, as that program exports it.
+
+A line shows the limit, the admissions, their rate per minute over the last few seconds, a bar of
+how much of the limit is in use (that rate against the RPM, or the tokens against the TPM when
+they bind; slots held against the maximum), the callers waiting, the 99th percentile of the waits,
+the 429s and the pauses; ``-`` where the source does not know. The screen refreshes every second
 (``--interval``); ``q`` quits. ``--once`` prints one table (no terminal needed) and exits.
 """
 
@@ -24,6 +26,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from omnilimit._shown import printable, redact
 
@@ -38,11 +41,11 @@ class Row:
     name: str
     kind: str  # rate, concurrency, combined (shown by its rate; a shared one: a line per part's segment)
     where: str  # shm, memory, redis, redis-lease
-    admitted: int
+    admitted: int | None  # None: not counted where it is read (lease mode in Redis)
     limit: float  # requests per minute, or slots
     in_use: float  # requests in the last minute, or slots held
     waiting: int | None  # None: not known here (a shared rate limiter's sleepers are each process's)
-    wait_p99_s: float
+    wait_p99_s: float | None  # None: not known here (Redis keeps no waits)
     rate_limited: int
     pauses: int
     paused_for: float
@@ -179,7 +182,7 @@ def prometheus_rows(url: str, timeout_s: float = 2.0) -> list[Row]:
                 row(labels).paused_for = value
             elif name == "omnilimit_wait_p99_seconds":
                 target = row(labels)
-                target.wait_p99_s = max(target.wait_p99_s, value)
+                target.wait_p99_s = max(target.wait_p99_s or 0.0, value)
                 exact.add((labels.get("limiter", "?"), labels.get("kind", "?")))
             elif name == "omnilimit_wait_seconds_bucket":
                 row(labels)
@@ -188,8 +191,105 @@ def prometheus_rows(url: str, timeout_s: float = 2.0) -> list[Row]:
                 waits.setdefault(key, []).append((bound, value))
     for key, buckets in waits.items():
         if key not in exact:  # another exporter: estimated from the histogram's bounds
-            rows[key].wait_p99_s = _quantile(0.99, buckets, rows[key].admitted)
+            rows[key].wait_p99_s = _quantile(0.99, buckets, rows[key].admitted or 0)
+            exact.add(key)
     return list(rows.values())
+
+
+def redis_rows(url: str, timeout_s: float = 2.0) -> list[Row]:
+    """The limiters kept on the Redis (or Valkey) server at ``url``, read with plain reads (nothing
+    is written): every host's admissions, refusals, limits, the last minute's rate, slots held and
+    the line of waiters, the pause. Redis keeps no waits (their quantiles are each process's) and
+    no 429 count. A limiter in lease mode shows the sum of its live leases' shares as its limit
+    (the capacity is each process's configuration) and what they report they use. Raises OSError
+    (or redis' ConnectionError, an OSError) when the server cannot be reached."""
+    from omnilimit.readings import optional_module
+
+    redis = optional_module("redis", "redis", "omnilimit top --redis")
+    client = redis.Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True
+    )
+    try:
+        seconds, micros = client.time()
+        now_us = seconds * 1_000_000 + micros
+        rows = [
+            *(_redis_rate(client, name, seconds, now_us) for name in _names(client, "rate:bucket")),
+            *(_redis_slots(client, name, seconds, now_us) for name in _names(client, "sem:state")),
+            *(_redis_lease(client, name, now_us) for name in _names(client, "lease:leases")),
+        ]
+    except redis.RedisError as error:
+        raise OSError(str(error)) from error
+    finally:
+        client.close()
+    return rows
+
+
+def _names(client: Any, suffix: str) -> list[str]:
+    start, end = "omnilimit:{", "}:" + suffix
+    return sorted(key[len(start) : -len(end)] for key in client.scan_iter(match=f"omnilimit:{{*{end}", count=1000))
+
+
+def _last_minute(client: Any, key: str, second: int) -> int:
+    """What a window hash (second -> count) counted in the last 60 s."""
+    return sum(int(n) for at, n in client.hgetall(key).items() if second - 60 < int(at) <= second)
+
+
+def _float(value: Any) -> float:
+    return float(value) if value not in (None, "") else 0.0
+
+
+def _redis_rate(client: Any, name: str, second: int, now_us: int) -> Row:
+    tag = f"omnilimit:{{{name}}}:rate"
+    interval, admitted, pause_end, token_interval, tokens = client.hmget(
+        f"{tag}:bucket", "interval", "admitted", "pause_end", "tinterval", "tokens"
+    )
+    row = Row(
+        name=name,
+        kind="rate",
+        where="redis",
+        admitted=int(_float(admitted)),
+        limit=60e6 / _float(interval) if _float(interval) > 0 else 0.0,
+        in_use=_last_minute(client, f"{tag}:window", second),
+        waiting=None,
+        wait_p99_s=None,
+        rate_limited=0,
+        pauses=0,
+        paused_for=max(0.0, (_float(pause_end) - now_us) / 1e6),
+    )
+    if _float(token_interval) > 0:
+        row.tpm_limit = 60e6 / _float(token_interval)
+        row.tokens_settled = int(_float(tokens))
+        row.tokens_in_use = _last_minute(client, f"{tag}:tokens", second)
+    return row
+
+
+def _redis_slots(client: Any, name: str, second: int, now_us: int) -> Row:
+    tag = f"omnilimit:{{{name}}}:sem"
+    maximum, admitted, pause_end = client.hmget(f"{tag}:state", "max", "admitted", "pause_end")
+    return Row(
+        name=name,
+        kind="concurrency",
+        where="redis",
+        admitted=int(_float(admitted)),
+        limit=_float(maximum),
+        in_use=client.zcount(f"{tag}:leases", now_us, "+inf"),  # the permits whose lease still runs
+        waiting=client.zcard(f"{tag}:line"),
+        wait_p99_s=None,
+        rate_limited=0,
+        pauses=0,
+        paused_for=max(0.0, (_float(pause_end) - now_us) / 1e6),
+    )
+
+
+def _redis_lease(client: Any, name: str, now_us: int) -> Row:
+    shares = used = 0.0
+    for lease in client.hvals(f"omnilimit:{{{name}}}:lease:leases"):
+        fields = lease.split()
+        if len(fields) >= 4 and _float(fields[0]) > now_us:  # a live lease: expiry share wants used ...
+            shares += _float(fields[1])
+            used += _float(fields[3])
+    # The leases report their use per minute: that is the rate shown (no admission is counted in Redis).
+    return Row(name, "rate", "redis-lease", None, shares, used, None, None, 0, 0, 0.0, rate_now=used)
 
 
 def _quantile(q: float, buckets: list[tuple[float, float]], admitted: int) -> float:
@@ -242,6 +342,8 @@ def render(rows: list[Row], width: int, source: str) -> list[str]:
             continue
         if row.kind == "concurrency":
             limit = f"{_count(row.limit)} slots"
+        elif row.where == "redis-lease":
+            limit = f"{_count(row.limit)} rpm leased"  # the live leases' shares: the capacity is not in Redis
         elif row.tpm_limit:
             limit = f"{_count(row.limit)} rpm {_count(row.tpm_limit)} tpm"
         else:
@@ -251,12 +353,14 @@ def render(rows: list[Row], width: int, source: str) -> list[str]:
         bar = "#" * filled + "." * (bar_width - filled)
         now = "-" if row.rate_now is None else f"{row.rate_now:,.0f}"
         waiting = "-" if row.waiting is None else str(row.waiting)
+        admitted = "-" if row.admitted is None else f"{row.admitted:,}"
+        p99 = "-" if row.wait_p99_s is None else _seconds(row.wait_p99_s)
         pause = f" paused {row.paused_for:.1f}s" if row.paused_for > 0 else ""
         lines.append(
             _fit(
                 f"{printable(row.name)[:24]:<24} {row.kind:<11} {row.where:<11} {limit:>{LIMIT_WIDTH}} "
-                f"{row.admitted:>9,} {now:>8} "
-                f"{bar} {used * 100:>4.0f}% {of:<5} {waiting:>7} {_seconds(row.wait_p99_s):>9} "
+                f"{admitted:>9} {now:>8} "
+                f"{bar} {used * 100:>4.0f}% {of:<5} {waiting:>7} {p99:>9} "
                 f"{row.rate_limited:>6} {row.pauses:>6}{pause}",
                 width,
             )
@@ -299,6 +403,8 @@ class Rates:
     def update(self, rows: list[Row]) -> None:
         now = time.monotonic()
         for row in rows:
+            if row.admitted is None:
+                continue  # its source gives its rate itself
             looks = self._looks.setdefault((row.name, row.kind), collections.deque())
             if looks and (row.admitted < looks[-1][1] or row.tokens_settled < looks[-1][2]):
                 looks.clear()  # the limiter started afresh (a segment removed and made again)
@@ -318,9 +424,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Watch the limiters at work, one line each: this host's shared limiters (segments in "
-        "/dev/shm, read-only), or a program's Prometheus endpoint (--url). Refreshes every second; q quits.",
+        "/dev/shm, read-only), the limiters a Redis server holds (--redis), or a program's Prometheus endpoint "
+        "(--url). Refreshes every second; q quits.",
     )
-    parser.add_argument("--url", help="a Prometheus endpoint serving omnilimit's metrics (http://HOST:PORT/metrics)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--url", help="a Prometheus endpoint serving omnilimit's metrics (http://HOST:PORT/metrics)")
+    source.add_argument(
+        "--redis", metavar="URL", help="a Redis or Valkey server holding limiters (redis://HOST:PORT/DB)"
+    )
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
     parser.add_argument("--once", action="store_true", help="print the table once and exit (no terminal needed)")
     return parser
@@ -334,10 +445,21 @@ def main(argv: list[str]) -> int:
         return fail("top", f"--interval must be between 0.05 and 3600 seconds, got {args.interval!r}")
     if args.url is not None and not args.url.startswith(("http://", "https://")):
         return fail("top", f"--url must be an http:// or https:// URL, got {printable(args.url)}")
-    source = "shared memory (/dev/shm)" if args.url is None else redact(args.url)
+    if args.redis is not None and not args.redis.startswith(("redis://", "rediss://", "unix://")):
+        return fail("top", f"--redis must be a redis://, rediss:// or unix:// URL, got {printable(redact(args.redis))}")
+    if args.url is not None:
+        source = redact(args.url)
+    elif args.redis is not None:
+        source = redact(args.redis)
+    else:
+        source = "shared memory (/dev/shm)"
 
     def look() -> list[Row]:
-        return shm_rows() if args.url is None else prometheus_rows(args.url)
+        if args.url is not None:
+            return prometheus_rows(args.url)
+        if args.redis is not None:
+            return redis_rows(args.redis)
+        return shm_rows()
 
     try:
         rows = look()
