@@ -42,7 +42,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import pytest
 from helpers import need
@@ -62,7 +62,7 @@ PROMPT_TOKENS = prompt_tokens(MESSAGES)
 ESTIMATE = PROMPT_TOKENS + MAX_TOKENS  # what the provider charges up front: the client reserves as much
 LATENCY_S = (0.05, 0.10)
 
-Limiter = Union[RateLimiter, ConcurrencyLimiter, None]
+Limiter = RateLimiter | ConcurrencyLimiter | None
 
 
 @dataclass

@@ -2,6 +2,7 @@
 same limiter on one server. Against a real redis-server (tests/redis_server.py)."""
 
 import asyncio
+import itertools
 import json
 import logging
 import subprocess
@@ -207,7 +208,7 @@ def test_a_pause_reaches_the_callers_already_asleep_on_a_booking(redis_url, uniq
     assert during == [], during
     after = sorted(a for a in admitted if a >= paused_at + 0.95)
     assert len(after) >= 8
-    gaps = [round(b - a, 3) for a, b in zip(after, after[1:])]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(after)]
     assert min(gaps) > 0.06, gaps  # paced (100 ms), not released together
     assert limiter.get_stats()["total_requests"] == 10  # an instant voided by the pause is not counted
 
@@ -240,7 +241,7 @@ def test_a_slower_rate_reaches_the_callers_already_asleep_on_a_booking(redis_url
     assert len(admitted) == 12
     after = sorted(a for a in admitted if a > changed_at + 0.05)
     assert len(after) >= 8
-    gaps = [round(b - a, 3) for a, b in zip(after, after[1:])]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(after)]
     assert min(gaps) > 0.15, [round(a - changed_at, 3) for a in after]  # 200 ms apart, not 50
     assert limiter.get_stats()["total_requests"] == 12  # moved, not booked twice
 

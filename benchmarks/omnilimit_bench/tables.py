@@ -39,12 +39,18 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], out: Text
     cells = [[_fmt(row.get(key, "")) for key, _ in columns] for row in rows]
     widths = [max(len(head), *(len(c[i]) for c in cells)) for i, (_, head) in enumerate(columns)]
     print(
-        "  " + "  ".join(h.ljust(w) if i < left else h.rjust(w) for i, ((_, h), w) in enumerate(zip(columns, widths))),
+        "  "
+        + "  ".join(
+            h.ljust(w) if i < left else h.rjust(w) for i, ((_, h), w) in enumerate(zip(columns, widths, strict=False))
+        ),
         file=out,
     )
     for c in cells:
         print(
-            "  " + "  ".join(v.ljust(w) if i < left else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths))),
+            "  "
+            + "  ".join(
+                v.ljust(w) if i < left else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths, strict=False))
+            ),
             file=out,
         )
 

@@ -4,8 +4,6 @@ limiter key), the Redis-only options, and the one log line that says what was ma
 
 from __future__ import annotations
 
-from typing import Union
-
 from omnilimit._log import logger
 from omnilimit._shown import redact
 from omnilimit.combined import CombinedLimiter
@@ -14,7 +12,7 @@ from omnilimit.config import COMBINED, CONCURRENCY, RoleSettings
 from omnilimit.rate import RateLimiter
 from omnilimit.spec import DEFAULT_BURST, is_redis, name_for_key
 
-Limiter = Union[ConcurrencyLimiter, RateLimiter, CombinedLimiter]
+Limiter = ConcurrencyLimiter | RateLimiter | CombinedLimiter
 
 
 def build_limiter(

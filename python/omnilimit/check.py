@@ -252,7 +252,7 @@ def _print_table(limiters: list[dict[str, Any]], out: TextIO) -> None:
             texts = [cell[n] if n < len(cell) else "" for cell in row]
             line = "  ".join(
                 text.rjust(width) if i in RIGHT else text.ljust(width)
-                for i, (text, width) in enumerate(zip(texts, widths))
+                for i, (text, width) in enumerate(zip(texts, widths, strict=False))
             )
             print(("  " + line).rstrip(), file=out)
 

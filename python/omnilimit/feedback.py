@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from omnilimit._log import logger
 from omnilimit.headers import RateLimitInfo, parse_rate_limit_headers
@@ -23,7 +23,7 @@ from omnilimit.waits import WaitCounts
 # pauses the limiter. One second is the granularity providers enforce their per-minute limits at.
 DEFAULT_PAUSE_S = 1.0
 
-Headers = Union[Mapping[str, str], Iterable[tuple[str, str]], None]
+Headers = Mapping[str, str] | Iterable[tuple[str, str]] | None
 
 
 def _explicit_pause(retry_after: object) -> float | None:

@@ -81,7 +81,7 @@ class Collector:
                     single.add_metric(_labels(reading, name), value)
             for part, counts in reading.waits.items():
                 cumulative = counts.cumulative(EXPORT_BOUNDS_S)
-                buckets = [(_bound(bound), float(n)) for bound, n in zip(EXPORT_BOUNDS_S, cumulative)]
+                buckets = [(_bound(bound), float(n)) for bound, n in zip(EXPORT_BOUNDS_S, cumulative, strict=False)]
                 buckets.append(("+Inf", float(counts.count)))
                 waits.add_metric([*_labels(reading, "waits"), part], buckets, counts.sum_s)
         yield requests

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from omnilimit.combined import CombinedLimiter
 from omnilimit.concurrency import ConcurrencyLimiter
 from omnilimit.rate import RateLimiter
 from omnilimit.waits import WaitCounts
 
-Limiter = Union[ConcurrencyLimiter, RateLimiter, CombinedLimiter]
+Limiter = ConcurrencyLimiter | RateLimiter | CombinedLimiter
 Scope = Literal["fleet", "process"]
 
 RESULTS = ("admitted", "timed_out", "denied", "rate_limited")

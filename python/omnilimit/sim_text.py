@@ -90,9 +90,10 @@ def format_report(report: Mapping[str, Any]) -> str:
 
 def _table(headings: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
     """Rows under headings, the first ``left`` columns aligned left, the others right."""
-    widths = [max(len(cell) for cell in column) for column in zip(headings, *rows)]
+    widths = [max(len(cell) for cell in column) for column in zip(headings, *rows, strict=False)]
     return [
-        "  " + "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        "  "
+        + "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False)))
         for row in [headings, *rows]
     ]
 

@@ -5,8 +5,9 @@ for a rate and a burst (``_window``), and the checks of the arguments and of a p
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 EXTRA = "bench"  # the optional extra that installs the peers: pip install "omnilimit[bench]"
 INSTALL_HINT = f"pip install 'omnilimit[{EXTRA}]'"

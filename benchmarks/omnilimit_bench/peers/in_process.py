@@ -6,8 +6,9 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import math
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, cast
+from typing import Any, cast
 
 from .base import KEY, AsyncRatePeer, RateDecider, Skipped, _check_rate, _nothing, _unavailable, _window
 

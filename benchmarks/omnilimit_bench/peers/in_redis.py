@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, cast
+from typing import Any, cast
 
 from .base import KEY, RateDecider, Skipped, _check_rate, _unavailable, _window
 

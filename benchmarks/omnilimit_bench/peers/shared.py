@@ -5,8 +5,9 @@ pyrate-limiter's ``MultiprocessBucket`` and ``SQLiteBucket`` with a file lock
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 from .base import INSTALL_HINT, KEY, Skipped, _check_rate, _unavailable, _window
 

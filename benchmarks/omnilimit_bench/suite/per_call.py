@@ -43,9 +43,9 @@ def times_per_call(stmts: list[Callable[[], Any]], settings: Settings) -> list[d
     timed = [_calibrated(stmt, settings) for stmt in stmts]
     runs: list[list[float]] = [[] for _ in stmts]
     for _ in range(settings.micro_repeat):
-        for (timer, number), mine in zip(timed, runs):
+        for (timer, number), mine in zip(timed, runs, strict=False):
             mine.append(timer.timeit(number) / number * 1e9)
-    return [_per_call(mine, number) for (_, number), mine in zip(timed, runs)]
+    return [_per_call(mine, number) for (_, number), mine in zip(timed, runs, strict=False)]
 
 
 def _pair(lim: Any, with_timeout: bool) -> Callable[[], None]:

@@ -244,7 +244,7 @@ def _processes_run(
         end.value = began + settings.shared_seconds
         go.set()
         results = [out.get(timeout=settings.shared_seconds + SHARED_START_TIMEOUT_S) for _ in processes]
-        helpers_cpu = [_cpu_of(pid) - before for pid, before in zip(helpers, helpers_cpu)]
+        helpers_cpu = [_cpu_of(pid) - before for pid, before in zip(helpers, helpers_cpu, strict=False)]
     finally:
         go.set()  # end.value is 0 unless the run began: the threads stop at once
         for p in processes:

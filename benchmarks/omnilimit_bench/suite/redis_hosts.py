@@ -251,7 +251,7 @@ def redis_across_hosts(impls: Impls, settings: Settings) -> list[dict[str, Any]]
     with _redis_cases(impls, url, max(4, settings.redis_threads)) as (client, cases):
         where = f"{server_label(client.info('server'))} at {redact(url)}"
         deciders = [_checked(case.decide, f"{case.impl} ({case.call})") for case in cases]
-        for case, decide, timed in zip(cases, deciders, times_per_call(deciders, settings)):
+        for case, decide, timed in zip(cases, deciders, times_per_call(deciders, settings), strict=False):
             decisions.append(
                 {"part": "decision", "call": case.call, "impl": case.impl, "api": case.api, "server": where}
                 | timed
@@ -260,10 +260,10 @@ def redis_across_hosts(impls: Impls, settings: Settings) -> list[dict[str, Any]]
             )
         trials: list[list[dict[str, Any]]] = [[] for _ in cases]
         for _ in range(settings.redis_trials):  # interleaved: a slow phase of the machine hits everyone
-            for case, mine in zip(cases, trials):
+            for case, mine in zip(cases, trials, strict=False):
                 mine.append(_redis_threads_trial(case.decide_in_threads, client, settings))
     threads = []
-    for case, one, mine in zip(cases, decisions, trials):
+    for case, one, mine in zip(cases, decisions, trials, strict=False):
         median = sorted(mine, key=lambda t: t["decisions_per_s"])[(len(mine) - 1) // 2]
         threads.append(
             {"part": "threads", "call": case.call, "impl": case.impl, "api": case.api_in_threads, "server": where}

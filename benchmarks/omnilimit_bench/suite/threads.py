@@ -4,6 +4,7 @@ accuracy, GIL friendliness (what waiting threads cost the thread that works) and
 from __future__ import annotations
 
 import gc
+import itertools
 import resource
 import statistics
 import threading
@@ -172,7 +173,7 @@ def rate_accuracy(impls: Impls, settings: Settings) -> list[dict[str, Any]]:
                 "error_pct": (len(times) - ideal) / ideal * 100,
                 "most_in_1s_after_first": most_in_window([t for t in times if t >= began + 1.0], 1.0),
                 "rate_per_s": per_s,
-                "largest_gap_ms": max((b - a for a, b in zip(times, times[1:])), default=0.0) * 1e3,
+                "largest_gap_ms": max((b - a for a, b in itertools.pairwise(times)), default=0.0) * 1e3,
                 "cpu_ms_per_admitted": cost["cpu_s"] / n * 1e3,
                 "switches_per_admitted": cost["voluntary_switches"] / n,
             }

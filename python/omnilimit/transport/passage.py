@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 
 from omnilimit import _async
 from omnilimit._async import DEFAULT_TIMEOUT as DEFAULT
@@ -27,7 +27,7 @@ from omnilimit.concurrency import ConcurrencyLimiter
 from omnilimit.rate import RateLimiter, TokenReservation
 from omnilimit.transport.settle import SettleRule, charged
 
-Limited = Union[ConcurrencyLimiter, RateLimiter, CombinedLimiter]
+Limited = ConcurrencyLimiter | RateLimiter | CombinedLimiter
 
 
 def limiter_of(limiter: object) -> Limited:
