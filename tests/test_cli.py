@@ -354,3 +354,20 @@ def test_demo_reports_a_limiter_that_does_not_hold(
     assert status == 1
     assert shown in out
     assert re.fullmatch(rf"omnilimit demo: error: {error}\n", err)
+
+
+def test_the_version_is_written_once() -> None:
+    """``omnilimit --version``, ``omnilimit.__version__`` and the installed metadata all say the
+    version pyproject.toml gives (the one place it is written)."""
+    import omnilimit
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    written = re.search(r'^version = "([^"]+)"$', pyproject, re.M)
+    assert written is not None
+    shown = subprocess.run(
+        [sys.executable, "-m", "omnilimit", "--version"], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert shown.stdout == f"omnilimit {written[1]}\n"
+    assert omnilimit.__version__ == written[1]
+    sources = Path(omnilimit.__file__).parent
+    assert not [p for p in sources.rglob("*.py") if re.search(r"__version__ = [\"']", p.read_text())]

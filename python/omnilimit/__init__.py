@@ -1,6 +1,8 @@
 """omnilimit: rate and concurrency limiters with a lock-free C++ core, for Python thread pools
 that call LLM APIs. A drop-in for the limiters of OmniGen (``omnigen.utils.rate_limiter``)."""
 
+from importlib.metadata import version
+
 from omnilimit._core import remove_shared
 from omnilimit.combined import CombinedLimiter
 from omnilimit.concurrency import ConcurrencyLimiter
@@ -11,7 +13,7 @@ from omnilimit.manager import ProviderRateLimitManager
 from omnilimit.rate import RateLimiter, TokenReservation
 from omnilimit.spec import DEFAULT_BURST
 
-__version__ = "0.1.0"
+__version__ = version("omnilimit")  # written once, in pyproject.toml
 
 __all__ = [
     "DEFAULT_BURST",

@@ -92,10 +92,17 @@ def _parser() -> argparse.ArgumentParser:
         epilog=f"'{PROG} COMMAND --help' shows a command's options. An error is one line on stderr, "
         f"'{PROG} COMMAND: error: MESSAGE', with exit status {ERROR_STATUS}.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, summary in COMMANDS.items():
         commands.add_parser(name, help=summary, add_help=False)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("omnilimit")
 
 
 def _main(argv: list[str]) -> int:
