@@ -100,3 +100,23 @@ def test_the_bench_package_requires_this_checkouts_omnilimit():
     bench = (ROOT / "benchmarks" / "pyproject.toml").read_text()
     assert version is not None
     assert re.findall(r'"omnilimit(?:[=<>!~].*?)?"', bench) == [f'"omnilimit=={version[1]}"']
+
+
+def test_the_build_says_at_once_that_it_is_for_linux_only(tmp_path):
+    """On another system (here: configuring for macOS) CMake stops before any compiler check,
+    with the README's statement, instead of failing later inside a header."""
+    from helpers import need
+
+    cmake = need("cmake")
+    binary = Path(cmake.CMAKE_BIN_DIR) / "cmake"
+    configured = subprocess.run(
+        [str(binary), "-S", str(ROOT), "-B", str(tmp_path), "-DCMAKE_SYSTEM_NAME=Darwin"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert configured.returncode != 0
+    said = " ".join(configured.stderr.split())
+    assert "omnilimit builds on Linux only" in said and "this system is Darwin" in said
+    assert "compiler" not in said.split("omnilimit builds on Linux only")[0]  # nothing tried before it
+    assert "Linux only" in (ROOT / "README.md").read_text()
