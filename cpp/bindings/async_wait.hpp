@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <cstddef>
 #include <optional>
 #include <vector>
 
@@ -55,10 +56,45 @@ class LoopNotifier {
   void post(std::shared_ptr<AsyncWait> w) noexcept;
   // The loop's thread: the waiters posted since the last take(), each once.
   std::vector<std::shared_ptr<AsyncWait>> take();
+  // The loop's thread, with the GIL (the loop's reader callback): take(), and resolve each
+  // waiter's current future (with None) unless it is done already.
+  void drain();
   // Drops what is pending and closes the eventfd (the loop is closing). Idempotent.
   void close();
 
+  // The loop's timed waits: one heap of (instant, future) with one loop timer, armed through
+  // `arm(at_ns)` (a Python callable set by the loop's state) whenever the earliest instant becomes
+  // earlier than the one armed. A waiter costs a push (no TimerHandle, no Python comparison); a
+  // future resolved otherwise is skipped when its instant comes, and the heap is compacted once it
+  // holds more than twice what was live at the last compaction. The loop's thread, with the GIL.
+  void set_arm(py::object arm) { arm_ = std::move(arm); }
+  // Resolves `future` (with None) when the core's clock reaches `at_ns`, unless it is done by then.
+  void wake_at(py::object future, Nanos at_ns);
+  // The loop timer fired: resolves the futures whose instant came, and arms the next one.
+  void expire();
+  std::size_t timed_count() const noexcept { return timed_.size(); }
+
  private:
+  struct Timed {
+    Nanos at_ns;
+    std::uint64_t sequence;  // first come first resolved among equal instants
+    py::object future;
+  };
+  struct Later {
+    bool operator()(const Timed& a, const Timed& b) const noexcept {
+      return a.at_ns != b.at_ns ? a.at_ns > b.at_ns : a.sequence > b.sequence;
+    }
+  };
+  void arm(Nanos at_ns);
+  void compact();
+
+  std::vector<Timed> timed_;  // a min-heap (Later); the GIL guards it
+  std::uint64_t next_sequence_ = 0;
+  Nanos armed_at_ = kForever;
+  std::size_t compact_above_ = kMinCompact;
+  static constexpr std::size_t kMinCompact = 1024;
+  py::object arm_;
+
   int fd_ = -1;
   std::mutex mutex_;
   std::vector<std::shared_ptr<AsyncWait>> ready_;  // guarded by mutex_
@@ -69,12 +105,14 @@ class LoopNotifier {
 // prospects).
 class AsyncWait final : public Waker, public std::enable_shared_from_this<AsyncWait> {
  public:
-  explicit AsyncWait(std::shared_ptr<LoopNotifier> notifier) : notifier_(std::move(notifier)) {}
+  explicit AsyncWait(std::shared_ptr<LoopNotifier> notifier, py::object first_future = py::none())
+      : future(std::move(first_future)), notifier_(std::move(notifier)) {}
   ~AsyncWait();
   AsyncWait(const AsyncWait&) = delete;
   AsyncWait& operator=(const AsyncWait&) = delete;
 
   void wake() noexcept override;
+  LoopNotifier& notifier() const noexcept { return *notifier_; }
 
   // Counts this waiter in a limiter's "waiting now" counter until stop_counting() (or its end).
   void count_waiting(std::atomic<std::int64_t>& counter) noexcept {
@@ -130,6 +168,10 @@ class AsyncWait final : public Waker, public std::enable_shared_from_this<AsyncW
   std::atomic<std::int64_t>* counted_ = nullptr;  // in `owner`, which outlives this
   std::atomic<std::int64_t>* booked_ = nullptr;   // likewise
 };
+
+// Resolves `future` (an asyncio future) with None unless it is done. With the GIL; throws
+// error_already_set if the future's methods raise.
+void resolve_future(const py::object& future);
 
 // Registers LoopNotifier and AsyncWait in the module.
 void register_async(py::module_& m);

@@ -212,6 +212,21 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("timeout"),
       "A timeout as acquire() reads it, in ns (2**63 - 1: forever). Raises ValueError for a bad one.");
+  // _deadline(timeout) -> (timeout_ns, deadline_ns): a coroutine's timeout read once (a raw
+  // METH_O function: it runs on every acquire_async that must wait).
+  static PyMethodDef deadline_def = {
+      "_deadline",
+      [](PyObject*, PyObject* timeout) -> PyObject* {
+        omnilimit::Nanos ns = 0;
+        if (!ob::parse_timeout(timeout, &ns)) return nullptr;
+        const omnilimit::Nanos deadline =
+            ns >= omnilimit::kForever ? omnilimit::kForever : omnilimit::saturating_add(omnilimit::now_ns(), ns);
+        return Py_BuildValue("(LL)", static_cast<long long>(ns), static_cast<long long>(deadline));
+      },
+      METH_O,
+      "_deadline(timeout) -> (timeout_ns, deadline_ns): the timeout as acquire() reads it and the instant\n"
+      "on the core's clock by which the acquire must succeed (FOREVER_NS for None). Raises ValueError."};
+  m.add_object("_deadline", py::reinterpret_steal<py::object>(PyCFunction_New(&deadline_def, nullptr)));
   ob::timeout_keyword = PyUnicode_InternFromString("timeout");
   if (ob::timeout_keyword == nullptr) throw py::error_already_set();
   ob::register_window(m);

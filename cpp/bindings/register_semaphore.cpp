@@ -355,59 +355,153 @@ void count_async_acquired(ConcurrencyCore& core, Nanos started_ns) {
   thread_account.after_acquire(core.id, true, is_live);
 }
 
-// For acquire_async: a slot now (True), or `w` queued for one (False). Raises LimiterClosed.
-bool async_enqueue(py::object self, AsyncWait& w) {
-  ConcurrencyCore& core = self.cast<ConcurrencyCore&>();
-  if (core.local_semaphore().try_acquire_fast()) {
-    count_async_acquired(core, 0);
-    return true;
-  }
-  if (w.semaphore != nullptr) throw std::logic_error("this AsyncWait was already used");
-  switch (core.local_semaphore().enqueue(w.slot)) {
-    case Semaphore::Enqueued::acquired:
-      w.slot_claimed = true;
-      count_async_acquired(core, 0);
-      return true;
-    case Semaphore::Enqueued::closed:
-      PyErr_SetString(limiter_closed_error, "the limiter is closed");
-      throw py::error_already_set();
-    case Semaphore::Enqueued::queued:
-      break;
-  }
-  w.semaphore = &core.semaphore;
-  w.owner = self;
-  w.started_ns = now_ns();
-  return false;
+// ---- coroutines (acquire_async) ----------------------------------------------------------------
+//
+// A coroutine that must wait for a slot holds a handle: a capsule owning its AsyncWait (a plain
+// capsule rather than a bound class: the handle is made on every wait, and a pybind11 instance
+// costs several times what the rest of the wait does). Dropping the handle destroys the
+// AsyncWait, which leaves the queue and passes on a slot handed over and never claimed.
+
+constexpr const char* kSlotWaitName = "omnilimit.slot_wait";
+
+void drop_slot_wait(PyObject* capsule) {
+  delete static_cast<std::shared_ptr<AsyncWait>*>(PyCapsule_GetPointer(capsule, kSlotWaitName));
 }
 
-// Where a queued coroutine stands: True once a slot was handed to it (now its own), False while
-// it waits. Raises LimiterClosed.
-bool async_status(ConcurrencyCore& core, AsyncWait& w) {
-  if (w.semaphore != &core.semaphore) throw std::logic_error("this AsyncWait is not queued here");
-  if (w.slot_claimed) return true;
-  switch (core.semaphore.status(w.slot)) {
-    case Semaphore::WaitStatus::acquired:
-      w.slot_claimed = true;
-      count_async_acquired(core, w.started_ns);
-      return true;
-    case Semaphore::WaitStatus::closed:
-      PyErr_SetString(limiter_closed_error, "the limiter is closed");
-      throw py::error_already_set();
-    case Semaphore::WaitStatus::pending:
-      break;
+// The AsyncWait of a handle queued on `core`; nullptr with an error set otherwise.
+AsyncWait* slot_wait(ConcurrencyCore& core, PyObject* handle) {
+  auto* held = static_cast<std::shared_ptr<AsyncWait>*>(PyCapsule_GetPointer(handle, kSlotWaitName));
+  if (held == nullptr) return nullptr;
+  if ((*held)->semaphore != &core.semaphore) {
+    PyErr_SetString(PyExc_ValueError, "this wait is not queued on this limiter");
+    return nullptr;
   }
-  return false;
+  return held->get();
 }
 
-// A coroutine gives up (timeout, cancellation): leaves the queue. True when a slot had been
-// handed to it meanwhile: it holds that slot now (to use, or to release).
-bool async_cancel(ConcurrencyCore& core, AsyncWait& w) {
-  if (w.semaphore != &core.semaphore) throw std::logic_error("this AsyncWait is not queued here");
-  if (w.slot_claimed) return true;
-  if (!core.semaphore.cancel(w.slot)) return false;
-  w.slot_claimed = true;
-  count_async_acquired(core, w.started_ns);
+bool parse_instant(PyObject* value, Nanos* instant) {
+  const long long n = PyLong_AsLongLong(value);
+  if (n == -1 && PyErr_Occurred()) return false;
+  *instant = static_cast<Nanos>(n);
   return true;
+}
+
+bool fixed_arguments(const char* method, Py_ssize_t expected, Py_ssize_t nargs, PyObject* kwnames) {
+  if (nargs == expected && (kwnames == nullptr || PyTuple_GET_SIZE(kwnames) == 0)) return true;
+  PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments", method, expected);
+  return false;
+}
+
+// _async_enqueue(notifier, future, deadline_ns): a slot now (True, counted), or a handle queued
+// for one: its future is resolved by the loop's drain when the core hands it a slot (or wakes it
+// to look again), and by the loop's timed waits at `deadline_ns`. Raises LimiterClosed.
+PyObject* fast_async_enqueue(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> PyObject* {
+    if (!fixed_arguments("_async_enqueue", 3, nargs, kwnames)) return nullptr;
+    ConcurrencyCore* core = self_ptr<ConcurrencyCore>(self);
+    if (core == nullptr) return nullptr;
+    Nanos deadline_ns = 0;
+    if (!parse_instant(args[2], &deadline_ns)) return nullptr;
+    auto notifier = py::handle(args[0]).cast<std::shared_ptr<LoopNotifier>>();
+    if (core->closed.load(std::memory_order_relaxed)) {
+      PyErr_SetString(limiter_closed_error, "the limiter is closed");
+      return nullptr;
+    }
+    if (core->local_semaphore().try_acquire_fast()) {
+      count_async_acquired(*core, 0);
+      Py_RETURN_TRUE;
+    }
+    auto w = std::make_shared<AsyncWait>(notifier, py::reinterpret_borrow<py::object>(args[1]));
+    switch (core->semaphore.enqueue(w->slot)) {
+      case Semaphore::Enqueued::acquired:
+        w->slot_claimed = true;
+        count_async_acquired(*core, 0);
+        Py_RETURN_TRUE;
+      case Semaphore::Enqueued::closed:
+        PyErr_SetString(limiter_closed_error, "the limiter is closed");
+        return nullptr;
+      case Semaphore::Enqueued::queued:
+        break;
+    }
+    w->semaphore = &core->semaphore;
+    w->owner = py::reinterpret_borrow<py::object>(self);
+    w->started_ns = now_ns();
+    auto* held = new std::shared_ptr<AsyncWait>(w);
+    PyObject* handle = PyCapsule_New(held, kSlotWaitName, drop_slot_wait);
+    if (handle == nullptr) {
+      delete held;
+      return nullptr;
+    }
+    if (deadline_ns < kForever) {
+      try {
+        notifier->wake_at(w->future, deadline_ns);
+      } catch (...) {
+        Py_DECREF(handle);  // leaves the queue
+        throw;
+      }
+    }
+    return handle;
+  });
+}
+
+// _async_status(handle): True once a slot was handed to the queued coroutine (now its own), False
+// while it waits. Raises LimiterClosed.
+PyObject* fast_async_status(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> PyObject* {
+    if (!fixed_arguments("_async_status", 1, nargs, kwnames)) return nullptr;
+    ConcurrencyCore* core = self_ptr<ConcurrencyCore>(self);
+    if (core == nullptr) return nullptr;
+    AsyncWait* w = slot_wait(*core, args[0]);
+    if (w == nullptr) return nullptr;
+    if (w->slot_claimed) Py_RETURN_TRUE;
+    switch (core->semaphore.status(w->slot)) {
+      case Semaphore::WaitStatus::acquired:
+        w->slot_claimed = true;
+        count_async_acquired(*core, w->started_ns);
+        Py_RETURN_TRUE;
+      case Semaphore::WaitStatus::closed:
+        PyErr_SetString(limiter_closed_error, "the limiter is closed");
+        return nullptr;
+      case Semaphore::WaitStatus::pending:
+        break;
+    }
+    Py_RETURN_FALSE;
+  });
+}
+
+// _async_cancel(handle): the coroutine gives up (timeout, cancellation) and leaves the queue.
+// True when a slot had been handed to it meanwhile: it holds that slot now (to use, or to give
+// back).
+PyObject* fast_async_cancel(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> PyObject* {
+    if (!fixed_arguments("_async_cancel", 1, nargs, kwnames)) return nullptr;
+    ConcurrencyCore* core = self_ptr<ConcurrencyCore>(self);
+    if (core == nullptr) return nullptr;
+    AsyncWait* w = slot_wait(*core, args[0]);
+    if (w == nullptr) return nullptr;
+    if (w->slot_claimed) Py_RETURN_TRUE;
+    if (!core->semaphore.cancel(w->slot)) Py_RETURN_FALSE;
+    w->slot_claimed = true;
+    count_async_acquired(*core, w->started_ns);
+    Py_RETURN_TRUE;
+  });
+}
+
+// _async_watch(handle, future, deadline_ns): the coroutine, woken to look again, waits on a new
+// future (resolved as the first was).
+PyObject* fast_async_watch(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> PyObject* {
+    if (!fixed_arguments("_async_watch", 3, nargs, kwnames)) return nullptr;
+    ConcurrencyCore* core = self_ptr<ConcurrencyCore>(self);
+    if (core == nullptr) return nullptr;
+    AsyncWait* w = slot_wait(*core, args[0]);
+    if (w == nullptr) return nullptr;
+    Nanos deadline_ns = 0;
+    if (!parse_instant(args[2], &deadline_ns)) return nullptr;
+    w->future = py::reinterpret_borrow<py::object>(args[1]);
+    if (deadline_ns < kForever) w->notifier().wake_at(w->future, deadline_ns);
+    Py_RETURN_NONE;
+  });
 }
 
 PyObject* release_slot(PyObject* self, ConcurrencyCore& core) {
@@ -445,7 +539,40 @@ PyObject* fast_exit(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
   });
 }
 
+// _async_fast(): `async with` and acquire_async's uncontended path, in one call: a free slot of
+// the in-process semaphore taken now (counted) when no pause is in effect (True); False when a
+// coroutine must take the full path (no free slot, a pause, a store, a shared segment, closed).
+PyObject* fast_async_try(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
+  return guarded([&]() -> PyObject* {
+    ConcurrencyCore* core = self_ptr<ConcurrencyCore>(self);
+    if (core == nullptr) return nullptr;
+    if (core->shared_semaphore || core->hooks.has_store() || core->pause.maybe_active() ||
+        core->closed.load(std::memory_order_relaxed) || !core->semaphore.try_acquire_fast()) {
+      Py_RETURN_FALSE;
+    }
+    count_async_acquired(*core, 0);
+    Py_RETURN_TRUE;
+  });
+}
+
 PyMethodDef fast_methods[] = {
+    fast_method("_async_enqueue", fast_async_enqueue,
+                "_async_enqueue($self, notifier, future, deadline_ns, /)\n--\n\n"
+                "acquire_async: True with a slot taken now, else a handle queued for one (its future\n"
+                "resolved by the core, or by the loop's timed waits at `deadline_ns`). Raises LimiterClosed."),
+    fast_method("_async_status", fast_async_status,
+                "_async_status($self, handle, /)\n--\n\n"
+                "True once a slot was handed to the queued handle, False while it waits. Raises LimiterClosed."),
+    fast_method("_async_cancel", fast_async_cancel,
+                "_async_cancel($self, handle, /)\n--\n\n"
+                "Takes the handle out of the queue; True when a slot had been handed to it (held now)."),
+    fast_method("_async_watch", fast_async_watch,
+                "_async_watch($self, handle, future, deadline_ns, /)\n--\n\n"
+                "The queued handle waits on `future` from now on (woken to look again)."),
+    fast_method("_async_fast", fast_async_try,
+                "_async_fast($self, /)\n--\n\n"
+                "A free slot taken now, with no pause in effect (True), or nothing (False): the\n"
+                "uncontended path of acquire_async and `async with`."),
     fast_method("acquire", fast_acquire<Concurrency>,
                 "acquire($self, /, timeout=120)\n--\n\n"
                 "Takes a slot, waiting up to `timeout` seconds (None: forever; 0: try once). Returns True\n"
@@ -603,12 +730,6 @@ released only while a caller waits.)doc");
              // The store's in-process fallback (an outage policy's `local`) gives a slot back.
              if (core.give_back()) core.released.record(coarse_now_ns());
            }, "Gives back a slot of this core itself, whatever the store.")
-      .def("_async_enqueue", &async_enqueue, py::arg("waiter"),
-           "acquire_async: True with a slot taken now, False with `waiter` queued. Raises LimiterClosed.")
-      .def("_async_status", &async_status, py::arg("waiter"),
-           "True once a slot was handed to the queued `waiter`, False while it waits. Raises LimiterClosed.")
-      .def("_async_cancel", &async_cancel, py::arg("waiter"),
-           "Takes `waiter` out of the queue; True when a slot had been handed to it (it holds it now).")
       .def("_give_back",
            [](py::object self) {
              // A slot taken for a coroutine that does not use it (a pause outlasts its timeout, or it

@@ -3,9 +3,16 @@
 A coroutine waits in the same C++ queues as threads (so one budget and one arrival order serve
 both), with an ``_core.AsyncWait`` in place of a sleeping thread. When the core wakes it (a slot
 handed over, a queue re-planned), from whichever thread did so, the waiter is posted to its loop's
-``_core.LoopNotifier``, whose eventfd the loop watches; ``_drain`` then resolves the waiter's
-current future and the coroutine asks the core where it stands. Timed waits (a rate limiter's
-instant, a pause, a timeout) are the loop's own timers. Nothing polls and no thread is parked.
+``_core.LoopNotifier``, whose eventfd the loop watches; the notifier's ``drain`` then resolves the
+waiter's current future and the coroutine asks the core where it stands. Nothing polls and no
+thread is parked.
+
+Timed waits (a rate limiter's instant, a pause's end, a timeout) do not arm a loop timer each:
+the notifier also keeps the loop's timed waits, a heap of (instant, future) in C++ with a single
+loop timer armed for its earliest entry (``LoopState``). A loop timer per waiter costs a
+``TimerHandle``, a push into the loop's heap compared in Python, and a cancelled handle left in
+that heap; a waiter here costs one push, and a future resolved otherwise is skipped when its
+instant comes (the heap is compacted once it holds more than twice what was live).
 
 Cancellation. Every wait is wrapped so that a coroutine that leaves early (timeout,
 ``CancelledError``, ``GeneratorExit``) takes itself out of the queue and gives back whatever was
@@ -15,6 +22,7 @@ handed to it meanwhile; a rate reservation whose time has not come is refunded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import threading
@@ -30,30 +38,76 @@ from omnilimit._validate import token_count
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_notifiers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _core.LoopNotifier] = weakref.WeakKeyDictionary()
-_notifiers_lock = threading.Lock()
+FOREVER_NS: Final = _core.FOREVER_NS
+_monotonic_ns = _core.monotonic_ns
 
 
-def notifier(loop: asyncio.AbstractEventLoop) -> _core.LoopNotifier:
-    """The loop's notifier, made and registered with the loop on first use (from the loop's
-    thread). It is closed when the loop is garbage-collected."""
-    found = _notifiers.get(loop)
+class LoopState:
+    """What omnilimit keeps per event loop: its ``LoopNotifier`` (registered with the loop's
+    ``add_reader``: the core's wake-ups) and the one loop timer of its timed waits (the notifier's
+    ``wake_at``, armed here for the earliest instant). Holds the loop weakly."""
+
+    __slots__ = ("__weakref__", "_handle", "_loop", "notifier")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)
+        self._handle: asyncio.TimerHandle | None = None
+        self.notifier = _core.LoopNotifier()
+        self.notifier.set_arm(self._arm_weakly())
+
+    def _arm_weakly(self) -> Callable[[int], None]:
+        """``arm(at_ns)`` for the notifier, holding this state weakly (the notifier is the state's)."""
+        me = weakref.ref(self)
+
+        def arm(at_ns: int) -> None:
+            state = me()
+            if state is not None:
+                state._arm_timer(at_ns)
+
+        return arm
+
+    def _arm_timer(self, at_ns: int) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        loop = self._loop()
+        if loop is None or loop.is_closed():
+            self._handle = None
+            return
+        self._handle = loop.call_at(loop.time() + (at_ns - _monotonic_ns()) / 1e9, self.notifier.expire)
+
+
+_states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = weakref.WeakKeyDictionary()
+_states_lock = threading.Lock()
+_last = threading.local()  # per thread: (a weak reference to the loop last seen, its state)
+
+
+def here(loop: asyncio.AbstractEventLoop) -> LoopState:
+    """The loop's state, made and registered with the loop on first use (from the loop's thread).
+    Its notifier is closed when the loop is garbage-collected. Kept as an attribute of the loop
+    where the loop has a ``__dict__`` (asyncio's loops: the fastest look-up), else found through
+    a weak map and a per-thread cache (uvloop)."""
+    found: LoopState | None = getattr(loop, "_omnilimit_state", None)
     if found is not None:
         return found
-    with _notifiers_lock:
-        found = _notifiers.get(loop)
+    last = getattr(_last, "pair", None)
+    if last is not None and last[0]() is loop:
+        return cast(LoopState, last[1])
+    with _states_lock:
+        found = _states.get(loop)
         if found is None:
-            found = _core.LoopNotifier()
-            loop.add_reader(found.fd, _drain, found)
-            _notifiers[loop] = found
-            weakref.finalize(loop, found.close)
+            found = LoopState(loop)
+            loop.add_reader(found.notifier.fd, found.notifier.drain)
+            _states[loop] = found
+            weakref.finalize(loop, found.notifier.close)
+            with contextlib.suppress(AttributeError):  # no __dict__ (uvloop): the map and the cache serve
+                loop._omnilimit_state = found  # type: ignore[attr-defined]
+    _last.pair = (weakref.ref(loop), found)
     return found
 
 
-def _drain(found: _core.LoopNotifier) -> None:
-    for waiter in found.take():
-        if waiter.future is not None:
-            resolve(waiter.future)
+def notifier(loop: asyncio.AbstractEventLoop) -> _core.LoopNotifier:
+    """The loop's notifier (see ``here``)."""
+    return here(loop).notifier
 
 
 def resolve(future: asyncio.Future[None]) -> None:
@@ -62,13 +116,10 @@ def resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def deadline(timeout: object) -> tuple[int, int]:
-    """(the timeout in ns, the instant on the core's clock by which the acquire must succeed),
-    ``FOREVER_NS`` for None. Raises ValueError for a bad timeout, as ``acquire()`` does."""
-    timeout_ns = _core._timeout_ns(timeout)
-    if timeout_ns >= _core.FOREVER_NS:
-        return timeout_ns, _core.FOREVER_NS
-    return timeout_ns, min(_core.monotonic_ns() + timeout_ns, _core.FOREVER_NS)
+deadline: Final[Callable[[object], tuple[int, int]]] = _core._deadline
+"""deadline(timeout) -> (the timeout in ns, the instant on the core's clock by which the acquire
+must succeed), ``FOREVER_NS`` for None. Raises ValueError for a bad timeout, as ``acquire()``
+does."""
 
 
 def seconds_until(instant_ns: int) -> float:
@@ -85,17 +136,12 @@ def timeout_left(deadline: int) -> float | None:
     return None if deadline >= _core.FOREVER_NS else seconds_until(deadline)
 
 
-async def wake_or_timer(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], at_ns: int) -> None:
-    """Waits until `future` is resolved (the core woke the waiter) or the core's clock reaches
-    `at_ns` (``FOREVER_NS``: no timer)."""
-    handle = None
-    if at_ns < _core.FOREVER_NS:
-        handle = loop.call_later(seconds_until(at_ns), resolve, future)
-    try:
-        await future
-    finally:
-        if handle is not None:
-            handle.cancel()
+def wake_or_timer(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], at_ns: int) -> asyncio.Future[None]:
+    """`future`, to be awaited: resolved when the core wakes the waiter, or by the loop's
+    ``Deadlines`` when the core's clock reaches `at_ns` (``FOREVER_NS``: no deadline)."""
+    if at_ns < FOREVER_NS:
+        here(loop).notifier.wake_at(future, at_ns)
+    return future
 
 
 async def stand_by(limiter: Any, until_ns: int) -> None:

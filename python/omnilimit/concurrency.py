@@ -117,8 +117,8 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, WithStore[ConcurrencyStore], Pro
         loops. Cancellation-safe: a waiter cancelled or timed out holds no slot, and a slot
         handed to it meanwhile goes on to the next waiter. Raises LimiterClosed, ValueError for a
         bad timeout."""
-        _async.deadline(timeout)  # checks it
         if self._store is not None:
+            _async.deadline(timeout)  # checks it
             took = await self._store.acquire_async(self, timeout)
         else:
             took = await self._acquire_async_here(timeout)
@@ -126,35 +126,58 @@ class ConcurrencyLimiter(_core.ConcurrencyCore, WithStore[ConcurrencyStore], Pro
             self._refused(timeout)
         return took
 
+    async def __aenter__(self) -> ConcurrencyLimiter:
+        """``async with limiter:``: ``acquire_async()`` with the default timeout (120 s), raising
+        ``LimiterTimeout`` when no slot came; leaving releases the slot."""
+        if self._async_fast():
+            return self
+        if self._store is None:
+            took = await self._acquire_async_here(120)
+        else:
+            took = await self._store.acquire_async(self, 120)
+        if took:
+            return self
+        self._refused(120)
+        raise self._timeout_error()
+
+    async def __aexit__(self, *exc_info: object) -> bool:
+        self.release()
+        return False
+
     async def _acquire_async_here(self, timeout: float | None) -> bool:
         """A slot of the native core itself (a Redis store's in-process fallback too), its pause
-        waited out; False (nothing counted) when none came by ``timeout``."""
+        waited out; False (nothing counted) when none came by ``timeout``. A coroutine that must
+        wait does so in the core's queue (one arrival order with threads), woken by the core when
+        a slot is handed to it, or by the loop's timed waits at its deadline."""
         timeout_ns, deadline = _async.deadline(timeout)
-        if self._async_try():
-            pass
-        elif self.closed:
-            raise _core.LimiterClosed("the limiter is closed")
-        elif timeout_ns == 0 or not await self._queue_async(deadline):
-            return False
-        return await pause.wait_out_async(self, deadline, self._give_back_async)
-
-    async def _queue_async(self, deadline: int) -> bool:
-        loop = asyncio.get_running_loop()
-        waiter = _core.AsyncWait(_async.notifier(loop))
-        waiter.future = future = loop.create_future()
-        try:
-            if self._async_enqueue(waiter):
-                return True
-            while not self._async_status(waiter):
-                if _core.monotonic_ns() >= deadline:
-                    return self._async_cancel(waiter)  # a slot handed over at the last moment is kept
-                await _async.wake_or_timer(loop, future, deadline)
-                waiter.future = future = loop.create_future()
-            return True
-        except BaseException:  # cancelled (or closed): leave, passing on a slot handed over meanwhile
-            if self._async_cancel(waiter):
-                self._give_back()
-            raise
+        if timeout_ns == 0:
+            if not self._async_try():
+                if self.closed:
+                    raise _core.LimiterClosed("the limiter is closed")
+                return False
+        else:  # a free slot is taken by _async_enqueue; a closed limiter raises there
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[None] = loop.create_future()
+            waiting = self._async_enqueue(_async.here(loop).notifier, future, deadline)
+            if waiting is not True:
+                try:
+                    while True:
+                        await future
+                        if self._async_status(waiting):
+                            break
+                        if _core.monotonic_ns() >= deadline:
+                            if self._async_cancel(waiting):  # a slot handed over at the last moment is kept
+                                break
+                            return False
+                        future = loop.create_future()  # woken to look again
+                        self._async_watch(waiting, future, deadline)
+                except BaseException:  # cancelled (or closed): leave, passing on a slot handed over meanwhile
+                    if self._async_cancel(waiting):
+                        self._give_back()
+                    raise
+        if self._pause_go_in() > 0:
+            return await pause.wait_out_async(self, deadline, self._give_back_async)
+        return True
 
     async def _give_back_async(self) -> None:
         self._give_back()
