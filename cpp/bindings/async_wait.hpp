@@ -157,6 +157,7 @@ class AsyncWait final : public Waker, public std::enable_shared_from_this<AsyncW
   Reservation reservation;
   std::uint64_t epoch = 0;
   Nanos ready_ns = 0;
+  bool guarded = false;  // the turn came and ready_ns is when the last second has room: lateness is fine
 
   // Standing by (a turn beyond the deadline, a pause): woken by every change of the limiter's
   // prospects as a listener of its Standby.

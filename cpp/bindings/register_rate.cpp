@@ -35,6 +35,7 @@
 #include "omnilimit/shm_segment.hpp"
 #include "omnilimit/standby.hpp"
 #include "omnilimit/window.hpp"
+#include "omnilimit/window_guard.hpp"
 #include "pause_methods.hpp"
 #include "wait.hpp"
 
@@ -85,6 +86,7 @@ struct RateCore final : ForkAware {
     } else if (tokens_per_minute > 0.0) {
       dual = std::make_unique<DualBucket>(bucket.interval_ns(), burst, token_interval(tokens_per_minute), token_burst);
     }
+    if (!segment && !dual) guard = std::make_unique<WindowGuard>(bucket.interval_ns(), bucket.burst());
     if (dual) {
       async_reservation = py::reinterpret_steal<py::object>(PyContextVar_New("omnilimit.reservation", nullptr));
       if (!async_reservation) throw py::error_already_set();
@@ -103,6 +105,7 @@ struct RateCore final : ForkAware {
     if (dual) dual->reinit_after_fork();
     schedule.reinit_after_fork();
     standby.reinit_after_fork(segment != nullptr);
+    if (guard) guard->reinit_after_fork();
     // The parent's waiters are not the child's: they count in neither `waiting` nor the child's
     // budget. An in-process bucket gives back the instants they had booked (a shared one is the
     // parent's too: its sleepers still go there).
@@ -162,6 +165,10 @@ struct RateCore final : ForkAware {
   TokenShared* tokens_shared;  // the segment's token budget (shared, with a token budget), or nullptr
   Gcra bucket;                       // over shared.bucket; unused when `dual` is set
   std::unique_ptr<DualBucket> dual;  // set when there is a token budget
+  // In process without a token budget: no second holds more admissions than the bucket allows in
+  // one, however late its sleepers wake (window_guard.hpp). A shared bucket's processes, and the
+  // token budget's queue, keep the bucket's own bound.
+  std::unique_ptr<WindowGuard> guard;
   // With a token budget: a ContextVar holding the tokens of the current task's latest unsettled
   // reservation (coroutines share their loop's thread, so a thread-local cannot tell them apart).
   py::object async_reservation;
@@ -263,8 +270,11 @@ Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens, bool
   if (core.closed.load(std::memory_order_relaxed)) return closed_error();
   Nanos now = now_ns();
   if (!core.dual && !core.pause.maybe_active() && core.bucket.try_acquire(1, now)) {
-    core.total_acquired.fetch_add(1, std::memory_order_relaxed);  // the uncontended path: one CAS
-    return Outcome::acquired;
+    if (!core.guard || core.guard->admit(now) == 0) {
+      core.total_acquired.fetch_add(1, std::memory_order_relaxed);  // the uncontended path: one CAS
+      return Outcome::acquired;
+    }
+    core.bucket.give_back(1, now);  // this second is full: the full path waits for room
   }
   const Nanos started_ns = now;
   const Nanos deadline_ns = saturating_add(now, timeout_ns);
@@ -297,6 +307,21 @@ Outcome take_request(RateCore& core, Nanos timeout_ns, std::int64_t tokens, bool
     if (stand_by(*watch, seen, step.until_ns) == WaitResult::interrupted) return Outcome::error;
     if (core.closed.load()) return closed_error();
     now = now_ns();
+  }
+  if (core.guard) {  // the turn came: go when the last second has room (window_guard.hpp)
+    for (;;) {
+      now = now_ns();
+      const Nanos room_at = core.guard->admit(now);
+      if (room_at == 0) break;
+      if (room_at > deadline_ns && (fail_fast || now >= deadline_ns)) return Outcome::timed_out;
+      if (!sleeping) sleeping.emplace(core.sleeping);
+      const Nanos until_ns = std::min(room_at, deadline_ns);
+      const WaitResult waited = wait_without_gil(until_ns, [&](Nanos step_until_ns) {
+        sleep_until_ns(step_until_ns);
+        return now_ns() >= until_ns;
+      });
+      if (waited == WaitResult::interrupted) return Outcome::error;
+    }
   }
   if (core.dual) {
     latest_reservations.remember(core.id, tokens);
@@ -523,15 +548,20 @@ py::object async_reserve(py::object self, AsyncWait& w, Nanos deadline_ns) {
     const Reservation r = core.bucket.reserve(1, max_wait_ns, now);
     const RatePolicy::Booked booked = RatePolicy::after_booking(r, [&] { return core.schedule.stable(epoch); });
     if (booked == RatePolicy::Booked::beyond_deadline) return py::none();
-    if (booked == RatePolicy::Booked::go) {
-      count_async_acquired(core, 0);
-      return py::float_(0.0);
-    }
     if (booked == RatePolicy::Booked::again) continue;  // a rate change overlapped: the slot is spent
+    Nanos ready_ns = r.ready_at_ns;
+    if (booked == RatePolicy::Booked::go) {
+      ready_ns = core.guard ? core.guard->admit(now) : 0;
+      if (ready_ns == 0) {
+        count_async_acquired(core, 0);
+        return py::float_(0.0);
+      }
+      w.guarded = true;  // the turn came, the last second is full: wait for room (window_guard.hpp)
+    }
     w.bucket = &core.bucket;
     w.reservation = r;
     w.epoch = epoch;
-    w.ready_ns = r.ready_at_ns;
+    w.ready_ns = ready_ns;
     w.owner = self;
     w.started_ns = now;
     w.count_waiting(core.sleeping);
@@ -539,7 +569,7 @@ py::object async_reserve(py::object self, AsyncWait& w, Nanos deadline_ns) {
     w.schedule = &core.schedule;
     w.standby = &core.standby;  // a refund (the waiter dropped early) wakes the callers standing by
     core.schedule.listen(w.listener);
-    return py::float_(static_cast<double>(r.wait_ns) / 1e9);
+    return py::float_(static_cast<double>(ready_ns - now) / 1e9);
   }
 }
 
@@ -565,13 +595,22 @@ double async_reserve_check(RateCore& core, AsyncWait& w) {
   }
   const Nanos now = now_ns();
   if (w.ready_ns > now) return static_cast<double>(w.ready_ns - now) / 1e9;
-  core.schedule.stop_listening(w.listener);
-  if (RatePolicy::missed_turn(core.bucket, w.ready_ns, now)) {  // the loop ran late: book again (kLateToleranceNs)
+  if (!w.guarded && RatePolicy::missed_turn(core.bucket, w.ready_ns, now)) {
+    core.schedule.stop_listening(w.listener);  // the loop ran late: book again (kLateToleranceNs)
     w.bucket = nullptr;
     w.end_booking();
     w.stop_counting();
     return -1.0;
   }
+  if (core.guard) {  // the turn came: go when the last second has room (window_guard.hpp)
+    const Nanos room_at = core.guard->admit(now);
+    if (room_at != 0) {
+      w.guarded = true;
+      w.ready_ns = room_at;
+      return static_cast<double>(room_at - now) / 1e9;
+    }
+  }
+  core.schedule.stop_listening(w.listener);
   count_async_acquired(core, w.started_ns);
   w.bucket = nullptr;
   w.end_booking();
@@ -764,6 +803,7 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
                c.bucket.set_interval(interval, now);
                return old;
              });
+             if (c.guard) c.guard->configure(interval, c.bucket.burst());
              c.standby.notify();  // the callers standing by look again (in every process)
            },
            py::arg("requests_per_minute"),
@@ -776,6 +816,7 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
                c.dual->set_request_burst(burst);
              } else {
                c.bucket.set_burst(burst);
+               if (c.guard) c.guard->configure(c.bucket.interval_ns(), burst);
                c.standby.notify();
              }
            },
