@@ -67,6 +67,25 @@ void resolve_future(const py::object& future) {
   Py_DECREF(result);
 }
 
+namespace {
+constexpr const char* kWaitHandleName = "omnilimit.wait";
+void drop_wait_handle(PyObject* capsule) {
+  delete static_cast<std::shared_ptr<AsyncWait>*>(PyCapsule_GetPointer(capsule, kWaitHandleName));
+}
+}  // namespace
+
+PyObject* wait_handle(std::shared_ptr<AsyncWait> w) {
+  auto* held = new std::shared_ptr<AsyncWait>(std::move(w));
+  PyObject* handle = PyCapsule_New(held, kWaitHandleName, drop_wait_handle);
+  if (handle == nullptr) delete held;
+  return handle;
+}
+
+AsyncWait* handle_wait(PyObject* handle) {
+  auto* held = static_cast<std::shared_ptr<AsyncWait>*>(PyCapsule_GetPointer(handle, kWaitHandleName));
+  return held == nullptr ? nullptr : held->get();
+}
+
 void LoopNotifier::drain() {
   const std::vector<std::shared_ptr<AsyncWait>> taken = take();
   for (const std::shared_ptr<AsyncWait>& w : taken) resolve_future(w->future);

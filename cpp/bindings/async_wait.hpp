@@ -170,6 +170,14 @@ class AsyncWait final : public Waker, public std::enable_shared_from_this<AsyncW
   std::atomic<std::int64_t>* booked_ = nullptr;   // likewise
 };
 
+// A coroutine's handle on its AsyncWait: a capsule owning it (a plain capsule rather than a bound
+// object: a handle is made on every wait, and a pybind11 instance costs several times what the
+// rest of the wait does). Dropping the handle destroys the AsyncWait, which leaves any queue and
+// gives back what it held. wait_handle: a new reference, or nullptr with an error set.
+PyObject* wait_handle(std::shared_ptr<AsyncWait> w);
+// The AsyncWait of a handle; nullptr with TypeError set when `handle` is not one.
+AsyncWait* handle_wait(PyObject* handle);
+
 // Resolves `future` (an asyncio future) with None unless it is done. With the GIL; throws
 // error_already_set if the future's methods raise.
 void resolve_future(const py::object& future);

@@ -93,6 +93,22 @@ inline bool no_arguments(const char* method, Py_ssize_t nargs, PyObject* kwnames
   return false;
 }
 
+// For methods that take exactly `expected` positional arguments. Returns false with TypeError set
+// otherwise.
+inline bool fixed_arguments(const char* method, Py_ssize_t expected, Py_ssize_t nargs, PyObject* kwnames) {
+  if (nargs == expected && (kwnames == nullptr || PyTuple_GET_SIZE(kwnames) == 0)) return true;
+  PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments", method, expected);
+  return false;
+}
+
+// An instant on the core's clock (an int of ns). Returns false with the error set otherwise.
+inline bool parse_instant(PyObject* value, Nanos* instant) {
+  const long long n = PyLong_AsLongLong(value);
+  if (n == -1 && PyErr_Occurred()) return false;
+  *instant = static_cast<Nanos>(n);
+  return true;
+}
+
 // Parses the optional single argument of method `method`, given positionally or by the keyword
 // `interned_name`. *value stays nullptr when it is absent. Returns false with TypeError set on a
 // bad call.

@@ -692,6 +692,136 @@ py::tuple async_ticket_poll(RateCore& core, AsyncWait& w) {
   return py::make_tuple(1, static_cast<double>(std::max<Nanos>(wake_at - now, 0)) / 1e9);
 }
 
+// ---- coroutines: the uncontended path and one booking, as raw methods ------------------------
+//
+// `async with limiter:` and acquire_async take these on a lone in-process bucket (no token budget,
+// no store): the uncontended path in one call, and a booking held by a handle (wait_handle) whose
+// future the loop's timed waits resolve at the instant (or the deadline), and a rate change's
+// wake-up before. Dropping the handle refunds a booking whose instant has not come.
+
+// _async_fast(): a request admitted now (True, counted), or nothing (False: the full path).
+PyObject* fast_async_try(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
+  return guarded([&]() -> PyObject* {
+    RateCore* core = self_ptr<RateCore>(self);
+    if (core == nullptr) return nullptr;
+    if (core->dual || core->hooks.has_store() || core->closed.load(std::memory_order_relaxed) ||
+        core->pause.maybe_active()) {
+      Py_RETURN_FALSE;
+    }
+    const Nanos now = now_ns();
+    if (!core->bucket.try_acquire(1, now)) Py_RETURN_FALSE;
+    if (core->guard && core->guard->admit(now) != 0) {
+      core->bucket.give_back(1, now);  // this second is full: the full path waits for room
+      Py_RETURN_FALSE;
+    }
+    count_async_acquired(*core, 0);
+    Py_RETURN_TRUE;
+  });
+}
+
+// The AsyncWait of a handle booked on `core`; nullptr with an error set otherwise.
+AsyncWait* booking_of(RateCore& core, PyObject* handle) {
+  AsyncWait* w = handle_wait(handle);
+  if (w != nullptr && w->schedule != nullptr && w->schedule != &core.schedule) {
+    PyErr_SetString(PyExc_ValueError, "this wait is not booked on this limiter");
+    return nullptr;
+  }
+  return w;
+}
+
+// _async_book(notifier, future, deadline_ns): True (admitted now, counted), None (the turn lies
+// beyond the deadline: nothing booked), or a handle booked for an instant: `future` is resolved
+// then (or at the deadline, or by a rate change), and _async_turn says what came.
+PyObject* fast_async_book(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> PyObject* {
+    if (!fixed_arguments("_async_book", 3, nargs, kwnames)) return nullptr;
+    Nanos deadline_ns = 0;
+    if (!parse_instant(args[2], &deadline_ns)) return nullptr;
+    auto notifier = py::handle(args[0]).cast<std::shared_ptr<LoopNotifier>>();
+    auto w = std::make_shared<AsyncWait>(notifier, py::reinterpret_borrow<py::object>(args[1]));
+    const py::object delay = async_reserve(py::reinterpret_borrow<py::object>(self), *w, deadline_ns);
+    if (delay.is_none()) Py_RETURN_NONE;
+    if (delay.cast<double>() == 0.0) Py_RETURN_TRUE;
+    PyObject* handle = wait_handle(w);
+    if (handle == nullptr) return nullptr;
+    try {
+      notifier->wake_at(w->future, std::min(w->ready_ns, deadline_ns));
+    } catch (...) {
+      Py_DECREF(handle);  // refunds the booking
+      throw;
+    }
+    return handle;
+  });
+}
+
+// _async_turn(handle): 0 when the turn came (admitted, counted), -1 to book again (the slot is
+// spent: the loop woke too late, or rate changes were too many to follow), else the instant (ns)
+// to wait until (a slower rate moved it, or the last second has no room yet). Raises LimiterClosed.
+PyObject* fast_async_turn(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> PyObject* {
+    if (!fixed_arguments("_async_turn", 1, nargs, kwnames)) return nullptr;
+    RateCore* core = self_ptr<RateCore>(self);
+    if (core == nullptr) return nullptr;
+    AsyncWait* w = booking_of(*core, args[0]);
+    if (w == nullptr) return nullptr;
+    const double left = async_reserve_check(*core, *w);
+    if (left == 0.0) return PyLong_FromLong(0);
+    if (left < 0.0) return PyLong_FromLong(-1);
+    return PyLong_FromLongLong(w->ready_ns);
+  });
+}
+
+// _async_rewatch(handle, future, at_ns): the booking waits on `future`, resolved at `at_ns` (or by
+// a rate change).
+PyObject* fast_async_rewatch(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> PyObject* {
+    if (!fixed_arguments("_async_rewatch", 3, nargs, kwnames)) return nullptr;
+    RateCore* core = self_ptr<RateCore>(self);
+    if (core == nullptr) return nullptr;
+    AsyncWait* w = booking_of(*core, args[0]);
+    if (w == nullptr) return nullptr;
+    Nanos at_ns = 0;
+    if (!parse_instant(args[2], &at_ns)) return nullptr;
+    w->future = py::reinterpret_borrow<py::object>(args[1]);
+    w->notifier().wake_at(w->future, at_ns);
+    Py_RETURN_NONE;
+  });
+}
+
+// _async_unbook(handle): the coroutine gives up before its turn: the booking goes back if still
+// possible (the callers standing by hear of it).
+PyObject* fast_async_unbook(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return guarded([&]() -> PyObject* {
+    if (!fixed_arguments("_async_unbook", 1, nargs, kwnames)) return nullptr;
+    RateCore* core = self_ptr<RateCore>(self);
+    if (core == nullptr) return nullptr;
+    AsyncWait* w = booking_of(*core, args[0]);
+    if (w == nullptr) return nullptr;
+    async_refund(*core, *w);
+    Py_RETURN_NONE;
+  });
+}
+
+PyMethodDef async_fast_methods[] = {
+    fast_method("_async_fast", fast_async_try,
+                "_async_fast($self, /)\n--\n\n"
+                "A request admitted now (True, counted), or nothing (False): the uncontended path of\n"
+                "acquire_async and `async with` (no token budget, no store, no pause)."),
+    fast_method("_async_book", fast_async_book,
+                "_async_book($self, notifier, future, deadline_ns, /)\n--\n\n"
+                "True (admitted now), None (the turn lies beyond the deadline), or a handle booked for an\n"
+                "instant, whose future is resolved then (or at the deadline, or by a rate change)."),
+    fast_method("_async_turn", fast_async_turn,
+                "_async_turn($self, handle, /)\n--\n\n"
+                "0: the turn came (admitted); -1: book again; else the instant (ns) to wait until."),
+    fast_method("_async_rewatch", fast_async_rewatch,
+                "_async_rewatch($self, handle, future, at_ns, /)\n--\n\n"
+                "The booking waits on `future`, resolved at `at_ns` (or by a rate change)."),
+    fast_method("_async_unbook", fast_async_unbook,
+                "_async_unbook($self, handle, /)\n--\n\n"
+                "Gives the booking back if its instant has not come."),
+    {nullptr, nullptr, 0, nullptr}};
+
 std::int64_t check_tokens(std::int64_t n) {
   if (n < 0) throw py::value_error("token counts must be >= 0");
   return n;
@@ -941,6 +1071,7 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
   add_metric_methods(cls);
   add_standby_methods(cls);
   add_fast_methods(cls, fast_methods);
+  add_fast_methods(cls, async_fast_methods);
 }
 
 }  // namespace omnilimit::bindings

@@ -357,39 +357,18 @@ void count_async_acquired(ConcurrencyCore& core, Nanos started_ns) {
 
 // ---- coroutines (acquire_async) ----------------------------------------------------------------
 //
-// A coroutine that must wait for a slot holds a handle: a capsule owning its AsyncWait (a plain
-// capsule rather than a bound class: the handle is made on every wait, and a pybind11 instance
-// costs several times what the rest of the wait does). Dropping the handle destroys the
-// AsyncWait, which leaves the queue and passes on a slot handed over and never claimed.
-
-constexpr const char* kSlotWaitName = "omnilimit.slot_wait";
-
-void drop_slot_wait(PyObject* capsule) {
-  delete static_cast<std::shared_ptr<AsyncWait>*>(PyCapsule_GetPointer(capsule, kSlotWaitName));
-}
+// A coroutine that must wait for a slot holds a handle on its AsyncWait (wait_handle,
+// async_wait.hpp): dropping it leaves the queue and passes on a slot handed over and never claimed.
 
 // The AsyncWait of a handle queued on `core`; nullptr with an error set otherwise.
 AsyncWait* slot_wait(ConcurrencyCore& core, PyObject* handle) {
-  auto* held = static_cast<std::shared_ptr<AsyncWait>*>(PyCapsule_GetPointer(handle, kSlotWaitName));
-  if (held == nullptr) return nullptr;
-  if ((*held)->semaphore != &core.semaphore) {
+  AsyncWait* w = handle_wait(handle);
+  if (w == nullptr) return nullptr;
+  if (w->semaphore != &core.semaphore) {
     PyErr_SetString(PyExc_ValueError, "this wait is not queued on this limiter");
     return nullptr;
   }
-  return held->get();
-}
-
-bool parse_instant(PyObject* value, Nanos* instant) {
-  const long long n = PyLong_AsLongLong(value);
-  if (n == -1 && PyErr_Occurred()) return false;
-  *instant = static_cast<Nanos>(n);
-  return true;
-}
-
-bool fixed_arguments(const char* method, Py_ssize_t expected, Py_ssize_t nargs, PyObject* kwnames) {
-  if (nargs == expected && (kwnames == nullptr || PyTuple_GET_SIZE(kwnames) == 0)) return true;
-  PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments", method, expected);
-  return false;
+  return w;
 }
 
 // _async_enqueue(notifier, future, deadline_ns): a slot now (True, counted), or a handle queued
@@ -426,12 +405,8 @@ PyObject* fast_async_enqueue(PyObject* self, PyObject* const* args, Py_ssize_t n
     w->semaphore = &core->semaphore;
     w->owner = py::reinterpret_borrow<py::object>(self);
     w->started_ns = now_ns();
-    auto* held = new std::shared_ptr<AsyncWait>(w);
-    PyObject* handle = PyCapsule_New(held, kSlotWaitName, drop_slot_wait);
-    if (handle == nullptr) {
-      delete held;
-      return nullptr;
-    }
+    PyObject* handle = wait_handle(w);
+    if (handle == nullptr) return nullptr;
     if (deadline_ns < kForever) {
       try {
         notifier->wake_at(w->future, deadline_ns);

@@ -275,6 +275,25 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
             self._refused(timeout, fail_fast)
         return took
 
+    async def __aenter__(self) -> RateLimiter:
+        """``async with limiter:``: ``acquire_async()`` with the default timeout (60 s), raising
+        ``LimiterTimeout`` when the turn did not come; leaving records the request."""
+        if self._async_fast():
+            return self
+        if self._store is None:
+            took = await rate_async.acquire_here(self, 60, 0, False)
+        else:
+            took = await self.acquire_async()
+        if took:
+            return self
+        if self._store is None:
+            self._refused(60, False)
+        raise self._timeout_error()  # acquire_async counted and logged the timeout
+
+    async def __aexit__(self, *exc_info: object) -> bool:
+        self.record_request()
+        return False
+
     async def _acquire_async_here(self, timeout: float | None, tokens: int = 0, fail_fast: bool = False) -> bool:
         """A request of the native core itself (a Redis store's in-process fallback too); False
         (nothing counted) when its turn lies beyond ``timeout`` (``rate_async``)."""

@@ -44,17 +44,48 @@ async def acquire_here(core: _core.RateCore, timeout: float | None, tokens: int,
 
 async def reserve(core: _core.RateCore, deadline: int, fail_fast: bool) -> bool | None:
     """One booking: True once its instant came, False at the deadline (or at once, failing
-    fast), None to book again."""
+    fast), None to book again. The booking is a handle whose future the loop's timed waits
+    resolve at the instant; a turn beyond the deadline stands by (``stand_by_to_book``)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    booked = core._async_book(_async.here(loop).notifier, future, deadline)
+    if booked is True:
+        return True
+    if booked is None:  # the turn lies beyond the deadline: nothing booked
+        if fail_fast or _core.monotonic_ns() >= deadline:
+            return False
+        return await stand_by_to_book(core, deadline)
+    try:
+        while True:  # until the instant, or a rate change (which may move it either way)
+            await future
+            at = core._async_turn(booked)
+            if at == 0:
+                return True
+            if at < 0:
+                return None
+            if _core.monotonic_ns() >= deadline:
+                core._async_unbook(booked)  # a slower rate moved the instant past the deadline
+                return False
+            future = loop.create_future()
+            core._async_rewatch(booked, future, min(at, deadline))
+    except BaseException:
+        core._async_unbook(booked)
+        raise
+
+
+async def stand_by_to_book(core: _core.RateCore, deadline: int) -> bool | None:
+    """A turn beyond the deadline books nothing: stand by until a change brings it within reach
+    (then book and wait as ``reserve``) or the deadline comes (False)."""
     loop = asyncio.get_running_loop()
     waiter = _core.AsyncWait(_async.notifier(loop))
     standing_by = False
     try:
-        while True:  # a turn beyond the deadline books nothing: stand by until a change or the deadline
+        while True:
             waiter.future = future = loop.create_future()
             delay = core._async_reserve(waiter, deadline)
             if delay is not None:
                 break
-            if fail_fast or _core.monotonic_ns() >= deadline:
+            if _core.monotonic_ns() >= deadline:
                 return False
             if not standing_by:  # registered from now on: look once more before waiting
                 core._async_stand_by(waiter)
