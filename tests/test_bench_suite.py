@@ -92,7 +92,7 @@ def test_bench_smoke_run_writes_every_section(
     assert set(data["results"]) == set(suite.SECTIONS) - {"redis"}
     for section, rows in data["results"].items():
         assert any(r["impl"] == "omnilimit" for r in rows), section
-    assert len(data["targets"]) == 21
+    assert len(data["targets"]) == 22
     accuracy = next(r for r in data["results"]["rate_accuracy"] if r["impl"] == "omnilimit")
     assert 0 < accuracy["admitted"] <= accuracy["ideal"] + 1
     [redis] = [s for s in data["skipped"] if s["name"] == report.TITLES["redis"]]

@@ -120,12 +120,14 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
 RATIO_KEY = {"uncontended": "min_ns", "rate_decision": "min_ns", "manager": "min_ns"}
 
 ASYNC_CONCURRENCY_COLUMNS = [
+    ("loop", "loop"),
     ("impl", "implementation"),
     ("call", "call"),
     ("tasks_per_s", "tasks/s"),
     ("vs_semaphore", "x asyncio.Semaphore"),
     ("wall_ms", "wall ms"),
     ("cpu_us_per_task", "CPU µs/task"),
+    ("cpu_vs_semaphore", "CPU x Semaphore"),
     ("limiter_cpu_us_per_task", "over tasks only"),
     ("peak_in_flight", "peak in flight"),
 ]
@@ -135,6 +137,7 @@ def _async_rate_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     window = f"{rows[0]['window_s']:g} s" if rows else "window"
     short = f"{rows[0]['short_window_s'] * 1e3:g} ms" if rows else "short window"
     return [
+        ("loop", "loop"),
         ("impl", "implementation"),
         ("config", "configured as"),
         ("admitted", "admitted"),
@@ -154,27 +157,44 @@ def _print_asyncio(rows: list[dict[str, Any]], out: TextIO) -> None:
     print(f"\n{TITLES['asyncio'].format(tasks=tasks)}", file=out)
     concurrency = [r for r in rows if r["part"] == "concurrency"]
     if concurrency:
-        semaphore = _one({"x": concurrency}, "x", impl="asyncio.Semaphore")
         trials = len(concurrency[0]["trials"])
         print(
             f"  concurrency: each task `async with lim: await asyncio.sleep(0)`, max_concurrent="
-            f"{concurrency[0]['max_concurrent']}; median of {trials} trial(s)",
+            f"{concurrency[0]['max_concurrent']}; median of {trials} trial(s); ratios to asyncio.Semaphore on"
+            " the same loop",
             file=out,
         )
-        with_ratio = [
-            {**r, "vs_semaphore": r["tasks_per_s"] / semaphore["tasks_per_s"] if semaphore else float("nan")}
-            for r in concurrency
-        ]
+        with_ratio = []
+        for r in concurrency:
+            semaphore = _one({"x": concurrency}, "x", impl="asyncio.Semaphore", loop=r["loop"])
+            with_ratio.append(
+                {
+                    **r,
+                    "vs_semaphore": r["tasks_per_s"] / semaphore["tasks_per_s"] if semaphore else float("nan"),
+                    "cpu_vs_semaphore": r["cpu_us_per_task"] / semaphore["cpu_us_per_task"]
+                    if semaphore
+                    else float("nan"),
+                }
+            )
         _table(with_ratio, ASYNC_CONCURRENCY_COLUMNS, out)
     rate = [r for r in rows if r["part"] == "rate"]
     if rate:
         print(
-            f"  rate: each task `async with lim:` at {rate[0]['rate_per_s']:,}/s; the limit of a window is"
-            " rate x window + burst; worst of the runs",
+            f"  rate: {tasks:,} tasks started at once, each `async with lim:` at {rate[0]['rate_per_s']:,}/s (the"
+            " loop is busy starting them for the first tens of ms); the limit of a window is rate x window +"
+            " burst; worst of the runs",
             file=out,
         )
         shown = [{**r, "admitted": r["admitted"] if r["complete"] else f"{r['admitted']:,} (cut off)"} for r in rate]
         _table(shown, _async_rate_columns(rate), out)
+    sustained = [r for r in rows if r["part"] == "sustained"]
+    if sustained:
+        print(
+            f"  sustained: {tasks:,} tasks each `async with lim:` in a loop for {sustained[0]['seconds']:g} s at"
+            f" {sustained[0]['rate_per_s']:,}/s",
+            file=out,
+        )
+        _table(sustained, _async_rate_columns(sustained), out)
 
 
 SHARED_DECISION_COLUMNS = [

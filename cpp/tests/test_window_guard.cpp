@@ -2,7 +2,7 @@
 // more admissions than the bucket allows in one.
 //
 // What it proves, at fixed instants: the limit (B + floor(1 s / T)) is admitted at once and the
-// next is told the exact instant the window frees; a stream booked at the pace whose sleepers wake
+// next is told the exact instant the window frees; a minute is guarded as a second is; a stream booked at the pace whose sleepers wake
 // up to 5 ms late (the late-wake tolerance), in clusters as an event loop wakes them, never puts
 // more than the limit in any window of kWindowNs, and loses almost nothing of the rate; a rate
 // change keeps the recent admissions; limits beyond kMaxTracked are not tracked. And with real
@@ -85,6 +85,29 @@ void late_clusters_keep_the_bound_and_the_rate() {
   CHECK(lag_max <= 10 * kMs, "largest lag: ", lag_max);
 }
 
+void a_stall_is_caught_up_within_the_second() {
+  // 6,000 per second, burst 1, 5 s; the loop stalls 80 ms at 2 s (a garbage collection): the
+  // sleepers it held up keep their slots (within RatePolicy::kCatchUpNs) and go when it ends, as
+  // far as the last second has room. Nothing is lost and no second holds more than the limit;
+  // the catch-up is at most 100 ms of traffic in a short window.
+  const Nanos interval = 166'667;
+  WindowGuard guard(interval, 1);
+  std::vector<Nanos> went;
+  const int n = 30'000;
+  for (int i = 0; i < n; ++i) {
+    const Nanos booked = kSec + i * interval;
+    Nanos at = booked;
+    if (booked >= 2 * kSec && booked < 2 * kSec + 80 * kMs) at = 2 * kSec + 80 * kMs;  // woken at the end
+    at = std::max(at, went.empty() ? 0 : went.back());
+    for (Nanos retry = guard.admit(at); retry != 0; retry = guard.admit(at)) at = retry;
+    went.push_back(at);
+  }
+  CHECK(most_in_window(went, kSec) <= guard.limit(), "most in a second: ", most_in_window(went, kSec));
+  CHECK(went.back() - (kSec + (n - 1) * interval) <= kMs, "lag at the end: ", went.back() - (kSec + (n - 1) * interval));
+  const std::int64_t short_bound = 1 + (10 * kMs + 100 * kMs) / interval;
+  CHECK(most_in_window(went, 10 * kMs) <= short_bound, "most in 10 ms: ", most_in_window(went, 10 * kMs));
+}
+
 void without_the_guard_the_clusters_exceed() {
   // The same stream, everyone going when woken: the bound the guard keeps is broken (so the test
   // above measures something).
@@ -113,6 +136,35 @@ void a_new_rate_keeps_the_recent_admissions() {
   guard.configure(1, 1);  // a rate far beyond any provider's: not tracked
   CHECK_EQ(guard.limit(), 0);
   for (int i = 0; i < 100'000; ++i) CHECK_EQ(guard.admit(t0), 0);
+}
+
+void the_minute_is_guarded_too() {
+  // 60 per minute (T = 1 s), burst 1: 2 per second, 61 per minute. Callers take every instant the
+  // guard answers, as fast as it lets them, for 5 minutes: each second holds at most 2 and each
+  // minute at most 61 (the second alone would let 120 through in a minute).
+  WindowGuard guard(kSec, 1);
+  CHECK_EQ(guard.limit(), 2);
+  CHECK_EQ(guard.minute_limit(), 61);
+  std::vector<Nanos> went;
+  Nanos at = kSec;
+  while (at < 301 * kSec) {
+    const Nanos retry = guard.admit(at);
+    if (retry == 0) {
+      went.push_back(at);
+    } else {
+      CHECK(retry > at);
+      at = retry;
+    }
+  }
+  CHECK(most_in_window(went, kSec) <= 2, "most in a second: ", most_in_window(went, kSec));
+  CHECK(most_in_window(went, 60 * kSec) <= 61, "most in a minute: ", most_in_window(went, 60 * kSec));
+  CHECK(static_cast<std::int64_t>(went.size()) >= 5 * 61 - 1, "admitted: ", went.size());
+  // Beyond 65,536 per minute the minute is not tracked (the second still is).
+  WindowGuard fast(kMs, 1);  // 1,000 per second, 60,000 per minute: tracked
+  CHECK_EQ(fast.minute_limit(), 60'001);
+  WindowGuard faster(kMs / 2, 1);  // 120,000 per minute: not tracked
+  CHECK_EQ(faster.minute_limit(), 0);
+  CHECK_EQ(faster.limit(), 2'001);
 }
 
 void threads_keep_the_bound() {
@@ -152,7 +204,9 @@ void threads_keep_the_bound() {
 int main() {
   return run_scenarios({{"limit_then_exact_instant", limit_then_exact_instant},
                         {"late_clusters_keep_the_bound_and_the_rate", late_clusters_keep_the_bound_and_the_rate},
+                        {"a_stall_is_caught_up_within_the_second", a_stall_is_caught_up_within_the_second},
                         {"without_the_guard_the_clusters_exceed", without_the_guard_the_clusters_exceed},
                         {"a_new_rate_keeps_the_recent_admissions", a_new_rate_keeps_the_recent_admissions},
+                        {"the_minute_is_guarded_too", the_minute_is_guarded_too},
                         {"threads_keep_the_bound", threads_keep_the_bound}});
 }

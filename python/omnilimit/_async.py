@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import math
 import threading
 import time
 import types
@@ -73,7 +74,13 @@ class LoopState:
         if loop is None or loop.is_closed():
             self._handle = None
             return
-        self._handle = loop.call_at(loop.time() + (at_ns - _monotonic_ns()) / 1e9, self.notifier.expire)
+        delay_s = max(0.0, (at_ns - _monotonic_ns()) / 1e9)
+        if not isinstance(loop, asyncio.BaseEventLoop):
+            # Other loops keep whole milliseconds (uvloop: libuv's timers, rounded to the nearest):
+            # a timer rounded down would fire before its instant and be armed again at once, in a
+            # busy loop until the instant. Rounded up, it fires at or after it.
+            delay_s = math.ceil(delay_s * 1e3) / 1e3
+        self._handle = loop.call_later(delay_s, self.notifier.expire)
 
 
 _states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = weakref.WeakKeyDictionary()

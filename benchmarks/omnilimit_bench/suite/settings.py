@@ -35,6 +35,7 @@ class Settings:
     async_trials: int  # asyncio concurrency: trials per implementation (the median is reported)
     async_rate_runs: int  # asyncio rate: runs per limiter and burst
     async_window_s: float  # asyncio rate: the window in which the most admissions are counted
+    async_sustained_s: float  # asyncio rate: seconds of the sustained run (every task acquiring in a loop)
     shared_processes: int  # shared section: processes taking from one limiter
     shared_seconds: float  # shared section: seconds per multi-process run
     shared_runs: int  # shared section: runs per limiter (the worst error and windows are reported)
@@ -49,14 +50,58 @@ class Settings:
 
 SETTINGS = {
     "short": Settings(
-        "short", 3, 0.05, (8, 64, 256), 2, 0.3, 0.4, 2.0, 0.5, 200, 9, 10_000, 3, 1, 1.0, 4, 1.5, 1, 1000, 8, 1, 0.5
+        "short",
+        3,
+        0.05,
+        (8, 64, 256),
+        2,
+        0.3,
+        0.4,
+        2.0,
+        0.5,
+        200,
+        9,
+        10_000,
+        3,
+        1,
+        1.0,
+        3.0,
+        4,
+        1.5,
+        1,
+        1000,
+        8,
+        1,
+        0.5,
     ),
     "full": Settings(
-        "full", 7, 0.3, (8, 64, 256), 3, 1.0, 2.0, 5.0, 2.0, 1000, 31, 10_000, 7, 3, 1.0, 4, 2.0, 3, 5000, 8, 3, 1.0
+        "full",
+        7,
+        0.3,
+        (8, 64, 256),
+        3,
+        1.0,
+        2.0,
+        5.0,
+        2.0,
+        1000,
+        31,
+        10_000,
+        7,
+        3,
+        1.0,
+        10.0,
+        4,
+        2.0,
+        3,
+        5000,
+        8,
+        3,
+        1.0,
     ),
     # For the tests of the suite itself: every code path, as fast as possible. Figures meaningless.
     "smoke": Settings(
-        "smoke", 1, 0.002, (4,), 1, 0.05, 0.05, 0.3, 0.05, 5, 1, 300, 1, 1, 0.01, 2, 0.2, 1, 20, 2, 1, 0.02
+        "smoke", 1, 0.002, (4,), 1, 0.05, 0.05, 0.3, 0.05, 5, 1, 300, 1, 1, 0.01, 0.3, 2, 0.2, 1, 20, 2, 1, 0.02
     ),
 }
 
