@@ -16,10 +16,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from helpers import need
 
 import omnilimit
 from omnilimit import _async
-from helpers import need
 
 Runner = Callable[[Coroutine[Any, Any, Any]], Any]
 
