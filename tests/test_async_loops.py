@@ -3,8 +3,8 @@
 Every timed wait of a loop (a timeout, a rate limiter's instant) is one entry of the loop's heap
 of timed waits with one loop timer armed for the earliest: the tests count the timers the loop
 holds while thousands wait, check that timeouts still end on time and that the heap does not grow
-with the waits already over. The rate limiter's late-wake rule: a loop stalled for 80 ms costs at
-most the stall, never a burst, and no second holds more than the limit.
+with the waits already over. The rate limiter's late-wake rule: a loop stalled for 80 ms loses no
+capacity (the sleepers it held up keep their slots) and no second holds more than the limit.
 Cancellation and the one arrival order with threads, on both loops."""
 
 from __future__ import annotations
@@ -172,10 +172,10 @@ def test_one_arrival_order_with_threads(run: Runner) -> None:
 
 
 @pytest.mark.parametrize("run", LOOPS)
-def test_a_stalled_loop_costs_at_most_the_stall_and_no_second_holds_more(run: Runner) -> None:
+def test_a_stalled_loop_loses_no_capacity_and_no_second_holds_more(run: Runner) -> None:
     rate_per_s, n = 1000, 1500
 
-    async def main() -> list[float]:
+    async def main() -> tuple[list[float], float]:
         lim = omnilimit.RateLimiter(rate_per_s * 60, burst_size=1, provider_name="stall")
         times: list[float] = []
 
@@ -187,19 +187,18 @@ def test_a_stalled_loop_costs_at_most_the_stall_and_no_second_holds_more(run: Ru
             await asyncio.sleep(0.5)
             time.sleep(0.08)  # the loop is blocked 80 ms (a slow callback, a garbage collection)
 
+        start = time.monotonic()
         await asyncio.gather(stall(), *[task() for _ in range(n)])
-        return sorted(times)
+        return sorted(times), start
 
-    times = run(main())
+    times, _ = run(main())
     assert len(times) == n
     ideal = (n - 1) / rate_per_s
-    # The sleepers the stall made late book again (its 80 ms of instants are lost), the rest is
-    # kept: generous, 100 ms of slack beyond the stall.
-    assert times[-1] - times[0] < ideal + 0.08 + 0.1, times[-1] - times[0] - ideal
-    # The stall never becomes a burst: no second above the limit, no 10 ms above the bucket's bound
-    # (burst + (10 ms + the 5-ms tolerance) x rate), with 5 of slack for the loop's own jitter.
+    # The old rule (book again beyond 5 ms late) lost the stall's 75 ms of instants; with the catch-up
+    # within 100 ms the sleepers it held up keep their slots. Generous: 40 ms of slack.
+    assert times[-1] - times[0] < ideal + 0.04, times[-1] - times[0] - ideal
+    # ...and the catch-up never puts more than the limit in a second.
     assert most_in_window(times, 1.0) <= rate_per_s + 1
-    assert most_in_window(times, 0.01) <= 1 + 15 + 5
 
 
 @pytest.mark.parametrize("run", LOOPS)

@@ -233,7 +233,9 @@ std::optional<Turn> take_from_gcra(RateCore& core, Nanos now, Nanos deadline_ns,
     }
     return Turn::beyond_deadline;
   }
-  if (woke == Schedule::Woke::lost || RatePolicy::missed_turn(core.bucket, ready_ns, now_ns())) return Turn::again;
+  if (woke == Schedule::Woke::lost || RatePolicy::missed_turn(core.bucket, ready_ns, now_ns(), core.guard != nullptr)) {
+    return Turn::again;
+  }
   return Turn::went;
 }
 
@@ -595,7 +597,7 @@ double async_reserve_check(RateCore& core, AsyncWait& w) {
   }
   const Nanos now = now_ns();
   if (w.ready_ns > now) return static_cast<double>(w.ready_ns - now) / 1e9;
-  if (!w.guarded && RatePolicy::missed_turn(core.bucket, w.ready_ns, now)) {
+  if (!w.guarded && RatePolicy::missed_turn(core.bucket, w.ready_ns, now, core.guard != nullptr)) {
     core.schedule.stop_listening(w.listener);  // the loop ran late: book again (kLateToleranceNs)
     w.bucket = nullptr;
     w.end_booking();

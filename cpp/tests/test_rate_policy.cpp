@@ -1,5 +1,5 @@
 // test_rate_policy: RatePolicy's decisions (rate_policy.hpp) at fixed instants, in tables:
-//   * the late-wake rule (missed_turn, kLateToleranceNs);
+//   * the late-wake rule (missed_turn, kLateToleranceNs; kCatchUpNs with a WindowGuard);
 //   * how long a caller may book (max_wait);
 //   * a first look at a lone Gcra, caller after caller: go, sleep until X, book again, stand by
 //     until the deadline, or refuse (after_booking, then after_turn for a turn out of reach);
@@ -87,6 +87,11 @@ void late_wake_rule() {
   bucket.set_interval(1 * kMs, 900 * kMs);
   CHECK(!RatePolicy::missed_turn(bucket, 1000 * kMs, 1005 * kMs));
   CHECK(RatePolicy::missed_turn(bucket, 1000 * kMs, 1005 * kMs + 1));
+  // With a WindowGuard, a sleeper keeps its slot up to kCatchUpNs (100 ms) late.
+  CHECK(!RatePolicy::missed_turn(bucket, 1000 * kMs, 1100 * kMs, true));
+  CHECK(RatePolicy::missed_turn(bucket, 1000 * kMs, 1100 * kMs + 1, true));
+  CHECK(!RatePolicy::missed_turn(1500 * kMs, 1000 * kMs, 2500 * kMs, true));  // or one interval
+  CHECK(RatePolicy::missed_turn(1500 * kMs, 1000 * kMs, 2500 * kMs + 1, true));
 }
 
 void max_wait_table() {

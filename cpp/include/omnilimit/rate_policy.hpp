@@ -118,18 +118,24 @@ struct RatePolicy {
   // event loop or an overloaded machine wakes many sleepers late at once: together they would
   // burst. Within the tolerance a late sleeper keeps its slot, so ordinary wake-up latency costs
   // nothing; beyond it, lateness costs capacity, never a burst: a window of any length W then sees
-  // at most burst + (W + tolerance) / interval admissions. An in-process limiter without a token
-  // budget also has a WindowGuard (window_guard.hpp): its seconds and minutes hold at most
-  // burst + rate x window, the tolerance included.
+  // at most burst + (W + tolerance) / interval admissions. This is the rule of a limiter without a
+  // WindowGuard (one shared between processes, or with a token budget).
   static constexpr Nanos kLateToleranceNs = 5'000'000;
+  // With a WindowGuard (an in-process limiter without a token budget), no second and no minute
+  // can hold more than the bucket allows, however late its sleepers go (window_guard.hpp). So a
+  // sleeper may keep its slot up to this late: a stall of the loop or the process (a garbage
+  // collection, a slow callback) no longer throws away the instants it did not use; the callers
+  // it held up go afterwards, as fast as the last second has room. Later than this, it books
+  // again: a window shorter than a second sees at most burst + (W + kCatchUpNs) / interval.
+  static constexpr Nanos kCatchUpNs = 100'000'000;
 
   // The late-wake rule: a sleeper booked for `ready_ns` on a bucket of interval `interval_ns`,
-  // awake at `now`, books again.
-  static constexpr bool missed_turn(Nanos interval_ns, Nanos ready_ns, Nanos now) noexcept {
-    return now - ready_ns > std::max(interval_ns, kLateToleranceNs);
+  // awake at `now`, books again. `guarded`: the limiter has a WindowGuard.
+  static constexpr bool missed_turn(Nanos interval_ns, Nanos ready_ns, Nanos now, bool guarded = false) noexcept {
+    return now - ready_ns > std::max(interval_ns, guarded ? kCatchUpNs : kLateToleranceNs);
   }
-  static bool missed_turn(const Gcra& bucket, Nanos ready_ns, Nanos now) noexcept {
-    return missed_turn(bucket.interval_ns(), ready_ns, now);
+  static bool missed_turn(const Gcra& bucket, Nanos ready_ns, Nanos now, bool guarded = false) noexcept {
+    return missed_turn(bucket.interval_ns(), ready_ns, now, guarded);
   }
 
   // The longest wait a caller at `now` may book: up to its deadline (kForever: any).

@@ -18,7 +18,10 @@
 // be, and the caller (who keeps the turn it booked) waits until then. So every half-open window
 // of that length holds at most `limit` admissions, whatever the lateness: if one held limit + 1,
 // the last of them would have found the first among its `limit` predecessors less than a window
-// old. Windows shorter than a second keep the bucket's bound, B + floor((W + tolerance) / T).
+// old. With the guard, a sleeper may keep a slot its loop woke it late for (up to
+// RatePolicy::kCatchUpNs): the capacity a stall did not use is taken afterwards, within what the
+// second and the minute allow. Windows shorter than a second hold at most
+// B + floor((W + kCatchUpNs) / T).
 //
 // Each window is guarded 200 us longer than nominal: the instant recorded here is read a few
 // microseconds before the caller's code runs again, so a window of one second on the caller's
@@ -26,8 +29,8 @@
 //
 // Cost: one uncontended mutex and two ring writes per admission (admissions are rate-limited, so
 // the mutex is never busy for long). A limit above kMaxTracked (65,536 per window) is not
-// tracked: at more than 65,536 per minute the minute is left to the bucket's bound
-// (B + floor((60 s + tolerance) / T)), and beyond 65,536 per second both are.
+// tracked: at more than 65,536 per minute the minute is left to the bucket (whose lateness rule
+// then bounds it: B + floor((60 s + kCatchUpNs) / T)), and beyond 65,536 per second both are.
 //
 // Thread-safety: every member is safe from any thread.
 #pragma once
