@@ -126,7 +126,7 @@ struct RatePolicy {
   // sleeper may keep its slot up to this late: a stall of the loop or the process (a garbage
   // collection, a slow callback) no longer throws away the instants it did not use; the callers
   // it held up go afterwards, as fast as the last second has room. Later than this, it books
-  // again: a window shorter than a second sees at most burst + (W + kCatchUpNs) / interval.
+  // again. Windows shorter than a second are not bounded then (see window_guard.hpp).
   static constexpr Nanos kCatchUpNs = 100'000'000;
 
   // The late-wake rule: a sleeper booked for `ready_ns` on a bucket of interval `interval_ns`,

@@ -20,8 +20,10 @@
 // the last of them would have found the first among its `limit` predecessors less than a window
 // old. With the guard, a sleeper may keep a slot its loop woke it late for (up to
 // RatePolicy::kCatchUpNs): the capacity a stall did not use is taken afterwards, within what the
-// second and the minute allow. Windows shorter than a second hold at most
-// B + floor((W + kCatchUpNs) / T).
+// second and the minute allow. Windows shorter than a second are the price: the guard does not
+// bound them. A catch-up puts up to kCatchUpNs of traffic in one loop iteration, and while the
+// queue stays full the guard lets as many go together again a second later, when the catch-up
+// leaves the window (measured at 6,000/s, burst 1: at most 690 in 10 ms, against 61 at the pace).
 //
 // Each window is guarded 200 us longer than nominal: the instant recorded here is read a few
 // microseconds before the caller's code runs again, so a window of one second on the caller's
