@@ -535,3 +535,14 @@ def test_an_idle_process_holds_no_request_not_even_its_burst(redis_url, unique_n
     assert limiter.acquire(timeout=5)
     assert time.monotonic() - started <= 3 * redis_lease.RENEW_S + 0.5
     assert limiter.metrics()["lease_share_rpm"] > 0
+
+
+def test_a_leased_share_keeps_the_late_wake_tolerance(redis_url, unique_name):
+    """A leased share does not catch up after a stall (its pacing keeps the fleet's bound): a
+    sleeper more than 5 ms late books again, as before; an in-process limiter catches up."""
+    limiter = leased(redis_url, unique_name, 1200)
+    try:
+        assert limiter._catch_up is False
+        assert RateLimiter(1200, provider_name=unique_name)._catch_up is True
+    finally:
+        limiter.close()

@@ -41,7 +41,8 @@ def test_the_everyday_extra_is_light_and_test_all_has_the_rest():
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     names = {re.split(r"[<>=!;\[ ]", requirement)[0] for requirement in extras["test"]}
-    assert names == {"pytest", "pytest-timeout", "hypothesis", "redis"}
+    # uvloop: the coroutine tests run on it too
+    assert names == {"pytest", "pytest-timeout", "hypothesis", "redis", "uvloop"}
     assert "omnilimit[test,bench,plot,lint,docs]" in extras["test-all"]  # CI runs the gates in the same venv
     assert {"ruff", "mypy", "import-linter"} <= {re.split(r"[<>=!;\[ ]", r)[0] for r in extras["lint"]}
     assert any(requirement.startswith("omnigen-usf") for requirement in extras["bench"])

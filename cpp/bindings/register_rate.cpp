@@ -169,6 +169,10 @@ struct RateCore final : ForkAware {
   // one, however late its sleepers wake (window_guard.hpp). A shared bucket's processes, and the
   // token budget's queue, keep the bucket's own bound.
   std::unique_ptr<WindowGuard> guard;
+  // With the guard: sleepers up to RatePolicy::kCatchUpNs late keep their slots. Off for a leased
+  // share of a fleet's budget (each process's pacing is what keeps the fleet's bound).
+  std::atomic<bool> catch_up{true};
+  bool catching_up() const noexcept { return guard != nullptr && catch_up.load(std::memory_order_relaxed); }
   // With a token budget: a ContextVar holding the tokens of the current task's latest unsettled
   // reservation (coroutines share their loop's thread, so a thread-local cannot tell them apart).
   py::object async_reservation;
@@ -233,7 +237,7 @@ std::optional<Turn> take_from_gcra(RateCore& core, Nanos now, Nanos deadline_ns,
     }
     return Turn::beyond_deadline;
   }
-  if (woke == Schedule::Woke::lost || RatePolicy::missed_turn(core.bucket, ready_ns, now_ns(), core.guard != nullptr)) {
+  if (woke == Schedule::Woke::lost || RatePolicy::missed_turn(core.bucket, ready_ns, now_ns(), core.catching_up())) {
     return Turn::again;
   }
   return Turn::went;
@@ -597,7 +601,7 @@ double async_reserve_check(RateCore& core, AsyncWait& w) {
   }
   const Nanos now = now_ns();
   if (w.ready_ns > now) return static_cast<double>(w.ready_ns - now) / 1e9;
-  if (!w.guarded && RatePolicy::missed_turn(core.bucket, w.ready_ns, now, core.guard != nullptr)) {
+  if (!w.guarded && RatePolicy::missed_turn(core.bucket, w.ready_ns, now, core.catching_up())) {
     core.schedule.stop_listening(w.listener);  // the loop ran late: book again (kLateToleranceNs)
     w.bucket = nullptr;
     w.end_booking();
@@ -864,6 +868,11 @@ directly; the GIL is released only while a caller sleeps until its turn.)doc");
                              "Time between two requests at the configured rate, in ns (rounded up).")
       .def_property_readonly("burst", [](const RateCore& c) { return c.requests().burst(); })
       .def_property_readonly("has_token_budget", [](const RateCore& c) { return static_cast<bool>(c.dual); })
+      .def_property(
+          "_catch_up", [](const RateCore& c) { return c.catching_up(); },
+          [](RateCore& c, bool on) { c.catch_up.store(on); },
+          "Whether sleepers up to 100 ms late keep their slots (an in-process limiter without a token\n"
+          "budget; off for a leased share of a fleet's budget).")
       .def_property_readonly(
           "shared_name", [](const RateCore& c) -> py::object {
             return c.segment ? py::object(py::str(c.segment->name())) : py::object(py::none());

@@ -382,6 +382,11 @@ PyObject* fast_async_enqueue(PyObject* self, PyObject* const* args, Py_ssize_t n
     Nanos deadline_ns = 0;
     if (!parse_instant(args[2], &deadline_ns)) return nullptr;
     auto notifier = py::handle(args[0]).cast<std::shared_ptr<LoopNotifier>>();
+    if (core->shared_semaphore) {  // (local_semaphore() says so too, as a C++ exception: ValueError here)
+      PyErr_SetString(PyExc_ValueError,
+                      "coroutines cannot wait on a concurrency limiter shared between processes yet");
+      return nullptr;
+    }
     if (core->closed.load(std::memory_order_relaxed)) {
       PyErr_SetString(limiter_closed_error, "the limiter is closed");
       return nullptr;

@@ -141,6 +141,9 @@ class RateLimiter(_core.RateCore, WithStore[RateStore], ProviderFeedback, _async
         self.provider_name = checked_name
         self._rpm = requests_per_minute
         if self._lease is not None:
+            # A late sleeper keeps its slot only within the 5-ms tolerance: this process's pacing of
+            # its share is what keeps the fleet's bound (rate_policy.hpp, kCatchUpNs).
+            self._catch_up = False
             self._lease.bind(self)  # the first lease: one round trip
         self._timeouts = timeouts
         if self._shared_limits_before is not None:
